@@ -1,0 +1,93 @@
+//! Agent API conventions: the version both sides speak and the metadata
+//! every call carries.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Metadata key carrying the agent API version of the caller.
+pub const API_VERSION_HEADER: &str = "x-warden-agent-api-version";
+/// Metadata key carrying `Bearer <agent token>`.
+pub const AUTHORIZATION_HEADER: &str = "authorization";
+
+/// A `major.minor` agent API version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ApiVersion {
+    /// What this build speaks; 2.7 is the first version with boundary logs.
+    pub const CURRENT: ApiVersion = ApiVersion { major: 2, minor: 7 };
+    /// The oldest version a control plane accepts.
+    pub const MINIMUM: ApiVersion = ApiVersion { major: 2, minor: 7 };
+
+    /// Whether a control plane of this build serves an agent speaking `self`:
+    /// 2.7 and later within major 2.
+    pub fn is_supported(self) -> bool {
+        self.major == Self::MINIMUM.major && self >= Self::MINIMUM
+    }
+}
+
+impl fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// An API version string that is not `MAJOR.MINOR`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("agent api version {0:?} is not MAJOR.MINOR")]
+pub struct BadApiVersion(pub String);
+
+impl FromStr for ApiVersion {
+    type Err = BadApiVersion;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadApiVersion(s.to_owned());
+        let (major, minor) = s.trim().split_once('.').ok_or_else(bad)?;
+        Ok(ApiVersion {
+            major: major.parse().map_err(|_| bad())?,
+            minor: minor.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` value, if it is one.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_within_major_two_from_seven_are_supported() {
+        for (text, ok) in [
+            ("2.7", true),
+            ("2.8", true),
+            ("2.10", true),
+            ("2.6", false),
+            ("3.0", false),
+            ("1.9", false),
+        ] {
+            let version: ApiVersion = text.parse().unwrap();
+            assert_eq!(version.is_supported(), ok, "{text}");
+            assert_eq!(version.to_string(), text);
+        }
+        assert!("2".parse::<ApiVersion>().is_err());
+        assert!("two.seven".parse::<ApiVersion>().is_err());
+    }
+
+    #[test]
+    fn bearer_tokens_are_extracted() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
+}
