@@ -1,1 +1,57 @@
-fn main() {}
+//! `warden`: one binary for the control plane, the workspace agent, the
+//! sandbox-side `emit` tool and the operator commands. Each subcommand lives
+//! in its own module under `cmd/`; this file only parses and dispatches.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "warden", version, about = "Carries boundary audit records from sandboxes to a control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane (agent API, storage, boundary log lines, query API).
+    Server(cmd::server::Args),
+    /// Run the workspace agent (boundary log socket, spool, forwarder, commands).
+    Agent(cmd::agent::Args),
+    /// Send audit records from JSON lines on stdin to the agent's socket.
+    Emit(cmd::emit::Args),
+    /// Register and manage workspaces on a control plane.
+    #[command(subcommand)]
+    Workspace(cmd::workspace::Command),
+    /// Query stored boundary records.
+    Logs(cmd::logs::Args),
+    /// Run a server, an agent and a demo producer on embedded defaults.
+    Dev(cmd::dev::Args),
+    /// Measure records/s and latency through client, agent, spool and server.
+    Bench(cmd::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            // clap uses 0 for --help/--version and 2 for usage errors.
+            return ExitCode::from(err.exit_code() as u8);
+        }
+    };
+    match cli.command {
+        Command::Server(args) => cmd::server::main(args),
+        Command::Agent(args) => cmd::agent::main(args),
+        Command::Emit(args) => cmd::emit::main(args),
+        Command::Workspace(command) => cmd::workspace::main(command),
+        Command::Logs(args) => cmd::logs::main(args),
+        Command::Dev(args) => cmd::dev::main(args),
+        Command::Bench(args) => cmd::bench::main(args),
+    }
+}

@@ -1,0 +1,1 @@
+//! The workspace agent: boundary log socket, spool, forwarder and workspace commands.

@@ -1,0 +1,1 @@
+//! Sandbox-side client: batches audit records and sends them to the agent's socket.
