@@ -15,6 +15,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Hand-written to match the reference encoder's field order; see
+        // src/wire/reference_order.rs.
+        .extern_path(
+            ".coder.agent.v2.BoundaryLog",
+            "crate::wire::reference_order::BoundaryLog",
+        )
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -2,10 +2,13 @@
 //! because prost refers across packages with `super::` paths.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
+pub mod reference_order;
+
 pub mod coder {
     pub mod agent {
         pub mod v2 {
             tonic::include_proto!("coder.agent.v2");
+            pub use crate::wire::reference_order::{BoundaryLog, boundary_log};
         }
     }
     pub mod boundarylogproxy {
