@@ -286,7 +286,10 @@ pub fn payload_len(tag: Tag, frame: &Frame) -> Result<usize, EncodeError> {
 }
 
 /// Size of a `BoundaryMessage` whose oneof member encodes to `inner` bytes.
-fn envelope_len(inner: usize) -> usize {
+///
+/// Public so that writers can size a tag-2 frame incrementally (record by
+/// record) instead of re-encoding it.
+pub fn envelope_len(inner: usize) -> usize {
     1 + prost::encoding::encoded_len_varint(inner as u64) + inner
 }
 
