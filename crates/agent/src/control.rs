@@ -1,0 +1,372 @@
+//! The control plane connection: a lazily connected gRPC channel that
+//! carries the token and the API version on every call, the classification
+//! of failures (retry soon, retry slowly, give up on this request), the retry
+//! schedule, and log lines that say when the link goes down and comes back
+//! (once per transition, not once per attempt).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
+use warden_proto::api::{API_VERSION_HEADER, AUTHORIZATION_HEADER, ApiVersion};
+use warden_proto::domain::{BadManifest, Manifest};
+use warden_proto::wire::agentapi::{self, agent_api_client::AgentApiClient};
+
+use crate::config::Token;
+
+/// The control plane could not be configured (bad URL or TLS settings).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control plane url {url:?}: {source}")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("reading the ca certificate {path}: {source}")]
+    CaCert {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuring tls for {url}: {source}")]
+    Tls {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+impl ControlError {
+    /// Every one of these is fixed by changing the configuration.
+    pub fn is_usage(&self) -> bool {
+        true
+    }
+}
+
+/// One call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("the control plane refused the agent token (revoked or unknown): {0}")]
+    Unauthenticated(String),
+    #[error("the control plane refused this agent: {0}")]
+    PermissionDenied(String),
+    #[error("the control plane does not serve agent api version {version}: {message}")]
+    VersionRejected { version: ApiVersion, message: String },
+    #[error("the control plane refused the request as invalid ({code:?}): {message}")]
+    Rejected { code: Code, message: String },
+    #[error("control plane unavailable ({code:?}): {message}")]
+    Unavailable { code: Code, message: String },
+    #[error("the control plane sent an unusable manifest: {0}")]
+    BadManifest(#[from] BadManifest),
+}
+
+impl CallError {
+    fn from_status(status: Status) -> CallError {
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::Unauthenticated => CallError::Unauthenticated(message),
+            Code::PermissionDenied => CallError::PermissionDenied(message),
+            Code::FailedPrecondition => CallError::VersionRejected {
+                version: ApiVersion::CURRENT,
+                message,
+            },
+            // The request itself is wrong (or too large): sending it again
+            // unchanged cannot help.
+            code @ (Code::InvalidArgument | Code::OutOfRange) => {
+                CallError::Rejected { code, message }
+            }
+            code => CallError::Unavailable { code, message },
+        }
+    }
+
+    /// Failures an operator must fix (token, version): retried slowly and
+    /// logged loudly every time.
+    pub fn needs_operator(&self) -> bool {
+        matches!(
+            self,
+            CallError::Unauthenticated(_)
+                | CallError::PermissionDenied(_)
+                | CallError::VersionRejected { .. }
+        )
+    }
+}
+
+/// Adds the token and the API version to every call.
+#[derive(Clone)]
+pub struct Auth {
+    authorization: MetadataValue<Ascii>,
+    version: MetadataValue<Ascii>,
+}
+
+impl Auth {
+    fn new(token: &Token) -> Auth {
+        // The config validated the token as visible ASCII, so this parses.
+        let mut authorization: MetadataValue<Ascii> = format!("Bearer {}", token.expose())
+            .parse()
+            .unwrap_or_else(|_| MetadataValue::from_static(""));
+        authorization.set_sensitive(true);
+        let version = ApiVersion::CURRENT
+            .to_string()
+            .parse()
+            .unwrap_or_else(|_| MetadataValue::from_static("2.7"));
+        Auth {
+            authorization,
+            version,
+        }
+    }
+}
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let metadata = request.metadata_mut();
+        metadata.insert(AUTHORIZATION_HEADER, self.authorization.clone());
+        metadata.insert(API_VERSION_HEADER, self.version.clone());
+        Ok(request)
+    }
+}
+
+/// How long to wait between attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// First delay after a failure; it doubles (with jitter) up to `max_delay`.
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Delay after a failure an operator must fix (revoked token, version).
+    pub operator_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            min_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+            operator_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The delays of one retry loop: capped exponential backoff with jitter,
+/// and the slow fixed delay for failures an operator must fix.
+pub struct Retry {
+    policy: RetryPolicy,
+    backoff: ExponentialBackoff,
+}
+
+impl Retry {
+    pub fn new(policy: RetryPolicy) -> Retry {
+        Retry {
+            policy,
+            backoff: Self::build(policy),
+        }
+    }
+
+    fn build(policy: RetryPolicy) -> ExponentialBackoff {
+        // Without backon's `std` feature the jitter would use one fixed seed,
+        // and every agent restarted by the same outage would retry in step.
+        let seed = uuid::Uuid::new_v4().as_u64_pair().0;
+        ExponentialBuilder::new()
+            .with_min_delay(policy.min_delay)
+            .with_max_delay(policy.max_delay)
+            .without_max_times()
+            .with_jitter()
+            .with_jitter_seed(seed)
+            .build()
+    }
+
+    /// The delay before the next attempt after `error`.
+    pub fn delay_after(&mut self, error: &CallError) -> Duration {
+        if error.needs_operator() {
+            return self.policy.operator_delay;
+        }
+        self.backoff.next().unwrap_or(self.policy.max_delay)
+    }
+
+    /// Starts over after a success.
+    pub fn reset(&mut self) {
+        self.backoff = Self::build(self.policy);
+    }
+}
+
+type Client = AgentApiClient<InterceptedService<Channel, Auth>>;
+
+/// A handle on the control plane; cheap to clone (one shared channel).
+#[derive(Clone)]
+pub struct ControlPlane {
+    client: Client,
+    url: Arc<str>,
+    link: Arc<Link>,
+}
+
+impl ControlPlane {
+    /// Prepares the channel; nothing connects until the first call, and the
+    /// channel reconnects by itself after a failure.
+    pub fn new(url: &str, token: &Token, ca_cert: Option<&Path>) -> Result<Self, ControlError> {
+        let bad_url = |source| ControlError::BadUrl {
+            url: url.to_owned(),
+            source,
+        };
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(bad_url)?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        if url.to_ascii_lowercase().starts_with("https://") {
+            let tls = match ca_cert {
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|source| ControlError::CaCert {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+                }
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|source| ControlError::Tls {
+                    url: url.to_owned(),
+                    source,
+                })?;
+        }
+        let client = AgentApiClient::with_interceptor(endpoint.connect_lazy(), Auth::new(token));
+        Ok(ControlPlane {
+            client,
+            url: url.into(),
+            link: Arc::new(Link::default()),
+        })
+    }
+
+    /// Fetches the agent's manifest.
+    pub async fn manifest(&self) -> Result<Manifest, CallError> {
+        let result = self
+            .client
+            .clone()
+            .get_manifest(agentapi::GetManifestRequest {})
+            .await;
+        let manifest = self.observe(result)?;
+        Ok(Manifest::try_from(manifest)?)
+    }
+
+    /// Delivers batches; `Ok` means every batch named in the response is
+    /// durably committed by the control plane.
+    pub async fn report(
+        &self,
+        request: agentapi::ReportBoundaryLogsRequest,
+    ) -> Result<agentapi::ReportBoundaryLogsResponse, CallError> {
+        let result = self.client.clone().report_boundary_logs(request).await;
+        self.observe(result)
+    }
+
+    fn observe<T>(&self, result: Result<tonic::Response<T>, Status>) -> Result<T, CallError> {
+        match result {
+            Ok(response) => {
+                self.link.up(&self.url);
+                Ok(response.into_inner())
+            }
+            Err(status) => {
+                let error = CallError::from_status(status);
+                self.link.failed(&self.url, &error);
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Whether the last call failed, so that the link's state changes are
+/// logged once each, while failures an operator must fix are logged at
+/// every (slow) attempt.
+#[derive(Default)]
+struct Link {
+    down: AtomicBool,
+}
+
+impl Link {
+    fn up(&self, url: &str) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!(url, "control plane reachable again");
+        }
+    }
+
+    fn failed(&self, url: &str, error: &CallError) {
+        let was_down = self.down.swap(true, Ordering::Relaxed);
+        if error.needs_operator() {
+            tracing::error!(
+                url,
+                "{error}; still accepting and spooling records, retrying slowly"
+            );
+        } else if matches!(error, CallError::Rejected { .. }) {
+            // Reported by the caller, which knows what was refused.
+        } else if !was_down {
+            tracing::warn!(
+                url,
+                "{error}; accepting and spooling records until it is back"
+            );
+        } else {
+            tracing::debug!(url, "{error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified() {
+        let class = |code| CallError::from_status(Status::new(code, "m"));
+        assert!(matches!(class(Code::Unauthenticated), CallError::Unauthenticated(_)));
+        assert!(class(Code::Unauthenticated).needs_operator());
+        assert!(class(Code::FailedPrecondition).needs_operator());
+        assert!(matches!(class(Code::InvalidArgument), CallError::Rejected { .. }));
+        assert!(matches!(class(Code::OutOfRange), CallError::Rejected { .. }));
+        for code in [Code::Unavailable, Code::Internal, Code::DeadlineExceeded, Code::Unknown] {
+            assert!(matches!(class(code), CallError::Unavailable { .. }), "{code:?}");
+            assert!(!class(code).needs_operator());
+        }
+    }
+
+    #[test]
+    fn retry_delays_grow_to_the_cap_and_operator_failures_wait_long() {
+        let policy = RetryPolicy {
+            min_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            operator_delay: Duration::from_secs(60),
+        };
+        let mut retry = Retry::new(policy);
+        let transient = CallError::Unavailable {
+            code: Code::Unavailable,
+            message: String::new(),
+        };
+        let delays: Vec<_> = (0..20).map(|_| retry.delay_after(&transient)).collect();
+        assert!(delays[0] >= policy.min_delay && delays[0] <= 2 * policy.min_delay);
+        // Jitter adds at most the delay itself on top of the cap.
+        assert!(delays.iter().all(|d| *d <= 2 * policy.max_delay), "{delays:?}");
+        assert!(delays[19] >= policy.max_delay, "{delays:?}");
+        let revoked = CallError::Unauthenticated(String::new());
+        assert_eq!(retry.delay_after(&revoked), policy.operator_delay);
+        retry.reset();
+        assert!(retry.delay_after(&transient) <= 2 * policy.min_delay);
+    }
+
+    #[test]
+    fn every_call_carries_the_token_and_version() {
+        let mut auth = Auth::new(&Token::new("tok"));
+        let request = auth.call(Request::new(())).unwrap();
+        let metadata = request.metadata();
+        assert_eq!(metadata.get(AUTHORIZATION_HEADER).unwrap(), "Bearer tok");
+        assert_eq!(metadata.get(API_VERSION_HEADER).unwrap(), "2.7");
+        // Marked sensitive, so tonic's and hyper's debug output hide it.
+        assert!(metadata.get(AUTHORIZATION_HEADER).unwrap().is_sensitive());
+    }
+}
