@@ -1,0 +1,328 @@
+//! The store's vocabulary: what callers hand to a [`Store`](crate::Store) and
+//! get back, with no trace of SQL.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use uuid::Uuid;
+use warden_proto::domain::{Decision, EventTime, IngestBatch, Manifest, Peer};
+
+/// A stored record's id. Ids grow in commit order, so "every record with an
+/// id above the last one seen" is a valid cursor for following new records.
+pub type RecordId = i64;
+
+/// SHA-256 of a secret token; the store never sees the token itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Even a hash is not worth leaking into logs.
+        f.write_str("TokenHash(..)")
+    }
+}
+
+/// A workspace to register, with its one agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewWorkspace {
+    pub name: String,
+    pub owner: String,
+    /// Empty for none.
+    pub startup_script: String,
+    pub agent_name: String,
+    pub token_hash: TokenHash,
+}
+
+/// A live (not deleted) workspace and its agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: Uuid,
+    pub name: String,
+    pub owner: String,
+    /// Empty for none.
+    pub startup_script: String,
+    pub created_at: Timestamp,
+    pub agent: Agent,
+}
+
+impl Workspace {
+    /// What the agent of this workspace is told about it.
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            workspace_id: self.id,
+            workspace_name: self.name.clone(),
+            owner_name: self.owner.clone(),
+            agent_id: self.agent.id,
+            agent_name: self.agent.name.clone(),
+            startup_script: self.startup_script.clone(),
+        }
+    }
+}
+
+/// A workspace's agent and when it was last heard from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agent {
+    pub id: Uuid,
+    pub name: String,
+    /// When the current token was issued (creation or last rotation).
+    pub token_issued_at: Timestamp,
+    /// The last authenticated call of the agent.
+    pub last_contact_at: Option<Timestamp>,
+    /// When the agent last delivered batches, and the last batch's id.
+    pub last_batch_at: Option<Timestamp>,
+    pub last_batch_id: Option<Uuid>,
+}
+
+/// What authenticating an agent needs: who it is and its token's hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentCredentials {
+    pub manifest: Manifest,
+    pub token_hash: TokenHash,
+}
+
+/// Batches one agent delivered in one call, to commit together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestRequest {
+    /// The authenticated agent; every record is stored under it and its
+    /// workspace, whatever the batches say.
+    pub agent_id: Uuid,
+    /// When the control plane received the call (last contact).
+    pub at: Timestamp,
+    pub batches: Vec<IngestBatch>,
+}
+
+impl IngestRequest {
+    /// Valid records in all batches.
+    pub fn record_count(&self) -> usize {
+        self.batches
+            .iter()
+            .map(|b| b.logs.as_ref().map_or(0, |l| l.records.len()))
+            .sum()
+    }
+}
+
+/// What committing an [`IngestRequest`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// One per batch, in request order.
+    pub batches: Vec<BatchOutcome>,
+    /// Ids of every record this commit stored (their lines are due).
+    pub record_ids: Vec<RecordId>,
+}
+
+/// What happened to one batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub batch_id: Uuid,
+    /// The batch id was already stored: nothing was changed.
+    pub already_committed: bool,
+    /// Records newly stored, as indexes into the batch's `logs.records`, in
+    /// batch order; conflicts are stored too and flagged.
+    pub new_records: Vec<NewRecord>,
+    /// Records that were stored before (same batch or same session key).
+    pub duplicates: u32,
+    /// Records refused by validation (counted as losses, not stored).
+    pub rejected: u32,
+}
+
+impl BatchOutcome {
+    /// Newly stored records without the conflict flag.
+    pub fn stored(&self) -> u32 {
+        count(self.new_records.iter().filter(|r| !r.conflict))
+    }
+
+    /// Newly stored records with the conflict flag.
+    pub fn conflicts(&self) -> u32 {
+        count(self.new_records.iter().filter(|r| r.conflict))
+    }
+}
+
+fn count<T>(iter: impl Iterator<Item = T>) -> u32 {
+    u32::try_from(iter.count()).unwrap_or(u32::MAX)
+}
+
+/// A record newly stored by an ingest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewRecord {
+    /// Index into the batch's `logs.records`.
+    pub index: usize,
+    /// Its session key matched a stored record with other content.
+    pub conflict: bool,
+}
+
+/// A stored record with everything known about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub id: RecordId,
+    pub workspace_id: Uuid,
+    pub workspace_name: String,
+    pub workspace_owner: String,
+    pub agent_id: Uuid,
+    pub agent_name: String,
+    pub batch_id: Uuid,
+    pub session_id: Option<String>,
+    pub sequence_number: i32,
+    pub event_time: EventTime,
+    /// When the agent read the record from its socket.
+    pub received_at: Timestamp,
+    /// When the control plane committed it.
+    pub committed_at: Timestamp,
+    pub decision: Decision,
+    pub method: String,
+    pub url: String,
+    pub matched_rule: String,
+    /// The `confined_process_name` the client sent.
+    pub process: String,
+    /// The socket peer that wrote the record to the agent.
+    pub peer: Peer,
+    pub conflict: bool,
+}
+
+/// Which stored records to return, oldest (lowest id) first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordQuery {
+    pub workspace_id: Option<Uuid>,
+    pub session_id: Option<String>,
+    /// Only records with a greater id (a cursor).
+    pub after_id: Option<RecordId>,
+    pub limit: u32,
+}
+
+impl Default for RecordQuery {
+    fn default() -> Self {
+        RecordQuery {
+            workspace_id: None,
+            session_id: None,
+            after_id: None,
+            limit: 1000,
+        }
+    }
+}
+
+/// Who saw a loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LossSource {
+    /// The sandbox client (a BoundaryStatus frame).
+    Client,
+    /// The workspace agent (its own drops).
+    Agent,
+    /// The control plane (records refused by validation).
+    Server,
+}
+
+impl LossSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossSource::Client => "client",
+            LossSource::Agent => "agent",
+            LossSource::Server => "server",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LossSource> {
+        match s {
+            "client" => Some(LossSource::Client),
+            "agent" => Some(LossSource::Agent),
+            "server" => Some(LossSource::Server),
+            _ => None,
+        }
+    }
+}
+
+/// Reasons a client reports drops for (BoundaryStatus fields).
+pub const CLIENT_CHANNEL_FULL: &str = "channel_full";
+pub const CLIENT_BATCH_FULL: &str = "batch_full";
+
+/// Records (and frames) lost for one reason, summed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loss {
+    pub source: LossSource,
+    pub reason: String,
+    pub records: u64,
+    pub frames: u64,
+}
+
+/// What is known about one client session, enough to tell loss from gaps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub workspace_id: Uuid,
+    pub session_id: String,
+    /// Stored records, conflicts included.
+    pub records: u64,
+    pub conflicts: u64,
+    /// Distinct sequence numbers stored (conflicts excluded).
+    pub distinct_sequence_numbers: u64,
+    pub first_sequence_number: Option<i32>,
+    pub last_sequence_number: Option<i32>,
+    /// The last sequence number the client said it assigned, if it closed the
+    /// session with a final status (-1: it assigned none).
+    pub final_sequence_number: Option<i64>,
+    /// Losses attributed to this session, by source and reason.
+    pub losses: Vec<Loss>,
+}
+
+impl SessionSummary {
+    /// Sequence numbers from 0 up to the last one known (stored or final)
+    /// that no stored record carries.
+    pub fn missing(&self) -> u64 {
+        let last = i64::from(self.last_sequence_number.unwrap_or(-1))
+            .max(self.final_sequence_number.unwrap_or(-1));
+        let first = i64::from(self.first_sequence_number.unwrap_or(0)).min(0);
+        let expected = u64::try_from(last - first + 1).unwrap_or(0);
+        expected.saturating_sub(self.distinct_sequence_numbers)
+    }
+
+    /// Records someone reported as lost in this session.
+    pub fn reported_losses(&self) -> u64 {
+        self.losses.iter().map(|l| l.records).sum()
+    }
+
+    /// Missing records nobody accounted for.
+    pub fn unexplained(&self) -> u64 {
+        self.missing().saturating_sub(self.reported_losses())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(
+        first: Option<i32>,
+        last: Option<i32>,
+        distinct: u64,
+        last_final: Option<i64>,
+    ) -> SessionSummary {
+        SessionSummary {
+            workspace_id: Uuid::nil(),
+            session_id: "s".into(),
+            records: distinct,
+            conflicts: 0,
+            distinct_sequence_numbers: distinct,
+            first_sequence_number: first,
+            last_sequence_number: last,
+            final_sequence_number: last_final,
+            losses: vec![Loss {
+                source: LossSource::Client,
+                reason: CLIENT_CHANNEL_FULL.into(),
+                records: 2,
+                frames: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn gaps_count_from_zero_to_the_last_known_number() {
+        // 0..=9 with 7 stored: 3 missing, 2 reported, 1 unexplained.
+        let s = summary(Some(0), Some(9), 7, None);
+        assert_eq!(s.missing(), 3);
+        assert_eq!(s.unexplained(), 1);
+        // The final number reveals tail loss.
+        assert_eq!(summary(Some(0), Some(9), 10, Some(14)).missing(), 5);
+        // A session whose first records were lost.
+        assert_eq!(summary(Some(3), Some(4), 2, None).missing(), 3);
+        // Nothing stored and nothing assigned.
+        assert_eq!(summary(None, None, 0, Some(-1)).missing(), 0);
+        assert_eq!(summary(None, None, 0, Some(-1)).unexplained(), 0);
+    }
+}

@@ -1,0 +1,303 @@
+//! Reading records, the line outbox, sessions and losses (on the read pool).
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use uuid::Uuid;
+use warden_proto::domain::{Decision, Peer};
+
+use super::convert::{count_from_sql, event_time, from_nanos, received_at, uuid};
+use crate::StoreError;
+use crate::model::{Loss, LossSource, RecordId, RecordQuery, SessionSummary, StoredRecord};
+
+/// Columns [`record_from_row`] reads; `r` records, `b` batches, `a` agents,
+/// `w` workspaces.
+macro_rules! record_columns {
+    () => {
+        "SELECT r.id, w.uuid, w.name, w.owner, a.uuid, a.name, b.uuid, r.session_id, \
+         r.sequence_number, r.event_secs, r.event_nanos, b.received_secs, b.received_nanos, \
+         b.committed_at, r.allowed, r.method, r.url, r.matched_rule, b.process, \
+         b.peer_uid, b.peer_gid, b.peer_pid, b.peer_comm, b.peer_exe, r.conflict "
+    };
+}
+
+macro_rules! record_joins {
+    () => {
+        " JOIN batches b ON b.id = r.batch_id \
+          JOIN agents a ON a.id = r.agent_id \
+          JOIN workspaces w ON w.id = a.workspace_id "
+    };
+}
+
+fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    StoreError::database(context)
+}
+
+fn record_from_row(row: &SqliteRow) -> Result<StoredRecord, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Database {
+        context: "reading a record",
+        cause: e,
+    };
+    let allowed: bool = row.try_get(14).map_err(get)?;
+    Ok(StoredRecord {
+        id: row.try_get(0).map_err(get)?,
+        workspace_id: uuid(row.try_get::<&[u8], _>(1).map_err(get)?)?,
+        workspace_name: row.try_get(2).map_err(get)?,
+        workspace_owner: row.try_get(3).map_err(get)?,
+        agent_id: uuid(row.try_get::<&[u8], _>(4).map_err(get)?)?,
+        agent_name: row.try_get(5).map_err(get)?,
+        batch_id: uuid(row.try_get::<&[u8], _>(6).map_err(get)?)?,
+        session_id: row.try_get(7).map_err(get)?,
+        sequence_number: row.try_get(8).map_err(get)?,
+        event_time: event_time(row.try_get(9).map_err(get)?, row.try_get(10).map_err(get)?),
+        received_at: received_at(row.try_get(11).map_err(get)?, row.try_get(12).map_err(get)?)?,
+        committed_at: from_nanos(row.try_get(13).map_err(get)?)?,
+        decision: Decision::from_allowed(allowed),
+        method: row.try_get(15).map_err(get)?,
+        url: row.try_get(16).map_err(get)?,
+        matched_rule: row.try_get(17).map_err(get)?,
+        process: row.try_get(18).map_err(get)?,
+        peer: Peer {
+            uid: u32::try_from(row.try_get::<i64, _>(19).map_err(get)?).unwrap_or(u32::MAX),
+            gid: u32::try_from(row.try_get::<i64, _>(20).map_err(get)?).unwrap_or(u32::MAX),
+            pid: row.try_get(21).map_err(get)?,
+            comm: row.try_get(22).map_err(get)?,
+            exe: row.try_get(23).map_err(get)?,
+        },
+        conflict: row.try_get(24).map_err(get)?,
+    })
+}
+
+pub(super) async fn unprinted(
+    conn: &mut SqliteConnection,
+    after: Option<RecordId>,
+    limit: u32,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let rows = sqlx::query(concat!(
+        record_columns!(),
+        "FROM line_outbox o JOIN records r ON r.id = o.record_id",
+        record_joins!(),
+        "WHERE o.record_id > ? ORDER BY o.record_id LIMIT ?"
+    ))
+    .bind(after.unwrap_or(i64::MIN))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db("reading unprinted records"))?;
+    rows.iter().map(record_from_row).collect()
+}
+
+pub(super) async fn records(
+    conn: &mut SqliteConnection,
+    query: &RecordQuery,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let mut sql = String::from(concat!(
+        record_columns!(),
+        "FROM records r",
+        record_joins!(),
+        "WHERE true"
+    ));
+    if query.workspace_id.is_some() {
+        sql.push_str(" AND w.uuid = ?");
+    }
+    if query.session_id.is_some() {
+        sql.push_str(" AND r.session_id = ?");
+    }
+    if query.after_id.is_some() {
+        sql.push_str(" AND r.id > ?");
+    }
+    sql.push_str(" ORDER BY r.id LIMIT ?");
+    // Only fixed fragments above; every value is bound.
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    if let Some(id) = query.workspace_id {
+        q = q.bind(id.as_bytes().to_vec());
+    }
+    if let Some(session) = &query.session_id {
+        q = q.bind(session.clone());
+    }
+    if let Some(after) = query.after_id {
+        q = q.bind(after);
+    }
+    let rows = q
+        .bind(i64::from(query.limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("querying records"))?;
+    rows.iter().map(record_from_row).collect()
+}
+
+/// Internal keys of the agents of a workspace (one today; deleted ones too).
+async fn agent_keys(
+    conn: &mut SqliteConnection,
+    workspace_id: Uuid,
+) -> Result<Vec<i64>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT a.id FROM agents a JOIN workspaces w ON w.id = a.workspace_id WHERE w.uuid = ?",
+    )
+    .bind(workspace_id.as_bytes().as_slice())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db("finding a workspace's agent"))?;
+    rows.iter()
+        .map(|row| row.try_get(0).map_err(db("finding a workspace's agent")))
+        .collect()
+}
+
+async fn losses(
+    conn: &mut SqliteConnection,
+    agent: i64,
+    session: Option<&str>,
+) -> Result<Vec<Loss>, StoreError> {
+    let rows = match session {
+        Some(session) => sqlx::query(
+            "SELECT source, reason, records, frames FROM losses WHERE agent_id = ? AND session_id = ?",
+        )
+        .bind(agent)
+        .bind(session),
+        None => sqlx::query("SELECT source, reason, records, frames FROM losses WHERE agent_id = ?")
+            .bind(agent),
+    }
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db("reading losses"))?;
+    let mut out: Vec<Loss> = Vec::new();
+    for row in &rows {
+        let source: &str = row.try_get(0).map_err(db("reading losses"))?;
+        let source = LossSource::parse(source)
+            .ok_or_else(|| StoreError::Corrupt(format!("loss source {source:?}")))?;
+        let reason: String = row.try_get(1).map_err(db("reading losses"))?;
+        let records = count_from_sql(row.try_get(2).map_err(db("reading losses"))?);
+        let frames = count_from_sql(row.try_get(3).map_err(db("reading losses"))?);
+        add_loss(&mut out, source, reason, records, frames);
+    }
+    Ok(out)
+}
+
+/// Adds into `out`, summing (saturating) equal (source, reason) pairs.
+fn add_loss(out: &mut Vec<Loss>, source: LossSource, reason: String, records: u64, frames: u64) {
+    match out
+        .iter_mut()
+        .find(|l| l.source == source && l.reason == reason)
+    {
+        Some(loss) => {
+            loss.records = loss.records.saturating_add(records);
+            loss.frames = loss.frames.saturating_add(frames);
+        }
+        None => out.push(Loss {
+            source,
+            reason,
+            records,
+            frames,
+        }),
+    }
+}
+
+pub(super) async fn workspace_losses(
+    conn: &mut SqliteConnection,
+    workspace_id: Uuid,
+) -> Result<Vec<Loss>, StoreError> {
+    let mut out = Vec::new();
+    for agent in agent_keys(conn, workspace_id).await? {
+        for loss in losses(conn, agent, None).await? {
+            add_loss(
+                &mut out,
+                loss.source,
+                loss.reason,
+                loss.records,
+                loss.frames,
+            );
+        }
+    }
+    sort_losses(&mut out);
+    Ok(out)
+}
+
+fn sort_losses(losses: &mut [Loss]) {
+    losses.sort_by(|a, b| (a.source, &a.reason).cmp(&(b.source, &b.reason)));
+}
+
+pub(super) async fn session_summary(
+    conn: &mut SqliteConnection,
+    workspace_id: Uuid,
+    session_id: &str,
+) -> Result<Option<SessionSummary>, StoreError> {
+    let ctx = "summarising a session";
+    let mut summary = SessionSummary {
+        workspace_id,
+        session_id: session_id.to_owned(),
+        records: 0,
+        conflicts: 0,
+        distinct_sequence_numbers: 0,
+        first_sequence_number: None,
+        last_sequence_number: None,
+        final_sequence_number: None,
+        losses: Vec::new(),
+    };
+    let mut seen = false;
+    for agent in agent_keys(conn, workspace_id).await? {
+        // Two queries, so each can use its partial index.
+        let row = sqlx::query(
+            "SELECT COUNT(*), MIN(sequence_number), MAX(sequence_number) FROM records \
+             WHERE agent_id = ? AND session_id = ? AND conflict = 0",
+        )
+        .bind(agent)
+        .bind(session_id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db(ctx))?;
+        // The key is unique over non-conflict rows: count = distinct count.
+        let distinct = count_from_sql(row.try_get(0).map_err(db(ctx))?);
+        let first: Option<i32> = row.try_get(1).map_err(db(ctx))?;
+        let last: Option<i32> = row.try_get(2).map_err(db(ctx))?;
+        let conflicts: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM records WHERE agent_id = ? AND session_id = ? AND conflict = 1",
+        )
+        .bind(agent)
+        .bind(session_id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db(ctx))?
+        .try_get(0)
+        .map_err(db(ctx))?;
+        let final_seq: Option<Option<i64>> = sqlx::query(
+            "SELECT final_sequence_number FROM sessions WHERE agent_id = ? AND session_id = ?",
+        )
+        .bind(agent)
+        .bind(session_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db(ctx))?
+        .map(|row| row.try_get(0))
+        .transpose()
+        .map_err(db(ctx))?;
+        let losses = losses(conn, agent, Some(session_id)).await?;
+
+        seen |= distinct > 0 || conflicts > 0 || final_seq.is_some() || !losses.is_empty();
+        summary.distinct_sequence_numbers += distinct;
+        summary.conflicts += count_from_sql(conflicts);
+        summary.first_sequence_number = min_opt(summary.first_sequence_number, first);
+        summary.last_sequence_number = summary.last_sequence_number.max(last);
+        if let Some(Some(final_seq)) = final_seq {
+            summary.final_sequence_number = summary.final_sequence_number.max(Some(final_seq));
+        }
+        for loss in losses {
+            add_loss(
+                &mut summary.losses,
+                loss.source,
+                loss.reason,
+                loss.records,
+                loss.frames,
+            );
+        }
+    }
+    summary.records = summary.distinct_sequence_numbers + summary.conflicts;
+    sort_losses(&mut summary.losses);
+    Ok(seen.then_some(summary))
+}
+
+fn min_opt(a: Option<i32>, b: Option<i32>) -> Option<i32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
