@@ -4,11 +4,15 @@
 //! It reads the spool in order and packs consecutive batches into one
 //! `ReportBoundaryLogs` call of at most [`MAX_RECORDS_PER_RPC`] records and
 //! about [`MAX_RPC_BYTES`], with up to [`MAX_IN_FLIGHT_RPCS`] calls in flight.
-//! A failed call is retried, unchanged (same batch ids), with capped
-//! exponential backoff until it succeeds; after a restart the spool hands
-//! back everything unacknowledged and it is sent again with the ids it was
-//! spooled with. The control plane deduplicates by batch id, so a re-send
-//! after a lost acknowledgement is harmless.
+//! When a call fails (the link is down, or the acknowledgement was lost),
+//! every call in flight is abandoned and, after a capped exponential backoff
+//! with jitter, the forwarder starts over from the oldest batch still in the
+//! spool: the same bytes, so the same batch ids. After a restart the spool
+//! hands back everything unacknowledged likewise. The control plane
+//! deduplicates by batch id, so a re-send after a lost acknowledgement is
+//! harmless. Starting over from the spool (rather than holding batches in
+//! memory while waiting) also means a batch the spool dropped under its
+//! drop_oldest policy is not sent after all, so drop counts stay exact.
 //!
 //! A call the control plane refuses as invalid is split into single-batch
 //! calls; a single batch it still refuses is moved to `<data-dir>/rejected/`
@@ -22,7 +26,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -69,55 +72,71 @@ impl Forwarder {
     pub async fn run(self, stop: CancellationToken) {
         let mut cursor: Option<EntryId> = None;
         let mut buffer: VecDeque<Entry> = VecDeque::new();
-        let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT_RPCS));
-        let mut calls = JoinSet::new();
+        let mut calls: JoinSet<Result<(), CallError>> = JoinSet::new();
+        let mut retry = Retry::new(self.retry);
         loop {
-            while let Some(done) = calls.try_join_next() {
-                if let Err(e) = done {
-                    tracing::error!("a delivery task failed: {e}");
-                }
-            }
-            let permit = tokio::select! {
+            let can_send = calls.len() < MAX_IN_FLIGHT_RPCS;
+            tokio::select! {
+                biased;
                 () = stop.cancelled() => break,
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
-            if buffer.is_empty() {
-                let read = tokio::select! {
-                    () = stop.cancelled() => break,
-                    read = self.spool.read_after(cursor, MAX_BATCHES_PER_RPC, MAX_RPC_BYTES) => read,
-                };
-                match read {
-                    Ok(entries) => {
-                        cursor = entries.last().map(|e| e.id).or(cursor);
-                        buffer.extend(entries);
+                Some(done) = calls.join_next(), if !calls.is_empty() => {
+                    let error = match done {
+                        Ok(Ok(())) => {
+                            retry.reset();
+                            continue;
+                        }
+                        Ok(Err(error)) => error,
+                        Err(e) => {
+                            tracing::error!("a delivery task failed: {e}");
+                            CallError::Unavailable { code: tonic::Code::Internal, message: e.to_string() }
+                        }
+                    };
+                    // The link is down: abandon every call in flight, wait,
+                    // then start over from the oldest unacknowledged batch.
+                    // Re-reading (rather than holding batches in memory)
+                    // sends exactly what is still spooled, with the ids it
+                    // was spooled with.
+                    self.metrics.forward_failures.inc();
+                    calls.abort_all();
+                    while calls.join_next().await.is_some() {}
+                    buffer.clear();
+                    cursor = None;
+                    let delay = retry.delay_after(&error);
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
                     }
-                    Err(e) => {
-                        tracing::error!("reading the spool: {e}");
-                        tokio::select! {
-                            () = stop.cancelled() => break,
-                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+                () = std::future::ready(()), if can_send && !buffer.is_empty() => {
+                    let call = take_call(&mut buffer);
+                    let this = self.clone();
+                    calls.spawn(async move { this.deliver(call).await });
+                }
+                read = self.spool.read_after(cursor, MAX_BATCHES_PER_RPC, MAX_RPC_BYTES), if can_send && buffer.is_empty() => {
+                    match read {
+                        Ok(entries) => {
+                            cursor = entries.last().map(|e| e.id).or(cursor);
+                            buffer.extend(entries);
+                        }
+                        Err(e) => {
+                            tracing::error!("reading the spool: {e}");
+                            tokio::select! {
+                                () = stop.cancelled() => break,
+                                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            }
                         }
                     }
                 }
             }
-            let call = take_call(&mut buffer);
-            let this = self.clone();
-            let stop = stop.clone();
-            calls.spawn(async move {
-                this.deliver(call, &stop).await;
-                drop(permit);
-            });
         }
         calls.abort_all();
         while calls.join_next().await.is_some() {}
     }
 
-    /// Delivers one call's batches, retrying until the control plane
-    /// confirms them or `stop` fires.
-    async fn deliver(&self, entries: Vec<Entry>, stop: &CancellationToken) {
+    /// Delivers one call's batches. A failure the control plane may recover
+    /// from is returned (the caller retries from the spool); batches it
+    /// refuses as invalid are split and, alone, set aside.
+    async fn deliver(&self, entries: Vec<Entry>) -> Result<(), CallError> {
         let mut items = Vec::with_capacity(entries.len());
         for entry in entries {
             match Batch::decode(entry.data.clone()) {
@@ -131,13 +150,13 @@ impl Forwarder {
                 // of the writer; keep the bytes aside and carry on.
                 Err(e) => {
                     let name = format!("entry-{}", entry.id.0);
-                    self.set_aside(&name, &entry.data, entry.id, entry.records, &format!("undecodable batch: {e}"))
+                    let why = format!("undecodable batch: {e}");
+                    self.set_aside(&name, &entry.data, entry.id, entry.records, &why)
                         .await;
                 }
             }
         }
         let mut queue = vec![items];
-        let mut retry = Retry::new(self.retry);
         while let Some(mut group) = queue.pop() {
             if group.is_empty() {
                 continue;
@@ -146,23 +165,20 @@ impl Forwarder {
                 batches: group.iter().map(|item| item.batch.clone()).collect(),
             };
             let started = Instant::now();
-            let result = tokio::select! {
-                () = stop.cancelled() => return,
-                result = self.control.report(request) => result,
-            };
-            match result {
+            match self.control.report(request).await {
                 Ok(response) => {
                     self.metrics
                         .rpc_duration
                         .observe(started.elapsed().as_secs_f64());
-                    retry.reset();
                     let unconfirmed = self.confirmed(group, response).await;
                     if !unconfirmed.is_empty() {
-                        tracing::warn!(
-                            batches = unconfirmed.len(),
-                            "the control plane answered without confirming every batch; sending those again"
-                        );
-                        queue.push(unconfirmed);
+                        return Err(CallError::Unavailable {
+                            code: tonic::Code::Internal,
+                            message: format!(
+                                "the control plane answered without confirming {} batches",
+                                unconfirmed.len()
+                            ),
+                        });
                     }
                 }
                 Err(CallError::Rejected { code, message }) if group.len() > 1 => {
@@ -174,26 +190,14 @@ impl Forwarder {
                 }
                 Err(CallError::Rejected { code, message }) => {
                     let item = &group[0];
-                    self.set_aside(
-                        &item.batch.batch_id,
-                        &item.data,
-                        item.id,
-                        item.records,
-                        &format!("{code:?}: {message}"),
-                    )
-                    .await;
+                    let why = format!("{code:?}: {message}");
+                    self.set_aside(&item.batch.batch_id, &item.data, item.id, item.records, &why)
+                        .await;
                 }
-                Err(error) => {
-                    self.metrics.forward_failures.inc();
-                    let delay = retry.delay_after(&error);
-                    queue.push(group);
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
+                Err(error) => return Err(error),
             }
         }
+        Ok(())
     }
 
     /// Acks the batches the response names; returns the others.

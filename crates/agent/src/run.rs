@@ -13,6 +13,7 @@
 //! is left stays spooled for the next start.
 
 use std::os::unix::fs::DirBuilderExt;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -50,6 +51,11 @@ pub struct Outcome {
 pub trait Events: Send {
     /// The socket accepts connections at `path`.
     fn socket_ready(&mut self, path: &Path);
+
+    /// `/metrics` is served at `addr` (the real port when 0 was asked).
+    fn metrics_ready(&mut self, addr: SocketAddr) {
+        let _ = addr;
+    }
 }
 
 /// No hooks.
@@ -120,6 +126,10 @@ pub async fn run(
     let background = CancellationToken::new();
     let tasks = TaskTracker::new();
     if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("serving metrics at http://{addr}/metrics");
+            events.metrics_ready(addr);
+        }
         tasks.spawn(metrics::serve(
             listener,
             metrics.clone(),

@@ -426,3 +426,48 @@ pub async fn send_and_close(path: &Path, bytes: &[u8]) {
     stream.write_all(bytes).await.unwrap();
     stream.shutdown().await.unwrap();
 }
+
+/// A client in Warden's acknowledged mode.
+pub struct AckClient {
+    write: tokio::net::unix::OwnedWriteHalf,
+    read: tokio_util::codec::FramedRead<tokio::net::unix::OwnedReadHalf, warden_proto::codec::FrameCodec>,
+}
+
+impl AckClient {
+    /// Connects and asks for acknowledgements; panics unless accepted.
+    pub async fn connect(path: &Path) -> AckClient {
+        let (read, mut write) = connect(path).await.into_split();
+        let ask = frame(Tag::AckRequest, &Frame::AckRequest(wire::AckRequest { version: 1 }));
+        write.write_all(&ask).await.unwrap();
+        let mut client = AckClient {
+            write,
+            read: tokio_util::codec::FramedRead::new(read, warden_proto::codec::FrameCodec),
+        };
+        match client.next().await {
+            Some(Frame::AckAccepted(accepted)) => assert_eq!(accepted.version, 1),
+            other => panic!("expected AckAccepted, got {other:?}"),
+        }
+        client
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.write.write_all(bytes).await.unwrap();
+    }
+
+    /// The next frame from the agent (`None` at the end of the stream).
+    pub async fn next(&mut self) -> Option<Frame> {
+        use futures::StreamExt;
+        let item = tokio::time::timeout(WAIT, self.read.next())
+            .await
+            .expect("timed out waiting for the agent");
+        item.map(|r| r.expect("a well-formed frame").expect("a valid message").frame)
+    }
+
+    /// The next acknowledgement.
+    pub async fn ack(&mut self) -> wire::FrameAck {
+        match self.next().await {
+            Some(Frame::FrameAck(ack)) => ack,
+            other => panic!("expected a FrameAck, got {other:?}"),
+        }
+    }
+}
