@@ -41,7 +41,9 @@ impl AgentError {
             AgentError::Control(e) => e.is_usage(),
             AgentError::Socket(e) => e.is_usage(),
             AgentError::MetricsBind { .. } => true,
-            AgentError::DataDir { .. } | AgentError::Spool(_) => false,
+            // Another agent holds the spool: the same mistake as a live socket.
+            AgentError::Spool(e) => matches!(e, warden_spool::SpoolError::Locked { .. }),
+            AgentError::DataDir { .. } => false,
         }
     }
 

@@ -274,6 +274,9 @@ impl Running {
         self.tasks.close();
         self.tasks.wait().await;
         let stats = self.spool.stats();
+        // Releases the spool directory's lock at once, so a new run (in
+        // this process too) can open it.
+        self.spool.close().await;
         if drained {
             tracing::info!("every spooled batch was acknowledged by the control plane");
         } else {

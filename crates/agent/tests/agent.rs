@@ -556,8 +556,17 @@ async fn a_live_socket_is_never_taken_over() {
     let cp = FakeControlPlane::start(TOKEN).await;
     let dirs = dirs();
     let agent = Agent::start(config(&cp, &dirs)).await;
-    let second = warden_agent::run(config(&cp, &dirs), fast_retry(), (), CancellationToken::new());
+    // Another agent on the same socket (its own data dir)...
+    let mut other = config(&cp, &dirs);
+    other.data_dir = dirs.data.with_file_name("other-data");
+    let second = warden_agent::run(other, fast_retry(), (), CancellationToken::new());
     let err = tokio::time::timeout(WAIT, second).await.unwrap().unwrap_err();
+    assert!(matches!(err, AgentError::Socket(_)), "{err}");
+    assert_eq!(err.exit_code(), 2, "{err}");
+    // ...or on the same data dir.
+    let third = warden_agent::run(config(&cp, &dirs), fast_retry(), (), CancellationToken::new());
+    let err = tokio::time::timeout(WAIT, third).await.unwrap().unwrap_err();
+    assert!(matches!(err, AgentError::Spool(_)), "{err}");
     assert_eq!(err.exit_code(), 2, "{err}");
     // The first agent still serves.
     let expected = send_records(&agent.socket, "s-live", "live.example", 1, 1).await;
