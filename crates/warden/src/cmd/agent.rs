@@ -1,11 +1,185 @@
-//! `warden agent` (not yet implemented; owned by the issue that builds it).
+//! `warden agent [--] [COMMAND [ARGS...]]`: parses the flags (each with its
+//! environment variable, see spec/cli.md), sets up logging to stderr, runs
+//! the workspace agent (`warden_agent::run`) until SIGTERM/SIGINT or until
+//! COMMAND exits, and turns the outcome into the exit code.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use warden_agent::{AgentConfig, FullPolicy, RetryPolicy, SocketConfig, Token};
 
-pub fn main(_args: Args) -> ExitCode {
-    eprintln!("warden agent is not available in this build");
-    ExitCode::from(2)
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Control plane URL (http:// or https://).
+    #[arg(long, env = "CODER_AGENT_URL")]
+    url: String,
+    /// The agent's token.
+    #[arg(long, env = "CODER_AGENT_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Where the spool and the cached manifest live.
+    #[arg(long, env = "WARDEN_AGENT_DATA_DIR", default_value = "./warden-agent-data")]
+    data_dir: PathBuf,
+    /// Path of the boundary log socket.
+    #[arg(
+        long,
+        env = "CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH",
+        default_value_t = default_socket_path()
+    )]
+    boundary_log_proxy_socket_path: String,
+    /// Serve Prometheus /metrics on this address (off by default).
+    #[arg(long, env = "WARDEN_AGENT_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// PEM CA certificate to trust for an https:// URL.
+    #[arg(long, env = "WARDEN_AGENT_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Time allowed on shutdown to flush (e.g. 10s, 1m); the rest stays spooled.
+    #[arg(long, env = "WARDEN_AGENT_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// Group (name or gid) allowed to connect too: the socket becomes 0660.
+    #[arg(long, env = "WARDEN_AGENT_SOCKET_GROUP")]
+    socket_group: Option<String>,
+    /// Only these executables may connect (repeatable; default: any).
+    #[arg(long = "allow-exe", env = "WARDEN_AGENT_ALLOW_EXE", value_delimiter = ',')]
+    allow_exe: Vec<PathBuf>,
+    /// Bound of the on-disk spool in bytes.
+    #[arg(long, env = "WARDEN_AGENT_SPOOL_MAX_BYTES", default_value_t = warden_agent::config::DEFAULT_SPOOL_MAX_BYTES)]
+    spool_max_bytes: u64,
+    /// What a full spool does.
+    #[arg(long, env = "WARDEN_AGENT_SPOOL_FULL_POLICY", value_enum, default_value_t = Policy::Backpressure)]
+    spool_full_policy: Policy,
+    /// Most socket clients connected at once.
+    #[arg(long, env = "WARDEN_AGENT_MAX_CONNECTIONS", default_value_t = warden_agent::config::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Close a socket connection silent for this long (e.g. 15m).
+    #[arg(long, env = "WARDEN_AGENT_IDLE_TIMEOUT", default_value = "15m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Longest wait between reconnection attempts (e.g. 30s).
+    #[arg(long, env = "WARDEN_AGENT_MAX_RETRY_DELAY", default_value = "30s", value_parser = parse_duration)]
+    max_retry_delay: Duration,
+    /// Command to run once the socket is up; the agent exits after it.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Policy {
+    /// Stop reading clients until there is room.
+    Backpressure,
+    /// Drop the oldest spooled batches (counted and reported).
+    #[value(name = "drop_oldest", alias = "drop-oldest")]
+    DropOldest,
+}
+
+fn default_socket_path() -> String {
+    std::env::temp_dir()
+        .join("boundary-audit.sock")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Reads `10s`, `1m30s`, `250ms`, `2h` (or ISO 8601 like `PT10S`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let signed: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 10s or 1m: {e}"))?;
+    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
+}
+
+impl Args {
+    fn into_config(self) -> (AgentConfig, RetryPolicy) {
+        let mut config = AgentConfig::new(
+            self.url,
+            Token::new(self.token),
+            self.data_dir,
+            PathBuf::from(self.boundary_log_proxy_socket_path),
+        );
+        config.socket = SocketConfig {
+            group: self.socket_group,
+            allow_exe: self.allow_exe,
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            ..config.socket
+        };
+        config.spool_max_bytes = self.spool_max_bytes;
+        config.spool_full_policy = match self.spool_full_policy {
+            Policy::Backpressure => FullPolicy::Backpressure,
+            Policy::DropOldest => FullPolicy::DropOldest,
+        };
+        config.metrics_listen = self.metrics_listen;
+        config.ca_cert = self.ca_cert;
+        config.shutdown_grace = self.shutdown_grace;
+        config.command = self.command;
+        let defaults = RetryPolicy::default();
+        let retry = RetryPolicy {
+            max_delay: self.max_retry_delay.max(defaults.min_delay),
+            ..defaults
+        };
+        (config, retry)
+    }
+}
+
+pub fn main(args: Args) -> ExitCode {
+    init_logging();
+    let (config, retry) = args.into_config();
+    if let Err(e) = config.validate() {
+        eprintln!("warden agent: {e}");
+        return ExitCode::from(e.exit_code());
+    }
+    // Two workers are plenty for an agent and keep its idle footprint small.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("warden agent: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        if let Err(e) = forward_signals(shutdown.clone()) {
+            eprintln!("warden agent: {e:#}");
+            return ExitCode::from(1);
+        }
+        let ready = |path: &Path| eprintln!("warden agent boundary log socket at {}", path.display());
+        match warden_agent::run(config, retry, ready, shutdown).await {
+            Ok(outcome) => ExitCode::from(outcome.exit_code.clamp(0, 255) as u8),
+            Err(e) => {
+                // The messages carry their causes already.
+                eprintln!("warden agent: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        }
+    })
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+fn forward_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
