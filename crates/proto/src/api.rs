@@ -9,6 +9,13 @@ pub const API_VERSION_HEADER: &str = "x-warden-agent-api-version";
 /// Metadata key carrying `Bearer <agent token>`.
 pub const AUTHORIZATION_HEADER: &str = "authorization";
 
+/// Most records (valid or not, over all batches) one ReportBoundaryLogs call
+/// may carry; the control plane refuses more with INVALID_ARGUMENT.
+pub const MAX_RECORDS_PER_CALL: usize = 1000;
+/// Largest encoded gRPC message the control plane accepts (16 MiB); more is
+/// refused with OUT_OF_RANGE before it is decoded.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
 /// A `major.minor` agent API version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ApiVersion {

@@ -1,1 +1,36 @@
-//! The control plane: agent API, auth, idempotent ingest, boundary log lines, HTTP API, metrics.
+//! The control plane: the agent API (gRPC) with agent authentication and
+//! durable, idempotent ingest; the boundary log line on stderr; the HTTP
+//! admin API, `/healthz` and `/metrics`; all on one port.
+//!
+//! [`run`] is the whole server, for the binary and for tests alike. The
+//! modules, roughly in the order a record meets them:
+//! - [`serve`](crate::serve): the listener, TLS, HTTP/1 + HTTP/2 on one port;
+//! - [`grpc`]: version check, agent auth, limits, the AgentApi service;
+//! - [`ingest`]: commit, then queue the lines; metrics;
+//! - [`line`]: the line format, Go quoting and the printer (outbox protocol);
+//! - [`http`]: health, metrics and the workspace admin API;
+//! - [`admin_api`] / [`admin_client`]: the admin API's JSON and a client for
+//!   the `warden workspace` commands;
+//! - [`auth`], [`admin_token`]: tokens, hashed at rest;
+//! - [`config`], [`tls`], [`metrics`].
+
+pub mod admin_api;
+pub mod admin_client;
+pub mod admin_token;
+pub mod auth;
+pub mod config;
+mod error;
+pub mod grpc;
+pub mod http;
+pub mod ingest;
+pub mod line;
+pub mod metrics;
+mod outbox;
+mod run;
+mod serve;
+pub mod tls;
+
+pub use config::{AdminTokenSource, Config, Limits, TlsFiles, check_listen};
+pub use error::ServerError;
+pub use line::{LineFormat, LineSink, Stderr, WriterSink};
+pub use run::run;

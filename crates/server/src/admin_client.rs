@@ -1,0 +1,255 @@
+//! A small client for the workspace admin API, for the `warden workspace`
+//! commands and tests: one HTTP/1.1 request per connection over hyper, TLS
+//! (rustls, ring) when the URL is `https://`. Enough for an operator's
+//! command without pulling in a full HTTP client.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::admin_api::{ApiError, CreateWorkspace, WorkspaceInfo, WorkspaceList, WorkspaceToken};
+
+/// Why an admin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid server url {url:?}: {reason}")]
+    Url { url: String, reason: &'static str },
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error("cannot reach {authority}: {cause}")]
+    Connect {
+        authority: String,
+        cause: std::io::Error,
+    },
+    #[error("talking to the server: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("no answer from the server within {0:?}")]
+    Timeout(Duration),
+    /// The server refused the call; `message` is its explanation.
+    #[error("{message} (http {status})")]
+    Api { status: StatusCode, message: String },
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+/// A client for one server and admin token.
+#[derive(Clone)]
+pub struct AdminClient {
+    authority: String,
+    host: String,
+    port: u16,
+    base_path: String,
+    token: String,
+    tls: Option<TlsConnector>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminClient")
+            .field("authority", &self.authority)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminClient {
+    /// A client for the server at `url` (`http://HOST:PORT` or `https://...`,
+    /// optionally with a path prefix). `ca_cert` is trusted for `https://`
+    /// instead of the system roots.
+    pub fn new(
+        url: &str,
+        token: impl Into<String>,
+        ca_cert: Option<&Path>,
+    ) -> Result<Self, ClientError> {
+        let bad = |reason| ClientError::Url {
+            url: url.to_owned(),
+            reason,
+        };
+        let uri: Uri = url.trim().parse().map_err(|_| bad("not a URL"))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => None,
+            Some("https") => Some(TlsConnector::from(
+                crate::tls::client_config(ca_cert).map_err(ClientError::Tls)?,
+            )),
+            _ => return Err(bad("the scheme must be http or https")),
+        };
+        let host = uri.host().ok_or_else(|| bad("no host"))?;
+        let port = uri
+            .port_u16()
+            .unwrap_or(if tls.is_some() { 443 } else { 80 });
+        // An IPv6 host keeps its brackets in the authority but not for DNS.
+        let bare_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Ok(AdminClient {
+            authority: format!("{host}:{port}"),
+            host: bare_host,
+            port,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+            token: token.into(),
+            tls,
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// Registers a workspace; the answer holds the agent token (shown once).
+    pub async fn create_workspace(
+        &self,
+        request: &CreateWorkspace,
+    ) -> Result<WorkspaceToken, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.call(Method::POST, "/api/v1/workspaces", Some(body))
+            .await
+    }
+
+    /// Live workspaces, by name.
+    pub async fn list_workspaces(&self) -> Result<Vec<WorkspaceInfo>, ClientError> {
+        let list: WorkspaceList = self.call(Method::GET, "/api/v1/workspaces", None).await?;
+        Ok(list.workspaces)
+    }
+
+    /// A new agent token for the workspace; the old one stops working.
+    pub async fn rotate_token(&self, name: &str) -> Result<WorkspaceToken, ClientError> {
+        let path = format!("/api/v1/workspaces/{}/rotate-token", encode_segment(name));
+        self.call(Method::POST, &path, None).await
+    }
+
+    /// Deletes the workspace (its agent is revoked, its records stay).
+    pub async fn delete_workspace(&self, name: &str) -> Result<WorkspaceInfo, ClientError> {
+        let path = format!("/api/v1/workspaces/{}", encode_segment(name));
+        self.call(Method::DELETE, &path, None).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base_path))
+            .header(header::HOST, &self.authority)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(header::ACCEPT, "application/json");
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|_| ClientError::Url {
+                url: path.to_owned(),
+                reason: "cannot form a request",
+            })?;
+        let (status, bytes) = tokio::time::timeout(self.timeout, self.exchange(request))
+            .await
+            .map_err(|_| ClientError::Timeout(self.timeout))??;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ApiError>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_owned());
+            return Err(ClientError::Api { status, message });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    async fn exchange(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let stream = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|cause| ClientError::Connect {
+                authority: self.authority.clone(),
+                cause,
+            })?;
+        match &self.tls {
+            None => send(stream, request).await,
+            Some(connector) => {
+                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| ClientError::Tls(format!("{}: {e}", self.host)))?;
+                let stream = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| ClientError::Tls(e.to_string()))?;
+                send(stream, request).await
+            }
+        }
+    }
+}
+
+async fn send<S>(
+    stream: S,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let connection = tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    drop(sender);
+    // The connection ends with the exchange; its own errors add nothing.
+    let _ = connection.await;
+    Ok((status, bytes))
+}
+
+/// Percent-encodes a path segment (everything but RFC 3986 unreserved
+/// characters).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        let c = AdminClient::new("http://127.0.0.1:7080", "t", None).unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.base_path.as_str()),
+            ("127.0.0.1", 7080, "")
+        );
+        let c = AdminClient::new("http://[::1]:9/prefix/", "t", None).unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.authority.as_str(), c.base_path.as_str()),
+            ("::1", "[::1]:9", "/prefix")
+        );
+        assert!(AdminClient::new("ftp://x", "t", None).is_err());
+        assert!(AdminClient::new("not a url", "t", None).is_err());
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode_segment("dev-1.x_y"), "dev-1.x_y");
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn the_token_is_not_in_debug_output() {
+        let c = AdminClient::new("http://127.0.0.1:1", "sekrit-token", None).unwrap();
+        assert!(!format!("{c:?}").contains("sekrit"));
+    }
+}

@@ -1,0 +1,130 @@
+//! What `run` needs to know, validated before any I/O.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use warden_proto::api::MAX_RECORDS_PER_CALL;
+use warden_store::DatabaseUrl;
+
+use crate::ServerError;
+use crate::line::LineFormat;
+
+/// The control plane's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where records and the registry live.
+    pub database: DatabaseUrl,
+    /// The form of the boundary lines on stderr.
+    pub log_format: LineFormat,
+    /// Serve TLS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+    /// Allow plain HTTP on a non-loopback address.
+    pub insecure_listen: bool,
+    /// Where the admin token comes from.
+    pub admin_token: AdminTokenSource,
+    pub limits: Limits,
+    /// How long a graceful shutdown waits for open calls before cutting them.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// A configuration with defaults for everything but the database and the
+    /// admin token.
+    pub fn new(database: DatabaseUrl, admin_token: AdminTokenSource) -> Config {
+        Config {
+            database,
+            log_format: LineFormat::Text,
+            tls: None,
+            insecure_listen: false,
+            admin_token,
+            limits: Limits::default(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// PEM files for TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where the admin token comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AdminTokenSource {
+    /// Given (`WARDEN_ADMIN_TOKEN`): its hash replaces any stored one.
+    Given(String),
+    /// `<dir>/admin-token`: read when it exists (and made the stored one),
+    /// otherwise generated and written there (mode 0600) unless the store
+    /// already has a token, which another replica created.
+    DataDir(PathBuf),
+}
+
+impl std::fmt::Debug for AdminTokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminTokenSource::Given(_) => f.write_str("Given(..)"),
+            AdminTokenSource::DataDir(dir) => f.debug_tuple("DataDir").field(dir).finish(),
+        }
+    }
+}
+
+/// Shortest admin token accepted from the environment.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// Limits on agent calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Records (valid or not) in one ReportBoundaryLogs call.
+    pub max_records_per_call: usize,
+    /// Encoded size of one gRPC message.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_records_per_call: MAX_RECORDS_PER_CALL,
+            max_message_bytes: warden_proto::api::MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// Refuses plain HTTP on a non-loopback address unless allowed: agent tokens
+/// would cross the network in clear.
+pub fn check_listen(addr: SocketAddr, tls: bool, insecure_listen: bool) -> Result<(), ServerError> {
+    if tls || insecure_listen || addr.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(ServerError::Config(format!(
+        "refusing to serve plain HTTP on {addr}, which is not a loopback address: agent tokens would cross the network in clear; give --tls-cert and --tls-key, or --insecure-listen"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_for_loopback_only() {
+        let local: SocketAddr = "127.0.0.1:7080".parse().unwrap();
+        let local6: SocketAddr = "[::1]:7080".parse().unwrap();
+        let public: SocketAddr = "0.0.0.0:7080".parse().unwrap();
+        assert!(check_listen(local, false, false).is_ok());
+        assert!(check_listen(local6, false, false).is_ok());
+        assert!(matches!(
+            check_listen(public, false, false),
+            Err(ServerError::Config(_))
+        ));
+        assert!(check_listen(public, true, false).is_ok());
+        assert!(check_listen(public, false, true).is_ok());
+    }
+
+    #[test]
+    fn given_tokens_are_not_printed() {
+        let source = AdminTokenSource::Given("s3cret-s3cret-s3cret".into());
+        assert!(!format!("{source:?}").contains("s3cret"));
+    }
+}

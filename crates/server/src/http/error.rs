@@ -1,0 +1,73 @@
+//! Errors of the HTTP API as JSON bodies with the right status.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use warden_store::StoreError;
+
+use crate::admin_api::ApiError;
+
+/// An HTTP API failure.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    message: String,
+}
+
+impl HttpError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "missing or invalid admin token")
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NameTaken(_) => HttpError::new(StatusCode::CONFLICT, e.to_string()),
+            StoreError::WorkspaceNotFound(_) => {
+                HttpError::new(StatusCode::NOT_FOUND, e.to_string())
+            }
+            StoreError::Closed => HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the control plane is shutting down",
+            ),
+            e => {
+                // Handled here: logged once with its cause.
+                tracing::error!(error = %e, "an admin api call failed in the store");
+                HttpError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage failure; see the control plane's log",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(ApiError {
+                error: self.message,
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

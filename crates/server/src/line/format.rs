@@ -1,0 +1,408 @@
+//! The boundary log line of `spec/stderr-format.md`, in its text and JSON
+//! forms.
+
+use std::fmt::Write;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use uuid::Uuid;
+use warden_proto::domain::{AuditRecord, Decision, IngestBatch, Manifest};
+use warden_store::StoredRecord;
+
+use super::quote::quote_into;
+
+/// Which form the lines take (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LineFormat {
+    /// `[API] 2025-12-08 20:58:46.093 [warn] boundary: ...`
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What one line shows, borrowed from wherever the record is.
+#[derive(Clone, Debug)]
+pub struct LineRecord<'a> {
+    /// Always the delivering agent's workspace.
+    pub workspace_id: Uuid,
+    pub workspace_name: &'a str,
+    pub workspace_owner: &'a str,
+    pub agent_name: &'a str,
+    pub decision: Decision,
+    pub method: &'a str,
+    pub url: &'a str,
+    /// `None` when boundary sent no (valid) time.
+    pub event_time: Option<Timestamp>,
+    pub received_at: Timestamp,
+    pub session_id: Option<&'a str>,
+    pub sequence_number: i32,
+    pub matched_rule: &'a str,
+    pub process: &'a str,
+}
+
+impl<'a> LineRecord<'a> {
+    /// A record just committed from a batch the agent of `manifest` sent.
+    pub fn ingested(
+        manifest: &'a Manifest,
+        batch: &'a IngestBatch,
+        record: &'a AuditRecord,
+    ) -> Self {
+        let logs = batch.logs.as_ref();
+        LineRecord {
+            workspace_id: manifest.workspace_id,
+            workspace_name: &manifest.workspace_name,
+            workspace_owner: &manifest.owner_name,
+            agent_name: &manifest.agent_name,
+            decision: record.decision,
+            method: &record.method,
+            url: &record.url,
+            event_time: record.event_time.known(),
+            received_at: batch.received_at,
+            session_id: logs.and_then(|l| l.session_id.as_deref()),
+            sequence_number: record.sequence_number,
+            matched_rule: &record.matched_rule,
+            process: logs.map_or("", |l| &l.confined_process_name),
+        }
+    }
+
+    /// A record read back from the store (lines left over from a crash).
+    pub fn stored(record: &'a StoredRecord) -> Self {
+        LineRecord {
+            workspace_id: record.workspace_id,
+            workspace_name: &record.workspace_name,
+            workspace_owner: &record.workspace_owner,
+            agent_name: &record.agent_name,
+            decision: record.decision,
+            method: &record.method,
+            url: &record.url,
+            event_time: record.event_time.known(),
+            received_at: record.received_at,
+            session_id: record.session_id.as_deref(),
+            sequence_number: record.sequence_number,
+            matched_rule: &record.matched_rule,
+            process: &record.process,
+        }
+    }
+
+    /// The instant the line is stamped with: the event time, or the receive
+    /// time when the record had none.
+    fn stamp(&self) -> Timestamp {
+        self.event_time.unwrap_or(self.received_at)
+    }
+
+    fn level(&self) -> &'static str {
+        match self.decision {
+            Decision::Deny => "warn",
+            Decision::Allow => "info",
+        }
+    }
+}
+
+/// Appends the record's line, newline included, in `format`.
+pub fn write_line(out: &mut String, format: LineFormat, record: &LineRecord<'_>) {
+    match format {
+        LineFormat::Text => write_text(out, record),
+        LineFormat::Json => write_json(out, record),
+    }
+}
+
+fn write_text(out: &mut String, r: &LineRecord<'_>) {
+    out.push_str("[API] ");
+    push_stamp(out, r.stamp());
+    out.push_str(" [");
+    out.push_str(r.level());
+    out.push_str("] boundary: workspace.id=");
+    let _ = write!(out, "{}", r.workspace_id.hyphenated());
+    out.push_str(" decision=");
+    out.push_str(r.decision.as_str());
+    out.push_str(" http.method=");
+    quote_into(out, r.method);
+    out.push_str(" http.url=");
+    quote_into(out, r.url);
+    out.push_str(" time=");
+    out.push('"');
+    push_rfc3339_nano(out, r.stamp());
+    out.push('"');
+    let quoted = |out: &mut String, key: &str, value: &str| {
+        if !value.is_empty() {
+            out.push(' ');
+            out.push_str(key);
+            out.push('=');
+            quote_into(out, value);
+        }
+    };
+    quoted(out, "workspace.name", r.workspace_name);
+    quoted(out, "workspace.owner", r.workspace_owner);
+    quoted(out, "agent.name", r.agent_name);
+    if let Some(session) = r.session_id {
+        out.push_str(" session.id=");
+        quote_into(out, session);
+        let _ = write!(out, " sequence={}", r.sequence_number);
+    }
+    if r.decision == Decision::Allow {
+        quoted(out, "http.matched_rule", r.matched_rule);
+    }
+    quoted(out, "process", r.process);
+    if r.event_time.is_none() {
+        out.push_str(" time.received=true");
+    }
+    out.push('\n');
+}
+
+/// The JSON form; optional keys are left out when unknown or empty.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    ts: String,
+    level: &'static str,
+    msg: &'static str,
+    workspace_id: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    workspace_name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    workspace_owner: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    agent_name: &'a str,
+    decision: &'static str,
+    http_method: &'a str,
+    http_url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_time: Option<String>,
+    received_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence: Option<i32>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    matched_rule: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    process: &'a str,
+}
+
+fn rfc3339_nano(t: Timestamp) -> String {
+    let mut s = String::with_capacity(30);
+    push_rfc3339_nano(&mut s, t);
+    s
+}
+
+fn write_json(out: &mut String, r: &LineRecord<'_>) {
+    let line = JsonLine {
+        ts: rfc3339_nano(r.stamp()),
+        level: r.level(),
+        msg: "boundary",
+        workspace_id: r.workspace_id.hyphenated().to_string(),
+        workspace_name: r.workspace_name,
+        workspace_owner: r.workspace_owner,
+        agent_name: r.agent_name,
+        decision: r.decision.as_str(),
+        http_method: r.method,
+        http_url: r.url,
+        event_time: r.event_time.map(rfc3339_nano),
+        received_at: rfc3339_nano(r.received_at),
+        session_id: r.session_id,
+        sequence: r.session_id.map(|_| r.sequence_number),
+        matched_rule: r.matched_rule,
+        process: r.process,
+    };
+    // Serializing these plain fields cannot fail; JSON escapes every control
+    // character, so the line cannot be broken either.
+    if let Ok(json) = serde_json::to_string(&line) {
+        out.push_str(&json);
+        out.push('\n');
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` in UTC, milliseconds truncated.
+fn push_stamp(out: &mut String, t: Timestamp) {
+    let dt = jiff::tz::Offset::UTC.to_datetime(t);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.subsec_nanosecond() / 1_000_000
+    );
+}
+
+/// Go's `time.RFC3339Nano` in UTC: the fraction without trailing zeros, and
+/// none at all when it is zero.
+fn push_rfc3339_nano(out: &mut String, t: Timestamp) {
+    let dt = jiff::tz::Offset::UTC.to_datetime(t);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
+    );
+    let nanos = dt.subsec_nanosecond();
+    if nanos > 0 {
+        let mut digits = format!(".{nanos:09}");
+        while digits.ends_with('0') {
+            digits.pop();
+        }
+        out.push_str(&digits);
+    }
+    out.push('Z');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(seconds: i64, nanos: i32) -> Timestamp {
+        Timestamp::new(seconds, nanos).unwrap()
+    }
+
+    fn example() -> LineRecord<'static> {
+        LineRecord {
+            workspace_id: "6f1c0a52-8a3e-4c1f-9d7b-2b1e5e0c9a11".parse().unwrap(),
+            workspace_name: "dev",
+            workspace_owner: "alice",
+            agent_name: "main",
+            decision: Decision::Deny,
+            method: "GET",
+            url: "https://evil.example/x",
+            event_time: Some(ts(1_765_227_526, 93_456_789)),
+            received_at: ts(1_765_227_527, 0),
+            session_id: Some("0b6f8f0e-7a0c-4d7e-9a53-1f2d3c4b5a69"),
+            sequence_number: 12,
+            matched_rule: "",
+            process: "",
+        }
+    }
+
+    fn text(r: &LineRecord<'_>) -> String {
+        let mut s = String::new();
+        write_line(&mut s, LineFormat::Text, r);
+        s
+    }
+
+    #[test]
+    fn the_spec_example_matches_byte_for_byte() {
+        assert_eq!(
+            text(&example()),
+            "[API] 2025-12-08 20:58:46.093 [warn] boundary: workspace.id=6f1c0a52-8a3e-4c1f-9d7b-2b1e5e0c9a11 decision=deny http.method=\"GET\" http.url=\"https://evil.example/x\" time=\"2025-12-08T20:58:46.093456789Z\" workspace.name=\"dev\" workspace.owner=\"alice\" agent.name=\"main\" session.id=\"0b6f8f0e-7a0c-4d7e-9a53-1f2d3c4b5a69\" sequence=12\n"
+        );
+    }
+
+    #[test]
+    fn fractions_follow_go_rfc3339_nano_and_stamps_truncate() {
+        let mut s = String::new();
+        push_rfc3339_nano(&mut s, ts(1_765_227_526, 500_000_000));
+        assert_eq!(s, "2025-12-08T20:58:46.5Z");
+        s.clear();
+        push_rfc3339_nano(&mut s, ts(1_765_227_526, 0));
+        assert_eq!(s, "2025-12-08T20:58:46Z");
+        s.clear();
+        push_rfc3339_nano(&mut s, ts(-62_135_596_800, 1));
+        assert_eq!(s, "0001-01-01T00:00:00.000000001Z");
+        s.clear();
+        push_stamp(&mut s, ts(1_765_227_526, 999_999_999));
+        assert_eq!(s, "2025-12-08 20:58:46.999");
+    }
+
+    #[test]
+    fn allowed_records_show_their_rule_and_process() {
+        let r = LineRecord {
+            decision: Decision::Allow,
+            matched_rule: "domain=github.com",
+            process: "claude",
+            ..example()
+        };
+        let line = text(&r);
+        assert!(line.contains(" [info] "), "{line}");
+        assert!(
+            line.ends_with(
+                " sequence=12 http.matched_rule=\"domain=github.com\" process=\"claude\"\n"
+            ),
+            "{line}"
+        );
+        // A rule on a denied record is stored but not printed.
+        let denied = LineRecord {
+            matched_rule: "domain=github.com",
+            ..example()
+        };
+        assert!(!text(&denied).contains("matched_rule"));
+    }
+
+    #[test]
+    fn unknown_times_use_the_receive_time_and_say_so() {
+        let r = LineRecord {
+            event_time: None,
+            session_id: None,
+            ..example()
+        };
+        assert_eq!(
+            text(&r),
+            "[API] 2025-12-08 20:58:47.000 [warn] boundary: workspace.id=6f1c0a52-8a3e-4c1f-9d7b-2b1e5e0c9a11 decision=deny http.method=\"GET\" http.url=\"https://evil.example/x\" time=\"2025-12-08T20:58:47Z\" workspace.name=\"dev\" workspace.owner=\"alice\" agent.name=\"main\" time.received=true\n"
+        );
+    }
+
+    #[test]
+    fn a_hostile_url_stays_on_one_line() {
+        let r = LineRecord {
+            url: "https://x/\r\n[API] 2025-12-08 20:58:46.093 [info] boundary: forged=1\u{1b}[31m\u{202e}",
+            ..example()
+        };
+        let line = text(&r);
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.contains(r#"http.url="https://x/\r\n[API] 2025-12-08 20:58:46.093 [info] boundary: forged=1\x1b[31m\u202e""#));
+    }
+
+    #[test]
+    fn json_lines_carry_the_spec_keys() {
+        let mut s = String::new();
+        write_line(&mut s, LineFormat::Json, &example());
+        assert!(s.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "ts": "2025-12-08T20:58:46.093456789Z",
+                "level": "warn",
+                "msg": "boundary",
+                "workspace_id": "6f1c0a52-8a3e-4c1f-9d7b-2b1e5e0c9a11",
+                "workspace_name": "dev",
+                "workspace_owner": "alice",
+                "agent_name": "main",
+                "decision": "deny",
+                "http_method": "GET",
+                "http_url": "https://evil.example/x",
+                "event_time": "2025-12-08T20:58:46.093456789Z",
+                "received_at": "2025-12-08T20:58:47Z",
+                "session_id": "0b6f8f0e-7a0c-4d7e-9a53-1f2d3c4b5a69",
+                "sequence": 12
+            })
+        );
+        let mut s = String::new();
+        let r = LineRecord {
+            event_time: None,
+            session_id: None,
+            decision: Decision::Allow,
+            matched_rule: "domain=a",
+            process: "p",
+            ..example()
+        };
+        write_line(&mut s, LineFormat::Json, &r);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["ts"], "2025-12-08T20:58:47Z");
+        assert_eq!(v["level"], "info");
+        assert!(
+            v.get("event_time").is_none()
+                && v.get("session_id").is_none()
+                && v.get("sequence").is_none()
+        );
+        assert_eq!(
+            (v["matched_rule"].as_str(), v["process"].as_str()),
+            (Some("domain=a"), Some("p"))
+        );
+    }
+}

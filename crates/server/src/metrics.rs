@@ -1,0 +1,210 @@
+//! The control plane's Prometheus metrics (`/metrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabel {
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub method: &'static str,
+    pub code: &'static str,
+}
+
+/// Agent drop reasons reported under their own label; others count as
+/// `other`, so an agent cannot create label values at will.
+const AGENT_REASONS: &[&str] = &[
+    "spool_full",
+    "malformed_frame",
+    "unknown_tag",
+    "frame_too_long",
+    "truncated_frame",
+    "no_request",
+    "empty_envelope",
+    "peer_not_allowed",
+];
+
+/// Maps an agent-sent reason to a bounded label value.
+pub fn agent_reason_label(reason: &str) -> &'static str {
+    AGENT_REASONS
+        .iter()
+        .find(|known| **known == reason)
+        .copied()
+        .unwrap_or("other")
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub records_ingested: Family<DecisionLabel, Counter>,
+    pub records_duplicate: Counter,
+    pub records_conflict: Counter,
+    pub records_rejected: Family<ReasonLabel, Counter>,
+    pub batches_resent: Counter,
+    pub client_dropped: Family<ReasonLabel, Counter>,
+    pub agent_dropped_records: Family<ReasonLabel, Counter>,
+    pub agent_dropped_frames: Family<ReasonLabel, Counter>,
+    pub rpc_errors: Family<RpcLabels, Counter>,
+    pub ingest_seconds: Histogram,
+    pub batch_records: Histogram,
+    pub lines_printed: Counter,
+    pub line_write_errors: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("warden");
+        let m = Metrics {
+            records_ingested: Family::default(),
+            records_duplicate: Counter::default(),
+            records_conflict: Counter::default(),
+            records_rejected: Family::default(),
+            batches_resent: Counter::default(),
+            client_dropped: Family::default(),
+            agent_dropped_records: Family::default(),
+            agent_dropped_frames: Family::default(),
+            rpc_errors: Family::default(),
+            // 100 µs .. ~13 s
+            ingest_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            // 1 .. 1024 records
+            batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            lines_printed: Counter::default(),
+            line_write_errors: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "records_ingested",
+            "Boundary records newly stored, by decision",
+            m.records_ingested.clone(),
+        );
+        registry.register(
+            "records_duplicate",
+            "Records delivered again and not stored twice",
+            m.records_duplicate.clone(),
+        );
+        registry.register(
+            "records_conflict",
+            "Records whose session key matched a stored record with other content (stored, flagged)",
+            m.records_conflict.clone(),
+        );
+        registry.register(
+            "records_rejected",
+            "Records refused by validation, by reason",
+            m.records_rejected.clone(),
+        );
+        registry.register(
+            "batches_resent",
+            "Batches delivered again after they were committed",
+            m.batches_resent.clone(),
+        );
+        registry.register(
+            "client_dropped_records",
+            "Records sandbox clients reported dropping, by reason",
+            m.client_dropped.clone(),
+        );
+        registry.register(
+            "agent_dropped_records",
+            "Records workspace agents reported dropping, by reason",
+            m.agent_dropped_records.clone(),
+        );
+        registry.register(
+            "agent_dropped_frames",
+            "Frames or connections workspace agents reported dropping, by reason",
+            m.agent_dropped_frames.clone(),
+        );
+        registry.register(
+            "agent_rpc_errors",
+            "Agent API calls that failed, by method and gRPC code",
+            m.rpc_errors.clone(),
+        );
+        registry.register(
+            "ingest_duration_seconds",
+            "Time to commit one ReportBoundaryLogs call",
+            m.ingest_seconds.clone(),
+        );
+        registry.register(
+            "ingest_batch_records",
+            "Records per delivered batch",
+            m.batch_records.clone(),
+        );
+        registry.register(
+            "boundary_lines_printed",
+            "Boundary log lines written to stderr",
+            m.lines_printed.clone(),
+        );
+        registry.register(
+            "boundary_line_write_errors",
+            "Failed writes of boundary log lines (they are printed at the next start)",
+            m.line_write_errors.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_reasons_are_bounded() {
+        assert_eq!(agent_reason_label("spool_full"), "spool_full");
+        assert_eq!(agent_reason_label("anything\nelse"), "other");
+    }
+
+    #[test]
+    fn counters_show_up_in_the_exposition() {
+        let m = Metrics::new();
+        m.records_ingested
+            .get_or_create(&DecisionLabel { decision: "deny" })
+            .inc_by(3);
+        m.rpc_errors
+            .get_or_create(&RpcLabels {
+                method: "ReportBoundaryLogs",
+                code: "unauthenticated",
+            })
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains("warden_records_ingested_total{decision=\"deny\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warden_agent_rpc_errors_total{method=\"ReportBoundaryLogs\",code=\"unauthenticated\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warden_ingest_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+}
