@@ -52,10 +52,18 @@ impl Auditor {
         Auditor::start_on(config, &runtime, Sequencer::new())
     }
 
-    pub(crate) fn start_on(config: Config, runtime: &Handle, sequencer: Sequencer) -> Result<Auditor, ConfigError> {
+    pub(crate) fn start_on(
+        config: Config,
+        runtime: &Handle,
+        sequencer: Sequencer,
+    ) -> Result<Auditor, ConfigError> {
         config.validate()?;
         let session_id = Uuid::new_v4();
-        let batcher = Batcher::new(session_id, &config.confined_process_name, config.batch_max_records);
+        let batcher = Batcher::new(
+            session_id,
+            &config.confined_process_name,
+            config.batch_max_records,
+        );
         let shared = Arc::new(Shared::new(session_id, sequencer, batcher.max_record_len()));
         let (queue_tx, queue_rx) = mpsc::channel(config.queue_capacity);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -101,7 +109,9 @@ impl Auditor {
             Err(TrySendError::Full(())) => {
                 let seq = self.assign()?;
                 self.shared.count_drop(DropReason::QueueFull);
-                Err(RecordError::QueueFull { sequence_number: seq })
+                Err(RecordError::QueueFull {
+                    sequence_number: seq,
+                })
             }
             Err(TrySendError::Closed(())) => Err(RecordError::Closed),
         }
@@ -130,17 +140,24 @@ impl Auditor {
             Err(error) => return Attempt::Done(Err(error)),
         };
         match self.queue.try_reserve() {
-            Ok(permit) => Attempt::Done(self.assign().map(|seq| {
-                permit.send(encoded.with_sequence(seq));
-                seq
-            })),
+            Ok(permit) => {
+                let assigned = self.assign();
+                if let Ok(seq) = assigned {
+                    permit.send(encoded.with_sequence(seq));
+                }
+                Attempt::Done(assigned)
+            }
             Err(TrySendError::Closed(())) => Attempt::Done(Err(RecordError::Closed)),
             Err(TrySendError::Full(())) => Attempt::MustWait(encoded, timeout),
         }
     }
 
     /// Block mode with a full queue: waits for room, at most `timeout`.
-    pub(crate) async fn wait_and_send(&self, encoded: Encoded, timeout: Option<Duration>) -> Result<i32, RecordError> {
+    pub(crate) async fn wait_and_send(
+        &self,
+        encoded: Encoded,
+        timeout: Option<Duration>,
+    ) -> Result<i32, RecordError> {
         let reserve = self.queue.reserve();
         let reserved = match timeout {
             None => reserve.await,
@@ -201,10 +218,13 @@ impl Auditor {
     }
 
     fn assign(&self) -> Result<i32, RecordError> {
-        self.shared.sequencer.assign().map_err(|refused| match refused {
-            Refused::Closed => RecordError::Closed,
-            Refused::Exhausted => RecordError::SequenceExhausted,
-        })
+        self.shared
+            .sequencer
+            .assign()
+            .map_err(|refused| match refused {
+                Refused::Closed => RecordError::Closed,
+                Refused::Exhausted => RecordError::SequenceExhausted,
+            })
     }
 }
 

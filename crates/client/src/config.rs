@@ -103,8 +103,16 @@ impl Config {
         };
         at_least("batch_max_records", self.batch_max_records as u64, 1)?;
         at_least("queue_capacity", self.queue_capacity as u64, 1)?;
-        at_least("batch_interval (ms)", self.batch_interval.as_millis() as u64, 1)?;
-        at_least("reconnect_min (ms)", self.reconnect_min.as_millis() as u64, 1)?;
+        at_least(
+            "batch_interval (ms)",
+            self.batch_interval.as_millis() as u64,
+            1,
+        )?;
+        at_least(
+            "reconnect_min (ms)",
+            self.reconnect_min.as_millis() as u64,
+            1,
+        )?;
         if self.buffer_records < self.batch_max_records {
             return Err(ConfigError::BufferBelowBatch {
                 buffer: self.buffer_records,
@@ -187,12 +195,21 @@ mod tests {
         );
         let mut c = ok.clone();
         c.buffer_records = 5;
-        assert!(matches!(c.validate(), Err(ConfigError::BufferBelowBatch { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::BufferBelowBatch { .. })
+        ));
         let mut c = ok.clone();
         c.reconnect_min = Duration::from_secs(10);
-        assert!(matches!(c.validate(), Err(ConfigError::ReconnectRange { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ReconnectRange { .. })
+        ));
         let mut c = ok;
         c.confined_process_name = "x".repeat(MAX_PROCESS_NAME_LEN + 1);
-        assert!(matches!(c.validate(), Err(ConfigError::ProcessNameTooLong { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ProcessNameTooLong { .. })
+        ));
     }
 }

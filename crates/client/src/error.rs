@@ -16,8 +16,13 @@ pub enum RecordError {
     QueueFull { sequence_number: i32 },
     /// The queue stayed full for the configured wait: the record was
     /// numbered, dropped and counted.
-    #[error("client queue stayed full for {waited:?}: record {sequence_number} dropped and counted")]
-    QueueTimeout { sequence_number: i32, waited: Duration },
+    #[error(
+        "client queue stayed full for {waited:?}: record {sequence_number} dropped and counted"
+    )]
+    QueueTimeout {
+        sequence_number: i32,
+        waited: Duration,
+    },
     /// The auditor is closing or closed.
     #[error("auditor is closed")]
     Closed,

@@ -61,7 +61,13 @@ impl EmitReport {
 impl fmt::Display for EmitReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.summary;
-        write!(f, "read {}, malformed {}, sent {}", self.read, self.malformed, s.sent.len())?;
+        write!(
+            f,
+            "read {}, malformed {}, sent {}",
+            self.read,
+            self.malformed,
+            s.sent.len()
+        )?;
         if s.acknowledgements == AckMode::Confirmed {
             write!(f, ", confirmed {}", s.confirmed.len())?;
         }
@@ -92,7 +98,11 @@ pub fn config(socket_path: impl Into<std::path::PathBuf>) -> Config {
 
 /// Reads JSON lines from `input` into `auditor` until EOF, reporting bad
 /// lines on `diagnostics`, then closes the auditor and reports.
-pub async fn emit<R, W>(mut input: R, auditor: Auditor, diagnostics: &mut W) -> Result<EmitReport, CloseError>
+pub async fn emit<R, W>(
+    mut input: R,
+    auditor: Auditor,
+    diagnostics: &mut W,
+) -> Result<EmitReport, CloseError>
 where
     R: AsyncBufRead + Unpin,
     W: Write,
@@ -155,7 +165,8 @@ where
 
 /// Parses one line into a record.
 fn parse(line: &[u8]) -> Result<Record, String> {
-    let line: Line = serde_json::from_slice(line).map_err(|e| format!("not a valid record: {e}"))?;
+    let line: Line =
+        serde_json::from_slice(line).map_err(|e| format!("not a valid record: {e}"))?;
     if let Some(time) = line.time {
         // The agent would flag such a time as out of range; say so here.
         if timestamp_from_wire(&timestamp_to_wire(time)).is_none() {
@@ -272,10 +283,16 @@ mod tests {
         let r = parse(br#"{"allowed": true, "method": "GET", "url": "https://a.io", "rule": "domain=a.io", "time": "2025-12-08T20:58:46.093456789Z"}"#).unwrap();
         assert_eq!(r.decision, Decision::Allow);
         assert_eq!(r.matched_rule.as_deref(), Some("domain=a.io"));
-        assert_eq!(r.time.unwrap().to_string(), "2025-12-08T20:58:46.093456789Z");
+        assert_eq!(
+            r.time.unwrap().to_string(),
+            "2025-12-08T20:58:46.093456789Z"
+        );
         // A rule on a denied record is kept as sent; a missing time stays missing.
         let r = parse(br#"{"allowed": false, "method": "POST", "url": "u", "rule": "r"}"#).unwrap();
-        assert_eq!((r.decision, r.matched_rule.as_deref(), r.time), (Decision::Deny, Some("r"), None));
+        assert_eq!(
+            (r.decision, r.matched_rule.as_deref(), r.time),
+            (Decision::Deny, Some("r"), None)
+        );
         // Offsets are converted to UTC.
         let r = parse(br#"{"allowed": false, "method": "GET", "url": "u", "time": "2025-01-01T02:00:00+02:00"}"#).unwrap();
         assert_eq!(r.time.unwrap().to_string(), "2025-01-01T00:00:00Z");

@@ -96,7 +96,9 @@ pub(crate) async fn write_some(side: Option<&mut WriteSide>) -> io::Result<()> {
 }
 
 /// The next frame from the agent (cancel safe). Pends when not connected.
-pub(crate) async fn read_next(reader: Option<&mut FramedRead<OwnedReadHalf, FrameCodec>>) -> Incoming {
+pub(crate) async fn read_next(
+    reader: Option<&mut FramedRead<OwnedReadHalf, FrameCodec>>,
+) -> Incoming {
     match reader {
         Some(reader) => reader.next().await,
         None => std::future::pending().await,

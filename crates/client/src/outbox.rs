@@ -167,14 +167,20 @@ mod tests {
         assert_eq!(out.records(), 3);
         assert_eq!(first_seq(out.mark_in_flight().unwrap()), Some(0));
         assert_eq!(first_seq(out.mark_in_flight().unwrap()), Some(2));
-        assert!(matches!(out.next_unwritten().unwrap().kind, Kind::Status { .. }));
+        assert!(matches!(
+            out.next_unwritten().unwrap().kind,
+            Kind::Status { .. }
+        ));
         assert_eq!(first_seq(&out.take_acknowledged().unwrap()), Some(0));
         assert_eq!(out.records(), 1);
         assert_eq!(out.in_flight(), 1);
         // The connection drops: frame [2] was written but never acknowledged.
         out.rewind();
         assert_eq!(first_seq(out.next_unwritten().unwrap()), Some(2));
-        assert!(out.take_acknowledged().is_none(), "nothing is in flight after a rewind");
+        assert!(
+            out.take_acknowledged().is_none(),
+            "nothing is in flight after a rewind"
+        );
     }
 
     #[test]
@@ -187,7 +193,10 @@ mod tests {
         });
         assert!(out.next_unwritten().unwrap().names_session());
         assert!(matches!(out.take_written().unwrap().kind, Kind::Anchor));
-        assert!(matches!(out.take_written().unwrap().kind, Kind::Status { .. }));
+        assert!(matches!(
+            out.take_written().unwrap().kind,
+            Kind::Status { .. }
+        ));
         assert!(out.is_empty());
         assert!(out.take_written().is_none());
     }

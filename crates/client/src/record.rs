@@ -41,7 +41,11 @@ impl Record {
     }
 
     /// A request allowed now by `rule`.
-    pub fn allow(method: impl Into<String>, url: impl Into<String>, rule: impl Into<String>) -> Record {
+    pub fn allow(
+        method: impl Into<String>,
+        url: impl Into<String>,
+        rule: impl Into<String>,
+    ) -> Record {
         Record::new(Decision::Allow, method, url).with_rule(rule)
     }
 
@@ -84,11 +88,13 @@ impl Encoded {
         let log = BoundaryLog {
             allowed: record.decision.is_allowed(),
             time: record.time.map(timestamp_to_wire),
-            resource: Some(boundary_log::Resource::HttpRequest(boundary_log::HttpRequest {
-                method: record.method,
-                url: record.url,
-                matched_rule: rule,
-            })),
+            resource: Some(boundary_log::Resource::HttpRequest(
+                boundary_log::HttpRequest {
+                    method: record.method,
+                    url: record.url,
+                    matched_rule: rule,
+                },
+            )),
             sequence_number: 0,
         };
         let base_len = log.encoded_len();

@@ -124,7 +124,10 @@ impl SequenceSet {
         if lo == hi {
             self.ranges.insert(lo, (first, last));
         } else {
-            let merged = (first.min(self.ranges[lo].0), last.max(self.ranges[hi - 1].1));
+            let merged = (
+                first.min(self.ranges[lo].0),
+                last.max(self.ranges[hi - 1].1),
+            );
             self.ranges.splice(lo..hi, std::iter::once(merged));
         }
     }
@@ -252,7 +255,10 @@ mod tests {
         assert_eq!(set.to_string(), "0-9");
         assert_eq!(set.len(), 10);
         set.insert_range(i32::MAX - 1, i32::MAX);
-        assert_eq!(set.to_string(), format!("0-9,{}-{}", i32::MAX - 1, i32::MAX));
+        assert_eq!(
+            set.to_string(),
+            format!("0-9,{}-{}", i32::MAX - 1, i32::MAX)
+        );
         assert_eq!(set.len(), 12);
         assert_eq!(SequenceSet::new().to_string(), "-");
     }

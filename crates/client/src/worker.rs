@@ -123,7 +123,12 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(config: Config, shared: Arc<Shared>, batcher: Batcher, channels: Channels) -> Worker {
+    pub(crate) fn new(
+        config: Config,
+        shared: Arc<Shared>,
+        batcher: Batcher,
+        channels: Channels,
+    ) -> Worker {
         let ack_request = match config.acknowledgements {
             AckPolicy::Auto => match batch::ack_request_frame() {
                 Ok(bytes) => Some(bytes),
@@ -180,10 +185,18 @@ impl Worker {
 
     async fn next_event(&mut self) -> Event {
         let held = self.outbox.records() + self.batcher.len();
-        let room = self.config.buffer_records.saturating_sub(held).min(RECV_CHUNK);
+        let room = self
+            .config
+            .buffer_records
+            .saturating_sub(held)
+            .min(RECV_CHUNK);
         let deadline = self.closing.as_ref().map(|c| c.deadline);
         let awaiting_drops = self.closing.as_ref().is_some_and(|c| !c.final_queued);
-        let redial_at = if self.link.is_none() { self.redial_at } else { None };
+        let redial_at = if self.link.is_none() {
+            self.redial_at
+        } else {
+            None
+        };
         let (writer, reader) = match &mut self.link {
             Some(link) => (Some(&mut link.writer), Some(&mut link.reader)),
             None => (None, None),
@@ -215,7 +228,9 @@ impl Worker {
                 self.disconnect(Cause::Protocol(malformed.to_string()));
             }
             Event::Read(Some(Err(error))) => self.disconnect(Cause::Closed(error.to_string())),
-            Event::Read(None) => self.disconnect(Cause::Closed("the agent closed the connection".into())),
+            Event::Read(None) => {
+                self.disconnect(Cause::Closed("the agent closed the connection".into()))
+            }
             Event::Wrote(Ok(())) => {
                 if self.link.as_ref().is_some_and(|l| l.writer.frame_done()) {
                     self.on_frame_written();
@@ -289,7 +304,9 @@ impl Worker {
             Some(Ok(frame)) => self.outbox.push(frame),
             // Cannot happen: the batch was sized to fit. Its records end up
             // counted as undelivered.
-            Some(Err(error)) => tracing::error!(%error, "cannot encode a batch; its records are lost"),
+            Some(Err(error)) => {
+                tracing::error!(%error, "cannot encode a batch; its records are lost")
+            }
         }
         self.queue_status(None);
     }
@@ -357,7 +374,9 @@ impl Worker {
                     self.ledger.sent.extend_from(seqs);
                     self.ledger.delivered.extend_from(seqs);
                 }
-                Kind::Status { is_final: true } => self.ledger.final_status = Some(FinalStatus::Written),
+                Kind::Status { is_final: true } => {
+                    self.ledger.final_status = Some(FinalStatus::Written)
+                }
                 Kind::Status { .. } | Kind::Anchor => {}
             }
             // A write that went through is progress: the next outage starts
@@ -373,7 +392,8 @@ impl Worker {
         match frame.frame {
             Frame::AckAccepted(accepted) if link.ack_requested && !link.accepted => {
                 if accepted.version != ACK_VERSION {
-                    let reason = format!("agent chose acknowledgement version {}", accepted.version);
+                    let reason =
+                        format!("agent chose acknowledgement version {}", accepted.version);
                     return self.disconnect(Cause::Protocol(reason));
                 }
                 link.accepted = true;
@@ -383,11 +403,15 @@ impl Worker {
             Frame::FrameAck(ack) if link.accepted => {
                 let expected = link.acked + 1;
                 if ack.frame != expected {
-                    let reason = format!("acknowledgement for frame {} when {expected} was next", ack.frame);
+                    let reason = format!(
+                        "acknowledgement for frame {} when {expected} was next",
+                        ack.frame
+                    );
                     return self.disconnect(Cause::Protocol(reason));
                 }
                 let Some(pending) = self.outbox.take_acknowledged() else {
-                    let reason = format!("acknowledgement for frame {} that was not sent", ack.frame);
+                    let reason =
+                        format!("acknowledgement for frame {} that was not sent", ack.frame);
                     return self.disconnect(Cause::Protocol(reason));
                 };
                 link.acked = expected;
@@ -524,7 +548,10 @@ impl Ledger {
                         if ack.rejected > 0 {
                             // Our records always carry a request; say so if
                             // an agent thinks otherwise.
-                            tracing::warn!(rejected = ack.rejected, "the agent rejected records of a frame");
+                            tracing::warn!(
+                                rejected = ack.rejected,
+                                "the agent rejected records of a frame"
+                            );
                         }
                         self.confirmed.extend_from(&seqs);
                         self.delivered.extend_from(&seqs);

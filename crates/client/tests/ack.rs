@@ -13,7 +13,11 @@ use warden_proto::codec::{Frame, Tag};
 use warden_proto::wire::frame_ack::Outcome;
 
 fn record(i: usize) -> Record {
-    Record::allow("GET", format!("https://github.com/{i}"), "domain=github.com")
+    Record::allow(
+        "GET",
+        format!("https://github.com/{i}"),
+        "domain=github.com",
+    )
 }
 
 fn start(path: &std::path::Path, n: usize) -> Auditor {
@@ -30,7 +34,12 @@ async fn a_reference_agent_makes_the_client_carry_on_without_acknowledgements() 
     let mut agent = FakeAgent::start(&dir.path().join("a.sock"), Script::reference());
     let summary = start(&agent.path, 25).close().await.unwrap();
     assert_eq!(summary.acknowledgements, AckMode::Unsupported);
-    assert!(summary.to_string().contains("acknowledgements unsupported by the agent"), "{summary}");
+    assert!(
+        summary
+            .to_string()
+            .contains("acknowledgements unsupported by the agent"),
+        "{summary}"
+    );
     // Plain mode: written means delivered; nothing is "confirmed".
     assert!(summary.is_complete(), "{summary}");
     assert!(summary.confirmed.is_empty());
@@ -38,11 +47,25 @@ async fn a_reference_agent_makes_the_client_carry_on_without_acknowledgements() 
 
     let received = agent.until_final_status().await;
     // The first connection carried the request and was closed on it...
-    let first: Vec<_> = received.frames().filter(|(c, _)| *c == 1).map(|(_, f)| f.tag).collect();
+    let first: Vec<_> = received
+        .frames()
+        .filter(|(c, _)| *c == 1)
+        .map(|(_, f)| f.tag)
+        .collect();
     assert_eq!(first, vec![Tag::AckRequest]);
-    assert!(received.events.iter().any(|e| matches!(e, Event::Closed { conn: 1 })));
+    assert!(
+        received
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Closed { conn: 1 }))
+    );
     // ...and the client redialed and sent everything without extension tags.
-    assert!(received.frames().filter(|(c, _)| *c > 1).all(|(_, f)| !f.tag.is_extension()));
+    assert!(
+        received
+            .frames()
+            .filter(|(c, _)| *c > 1)
+            .all(|(_, f)| !f.tag.is_extension())
+    );
     assert_eq!(received.stored(), all(25));
 }
 
@@ -88,10 +111,7 @@ async fn unconfirmed_frames_are_sent_again_after_the_agent_drops_the_connection(
     assert!((0..20).all(|s| counts[&s] == 1), "{counts:?}");
     assert!((20..40).all(|s| counts[&s] >= 2), "{counts:?}");
     // Every new connection asks for acknowledgements again.
-    let second_first_frame = received
-        .frames()
-        .find(|(c, _)| *c == 2)
-        .map(|(_, f)| f.tag);
+    let second_first_frame = received.frames().find(|(c, _)| *c == 2).map(|(_, f)| f.tag);
     assert_eq!(second_first_frame, Some(Tag::AckRequest));
 }
 
@@ -106,7 +126,10 @@ async fn frames_the_agent_drops_are_reported_as_refused_and_not_resent() {
     assert!(summary.delivered.is_empty());
     assert_eq!(summary.undelivered, 0);
     assert!(!summary.is_complete());
-    assert!(summary.to_string().contains("refused by the agent 30"), "{summary}");
+    assert!(
+        summary.to_string().contains("refused by the agent 30"),
+        "{summary}"
+    );
     let received = agent.until_final_status().await;
     assert!(received.sequence_counts().values().all(|&n| n == 1));
 }
@@ -131,7 +154,10 @@ async fn close_returns_at_its_deadline_when_nothing_is_confirmed() {
     assert_eq!(summary.sent.iter().collect::<Vec<_>>(), all(20));
     assert!(summary.confirmed.is_empty());
     assert_eq!(summary.undelivered, 20);
-    assert_eq!(summary.undelivered_sequences.iter().collect::<Vec<_>>(), all(20));
+    assert_eq!(
+        summary.undelivered_sequences.iter().collect::<Vec<_>>(),
+        all(20)
+    );
     assert_eq!(summary.final_status, FinalStatus::NotSent);
     assert!(!summary.is_complete());
 }
@@ -148,10 +174,14 @@ async fn an_agent_that_breaks_the_protocol_is_redialed() {
     let (mut read, mut write) = stream.into_split();
     let mut buf = bytes::BytesMut::new();
     warden_proto::codec::encode_frame(Tag::Envelope, &Frame::EmptyEnvelope, &mut buf).unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut write, &buf).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut write, &buf)
+        .await
+        .unwrap();
     // The client closes this connection; read until EOF.
     let mut sink = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut read, &mut sink).await.unwrap();
+    tokio::io::AsyncReadExt::read_to_end(&mut read, &mut sink)
+        .await
+        .unwrap();
     assert_eq!(sink.first(), Some(&Tag::AckRequest.byte()));
     drop(listener);
     std::fs::remove_file(&path).unwrap();

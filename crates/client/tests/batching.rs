@@ -13,7 +13,11 @@ use warden_client::{Auditor, Config, Decision, Record, RecordError};
 use warden_proto::codec::{Frame, MAX_PAYLOAD, Tag, envelope_len};
 
 fn record(i: usize) -> Record {
-    Record::allow("GET", format!("https://example.com/{i}"), "domain=example.com")
+    Record::allow(
+        "GET",
+        format!("https://example.com/{i}"),
+        "domain=example.com",
+    )
 }
 
 fn seqs(logs: &warden_proto::wire::ReportBoundaryLogsRequest) -> Vec<i32> {
@@ -59,7 +63,11 @@ async fn a_partial_batch_waits_for_the_configured_interval() {
         auditor.try_record(record(i)).unwrap();
     }
     let logs = agent.next_logs().await;
-    assert!(start.elapsed() >= Duration::from_secs(30), "sent after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(30),
+        "sent after {:?}",
+        start.elapsed()
+    );
     assert_eq!(seqs(&logs), vec![0, 1, 2]);
     // The interval counts from the first record of a batch.
     tokio::time::advance(Duration::from_secs(7)).await;
@@ -101,7 +109,9 @@ async fn batches_are_cut_before_their_frame_would_pass_32768_bytes() {
     assert!(frames.len() >= 7, "{} frames", frames.len());
     let mut next_seq = 0;
     for (i, frame) in frames.iter().enumerate() {
-        let Frame::Logs(logs) = &frame.frame else { unreachable!() };
+        let Frame::Logs(logs) = &frame.frame else {
+            unreachable!()
+        };
         assert_eq!(frame.tag, Tag::Envelope);
         assert!(frame.payload_len <= MAX_PAYLOAD);
         assert_eq!(logs.confined_process_name, "curl");
@@ -113,7 +123,8 @@ async fn batches_are_cut_before_their_frame_would_pass_32768_bytes() {
         // would not have fit.
         if let Some(Frame::Logs(next)) = frames.get(i + 1).map(|f| &f.frame) {
             let next_len = next.logs[0].encoded_len();
-            let with_next = logs.encoded_len() + 1 + prost::length_delimiter_len(next_len) + next_len;
+            let with_next =
+                logs.encoded_len() + 1 + prost::length_delimiter_len(next_len) + next_len;
             assert!(
                 envelope_len(with_next) > MAX_PAYLOAD,
                 "frame {i} of {} bytes was cut early",
@@ -129,9 +140,8 @@ async fn a_record_too_large_for_any_frame_is_refused_and_blocks_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut agent = FakeAgent::start(&dir.path().join("a.sock"), Script::warden());
     let auditor = Auditor::start(Config::new(&agent.path)).unwrap();
-    let sized = |url_len: usize| {
-        Record::new(Decision::Deny, "POST", "u".repeat(url_len)).with_time(None)
-    };
+    let sized =
+        |url_len: usize| Record::new(Decision::Deny, "POST", "u".repeat(url_len)).with_time(None);
     // Find the largest URL the client accepts: one more byte is refused.
     let mut url_len = 32_600;
     let refused = loop {
@@ -144,7 +154,10 @@ async fn a_record_too_large_for_any_frame_is_refused_and_blocks_nothing() {
         panic!("expected TooLarge, got {refused:?}");
     };
     assert_eq!(size, max + 1);
-    assert!(refused.to_string().contains("does not fit in a frame"), "{refused}");
+    assert!(
+        refused.to_string().contains("does not fit in a frame"),
+        "{refused}"
+    );
     assert_eq!(refused.sequence_number(), None);
     // Far too large is refused the same way.
     assert!(matches!(

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use support::{FakeAgent, Script, all};
 use warden_client::{
-    AckMode, AckPolicy, Auditor, BlockingAuditor, Config, FinalStatus, Overflow, Record, RecordError,
+    AckMode, AckPolicy, Auditor, BlockingAuditor, Config, FinalStatus, Overflow, Record,
+    RecordError,
 };
 use warden_proto::codec::Frame;
 
@@ -35,7 +36,12 @@ async fn dropped_records_are_counted_and_reported_in_status_frames() {
         if i < 4 {
             assert_eq!(result, Ok(i as i32));
         } else {
-            assert_eq!(result, Err(RecordError::QueueFull { sequence_number: i as i32 }));
+            assert_eq!(
+                result,
+                Err(RecordError::QueueFull {
+                    sequence_number: i as i32
+                })
+            );
         }
     }
     // The drops follow the next logs frame, on the same connection.
@@ -51,7 +57,10 @@ async fn dropped_records_are_counted_and_reported_in_status_frames() {
         panic!("expected a status frame, got {status:?}");
     };
     assert_eq!(status_conn, conn);
-    assert_eq!((status.dropped_channel_full, status.dropped_batch_full), (6, 0));
+    assert_eq!(
+        (status.dropped_channel_full, status.dropped_batch_full),
+        (6, 0)
+    );
     assert_eq!(status.final_sequence_number, None);
 
     // The session goes on after its drops.
@@ -60,7 +69,10 @@ async fn dropped_records_are_counted_and_reported_in_status_frames() {
     let received = agent.until_final_status().await;
     let last = received.statuses().last().unwrap();
     assert_eq!(last.final_sequence_number, Some(10));
-    assert_eq!(last.dropped_channel_full, 0, "drops are deltas, reported once");
+    assert_eq!(
+        last.dropped_channel_full, 0,
+        "drops are deltas, reported once"
+    );
 
     assert_eq!(summary.dropped.queue_full, 6);
     assert_eq!(summary.delivered.to_string(), "0-3,10");
@@ -220,7 +232,10 @@ async fn dropping_the_last_handle_drains_in_the_background() {
     drop(other);
     let received = agent.until_final_status().await;
     assert_eq!(received.stored(), all(25));
-    assert_eq!(received.statuses().last().unwrap().final_sequence_number, Some(24));
+    assert_eq!(
+        received.statuses().last().unwrap().final_sequence_number,
+        Some(24)
+    );
 }
 
 #[tokio::test]
@@ -237,7 +252,12 @@ async fn a_session_without_records_still_reports_how_it_ended() {
     // A status frame has no session id: an empty logs frame naming the
     // session comes first on the connection, so the agent can attribute it.
     let frames: Vec<_> = received.frames().map(|(_, f)| f.frame.clone()).collect();
-    let [Frame::AckRequest(_), Frame::Logs(anchor), Frame::Status(status)] = frames.as_slice() else {
+    let [
+        Frame::AckRequest(_),
+        Frame::Logs(anchor),
+        Frame::Status(status),
+    ] = frames.as_slice()
+    else {
         panic!("unexpected frames {frames:?}");
     };
     assert!(anchor.logs.is_empty());

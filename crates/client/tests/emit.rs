@@ -22,12 +22,18 @@ async fn emit_delivers_100000_lines() {
             )
             .unwrap();
         } else {
-            writeln!(input, r#"{{"allowed": false, "method": "POST", "url": "https://evil.example/{i}"}}"#).unwrap();
+            writeln!(
+                input,
+                r#"{{"allowed": false, "method": "POST", "url": "https://evil.example/{i}"}}"#
+            )
+            .unwrap();
         }
     }
     let auditor = Auditor::start(jsonl::config(&agent.path)).unwrap();
     let mut diagnostics = Vec::new();
-    let report = jsonl::emit(input.as_bytes(), auditor, &mut diagnostics).await.unwrap();
+    let report = jsonl::emit(input.as_bytes(), auditor, &mut diagnostics)
+        .await
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&diagnostics), "");
     assert!(report.success(), "{report}");
     assert_eq!((report.read, report.malformed), (n as u64, 0));
@@ -35,7 +41,10 @@ async fn emit_delivers_100000_lines() {
     assert_eq!(report.summary.confirmed.len(), n as u64);
     assert_eq!(report.summary.dropped.total(), 0);
     let text = report.to_string();
-    assert!(text.starts_with("read 100000, malformed 0, sent 100000, confirmed 100000, dropped 0"), "{text}");
+    assert!(
+        text.starts_with("read 100000, malformed 0, sent 100000, confirmed 100000, dropped 0"),
+        "{text}"
+    );
 
     let received = agent.until_final_status().await;
     assert_eq!(received.stored(), all(n));
@@ -67,14 +76,28 @@ async fn malformed_lines_are_reported_with_their_numbers_and_the_rest_is_sent() 
     );
     let auditor = Auditor::start(jsonl::config(&agent.path)).unwrap();
     let mut diagnostics = Vec::new();
-    let report = jsonl::emit(input.as_bytes(), auditor, &mut diagnostics).await.unwrap();
+    let report = jsonl::emit(input.as_bytes(), auditor, &mut diagnostics)
+        .await
+        .unwrap();
     let diagnostics = String::from_utf8(diagnostics).unwrap();
     let lines: Vec<_> = diagnostics.lines().collect();
     assert_eq!(lines.len(), 4, "{diagnostics}");
-    assert!(lines[0].starts_with("line 2: not a valid record"), "{}", lines[0]);
-    assert!(lines[1].starts_with("line 4: not a valid record: missing field"), "{}", lines[1]);
+    assert!(
+        lines[0].starts_with("line 2: not a valid record"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("line 4: not a valid record: missing field"),
+        "{}",
+        lines[1]
+    );
     assert!(lines[2].starts_with("line 6: record of "), "{}", lines[2]);
-    assert!(lines[3].starts_with("line 7: record carries no request"), "{}", lines[3]);
+    assert!(
+        lines[3].starts_with("line 7: record carries no request"),
+        "{}",
+        lines[3]
+    );
     // The blank line 5 is neither read nor malformed.
     assert_eq!((report.read, report.malformed), (7, 4));
     assert!(!report.success());

@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use warden_proto::codec::{DecodedFrame, Frame, FrameCodec, Tag, encode_frame};
-use warden_proto::wire::{AckAccepted, BoundaryStatus, FrameAck, ReportBoundaryLogsRequest, frame_ack::Outcome};
+use warden_proto::wire::{
+    AckAccepted, BoundaryStatus, FrameAck, ReportBoundaryLogsRequest, frame_ack::Outcome,
+};
 
 /// Longest a test waits for the fake agent before calling it a hang.
 const HANG: Duration = Duration::from_secs(60);
@@ -291,9 +293,13 @@ async fn connection(
             }
             if frame.tag == Tag::AckRequest && numbered == 0 && !acking {
                 acking = true;
-                if send(&mut write, Tag::AckAccepted, Frame::AckAccepted(AckAccepted { version: 1 }))
-                    .await
-                    .is_err()
+                if send(
+                    &mut write,
+                    Tag::AckAccepted,
+                    Frame::AckAccepted(AckAccepted { version: 1 }),
+                )
+                .await
+                .is_err()
                 {
                     break;
                 }
@@ -315,7 +321,10 @@ async fn connection(
                 records,
                 rejected: 0,
             };
-            if send(&mut write, Tag::FrameAck, Frame::FrameAck(ack)).await.is_err() {
+            if send(&mut write, Tag::FrameAck, Frame::FrameAck(ack))
+                .await
+                .is_err()
+            {
                 break;
             }
         }

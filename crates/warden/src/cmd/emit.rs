@@ -1,11 +1,166 @@
-//! `warden emit` (not yet implemented; owned by the issue that builds it).
+//! `warden emit`: sends audit records from JSON lines on stdin to the
+//! agent's boundary log socket, then reports what became of them.
+//!
+//! The work is `warden_client::jsonl::emit`; this file turns flags into a
+//! client configuration, prints the summary (stderr, and `--json` on stdout)
+//! and picks the exit code: 0 when every line was valid and delivered
+//! (confirmed when the agent acknowledges, written otherwise), 1 otherwise,
+//! 2 for a usage or configuration error such as no socket.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use warden_client::jsonl::{self, EmitReport};
+use warden_client::{AckMode, AckPolicy, Auditor, Overflow, socket_path_from_env};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The agent's boundary log socket [default: $CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH,
+    /// then $CODER_BOUNDARY_LOG_SOCKET].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// How long to wait at EOF for the records to be delivered (confirmed,
+    /// when the agent acknowledges).
+    #[arg(long, env = "WARDEN_EMIT_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// How long one record may wait for room in the client's queue before it
+    /// is dropped and counted [default: as long as it takes].
+    #[arg(long, env = "WARDEN_EMIT_QUEUE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    queue_timeout: Option<Duration>,
+    /// A batch goes out at the latest this long after its first record.
+    #[arg(long, env = "WARDEN_EMIT_BATCH_INTERVAL", value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    batch_interval: Duration,
+    /// Ask the agent to confirm records end to end (`auto`: when it supports
+    /// it) or not (`off`: written to the socket counts as delivered).
+    #[arg(long, env = "WARDEN_EMIT_ACKS", value_enum, default_value_t = Acks::Auto)]
+    acks: Acks,
+    /// `confined_process_name` sent with every batch.
+    #[arg(
+        long,
+        env = "WARDEN_EMIT_PROCESS_NAME",
+        value_name = "NAME",
+        default_value = ""
+    )]
+    process_name: String,
+    /// Also print the summary as one JSON object on stdout.
+    #[arg(long, env = "WARDEN_EMIT_JSON")]
+    json: bool,
+}
 
-pub fn main(_args: Args) -> ExitCode {
-    eprintln!("warden emit is not available in this build");
-    ExitCode::from(2)
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Acks {
+    Auto,
+    Off,
+}
+
+/// Parses `10s`, `1m 30s`, `PT5S` and the like.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let signed: jiff::SignedDuration = text.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
+}
+
+pub fn main(args: Args) -> ExitCode {
+    init_tracing();
+    let socket = args
+        .socket
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty())
+        .or_else(socket_path_from_env);
+    let Some(socket) = socket else {
+        eprintln!(
+            "warden emit: no agent socket: pass --socket or set \
+             CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH or CODER_BOUNDARY_LOG_SOCKET"
+        );
+        return ExitCode::from(2);
+    };
+    let mut config = jsonl::config(socket);
+    config.close_timeout = args.drain_timeout;
+    config.batch_interval = args.batch_interval;
+    config.overflow = Overflow::Block {
+        timeout: args.queue_timeout,
+    };
+    config.acknowledgements = match args.acks {
+        Acks::Auto => AckPolicy::Auto,
+        Acks::Off => AckPolicy::Off,
+    };
+    config.confined_process_name = args.process_name.clone();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("warden emit: starting the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let report = runtime.block_on(async {
+        let auditor = match Auditor::start(config) {
+            Ok(auditor) => auditor,
+            Err(error) => return Err((2, format!("invalid configuration: {error}"))),
+        };
+        let stdin = tokio::io::BufReader::with_capacity(1 << 16, tokio::io::stdin());
+        // Not a locked handle: the client's own warnings go to stderr too.
+        jsonl::emit(stdin, auditor, &mut std::io::stderr())
+            .await
+            .map_err(|error| (1, error.to_string()))
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err((code, message)) => {
+            eprintln!("warden emit: {message}");
+            return ExitCode::from(code);
+        }
+    };
+    if let Some(error) = &report.read_error {
+        eprintln!("warden emit: reading stdin: {error}");
+    }
+    eprintln!("warden emit: {report}");
+    if args.json {
+        println!("{}", json(&report));
+    }
+    if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn json(report: &EmitReport) -> serde_json::Value {
+    let s = &report.summary;
+    let acknowledged = s.acknowledgements == AckMode::Confirmed;
+    serde_json::json!({
+        "read": report.read,
+        "malformed": report.malformed,
+        "sent": s.sent.len(),
+        "confirmed": acknowledged.then(|| s.confirmed.len()),
+        "dropped": s.dropped.total(),
+        "refused": s.refused.total(),
+        "undelivered": s.undelivered,
+        "acknowledgements": match s.acknowledgements {
+            AckMode::Confirmed => "confirmed",
+            AckMode::Unsupported => "unsupported",
+            AckMode::Off => "off",
+            AckMode::Unknown => "unknown",
+        },
+        "session_id": s.session_id.to_string(),
+        "final_sequence_number": s.final_sequence_number,
+        "deadline_expired": s.deadline_expired,
+        "read_error": report.read_error,
+        "success": report.success(),
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Another subscriber already installed is fine.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .try_init();
 }
