@@ -1,0 +1,151 @@
+//! The byte bound: room left under `max_bytes`, handed out to appends
+//! first-come first-served and given back when segment files are deleted.
+//!
+//! A tokio semaphore with one permit per byte does the waiting (FIFO, and
+//! cancel-safe: an append that gives up leaves the queue). A spool reopened
+//! with a smaller bound than its content starts in debt: freed bytes pay the
+//! debt before they become room.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Semaphore;
+
+use crate::SpoolError;
+
+pub(crate) struct Room {
+    permits: Semaphore,
+    debt: Mutex<u64>,
+    /// Appends waiting for room now.
+    blocked: AtomicU64,
+}
+
+impl Room {
+    /// Room for a bound of `max` bytes of which `used` are taken.
+    pub(crate) fn new(max: u64, used: u64) -> Self {
+        Room {
+            permits: Semaphore::new(to_usize(max.saturating_sub(used))),
+            debt: Mutex::new(used.saturating_sub(max)),
+            blocked: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `bytes` (at most `u32::MAX`, checked by the caller) if free now.
+    pub(crate) fn try_take(&self, bytes: u64) -> bool {
+        match self.permits.try_acquire_many(to_u32(bytes)) {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Waits for `bytes`, in arrival order.
+    pub(crate) async fn take(&self, bytes: u64) -> Result<(), SpoolError> {
+        let permit = self
+            .permits
+            .acquire_many(to_u32(bytes))
+            .await
+            .map_err(|_| SpoolError::Closed)?;
+        permit.forget();
+        Ok(())
+    }
+
+    /// Gives back bytes that left the disk (or were never written).
+    pub(crate) fn give_back(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut debt = self.debt.lock().expect("room lock");
+        let paid = bytes.min(*debt);
+        *debt -= paid;
+        drop(debt);
+        if bytes > paid {
+            self.permits.add_permits(to_usize(bytes - paid));
+        }
+    }
+
+    /// Bytes that must still be freed before `bytes` fit.
+    pub(crate) fn shortfall(&self, bytes: u64) -> u64 {
+        let debt = *self.debt.lock().expect("room lock");
+        (bytes + debt).saturating_sub(self.permits.available_permits() as u64)
+    }
+
+    /// Marks the caller as waiting for room until the guard is dropped.
+    pub(crate) fn block(&self) -> Blocked<'_> {
+        self.blocked.fetch_add(1, Ordering::SeqCst);
+        Blocked(self)
+    }
+
+    pub(crate) fn blocked(&self) -> u64 {
+        self.blocked.load(Ordering::SeqCst)
+    }
+
+    /// Fails every current and future wait with [`SpoolError::Closed`].
+    pub(crate) fn close(&self) {
+        self.permits.close();
+    }
+}
+
+pub(crate) struct Blocked<'a>(&'a Room);
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.blocked.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn to_usize(bytes: u64) -> usize {
+    // The configuration caps max_bytes at what a semaphore can hold.
+    usize::try_from(bytes).expect("max_bytes fits a semaphore")
+}
+
+fn to_u32(bytes: u64) -> u32 {
+    u32::try_from(bytes).expect("append size checked at admission")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_taken_and_given_back() {
+        let room = Room::new(100, 30);
+        assert!(room.try_take(70));
+        assert!(!room.try_take(1));
+        assert_eq!(room.shortfall(10), 10);
+        room.give_back(25);
+        assert_eq!(room.shortfall(10), 0);
+        assert!(room.try_take(25));
+    }
+
+    #[test]
+    fn freed_bytes_pay_the_debt_first() {
+        let room = Room::new(100, 150);
+        assert_eq!(room.shortfall(10), 60);
+        room.give_back(40);
+        assert!(!room.try_take(1), "still 10 bytes in debt");
+        room.give_back(30);
+        assert!(room.try_take(20));
+        assert!(!room.try_take(1));
+    }
+
+    #[tokio::test]
+    async fn close_fails_waiters() {
+        let room = Room::new(10, 10);
+        let (taken, ()) = tokio::join!(room.take(5), async { room.close() });
+        assert!(matches!(taken, Err(SpoolError::Closed)));
+    }
+
+    #[test]
+    fn blocked_counts_guards() {
+        let room = Room::new(10, 0);
+        let a = room.block();
+        let b = room.block();
+        assert_eq!(room.blocked(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(room.blocked(), 0);
+    }
+}
