@@ -25,10 +25,14 @@ impl fmt::Debug for TokenHash {
 /// A workspace to register, with its one agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewWorkspace {
+    /// Chosen by the caller (a UUIDv7 sorts by creation).
+    pub id: Uuid,
     pub name: String,
     pub owner: String,
     /// Empty for none.
     pub startup_script: String,
+    /// Chosen by the caller, because the agent's token names it.
+    pub agent_id: Uuid,
     pub agent_name: String,
     pub token_hash: TokenHash,
 }

@@ -88,8 +88,7 @@ pub(super) async fn create_workspace(
     if live_workspace(&mut tx, &new.name).await?.is_some() {
         return Err(StoreError::NameTaken(new.name));
     }
-    let workspace_id = Uuid::now_v7();
-    let agent_id = Uuid::new_v4();
+    let (workspace_id, agent_id) = (new.id, new.agent_id);
     let key: i64 = sqlx::query(
         "INSERT INTO workspaces (uuid, name, owner, startup_script, created_at) \
          VALUES (?, ?, ?, ?, ?) RETURNING id",

@@ -81,9 +81,11 @@ async fn create(store: &dyn Store, name: &str) -> Workspace {
     store
         .create_workspace(
             NewWorkspace {
+                id: Uuid::now_v7(),
                 name: name.into(),
                 owner: "alice".into(),
                 startup_script: "echo hi".into(),
+                agent_id: Uuid::new_v4(),
                 agent_name: "main".into(),
                 token_hash: hash(1),
             },
@@ -195,9 +197,11 @@ pub async fn workspace_names_are_unique_among_live_workspaces(factory: &impl Sto
     let again = store
         .create_workspace(
             NewWorkspace {
+                id: Uuid::now_v7(),
                 name: "dev".into(),
                 owner: "bob".into(),
                 startup_script: String::new(),
+                agent_id: Uuid::new_v4(),
                 agent_name: "main".into(),
                 token_hash: hash(2),
             },
