@@ -58,7 +58,9 @@ pub struct Config {
     /// How long `close()` (and dropping the auditor) may take to deliver
     /// what is left.
     pub close_timeout: Duration,
-    /// First delay before redialing the agent; doubles up to `reconnect_max`.
+    /// First delay before redialing the agent; doubles up to `reconnect_max`
+    /// (each delay plus up to as much random jitter, so that many clients do
+    /// not redial a restarted agent in step).
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     /// Sent with every batch; empty for none.

@@ -11,9 +11,10 @@ use crate::sequence::SequenceSet;
 pub enum AckMode {
     /// The agent accepted acknowledged mode: `confirmed` is exact.
     Confirmed,
-    /// The agent closed the connection on the acknowledgement request (a
-    /// reference agent); the client carried on in plain mode, where a record
-    /// counts as delivered once written to the socket.
+    /// The agent closed the connection before answering the acknowledgement
+    /// request (what a reference agent does with the unknown tag); the client
+    /// carried on in plain mode, where a record counts as delivered once
+    /// written to the socket.
     Unsupported,
     /// Acknowledgements were turned off in the configuration.
     Off,
