@@ -90,10 +90,10 @@
 //!    write: they are cut off and reported as `truncated_bytes`. Because a
 //!    damaged last entry looks the same, the next id skips as many ids as the
 //!    cut bytes could have held entries, so an id that was handed out is never
-//!    reused. Bytes after the last valid entry of an **older** segment are
-//!    damaged entries (counted as corrupt, see below) when ids are missing
-//!    before the next segment's first id, or the leftover of a failed append
-//!    otherwise; they are cut off too.
+//!    reused. An **older** segment held every id below the next segment's
+//!    first id: ids missing at its end are damaged entries (counted as
+//!    corrupt, see below); bytes after its last valid entry are cut off too
+//!    (damaged entries, or the leftover of a failed append).
 //! 5. Start the active segment named after the next id (or restart an empty
 //!    newest segment of that name), then cut the tails, delete segments with
 //!    nothing live, and rewrite `acks.log` from the recovered state.
@@ -123,10 +123,10 @@
 //! The scan skips it, counts it in [`Recovery::corrupt_entries`] (and
 //! [`SpoolStats::corrupt_entries`]), and goes on reading the rest of the
 //! segment and the following segments. Lost entries are counted from the
-//! missing ids (ids in the damaged stretch that are not already known dead),
-//! capped by how many frame headers the damaged bytes could hold. The
-//! compacted `acks.log` then records those ids as dead, so the same damage is
-//! counted once, not at every start. A read that finds a damaged frame on
+//! missing ids: ids of the damaged stretch (or missing at the end of an
+//! older segment) that are not already known dead. The compacted `acks.log`
+//! then records those ids as dead, so the same damage is counted once, not
+//! at every start. A read that finds a damaged frame on
 //! disk (CRC mismatch after open) does the same at run time: skip, count,
 //! log the id dead.
 //!

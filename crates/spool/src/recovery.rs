@@ -156,12 +156,11 @@ pub(crate) fn scan_segment(file: &[u8], first_id: u64, upper: u64) -> Scan {
     }
 }
 
-/// Entries lost in `bytes` damaged bytes that stood for the ids `ids`: ids
-/// already known dead do not count, and the bytes cannot have held more
-/// entries than frame headers fit in them.
-fn lost_entries(dead: &DeadSet, ids: Range<u64>, bytes: u64) -> u64 {
-    let missing = (ids.end - ids.start) - dead.count_in(ids);
-    missing.min(bytes / ENTRY_HEADER_LEN as u64)
+/// Entries lost in a damaged stretch that stood for the ids `ids`: ids
+/// already known dead (acknowledged, or counted at an earlier open) do not
+/// count.
+fn lost_entries(dead: &DeadSet, ids: Range<u64>) -> u64 {
+    (ids.end - ids.start) - dead.count_in(ids)
 }
 
 pub(crate) struct RecoveredEntry {
@@ -228,15 +227,15 @@ pub(crate) fn recover(storage: &dyn Storage, cache_bytes: u64) -> Result<Recover
         let mut corrupt: u64 = scan
             .gaps
             .iter()
-            .map(|g| lost_entries(&dead, g.ids.clone(), g.bytes))
+            .map(|g| lost_entries(&dead, g.ids.clone()))
             .sum();
         let tail = file.len() as u64 - scan.valid_end;
-        if tail > 0 && !is_last {
-            // A segment that was closed cannot have a torn tail: bytes after
-            // its last entry that stood for ids below the next segment's are
-            // damaged entries. Ids at or above it are leftovers of a failed
-            // append, never confirmed.
-            corrupt += lost_entries(&dead, scan.next_id..upper, tail);
+        if !is_last {
+            // A closed segment has no torn tail: it held every id below the
+            // next segment's first id, so ids missing at its end are damaged
+            // entries. Bytes that stand for ids at or above that are leftovers
+            // of a failed append, never confirmed.
+            corrupt += lost_entries(&dead, scan.next_id..upper);
         }
         if corrupt > 0 {
             tracing::warn!(segment = %name, corrupt, "damaged entries in spool segment skipped");
@@ -378,12 +377,12 @@ mod tests {
     }
 
     #[test]
-    fn lost_entries_ignore_dead_ids_and_are_bounded_by_bytes() {
+    fn lost_entries_ignore_dead_ids() {
         let dead = DeadSet::from_ranges(vec![(3, 5), (4, 6), (10, 11)]);
         assert!(dead.contains(3) && dead.contains(5) && !dead.contains(6) && !dead.contains(2));
         assert_eq!(dead.count_in(0..100), 4);
-        assert_eq!(lost_entries(&dead, 2..7, 1000), 2);
-        assert_eq!(lost_entries(&dead, 2..7, ENTRY_HEADER_LEN as u64), 1);
-        assert_eq!(lost_entries(&dead, 2..7, 3), 0);
+        assert_eq!(lost_entries(&dead, 2..7), 2);
+        assert_eq!(lost_entries(&dead, 6..8), 2);
+        assert_eq!(lost_entries(&dead, 10..11), 0);
     }
 }

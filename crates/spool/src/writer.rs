@@ -88,10 +88,12 @@ struct Encoded {
     offsets: Vec<u64>,
 }
 
+type KillReply = oneshot::Sender<Result<(), SpoolError>>;
+
 struct Kill {
     ids: Vec<u64>,
     cause: Cause,
-    reply: Option<oneshot::Sender<Result<(), SpoolError>>>,
+    reply: Option<KillReply>,
 }
 
 struct RoomRequest {
@@ -235,10 +237,12 @@ impl Writer {
         if !appends.is_empty() {
             self.commit_appends(appends);
         }
-        if !kills.is_empty() {
-            self.commit_kills(kills);
-        }
+        let acked = self.commit_kills(kills);
         self.housekeeping(rooms);
+        // Acknowledgements resolve after the segments they emptied are gone.
+        for (reply, result) in acked {
+            let _ = reply.send(result);
+        }
         if self
             .dead_log_dirty
             .is_some_and(|since| since.elapsed() >= ACK_SYNC_DELAY)
@@ -439,7 +443,11 @@ impl Writer {
 
     // ---- acknowledgements and corruption ----
 
-    fn commit_kills(&mut self, kills: Vec<Kill>) {
+    /// Returns the replies to send once housekeeping is done.
+    fn commit_kills(&mut self, kills: Vec<Kill>) -> Vec<(KillReply, Result<(), SpoolError>)> {
+        if kills.is_empty() {
+            return Vec::new();
+        }
         let (mut acked, mut corrupt) = (Vec::new(), Vec::new());
         {
             let state = self.shared.lock();
@@ -478,11 +486,11 @@ impl Writer {
                 }
             }
         }
-        for kill in kills {
-            if let Some(reply) = kill.reply {
-                let _ = reply.send(result.clone());
-            }
-        }
+        kills
+            .into_iter()
+            .filter_map(|kill| kill.reply)
+            .map(|reply| (reply, result.clone()))
+            .collect()
     }
 
     /// Appends records for the sorted ids to the acknowledgement log (fsynced

@@ -1,8 +1,10 @@
-//! Tests that need the simulated disk: failure injection, power loss in the
-//! middle of a writer cycle, and the model-based property tests.
+//! Tests that need internal seams: the simulated disk (failure injection,
+//! power loss in the middle of a writer cycle, model-based property tests)
+//! and reads that bypass the read cache.
 
 mod faults;
 mod model;
+mod os;
 
 use std::sync::Arc;
 
