@@ -1,10 +1,14 @@
 //! One client connection: reads frames, spools their records, and (in the
 //! acknowledged mode) confirms each frame once it is durable.
 //!
-//! The reader keeps reading while earlier frames are being appended (up to
-//! [`MAX_IN_FLIGHT`] frames), so many frames share one fsync, and settles
-//! frames strictly in order. When the spool applies backpressure the appends
-//! wait, the window fills and the reader stops reading the socket.
+//! Frames that are already readable are taken together (up to
+//! [`MAX_GROUP_FRAMES`] frames or about [`MAX_GROUP_BYTES`]) and appended to
+//! the spool in one call, so they share one fsync; the reader keeps reading
+//! while earlier groups are being appended (up to [`MAX_IN_FLIGHT`] groups)
+//! and settles frames strictly in order. When the spool applies backpressure
+//! the appends wait, the window fills and the reader stops reading the
+//! socket. A connection thus holds at most about
+//! `MAX_IN_FLIGHT * MAX_GROUP_BYTES` of decoded frames.
 //!
 //! The protocol's rules: an unknown tag, an over-long length or a frame cut
 //! by the end of the stream leave the stream unaligned, so the connection is
@@ -21,19 +25,25 @@ use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use warden_proto::codec::{DecodedFrame, Frame, FrameCodec, FrameError, MalformedFrame, Tag};
 use warden_proto::domain::Peer;
+use warden_spool::NewEntry;
 
 use super::ack::{AckWriter, Settled};
 use crate::batching::{self, Stamp};
 use crate::drops::reason;
 use crate::ingest::Ingest;
 
-/// Frames of one connection that may be waiting for the spool at once.
-pub const MAX_IN_FLIGHT: usize = 32;
+/// Groups of one connection that may be waiting for the spool at once.
+pub const MAX_IN_FLIGHT: usize = 8;
+/// Most frames appended in one call.
+pub const MAX_GROUP_FRAMES: usize = 256;
+/// A group is closed once its payloads reach this size.
+pub const MAX_GROUP_BYTES: usize = 1 << 20;
 
 /// What every connection shares.
 pub struct ConnShared {
@@ -53,7 +63,17 @@ enum End {
     Stopped,
 }
 
-type Pending = FuturesOrdered<BoxFuture<'static, Settled>>;
+/// Frames read together: their spool entries, and how each frame settles
+/// (`true`: once the entries are durable; `false`: settled already).
+#[derive(Default)]
+struct Group {
+    entries: Vec<NewEntry>,
+    settles: Vec<(Settled, bool)>,
+    frames: usize,
+    bytes: usize,
+}
+
+type Pending = FuturesOrdered<BoxFuture<'static, Vec<Settled>>>;
 
 struct Conn {
     shared: Arc<ConnShared>,
@@ -62,7 +82,7 @@ struct Conn {
     /// Session of the last logs frame; client status is attributed to it.
     session: String,
     first: bool,
-    write: Option<tokio::net::unix::OwnedWriteHalf>,
+    write: Option<OwnedWriteHalf>,
     acks: Option<AckWriter>,
     pending: Pending,
     warned_malformed: bool,
@@ -103,7 +123,7 @@ pub async fn serve(stream: UnixStream, peer: Peer, shared: Arc<ConnShared>, stop
 }
 
 impl Conn {
-    async fn run(&mut self, mut frames: FramedRead<tokio::net::unix::OwnedReadHalf, FrameCodec>, stop: &CancellationToken) -> End {
+    async fn run(&mut self, mut frames: FramedRead<OwnedReadHalf, FrameCodec>, stop: &CancellationToken) -> End {
         let idle_timeout = self.shared.idle_timeout;
         let mut idle = pin!(tokio::time::sleep(idle_timeout));
         let mut end = None;
@@ -130,15 +150,31 @@ impl Conn {
                 }
                 item = frames.next(), if reading && self.pending.len() < MAX_IN_FLIGHT => {
                     idle.as_mut().reset(Instant::now() + idle_timeout);
-                    match item {
-                        None => end = Some(End::Closed),
-                        Some(Err(error)) => {
-                            self.broken(&error);
-                            end = Some(End::FrameError);
+                    let mut group = Group::default();
+                    let mut item = item;
+                    loop {
+                        match item {
+                            None => end = Some(End::Closed),
+                            Some(Err(error)) => {
+                                self.broken(&error);
+                                end = Some(End::FrameError);
+                            }
+                            Some(Ok(Err(malformed))) => self.malformed(&malformed, &mut group),
+                            Some(Ok(Ok(frame))) => self.frame(frame, &mut group).await,
                         }
-                        Some(Ok(Err(malformed))) => self.malformed(&malformed),
-                        Some(Ok(Ok(frame))) => self.frame(frame).await,
+                        if end.is_some()
+                            || group.frames >= MAX_GROUP_FRAMES
+                            || group.bytes >= MAX_GROUP_BYTES
+                        {
+                            break;
+                        }
+                        // Take whatever else is readable now into this group.
+                        match frames.next().now_or_never() {
+                            Some(next) => item = next,
+                            None => break,
+                        }
                     }
+                    self.submit(group);
                 }
             }
         }
@@ -148,14 +184,21 @@ impl Conn {
         end.unwrap_or(End::Closed)
     }
 
-    /// Writes the acknowledgement of a settled frame, with any others
+    /// Writes the acknowledgements of settled frames, with any others
     /// already settled, in one write.
-    async fn settle(&mut self, settled: Settled) {
+    async fn settle(&mut self, settled: Vec<Settled>) {
         let Some(acks) = self.acks.as_mut() else { return };
-        let mut result = acks.queue(settled).await;
+        let mut result = Ok(());
+        for s in settled {
+            result = result.and(acks.queue(s).await);
+        }
         while result.is_ok() {
             match self.pending.next().now_or_never() {
-                Some(Some(more)) => result = acks.queue(more).await,
+                Some(Some(more)) => {
+                    for s in more {
+                        result = result.and(acks.queue(s).await);
+                    }
+                }
                 _ => break,
             }
         }
@@ -194,7 +237,7 @@ impl Conn {
         );
     }
 
-    fn malformed(&mut self, malformed: &MalformedFrame) {
+    fn malformed(&mut self, malformed: &MalformedFrame, group: &mut Group) {
         self.first = false;
         self.frames += 1;
         self.lost(reason::MALFORMED_FRAME);
@@ -206,17 +249,21 @@ impl Conn {
                 "skipping a malformed frame (further ones on this connection are only counted): {malformed}"
             );
         }
-        self.push_ready(Settled::Malformed);
+        group.frames += 1;
+        group.settles.push((Settled::Malformed, false));
     }
 
-    async fn frame(&mut self, decoded: DecodedFrame) {
+    async fn frame(&mut self, decoded: DecodedFrame, group: &mut Group) {
         self.shared.ingest.metrics().frames_received.inc();
         if std::mem::replace(&mut self.first, false) && decoded.tag == Tag::AckRequest {
             self.start_acks().await;
             return;
         }
         self.frames += 1;
+        group.frames += 1;
+        group.bytes += decoded.payload_len;
         self.stamp.received_at = Timestamp::now();
+        let nothing = Settled::Durable { records: 0, rejected: 0 };
         match decoded.frame {
             Frame::Logs(request) => {
                 if !request.session_id.is_empty() && request.session_id != self.session {
@@ -228,29 +275,27 @@ impl Conn {
                 }
                 let records = request.logs.len() as u32 - rejected;
                 let entries = batching::logs_entries(request, &self.stamp);
-                if entries.is_empty() {
-                    self.push_ready(Settled::Durable { records: 0, rejected });
-                } else {
-                    self.push_append(entries, Settled::Durable { records, rejected });
-                }
+                let durable = !entries.is_empty();
+                group.entries.extend(entries);
+                group.settles.push((Settled::Durable { records, rejected }, durable));
             }
             Frame::Status(status) => {
                 self.shared
                     .ingest
                     .metrics()
                     .client_dropped(status.dropped_channel_full, status.dropped_batch_full);
-                let entry = batching::status_entry(&self.session, status, &self.stamp);
-                self.push_append(vec![entry], Settled::Durable { records: 0, rejected: 0 });
+                group.entries.push(batching::status_entry(&self.session, status, &self.stamp));
+                group.settles.push((nothing, true));
             }
             Frame::EmptyEnvelope => {
                 self.lost(reason::EMPTY_ENVELOPE);
-                self.push_ready(Settled::Durable { records: 0, rejected: 0 });
+                group.settles.push((nothing, false));
             }
             Frame::AckRequest(_) | Frame::AckAccepted(_) | Frame::FrameAck(_) => {
                 // Not a frame a client sends at this point; the stream is
                 // still aligned, so it is skipped like a malformed one.
                 self.lost(reason::UNEXPECTED_FRAME);
-                self.push_ready(Settled::Malformed);
+                group.settles.push((Settled::Malformed, false));
             }
         }
     }
@@ -263,29 +308,38 @@ impl Conn {
         }
     }
 
-    fn push_ready(&mut self, settled: Settled) {
-        // Only acknowledged clients need to hear about frames that are
-        // settled at once; the others never receive a byte.
-        if self.acks.is_some() {
-            self.pending.push_back(futures::future::ready(settled).boxed());
+    /// Appends a group's entries (one call, one fsync) and queues its
+    /// frames' settlements behind the groups before it.
+    fn submit(&mut self, group: Group) {
+        let Group { entries, settles, .. } = group;
+        if entries.is_empty() {
+            // Only acknowledged clients need to hear about frames settled
+            // at once; the others never receive a byte.
+            if self.acks.is_some() && !settles.is_empty() {
+                let settled = settles.into_iter().map(|(s, _)| s).collect();
+                self.pending.push_back(futures::future::ready(settled).boxed());
+            }
+            return;
         }
-    }
-
-    fn push_append(&mut self, entries: Vec<warden_spool::NewEntry>, durable: Settled) {
         let ingest = self.shared.ingest.clone();
         let peer = self.peer.clone();
-        let records: u64 = entries.iter().map(|e| u64::from(e.records)).sum();
         self.pending.push_back(
             async move {
-                match ingest.append(entries).await {
-                    Ok(_) => durable,
+                let records: u64 = entries.iter().map(|e| u64::from(e.records)).sum();
+                let failed = match ingest.append(entries).await {
+                    Ok(_) => false,
                     Err(e) => {
-                        tracing::error!(pid = peer.pid, records, "cannot spool a frame: {e}");
+                        let frames = settles.iter().filter(|(_, durable)| *durable).count() as u64;
+                        tracing::error!(pid = peer.pid, records, frames, "cannot spool frames: {e}");
                         ingest.metrics().rejected(reason::SPOOL_ERROR);
-                        ingest.drops().record(Some(&peer), reason::SPOOL_ERROR, records, 1);
-                        Settled::Dropped
+                        ingest.drops().record(Some(&peer), reason::SPOOL_ERROR, records, frames);
+                        true
                     }
-                }
+                };
+                settles
+                    .into_iter()
+                    .map(|(s, durable)| if durable && failed { Settled::Dropped } else { s })
+                    .collect()
             }
             .boxed(),
         );
