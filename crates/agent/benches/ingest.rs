@@ -39,11 +39,13 @@ fn record(seq: i32) -> BoundaryLog {
             seconds: 1_765_227_526,
             nanos: seq,
         }),
-        resource: Some(boundary_log::Resource::HttpRequest(boundary_log::HttpRequest {
-            method: "GET".into(),
-            url: format!("https://github.com/coder/coder/pull/{seq}"),
-            matched_rule: "domain=github.com".into(),
-        })),
+        resource: Some(boundary_log::Resource::HttpRequest(
+            boundary_log::HttpRequest {
+                method: "GET".into(),
+                url: format!("https://github.com/coder/coder/pull/{seq}"),
+                matched_rule: "domain=github.com".into(),
+            },
+        )),
         sequence_number: seq,
     }
 }
@@ -53,7 +55,9 @@ fn stream_bytes(tag: Tag, frames: usize, per_frame: usize) -> Vec<u8> {
     let mut buf = BytesMut::new();
     for f in 0..frames {
         let request = ReportBoundaryLogsRequest {
-            logs: (0..per_frame).map(|i| record((f * per_frame + i) as i32)).collect(),
+            logs: (0..per_frame)
+                .map(|i| record((f * per_frame + i) as i32))
+                .collect(),
             session_id: "0b6f8f0e-7a0c-4d7e-9a53-1f2d3c4b5a69".into(),
             confined_process_name: "curl".into(),
         };

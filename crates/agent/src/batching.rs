@@ -16,7 +16,9 @@ use jiff::Timestamp;
 use prost::Message;
 use uuid::Uuid;
 use warden_proto::domain::timestamp_to_wire;
-use warden_proto::wire::{BoundaryLog, BoundaryStatus, ReportBoundaryLogsRequest, agentapi, boundary_log};
+use warden_proto::wire::{
+    BoundaryLog, BoundaryStatus, ReportBoundaryLogsRequest, agentapi, boundary_log,
+};
 use warden_spool::NewEntry;
 
 /// Most records the control plane takes in one `ReportBoundaryLogs` call.
@@ -154,11 +156,13 @@ mod tests {
         BoundaryLog {
             allowed: true,
             time: None,
-            resource: Some(boundary_log::Resource::HttpRequest(boundary_log::HttpRequest {
-                method: "GET".into(),
-                url: "u".repeat(url_len),
-                matched_rule: String::new(),
-            })),
+            resource: Some(boundary_log::Resource::HttpRequest(
+                boundary_log::HttpRequest {
+                    method: "GET".into(),
+                    url: "u".repeat(url_len),
+                    matched_rule: String::new(),
+                },
+            )),
             sequence_number: seq,
         }
     }

@@ -68,9 +68,9 @@ pub fn start_script(script: &str, env: &CommandEnv) -> std::io::Result<Child> {
 
 /// Starts COMMAND (`argv[0]` looked up in PATH).
 pub fn start_command(argv: &[String], env: &CommandEnv) -> std::io::Result<Child> {
-    let (program, args) = argv.split_first().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command")
-    })?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
     let mut command = env.command(program);
     command.args(args);
     command.spawn()
@@ -99,13 +99,19 @@ pub async fn stop(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {
         return Some(status);
     }
-    if let Some(pid) = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+    {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
     match tokio::time::timeout_at(deadline, child.wait()).await {
         Ok(status) => status.ok(),
         Err(_) => {
-            tracing::warn!(pid = child.id(), "killing a command that did not stop in time");
+            tracing::warn!(
+                pid = child.id(),
+                "killing a command that did not stop in time"
+            );
             let _ = child.start_kill();
             child.wait().await.ok()
         }
@@ -131,9 +137,17 @@ mod tests {
     async fn exit_codes_follow_the_shell() {
         let env = CommandEnv::new(&manifest(), Path::new("/s"));
         let argv = |s: &str| vec!["sh".to_owned(), "-c".to_owned(), s.to_owned()];
-        let status = start_command(&argv("exit 7"), &env).unwrap().wait().await.unwrap();
+        let status = start_command(&argv("exit 7"), &env)
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
         assert_eq!(exit_code(status), 7);
-        let status = start_command(&argv("kill -9 $$"), &env).unwrap().wait().await.unwrap();
+        let status = start_command(&argv("kill -9 $$"), &env)
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
         assert_eq!(exit_code(status), 128 + 9);
         let err = start_command(&["/no/such/program".to_owned()], &env).unwrap_err();
         assert_eq!(spawn_failure_code(&err), 127);
@@ -143,9 +157,12 @@ mod tests {
     async fn stop_sends_sigterm_first() {
         let env = CommandEnv::new(&manifest(), Path::new("/s"));
         let mut child = start_command(&["sleep".to_owned(), "30".to_owned()], &env).unwrap();
-        let status = stop(&mut child, Instant::now() + std::time::Duration::from_secs(20))
-            .await
-            .unwrap();
+        let status = stop(
+            &mut child,
+            Instant::now() + std::time::Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
         assert_eq!(exit_code(status), 128 + 15);
     }
 }

@@ -124,7 +124,10 @@ impl AgentConfig {
     /// Checks what can be checked without touching the system.
     pub fn validate(&self) -> Result<(), AgentError> {
         let bad = |msg: String| Err(AgentError::Config(msg));
-        let scheme = self.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let scheme = self
+            .url
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase());
         match scheme.as_deref() {
             Some("http") if self.ca_cert.is_some() => {
                 return bad(format!(
@@ -200,18 +203,35 @@ mod tests {
         assert!(text.contains("redacted"));
     }
 
+    type Change = Box<dyn Fn(&mut AgentConfig)>;
+
     #[test]
     fn bad_settings_are_config_errors() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut AgentConfig)>)> = vec![
+        let cases: Vec<(&str, Change)> = vec![
             ("not http", Box::new(|c| c.url = "ftp://x".into())),
             ("no scheme", Box::new(|c| c.url = "127.0.0.1:7080".into())),
-            ("ca on http", Box::new(|c| c.ca_cert = Some("/ca.pem".into()))),
+            (
+                "ca on http",
+                Box::new(|c| c.ca_cert = Some("/ca.pem".into())),
+            ),
             ("empty token", Box::new(|c| c.token = Token::new(" "))),
-            ("token with space", Box::new(|c| c.token = Token::new("a b"))),
-            ("zero connections", Box::new(|c| c.socket.max_connections = 0)),
-            ("zero idle", Box::new(|c| c.socket.idle_timeout = Duration::ZERO)),
+            (
+                "token with space",
+                Box::new(|c| c.token = Token::new("a b")),
+            ),
+            (
+                "zero connections",
+                Box::new(|c| c.socket.max_connections = 0),
+            ),
+            (
+                "zero idle",
+                Box::new(|c| c.socket.idle_timeout = Duration::ZERO),
+            ),
             ("tiny spool", Box::new(|c| c.spool_max_bytes = 1024)),
-            ("empty command", Box::new(|c| c.command = vec![String::new()])),
+            (
+                "empty command",
+                Box::new(|c| c.command = vec![String::new()]),
+            ),
         ];
         for (name, change) in cases {
             let mut c = config();

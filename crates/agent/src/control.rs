@@ -59,7 +59,10 @@ pub enum CallError {
     #[error("the control plane refused this agent: {0}")]
     PermissionDenied(String),
     #[error("the control plane does not serve agent api version {version}: {message}")]
-    VersionRejected { version: ApiVersion, message: String },
+    VersionRejected {
+        version: ApiVersion,
+        message: String,
+    },
     #[error("the control plane refused the request as invalid ({code:?}): {message}")]
     Rejected { code: Code, message: String },
     #[error("control plane unavailable ({code:?}): {message}")]
@@ -325,13 +328,30 @@ mod tests {
     #[test]
     fn statuses_are_classified() {
         let class = |code| CallError::from_status(Status::new(code, "m"));
-        assert!(matches!(class(Code::Unauthenticated), CallError::Unauthenticated(_)));
+        assert!(matches!(
+            class(Code::Unauthenticated),
+            CallError::Unauthenticated(_)
+        ));
         assert!(class(Code::Unauthenticated).needs_operator());
         assert!(class(Code::FailedPrecondition).needs_operator());
-        assert!(matches!(class(Code::InvalidArgument), CallError::Rejected { .. }));
-        assert!(matches!(class(Code::OutOfRange), CallError::Rejected { .. }));
-        for code in [Code::Unavailable, Code::Internal, Code::DeadlineExceeded, Code::Unknown] {
-            assert!(matches!(class(code), CallError::Unavailable { .. }), "{code:?}");
+        assert!(matches!(
+            class(Code::InvalidArgument),
+            CallError::Rejected { .. }
+        ));
+        assert!(matches!(
+            class(Code::OutOfRange),
+            CallError::Rejected { .. }
+        ));
+        for code in [
+            Code::Unavailable,
+            Code::Internal,
+            Code::DeadlineExceeded,
+            Code::Unknown,
+        ] {
+            assert!(
+                matches!(class(code), CallError::Unavailable { .. }),
+                "{code:?}"
+            );
             assert!(!class(code).needs_operator());
         }
     }
@@ -351,7 +371,10 @@ mod tests {
         let delays: Vec<_> = (0..20).map(|_| retry.delay_after(&transient)).collect();
         assert!(delays[0] >= policy.min_delay && delays[0] <= 2 * policy.min_delay);
         // Jitter adds at most the delay itself on top of the cap.
-        assert!(delays.iter().all(|d| *d <= 2 * policy.max_delay), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= 2 * policy.max_delay),
+            "{delays:?}"
+        );
         assert!(delays[19] >= policy.max_delay, "{delays:?}");
         let revoked = CallError::Unauthenticated(String::new());
         assert_eq!(retry.delay_after(&revoked), policy.operator_delay);

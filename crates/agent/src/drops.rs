@@ -147,7 +147,12 @@ mod tests {
         reporter.record(None, reason::SPOOL_FULL, 30, 3);
         let mut entries = reporter.take_entries();
         assert_eq!(entries.len(), 2);
-        entries.sort_by_key(|e| agentapi::Batch::decode(e.data.clone()).unwrap().peer.is_some());
+        entries.sort_by_key(|e| {
+            agentapi::Batch::decode(e.data.clone())
+                .unwrap()
+                .peer
+                .is_some()
+        });
         let global = agentapi::Batch::decode(entries[0].data.clone()).unwrap();
         assert_eq!(
             global.agent_drops,
@@ -159,7 +164,11 @@ mod tests {
         );
         let per_peer = agentapi::Batch::decode(entries[1].data.clone()).unwrap();
         assert_eq!(per_peer.peer.unwrap().pid, 42);
-        let reasons: Vec<_> = per_peer.agent_drops.iter().map(|d| (d.reason.as_str(), d.frames)).collect();
+        let reasons: Vec<_> = per_peer
+            .agent_drops
+            .iter()
+            .map(|d| (d.reason.as_str(), d.frames))
+            .collect();
         assert_eq!(reasons, vec![("malformed_frame", 2), ("unknown_tag", 1)]);
         assert!(reporter.take_entries().is_empty(), "taken once");
     }

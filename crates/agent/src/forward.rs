@@ -191,8 +191,14 @@ impl Forwarder {
                 Err(CallError::Rejected { code, message }) => {
                     let item = &group[0];
                     let why = format!("{code:?}: {message}");
-                    self.set_aside(&item.batch.batch_id, &item.data, item.id, item.records, &why)
-                        .await;
+                    self.set_aside(
+                        &item.batch.batch_id,
+                        &item.data,
+                        item.id,
+                        item.records,
+                        &why,
+                    )
+                    .await;
                 }
                 Err(error) => return Err(error),
             }
@@ -226,8 +232,15 @@ impl Forwarder {
         }
         self.metrics.batches_forwarded.inc_by(done.len() as u64);
         for item in &done {
-            self.metrics.records_forwarded.inc_by(u64::from(item.records));
-            if let Some(received) = item.batch.received_at.as_ref().and_then(timestamp_from_wire) {
+            self.metrics
+                .records_forwarded
+                .inc_by(u64::from(item.records));
+            if let Some(received) = item
+                .batch
+                .received_at
+                .as_ref()
+                .and_then(timestamp_from_wire)
+            {
                 let latency = now.duration_since(received).as_secs_f64();
                 self.metrics.forward_latency.observe(latency.max(0.0));
             }
@@ -255,15 +268,23 @@ impl Forwarder {
             records,
             "the control plane refused a batch ({why}); it is kept in that file and counted as dropped"
         );
-        self.drops
-            .record(None, reason::REJECTED_BY_CONTROL_PLANE, u64::from(records), 1);
+        self.drops.record(
+            None,
+            reason::REJECTED_BY_CONTROL_PLANE,
+            u64::from(records),
+            1,
+        );
         if let Err(e) = self.spool.ack(&[id]).await {
             tracing::error!("removing a refused batch from the spool: {e}");
         }
     }
 }
 
-fn write_durably(dir: &std::path::Path, path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+fn write_durably(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    data: &[u8],
+) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let mut file = std::fs::File::create(path)?;
@@ -316,7 +337,11 @@ mod tests {
         assert!(take_call(&mut buffer).is_empty());
 
         let mut big: VecDeque<Entry> = [entry(0, 1, MAX_RPC_BYTES), entry(1, 1, 10)].into();
-        assert_eq!(take_call(&mut big).len(), 1, "an oversized batch goes alone");
+        assert_eq!(
+            take_call(&mut big).len(),
+            1,
+            "an oversized batch goes alone"
+        );
         let mut reports: VecDeque<Entry> = (0..1500).map(|i| entry(i, 0, 10)).collect();
         assert_eq!(take_call(&mut reports).len(), MAX_BATCHES_PER_RPC);
     }

@@ -14,7 +14,10 @@ use tokio_util::sync::CancellationToken;
 use warden_proto::domain::Manifest;
 use warden_proto::wire::agentapi;
 
-use crate::control::{ControlPlane, Retry, RetryPolicy};
+use crate::control::{CallError, ControlPlane, Retry, RetryPolicy};
+
+/// How long the first `GetManifest` may take before the cache is used.
+const FIRST_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// File name of the cached manifest inside the data dir.
 pub const CACHE_FILE: &str = "manifest.binpb";
@@ -87,14 +90,21 @@ pub async fn obtain(
     policy: RetryPolicy,
     shutdown: &CancellationToken,
 ) -> Option<(Manifest, ManifestSource)> {
+    // A control plane that accepts connections but does not answer must
+    // not hold up a start from the cache for the whole call timeout.
     let first = tokio::select! {
         () = shutdown.cancelled() => return None,
-        result = control.manifest() => result,
+        result = tokio::time::timeout(FIRST_ATTEMPT, control.manifest()) => {
+            result.unwrap_or_else(|_| Err(CallError::Unavailable {
+                code: tonic::Code::DeadlineExceeded,
+                message: format!("no answer within {FIRST_ATTEMPT:?}"),
+            }))
+        }
     };
     match first {
         Ok(manifest) => {
             save(cache, &manifest, None);
-            return Some((manifest, ManifestSource::ControlPlane));
+            Some((manifest, ManifestSource::ControlPlane))
         }
         Err(error) => {
             if let Some(cached) = cache.load() {
@@ -111,7 +121,9 @@ pub async fn obtain(
                 });
                 return Some((cached, ManifestSource::Cache));
             }
-            tracing::warn!("no cached manifest; waiting for the control plane before starting the socket");
+            tracing::warn!(
+                "no cached manifest; waiting for the control plane before starting the socket"
+            );
             let manifest = fetch(control, policy, &error, shutdown).await?;
             save(cache, &manifest, None);
             Some((manifest, ManifestSource::ControlPlane))
@@ -123,7 +135,7 @@ pub async fn obtain(
 async fn fetch(
     control: &ControlPlane,
     policy: RetryPolicy,
-    first_error: &crate::control::CallError,
+    first_error: &CallError,
     shutdown: &CancellationToken,
 ) -> Option<Manifest> {
     let mut retry = Retry::new(policy);

@@ -77,20 +77,72 @@ impl Metrics {
                 registry.register(format!("{PREFIX}_{}", $name), $help, $metric.clone())
             };
         }
-        reg!("frames_received", "Frames read from the boundary log socket.", m.frames_received);
-        reg!("records_accepted", "Records made durable in the spool.", m.records_accepted);
-        reg!("batches_forwarded", "Spooled batches the control plane acknowledged.", m.batches_forwarded);
-        reg!("logs_forwarded", "Records the control plane acknowledged.", m.records_forwarded);
-        reg!("batches_dropped", "Frames, batches or connections lost or refused, by reason.", m.batches_dropped);
-        reg!("logs_dropped", "Records lost, by reason (boundary_* reasons are the clients' own drops).", m.logs_dropped);
-        reg!("frames_rejected", "Frames the agent refused to read, by reason.", m.frames_rejected);
-        reg!("connected_clients", "Clients connected to the boundary log socket.", m.connected_clients);
-        reg!("forward_failures", "ReportBoundaryLogs calls that failed and will be retried.", m.forward_failures);
-        reg!("forward_latency_seconds", "Time from reading a frame to the control plane's acknowledgement.", m.forward_latency);
-        reg!("forward_rpc_duration_seconds", "Duration of successful ReportBoundaryLogs calls.", m.rpc_duration);
+        reg!(
+            "frames_received",
+            "Frames read from the boundary log socket.",
+            m.frames_received
+        );
+        reg!(
+            "records_accepted",
+            "Records made durable in the spool.",
+            m.records_accepted
+        );
+        reg!(
+            "batches_forwarded",
+            "Spooled batches the control plane acknowledged.",
+            m.batches_forwarded
+        );
+        reg!(
+            "logs_forwarded",
+            "Records the control plane acknowledged.",
+            m.records_forwarded
+        );
+        reg!(
+            "batches_dropped",
+            "Frames, batches or connections lost or refused, by reason.",
+            m.batches_dropped
+        );
+        reg!(
+            "logs_dropped",
+            "Records lost, by reason (boundary_* reasons are the clients' own drops).",
+            m.logs_dropped
+        );
+        reg!(
+            "frames_rejected",
+            "Frames the agent refused to read, by reason.",
+            m.frames_rejected
+        );
+        reg!(
+            "connected_clients",
+            "Clients connected to the boundary log socket.",
+            m.connected_clients
+        );
+        reg!(
+            "forward_failures",
+            "ReportBoundaryLogs calls that failed and will be retried.",
+            m.forward_failures
+        );
+        reg!(
+            "forward_latency_seconds",
+            "Time from reading a frame to the control plane's acknowledgement.",
+            m.forward_latency
+        );
+        reg!(
+            "forward_rpc_duration_seconds",
+            "Duration of successful ReportBoundaryLogs calls.",
+            m.rpc_duration
+        );
         reg!("spool_bytes", "Bytes held in the spool.", m.spool_bytes);
-        reg!("spool_batches", "Batches held in the spool.", m.spool_entries);
-        reg!("spool_records", "Records held in the spool.", m.spool_records);
+        reg!(
+            "spool_batches",
+            "Batches held in the spool.",
+            m.spool_entries
+        );
+        reg!(
+            "spool_records",
+            "Records held in the spool.",
+            m.spool_records
+        );
         m.registry = registry;
         Arc::new(m)
     }
@@ -98,10 +150,14 @@ impl Metrics {
     /// Counts something the agent lost or refused.
     pub fn dropped(&self, why: &str, records: u64, frames: u64) {
         if frames > 0 {
-            self.batches_dropped.get_or_create(&reason(why)).inc_by(frames);
+            self.batches_dropped
+                .get_or_create(&reason(why))
+                .inc_by(frames);
         }
         if records > 0 {
-            self.logs_dropped.get_or_create(&reason(why)).inc_by(records);
+            self.logs_dropped
+                .get_or_create(&reason(why))
+                .inc_by(records);
         }
     }
 
@@ -112,9 +168,14 @@ impl Metrics {
 
     /// Counts drops a client reported about itself.
     pub fn client_dropped(&self, channel_full: i64, batch_full: i64) {
-        for (why, n) in [("boundary_channel_full", channel_full), ("boundary_batch_full", batch_full)] {
+        for (why, n) in [
+            ("boundary_channel_full", channel_full),
+            ("boundary_batch_full", batch_full),
+        ] {
             if n > 0 {
-                self.logs_dropped.get_or_create(&reason(why)).inc_by(n as u64);
+                self.logs_dropped
+                    .get_or_create(&reason(why))
+                    .inc_by(n as u64);
             }
         }
     }
@@ -151,7 +212,10 @@ pub async fn serve(
             let text = metrics.render(&spool.stats());
             async move {
                 (
-                    [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    [(
+                        CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
                     text,
                 )
             }
@@ -186,7 +250,10 @@ mod tests {
             "agent_boundary_log_proxy_logs_dropped_total{reason=\"boundary_batch_full\"} 3",
             "agent_boundary_log_proxy_spool_bytes 0",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
     }
 }

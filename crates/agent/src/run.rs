@@ -12,8 +12,8 @@
 //! for the control plane to acknowledge the spool. At the deadline whatever
 //! is left stays spooled for the next start.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -157,7 +157,8 @@ pub async fn run(
         tasks,
     };
     let cache = ManifestCache::new(&config.data_dir);
-    let Some((manifest, source)) = manifest::obtain(&control, &cache, retry, &shutdown).await else {
+    let Some((manifest, source)) = manifest::obtain(&control, &cache, retry, &shutdown).await
+    else {
         tracing::info!("stopped before a manifest was known");
         let drained = running.finish(Instant::now() + config.shutdown_grace).await;
         return Ok(Outcome {
@@ -195,7 +196,10 @@ pub async fn run(
     };
     let socket_file = bound.file;
     let accepting = tokio::spawn(acceptor.run(stop_accepting.clone(), stop_connections.clone()));
-    tracing::info!("warden agent boundary log socket at {}", socket_file.path().display());
+    tracing::info!(
+        "warden agent boundary log socket at {}",
+        socket_file.path().display()
+    );
     events.socket_ready(socket_file.path());
 
     let env = CommandEnv::new(&manifest, socket_file.path());
@@ -230,18 +234,24 @@ pub async fn run(
     stop_accepting.cancel();
     let _ = accepting.await;
     socket_file.remove();
-    if let Some(mut child) = command.take() {
-        if let Some(status) = commands::stop(&mut child, deadline).await {
-            exit_code = commands::exit_code(status);
-        }
+    if let Some(mut child) = command.take()
+        && let Some(status) = commands::stop(&mut child, deadline).await
+    {
+        exit_code = commands::exit_code(status);
     }
-    if let Some(child) = script.as_mut() {
-        if let Some(status) = commands::stop(child, deadline).await {
-            tracing::debug!(code = commands::exit_code(status), "the startup script ended");
-        }
+    if let Some(child) = script.as_mut()
+        && let Some(status) = commands::stop(child, deadline).await
+    {
+        tracing::debug!(
+            code = commands::exit_code(status),
+            "the startup script ended"
+        );
     }
     connections.close();
-    if tokio::time::timeout_at(deadline, connections.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, connections.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             open = connections.len(),
             "closing connections still open at the end of the shutdown grace"

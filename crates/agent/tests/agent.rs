@@ -86,7 +86,12 @@ impl Agent {
             socket: Some(socket_tx),
             metrics: Some(metrics_tx),
         };
-        let task = tokio::spawn(warden_agent::run(config, fast_retry(), events, shutdown.clone()));
+        let task = tokio::spawn(warden_agent::run(
+            config,
+            fast_retry(),
+            events,
+            shutdown.clone(),
+        ));
         let socket = tokio::time::timeout(WAIT, socket_rx)
             .await
             .expect("the socket did not come up")
@@ -113,13 +118,23 @@ impl Agent {
     }
 }
 
-async fn send_records(socket: &Path, session: &str, prefix: &str, frames: usize, per_frame: usize) -> Vec<String> {
+async fn send_records(
+    socket: &Path,
+    session: &str,
+    prefix: &str,
+    frames: usize,
+    per_frame: usize,
+) -> Vec<String> {
     let mut stream = support::connect(socket).await;
     let mut all = Vec::new();
     for f in 0..frames {
         let batch = urls(prefix, f * per_frame..(f + 1) * per_frame);
         stream
-            .write_all(&logs_frame(request(session, (f * per_frame) as i32, &batch)))
+            .write_all(&logs_frame(request(
+                session,
+                (f * per_frame) as i32,
+                &batch,
+            )))
             .await
             .unwrap();
         all.extend(batch);
@@ -147,20 +162,29 @@ async fn records_sent_while_the_control_plane_is_down_arrive_after_it_comes_back
     let mut expected = Vec::new();
     for f in 0..5 {
         let batch = urls("outage.example", f * 10..(f + 1) * 10);
-        client.send(&logs_frame(request("s-outage", (f * 10) as i32, &batch))).await;
+        client
+            .send(&logs_frame(request("s-outage", (f * 10) as i32, &batch)))
+            .await;
         expected.extend(batch);
     }
     for f in 1..=5u64 {
         let ack = client.ack().await;
-        assert_eq!((ack.frame, ack.outcome, ack.records), (f, frame_ack::Outcome::Durable as i32, 10));
+        assert_eq!(
+            (ack.frame, ack.outcome, ack.records),
+            (f, frame_ack::Outcome::Durable as i32, 10)
+        );
     }
     // A reference client too.
     expected.extend(send_records(&agent.socket, "s-ref", "ref.example", 3, 7).await);
-    assert!(cp.with(|s| s.calls.is_empty()), "nothing got through while down");
+    assert!(
+        cp.with(|s| s.calls.is_empty()),
+        "nothing got through while down"
+    );
 
     cp.set_down(false);
     let expected = sorted(expected);
-    cp.wait_until("every record arrived", |s| s.urls() == expected).await;
+    cp.wait_until("every record arrived", |s| s.urls() == expected)
+        .await;
     let outcome = agent.stop().await;
     assert!(outcome.drained);
     assert_eq!(outcome.exit_code, 0);
@@ -174,11 +198,21 @@ async fn a_lost_acknowledgement_leads_to_a_resend_with_the_same_batch_id() {
     cp.script([Action::CommitThenDrop]);
     let expected = send_records(&agent.socket, "s-lost", "lost.example", 1, 10).await;
 
-    cp.wait_until("the batch was delivered twice", |s| s.deliveries.values().any(|n| *n >= 2))
-        .await;
+    cp.wait_until("the batch was delivered twice", |s| {
+        s.deliveries.values().any(|n| *n >= 2)
+    })
+    .await;
     cp.with(|s| {
-        let first: Vec<&str> = s.calls[0].batches.iter().map(|b| b.batch_id.as_str()).collect();
-        let second: Vec<&str> = s.calls[1].batches.iter().map(|b| b.batch_id.as_str()).collect();
+        let first: Vec<&str> = s.calls[0]
+            .batches
+            .iter()
+            .map(|b| b.batch_id.as_str())
+            .collect();
+        let second: Vec<&str> = s.calls[1]
+            .batches
+            .iter()
+            .map(|b| b.batch_id.as_str())
+            .collect();
         assert_eq!(first, second, "the re-send carries the same batch ids");
         assert_eq!(s.committed.len(), 1);
         assert_eq!(s.urls(), expected, "stored once");
@@ -191,9 +225,13 @@ async fn failed_calls_are_retried_until_accepted() {
     let cp = FakeControlPlane::start(TOKEN).await;
     let dirs = dirs();
     let agent = Agent::start(config(&cp, &dirs)).await;
-    cp.script([Action::Fail(tonic::Code::Unavailable), Action::Fail(tonic::Code::Internal)]);
+    cp.script([
+        Action::Fail(tonic::Code::Unavailable),
+        Action::Fail(tonic::Code::Internal),
+    ]);
     let expected = send_records(&agent.socket, "s-retry", "retry.example", 2, 5).await;
-    cp.wait_until("every record arrived", |s| s.urls() == expected).await;
+    cp.wait_until("every record arrived", |s| s.urls() == expected)
+        .await;
     assert!(cp.with(|s| s.calls.len() >= 3));
     agent.stop().await;
 }
@@ -205,10 +243,12 @@ async fn a_revoked_token_keeps_records_spooled_until_it_is_accepted_again() {
     let agent = Agent::start(config(&cp, &dirs)).await;
     cp.with(|s| s.token = "rotated".into());
     let expected = send_records(&agent.socket, "s-revoked", "revoked.example", 2, 5).await;
-    cp.wait_until("the agent was refused", |s| s.unauthenticated >= 2).await;
+    cp.wait_until("the agent was refused", |s| s.unauthenticated >= 2)
+        .await;
     assert!(cp.with(|s| s.committed.is_empty()));
     cp.with(|s| s.token = TOKEN.into());
-    cp.wait_until("every record arrived", |s| s.urls() == expected).await;
+    cp.wait_until("every record arrived", |s| s.urls() == expected)
+        .await;
     cp.with(|s| assert!(s.versions.iter().all(|v| v == "2.7")));
     agent.stop().await;
 }
@@ -220,34 +260,66 @@ async fn a_bad_frame_on_one_connection_does_not_disturb_another() {
     let agent = Agent::start(config(&cp, &dirs)).await;
 
     let mut good = support::connect(&agent.socket).await;
-    good.write_all(&logs_frame(request("s-good", 0, &urls("good.example", 0..5)))).await.unwrap();
+    good.write_all(&logs_frame(request(
+        "s-good",
+        0,
+        &urls("good.example", 0..5),
+    )))
+    .await
+    .unwrap();
 
     // An unknown tag unaligns the stream: that connection is closed.
     let mut bad = support::connect(&agent.socket).await;
     bad.write_all(&[0x07, 0, 0, 1, 0xff]).await.unwrap();
     let mut rest = Vec::new();
-    tokio::time::timeout(WAIT, bad.read_to_end(&mut rest)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, bad.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(rest.is_empty(), "closed without a byte");
 
     // A malformed payload is skipped; the same connection keeps working.
     let mut skipping = support::connect(&agent.socket).await;
-    skipping.write_all(&[0x02, 0, 0, 2, 0x0a, 0x05]).await.unwrap(); // truncated submessage
-    skipping.write_all(&logs_frame(request("s-skip", 0, &urls("skip.example", 0..3)))).await.unwrap();
-    skipping.write_all(&frame(Tag::Envelope, &Frame::EmptyEnvelope)).await.unwrap();
+    skipping
+        .write_all(&[0x02, 0, 0, 2, 0x0a, 0x05])
+        .await
+        .unwrap(); // truncated submessage
+    skipping
+        .write_all(&logs_frame(request(
+            "s-skip",
+            0,
+            &urls("skip.example", 0..3),
+        )))
+        .await
+        .unwrap();
+    skipping
+        .write_all(&frame(Tag::Envelope, &Frame::EmptyEnvelope))
+        .await
+        .unwrap();
     skipping.shutdown().await.unwrap();
 
     // An over-long length closes its connection too.
     let mut long = support::connect(&agent.socket).await;
     long.write_all(&[0x01, 0x00, 0x80, 0x01]).await.unwrap(); // 32769 bytes announced
     let mut rest = Vec::new();
-    tokio::time::timeout(WAIT, long.read_to_end(&mut rest)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, long.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
 
     // The good connection carries on after all that.
-    good.write_all(&logs_frame(request("s-good", 5, &urls("good.example", 5..10)))).await.unwrap();
+    good.write_all(&logs_frame(request(
+        "s-good",
+        5,
+        &urls("good.example", 5..10),
+    )))
+    .await
+    .unwrap();
     good.shutdown().await.unwrap();
 
     let expected = sorted([urls("good.example", 0..10), urls("skip.example", 0..3)].concat());
-    cp.wait_until("the good records arrived", |s| s.urls() == expected).await;
+    cp.wait_until("the good records arrived", |s| s.urls() == expected)
+        .await;
     cp.wait_until("the agent reported its drops", |s| {
         s.agent_drops("unknown_tag").1 == 1
             && s.agent_drops("malformed_frame").1 == 1
@@ -262,7 +334,10 @@ async fn a_bad_frame_on_one_connection_does_not_disturb_another() {
             .map(|b| b.peer.as_ref().map_or(0, |p| p.pid))
             .collect()
     });
-    assert!(peers.iter().all(|pid| *pid == std::process::id() as i32), "drops carry the peer");
+    assert!(
+        peers.iter().all(|pid| *pid == std::process::id() as i32),
+        "drops carry the peer"
+    );
     agent.stop().await;
 }
 
@@ -271,11 +346,15 @@ async fn the_socket_is_private_and_batches_carry_the_peer() {
     let cp = FakeControlPlane::start(TOKEN).await;
     let dirs = dirs();
     let agent = Agent::start(config(&cp, &dirs)).await;
-    let mode = std::fs::metadata(&agent.socket).unwrap().permissions().mode();
+    let mode = std::fs::metadata(&agent.socket)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     let expected = send_records(&agent.socket, "s-peer", "peer.example", 1, 2).await;
-    cp.wait_until("the records arrived", |s| s.urls() == expected).await;
+    cp.wait_until("the records arrived", |s| s.urls() == expected)
+        .await;
     let peer = cp.with(|s| s.log_batches()[0].peer.clone().unwrap());
     assert_eq!(peer.pid, std::process::id() as i32);
     assert_eq!(peer.uid, rustix::process::getuid().as_raw());
@@ -285,7 +364,10 @@ async fn the_socket_is_private_and_batches_carry_the_peer() {
     assert!(!peer.comm.is_empty());
 
     agent.stop().await;
-    assert!(!dirs.socket.exists(), "the socket file is removed on shutdown");
+    assert!(
+        !dirs.socket.exists(),
+        "the socket file is removed on shutdown"
+    );
 }
 
 #[tokio::test]
@@ -297,13 +379,31 @@ async fn a_peer_outside_the_allowlist_is_refused_and_counted() {
     let agent = Agent::start(config).await;
 
     let mut stream = support::connect(&agent.socket).await;
-    let _ = stream.write_all(&logs_frame(request("s-x", 0, &urls("refused.example", 0..3)))).await;
+    let _ = stream
+        .write_all(&logs_frame(request(
+            "s-x",
+            0,
+            &urls("refused.example", 0..3),
+        )))
+        .await;
     let mut rest = Vec::new();
-    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await.unwrap();
-    cp.wait_until("the refusal was reported", |s| s.agent_drops("peer_not_allowed").1 == 1).await;
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    cp.wait_until("the refusal was reported", |s| {
+        s.agent_drops("peer_not_allowed").1 == 1
+    })
+    .await;
     cp.with(|s| {
-        assert!(s.records().is_empty(), "nothing from the refused peer is kept");
-        let batch = s.committed.values().find(|b| !b.agent_drops.is_empty()).unwrap();
+        assert!(
+            s.records().is_empty(),
+            "nothing from the refused peer is kept"
+        );
+        let batch = s
+            .committed
+            .values()
+            .find(|b| !b.agent_drops.is_empty())
+            .unwrap();
         assert_eq!(batch.peer.as_ref().unwrap().pid, std::process::id() as i32);
     });
     agent.stop().await;
@@ -315,7 +415,8 @@ async fn a_peer_outside_the_allowlist_is_refused_and_counted() {
     config.socket.allow_exe = vec![std::env::current_exe().unwrap()];
     let agent = Agent::start(config).await;
     let expected = send_records(&agent.socket, "s-ok", "allowed.example", 1, 3).await;
-    cp.wait_until("the allowed records arrived", |s| s.urls() == expected).await;
+    cp.wait_until("the allowed records arrived", |s| s.urls() == expected)
+        .await;
     agent.stop().await;
 }
 
@@ -333,11 +434,24 @@ async fn an_acknowledged_client_gets_one_confirmation_per_frame_in_order() {
         dropped_batch_full: 1,
         final_sequence_number: None,
     };
-    client.send(&logs_frame(request("s-ack", 10, &urls("ack.example", 10..13)))).await;
+    client
+        .send(&logs_frame(request(
+            "s-ack",
+            10,
+            &urls("ack.example", 10..13),
+        )))
+        .await;
     client.send(&[0x02, 0, 0, 2, 0x0a, 0x05]).await; // malformed
     client.send(&logs_frame(with_rejects)).await;
-    client.send(&frame(Tag::Envelope, &Frame::Status(status))).await;
-    client.send(&frame(Tag::V1, &Frame::Logs(request("s-ack", 20, &urls("ack.example", 20..21))))).await;
+    client
+        .send(&frame(Tag::Envelope, &Frame::Status(status)))
+        .await;
+    client
+        .send(&frame(
+            Tag::V1,
+            &Frame::Logs(request("s-ack", 20, &urls("ack.example", 20..21))),
+        ))
+        .await;
 
     let durable = frame_ack::Outcome::Durable as i32;
     let acks: Vec<(u64, i32, u32, u32)> = {
@@ -359,9 +473,13 @@ async fn an_acknowledged_client_gets_one_confirmation_per_frame_in_order() {
         ]
     );
     drop(client);
-    cp.wait_until("the status arrived", |s| !s.client_status().is_empty()).await;
+    cp.wait_until("the status arrived", |s| !s.client_status().is_empty())
+        .await;
     let reported = cp.with(|s| s.client_status());
-    assert_eq!(reported[0].session_id, "s-ack", "attributed to the last session");
+    assert_eq!(
+        reported[0].session_id, "s-ack",
+        "attributed to the last session"
+    );
     assert_eq!(reported[0].status, Some(status));
     agent.stop().await;
 }
@@ -380,7 +498,10 @@ async fn acknowledged_frames_are_in_the_spool_when_the_agent_stops() {
         client.send(&logs_frame(request("s-kept", 0, chunk))).await;
     }
     for _ in 0..3 {
-        assert_eq!(client.ack().await.outcome, frame_ack::Outcome::Durable as i32);
+        assert_eq!(
+            client.ack().await.outcome,
+            frame_ack::Outcome::Durable as i32
+        );
     }
     drop(client);
     let outcome = agent.stop().await;
@@ -389,7 +510,10 @@ async fn acknowledged_frames_are_in_the_spool_when_the_agent_stops() {
     // What the agent confirmed is in the spool, and the next run sends it.
     cp.set_down(false);
     let agent = Agent::start(config).await;
-    cp.wait_until("the spooled records arrived", |s| s.urls() == sorted(expected.clone())).await;
+    cp.wait_until("the spooled records arrived", |s| {
+        s.urls() == sorted(expected.clone())
+    })
+    .await;
     agent.stop().await;
 }
 
@@ -402,11 +526,16 @@ async fn a_frame_larger_than_one_call_is_split() {
     let legacy = frame(Tag::Legacy, &Frame::Logs(request("s-big", 0, &all)));
     support::send_and_close(&agent.socket, &legacy).await;
     let expected = sorted(all);
-    cp.wait_until("every record arrived", |s| s.urls() == expected).await;
+    cp.wait_until("every record arrived", |s| s.urls() == expected)
+        .await;
     cp.with(|s| {
         assert!(s.log_batches().len() >= 3);
         for call in &s.calls {
-            let records: usize = call.batches.iter().map(|b| b.logs.as_ref().map_or(0, |l| l.logs.len())).sum();
+            let records: usize = call
+                .batches
+                .iter()
+                .map(|b| b.logs.as_ref().map_or(0, |l| l.logs.len()))
+                .sum();
             assert!(records <= 1000, "{records} records in one call");
         }
     });
@@ -423,17 +552,30 @@ async fn connections_beyond_the_limit_are_refused_and_idle_ones_closed() {
     let agent = Agent::start(config).await;
 
     let mut first = support::connect(&agent.socket).await;
-    first.write_all(&logs_frame(request("s-1", 0, &urls("first.example", 0..1)))).await.unwrap();
-    cp.wait_until("the first connection is served", |s| s.records().len() == 1).await;
+    first
+        .write_all(&logs_frame(request("s-1", 0, &urls("first.example", 0..1))))
+        .await
+        .unwrap();
+    cp.wait_until("the first connection is served", |s| s.records().len() == 1)
+        .await;
 
     let mut second = support::connect(&agent.socket).await;
     let mut rest = Vec::new();
-    tokio::time::timeout(WAIT, second.read_to_end(&mut rest)).await.unwrap().unwrap();
-    cp.wait_until("the refusal was reported", |s| s.agent_drops("connection_limit").1 == 1).await;
+    tokio::time::timeout(WAIT, second.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    cp.wait_until("the refusal was reported", |s| {
+        s.agent_drops("connection_limit").1 == 1
+    })
+    .await;
 
     // The first connection goes idle and is closed by the agent.
     let mut rest = Vec::new();
-    tokio::time::timeout(WAIT, first.read_to_end(&mut rest)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, first.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
     agent.stop().await;
 }
 
@@ -452,7 +594,11 @@ async fn the_startup_script_and_command_see_every_variable() {
     config.command = vec![
         "sh".into(),
         "-c".into(),
-        format!("cd '{}' && env > '{}' && exit 3", out.display(), command_env.display()),
+        format!(
+            "cd '{}' && env > '{}' && exit 3",
+            out.display(),
+            command_env.display()
+        ),
     ];
     let agent = Agent::start(config).await;
     let socket = agent.socket.clone();
@@ -460,8 +606,14 @@ async fn the_startup_script_and_command_see_every_variable() {
     assert_eq!(outcome.exit_code, 3, "COMMAND's exit code");
 
     let expect = [
-        ("CODER_BOUNDARY_LOG_SOCKET", socket.to_string_lossy().into_owned()),
-        ("CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH", socket.to_string_lossy().into_owned()),
+        (
+            "CODER_BOUNDARY_LOG_SOCKET",
+            socket.to_string_lossy().into_owned(),
+        ),
+        (
+            "CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH",
+            socket.to_string_lossy().into_owned(),
+        ),
         ("CODER_WORKSPACE_ID", manifest.workspace_id.clone()),
         ("CODER_WORKSPACE_NAME", manifest.workspace_name.clone()),
         ("CODER_WORKSPACE_OWNER_NAME", manifest.owner_name.clone()),
@@ -469,7 +621,10 @@ async fn the_startup_script_and_command_see_every_variable() {
     ];
     let env = std::fs::read_to_string(&command_env).unwrap();
     for (key, value) in &expect {
-        assert!(env.lines().any(|l| l == format!("{key}={value}")), "COMMAND lacks {key}={value}:\n{env}");
+        assert!(
+            env.lines().any(|l| l == format!("{key}={value}")),
+            "COMMAND lacks {key}={value}:\n{env}"
+        );
     }
     // The startup script may have been stopped with the agent before it
     // wrote its file; when it did write it (renamed whole), it saw them all.
@@ -485,7 +640,10 @@ async fn the_startup_script_and_command_see_every_variable() {
                 if let Ok(text) = std::fs::read_to_string(&script_env) {
                     break text;
                 }
-                assert!(tokio::time::Instant::now() < deadline, "the startup script never wrote its env");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the startup script never wrote its env"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
             agent.stop().await;
@@ -493,7 +651,10 @@ async fn the_startup_script_and_command_see_every_variable() {
         }
     };
     for (key, value) in &expect {
-        assert!(text.lines().any(|l| l == format!("{key}={value}")), "script lacks {key}:\n{text}");
+        assert!(
+            text.lines().any(|l| l == format!("{key}={value}")),
+            "script lacks {key}:\n{text}"
+        );
     }
 }
 
@@ -518,12 +679,20 @@ async fn a_restart_during_an_outage_starts_from_the_cached_manifest() {
     let mut config = config(&cp, &dirs);
     config.shutdown_grace = Duration::from_millis(100);
     let env_file = dirs.data.parent().unwrap().join("env");
-    config.command = vec!["sh".into(), "-c".into(), format!("env > '{}'", env_file.display())];
+    config.command = vec![
+        "sh".into(),
+        "-c".into(),
+        format!("env > '{}'", env_file.display()),
+    ];
     let outcome = Agent::start(config).await.finish().await;
     assert_eq!(outcome.exit_code, 0);
     let env = std::fs::read_to_string(env_file).unwrap();
     assert!(env.contains("CODER_WORKSPACE_NAME=dev-ws"), "{env}");
-    assert_eq!(cp.with(|s| s.manifest_calls), manifest_calls, "the control plane was never reached");
+    assert_eq!(
+        cp.with(|s| s.manifest_calls),
+        manifest_calls,
+        "the control plane was never reached"
+    );
 }
 
 #[tokio::test]
@@ -545,10 +714,17 @@ async fn without_any_manifest_the_socket_waits_for_the_control_plane() {
     assert!(rx.try_recv().is_err());
     assert!(!dirs.socket.exists());
     cp.set_down(false);
-    let socket = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+    let socket = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(socket.exists());
     shutdown.cancel();
-    tokio::time::timeout(WAIT, task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -560,17 +736,29 @@ async fn a_live_socket_is_never_taken_over() {
     let mut other = config(&cp, &dirs);
     other.data_dir = dirs.data.with_file_name("other-data");
     let second = warden_agent::run(other, fast_retry(), (), CancellationToken::new());
-    let err = tokio::time::timeout(WAIT, second).await.unwrap().unwrap_err();
+    let err = tokio::time::timeout(WAIT, second)
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, AgentError::Socket(_)), "{err}");
     assert_eq!(err.exit_code(), 2, "{err}");
     // ...or on the same data dir.
-    let third = warden_agent::run(config(&cp, &dirs), fast_retry(), (), CancellationToken::new());
-    let err = tokio::time::timeout(WAIT, third).await.unwrap().unwrap_err();
+    let third = warden_agent::run(
+        config(&cp, &dirs),
+        fast_retry(),
+        (),
+        CancellationToken::new(),
+    );
+    let err = tokio::time::timeout(WAIT, third)
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, AgentError::Spool(_)), "{err}");
     assert_eq!(err.exit_code(), 2, "{err}");
     // The first agent still serves.
     let expected = send_records(&agent.socket, "s-live", "live.example", 1, 1).await;
-    cp.wait_until("records arrived", |s| s.urls() == expected).await;
+    cp.wait_until("records arrived", |s| s.urls() == expected)
+        .await;
     agent.stop().await;
 }
 
@@ -587,8 +775,15 @@ async fn a_full_spool_under_drop_oldest_drops_and_reports_it() {
     let mut client = AckClient::connect(&agent.socket).await;
     let long = "x".repeat(5000);
     for f in 0..12 {
-        let batch: Vec<String> = (0..100).map(|i| format!("https://drop.example/{f}/{i}/{long}")).collect();
-        client.send(&frame(Tag::Legacy, &Frame::Logs(request("s-drop", f * 100, &batch)))).await;
+        let batch: Vec<String> = (0..100)
+            .map(|i| format!("https://drop.example/{f}/{i}/{long}"))
+            .collect();
+        client
+            .send(&frame(
+                Tag::Legacy,
+                &Frame::Logs(request("s-drop", f * 100, &batch)),
+            ))
+            .await;
     }
     for _ in 0..12 {
         let ack = client.ack().await;
@@ -596,7 +791,10 @@ async fn a_full_spool_under_drop_oldest_drops_and_reports_it() {
     }
     drop(client);
     cp.set_down(false);
-    cp.wait_until("the drops were reported", |s| s.agent_drops("spool_full").0 > 0).await;
+    cp.wait_until("the drops were reported", |s| {
+        s.agent_drops("spool_full").0 > 0
+    })
+    .await;
     cp.wait_until("every record arrived or was counted as dropped", |s| {
         s.records().len() as u64 + s.agent_drops("spool_full").0 == 1200
     })
@@ -613,9 +811,11 @@ async fn metrics_are_served_with_the_established_names() {
     let mut agent = Agent::start(config).await;
     let addr = (&mut agent.metrics).await.unwrap();
     let expected = send_records(&agent.socket, "s-m", "metrics.example", 1, 4).await;
-    cp.wait_until("records arrived", |s| s.urls() == expected).await;
+    cp.wait_until("records arrived", |s| s.urls() == expected)
+        .await;
     support::send_and_close(&agent.socket, &[0x09, 0, 0, 0]).await;
-    cp.wait_until("the drop arrived", |s| s.agent_drops("unknown_tag").1 == 1).await;
+    cp.wait_until("the drop arrived", |s| s.agent_drops("unknown_tag").1 == 1)
+        .await;
 
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
@@ -633,7 +833,10 @@ async fn metrics_are_served_with_the_established_names() {
         "agent_boundary_log_proxy_connected_clients ",
         "agent_boundary_log_proxy_forward_latency_seconds_count ",
     ] {
-        assert!(body.lines().any(|l| l.starts_with(line)), "missing {line:?} in\n{body}");
+        assert!(
+            body.lines().any(|l| l.starts_with(line)),
+            "missing {line:?} in\n{body}"
+        );
     }
     agent.stop().await;
 }

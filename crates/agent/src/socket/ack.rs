@@ -55,12 +55,12 @@ impl AckWriter {
     /// Answers the client's request, turning the acknowledged mode on.
     pub async fn accept(write: OwnedWriteHalf) -> std::io::Result<AckWriter> {
         let mut out = FramedWrite::new(write, FrameCodec);
-        out.send((Tag::AckAccepted, Frame::AckAccepted(AckAccepted { version: VERSION })))
-            .await?;
-        Ok(AckWriter {
-            out,
-            next_frame: 1,
-        })
+        out.send((
+            Tag::AckAccepted,
+            Frame::AckAccepted(AckAccepted { version: VERSION }),
+        ))
+        .await?;
+        Ok(AckWriter { out, next_frame: 1 })
     }
 
     /// Queues the acknowledgement of the next frame (numbered from 1).

@@ -91,7 +91,12 @@ struct Conn {
 
 /// Serves one connection until the client closes it, it breaks the
 /// protocol, it idles out, or `stop` fires (end of the shutdown grace).
-pub async fn serve(stream: UnixStream, peer: Peer, shared: Arc<ConnShared>, stop: CancellationToken) {
+pub async fn serve(
+    stream: UnixStream,
+    peer: Peer,
+    shared: Arc<ConnShared>,
+    stop: CancellationToken,
+) {
     let metrics = shared.ingest.metrics().clone();
     metrics.connected_clients.inc();
     let (read, write) = stream.into_split();
@@ -123,7 +128,11 @@ pub async fn serve(stream: UnixStream, peer: Peer, shared: Arc<ConnShared>, stop
 }
 
 impl Conn {
-    async fn run(&mut self, mut frames: FramedRead<OwnedReadHalf, FrameCodec>, stop: &CancellationToken) -> End {
+    async fn run(
+        &mut self,
+        mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
+        stop: &CancellationToken,
+    ) -> End {
         let idle_timeout = self.shared.idle_timeout;
         let mut idle = pin!(tokio::time::sleep(idle_timeout));
         let mut end = None;
@@ -187,7 +196,9 @@ impl Conn {
     /// Writes the acknowledgements of settled frames, with any others
     /// already settled, in one write.
     async fn settle(&mut self, settled: Vec<Settled>) {
-        let Some(acks) = self.acks.as_mut() else { return };
+        let Some(acks) = self.acks.as_mut() else {
+            return;
+        };
         let mut result = Ok(());
         for s in settled {
             result = result.and(acks.queue(s).await);
@@ -211,7 +222,10 @@ impl Conn {
 
     fn lost(&self, why: &'static str) {
         self.shared.ingest.metrics().rejected(why);
-        self.shared.ingest.drops().record(Some(&self.peer), why, 0, 1);
+        self.shared
+            .ingest
+            .drops()
+            .record(Some(&self.peer), why, 0, 1);
     }
 
     /// The stream is unaligned or broken: count it and log it once.
@@ -263,7 +277,10 @@ impl Conn {
         group.frames += 1;
         group.bytes += decoded.payload_len;
         self.stamp.received_at = Timestamp::now();
-        let nothing = Settled::Durable { records: 0, rejected: 0 };
+        let nothing = Settled::Durable {
+            records: 0,
+            rejected: 0,
+        };
         match decoded.frame {
             Frame::Logs(request) => {
                 if !request.session_id.is_empty() && request.session_id != self.session {
@@ -271,20 +288,28 @@ impl Conn {
                 }
                 let rejected = batching::count_without_request(&request);
                 if rejected > 0 {
-                    self.shared.ingest.metrics().dropped(reason::NO_REQUEST, u64::from(rejected), 0);
+                    self.shared.ingest.metrics().dropped(
+                        reason::NO_REQUEST,
+                        u64::from(rejected),
+                        0,
+                    );
                 }
                 let records = request.logs.len() as u32 - rejected;
                 let entries = batching::logs_entries(request, &self.stamp);
                 let durable = !entries.is_empty();
                 group.entries.extend(entries);
-                group.settles.push((Settled::Durable { records, rejected }, durable));
+                group
+                    .settles
+                    .push((Settled::Durable { records, rejected }, durable));
             }
             Frame::Status(status) => {
                 self.shared
                     .ingest
                     .metrics()
                     .client_dropped(status.dropped_channel_full, status.dropped_batch_full);
-                group.entries.push(batching::status_entry(&self.session, status, &self.stamp));
+                group
+                    .entries
+                    .push(batching::status_entry(&self.session, status, &self.stamp));
                 group.settles.push((nothing, true));
             }
             Frame::EmptyEnvelope => {
@@ -301,7 +326,9 @@ impl Conn {
     }
 
     async fn start_acks(&mut self) {
-        let Some(write) = self.write.take() else { return };
+        let Some(write) = self.write.take() else {
+            return;
+        };
         match AckWriter::accept(write).await {
             Ok(acks) => self.acks = Some(acks),
             Err(e) => tracing::debug!(pid = self.peer.pid, "cannot accept acknowledged mode: {e}"),
@@ -311,13 +338,16 @@ impl Conn {
     /// Appends a group's entries (one call, one fsync) and queues its
     /// frames' settlements behind the groups before it.
     fn submit(&mut self, group: Group) {
-        let Group { entries, settles, .. } = group;
+        let Group {
+            entries, settles, ..
+        } = group;
         if entries.is_empty() {
             // Only acknowledged clients need to hear about frames settled
             // at once; the others never receive a byte.
             if self.acks.is_some() && !settles.is_empty() {
                 let settled = settles.into_iter().map(|(s, _)| s).collect();
-                self.pending.push_back(futures::future::ready(settled).boxed());
+                self.pending
+                    .push_back(futures::future::ready(settled).boxed());
             }
             return;
         }
@@ -330,15 +360,28 @@ impl Conn {
                     Ok(_) => false,
                     Err(e) => {
                         let frames = settles.iter().filter(|(_, durable)| *durable).count() as u64;
-                        tracing::error!(pid = peer.pid, records, frames, "cannot spool frames: {e}");
+                        tracing::error!(
+                            pid = peer.pid,
+                            records,
+                            frames,
+                            "cannot spool frames: {e}"
+                        );
                         ingest.metrics().rejected(reason::SPOOL_ERROR);
-                        ingest.drops().record(Some(&peer), reason::SPOOL_ERROR, records, frames);
+                        ingest
+                            .drops()
+                            .record(Some(&peer), reason::SPOOL_ERROR, records, frames);
                         true
                     }
                 };
                 settles
                     .into_iter()
-                    .map(|(s, durable)| if durable && failed { Settled::Dropped } else { s })
+                    .map(|(s, durable)| {
+                        if durable && failed {
+                            Settled::Dropped
+                        } else {
+                            s
+                        }
+                    })
                     .collect()
             }
             .boxed(),

@@ -115,7 +115,10 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<BoundSocket, BindError> {
         _ => Path::new("."),
     };
     // Short, so that a socket path near the 108-byte limit still fits.
-    let private = parent.join(format!(".wsk{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let private = parent.join(format!(
+        ".wsk{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&private)
@@ -187,7 +190,10 @@ mod tests {
         assert!(meta.file_type().is_socket());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         // Only the socket remains in the directory.
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.sock")]);
         bound.file.remove();
         assert!(!path.exists());
@@ -234,6 +240,10 @@ mod tests {
     fn groups_resolve_by_number_or_name() {
         assert_eq!(resolve_group("1234").unwrap(), 1234);
         assert_eq!(resolve_group("root").unwrap(), 0);
-        assert!(resolve_group("no-such-group-for-warden").unwrap_err().is_usage());
+        assert!(
+            resolve_group("no-such-group-for-warden")
+                .unwrap_err()
+                .is_usage()
+        );
     }
 }

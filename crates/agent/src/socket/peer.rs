@@ -68,7 +68,7 @@ impl Allowlist {
     /// Whether `peer` may connect. A peer whose executable could not be read
     /// (or was deleted and replaced) is refused when a list is set.
     pub fn allows(&self, peer: &Peer) -> bool {
-        self.exes.is_empty() || (!peer.exe.is_empty() && self.exes.iter().any(|e| *e == peer.exe))
+        self.exes.is_empty() || (!peer.exe.is_empty() && self.exes.contains(&peer.exe))
     }
 
     /// The canonical allowed paths.

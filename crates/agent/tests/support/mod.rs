@@ -282,7 +282,9 @@ impl AgentApi for Service {
             return Err(Status::new(code, "scripted failure"));
         }
         if records > 1000 {
-            return Err(Status::invalid_argument(format!("{records} records in one call")));
+            return Err(Status::invalid_argument(format!(
+                "{records} records in one call"
+            )));
         }
         let mut results = Vec::new();
         {
@@ -293,12 +295,18 @@ impl AgentApi for Service {
                 *state.deliveries.entry(batch.batch_id.clone()).or_default() += 1;
                 let already = state.committed.contains_key(&batch.batch_id);
                 if !already {
-                    state.committed.insert(batch.batch_id.clone(), batch.clone());
+                    state
+                        .committed
+                        .insert(batch.batch_id.clone(), batch.clone());
                     state.commit_order.push(batch.batch_id.clone());
                 }
                 results.push(agentapi::BatchResult {
                     batch_id: batch.batch_id.clone(),
-                    stored: if already { 0 } else { batch.logs.as_ref().map_or(0, |l| l.logs.len() as u32) },
+                    stored: if already {
+                        0
+                    } else {
+                        batch.logs.as_ref().map_or(0, |l| l.logs.len() as u32)
+                    },
                     already_committed: already,
                     ..Default::default()
                 });
@@ -309,7 +317,9 @@ impl AgentApi for Service {
             self.shared.proxy.cut();
             std::future::pending::<()>().await;
         }
-        Ok(Response::new(agentapi::ReportBoundaryLogsResponse { results }))
+        Ok(Response::new(agentapi::ReportBoundaryLogsResponse {
+            results,
+        }))
     }
 }
 
@@ -337,7 +347,9 @@ impl ProxyControl {
 
 async fn run_proxy(front: TcpListener, backend: SocketAddr, control: Arc<ProxyControl>) {
     loop {
-        let Ok((mut inbound, _)) = front.accept().await else { continue };
+        let Ok((mut inbound, _)) = front.accept().await else {
+            continue;
+        };
         if control.down.load(std::sync::atomic::Ordering::SeqCst) {
             // Refused: closed at once.
             drop(inbound);
@@ -346,7 +358,9 @@ async fn run_proxy(front: TcpListener, backend: SocketAddr, control: Arc<ProxyCo
         let control = control.clone();
         let generation = *control.generation.lock().unwrap();
         tokio::spawn(async move {
-            let Ok(mut outbound) = TcpStream::connect(backend).await else { return };
+            let Ok(mut outbound) = TcpStream::connect(backend).await else {
+                return;
+            };
             let cut = control.cut.notified();
             if *control.generation.lock().unwrap() != generation {
                 return;
@@ -369,11 +383,13 @@ pub fn log(seq: i32, url: &str) -> BoundaryLog {
             seconds: 1_765_227_526,
             nanos: seq,
         }),
-        resource: Some(boundary_log::Resource::HttpRequest(boundary_log::HttpRequest {
-            method: "GET".into(),
-            url: url.into(),
-            matched_rule: String::new(),
-        })),
+        resource: Some(boundary_log::Resource::HttpRequest(
+            boundary_log::HttpRequest {
+                method: "GET".into(),
+                url: url.into(),
+                matched_rule: String::new(),
+            },
+        )),
         sequence_number: seq,
     }
 }
@@ -430,14 +446,20 @@ pub async fn send_and_close(path: &Path, bytes: &[u8]) {
 /// A client in Warden's acknowledged mode.
 pub struct AckClient {
     write: tokio::net::unix::OwnedWriteHalf,
-    read: tokio_util::codec::FramedRead<tokio::net::unix::OwnedReadHalf, warden_proto::codec::FrameCodec>,
+    read: tokio_util::codec::FramedRead<
+        tokio::net::unix::OwnedReadHalf,
+        warden_proto::codec::FrameCodec,
+    >,
 }
 
 impl AckClient {
     /// Connects and asks for acknowledgements; panics unless accepted.
     pub async fn connect(path: &Path) -> AckClient {
         let (read, mut write) = connect(path).await.into_split();
-        let ask = frame(Tag::AckRequest, &Frame::AckRequest(wire::AckRequest { version: 1 }));
+        let ask = frame(
+            Tag::AckRequest,
+            &Frame::AckRequest(wire::AckRequest { version: 1 }),
+        );
         write.write_all(&ask).await.unwrap();
         let mut client = AckClient {
             write,
@@ -460,7 +482,11 @@ impl AckClient {
         let item = tokio::time::timeout(WAIT, self.read.next())
             .await
             .expect("timed out waiting for the agent");
-        item.map(|r| r.expect("a well-formed frame").expect("a valid message").frame)
+        item.map(|r| {
+            r.expect("a well-formed frame")
+                .expect("a valid message")
+                .frame
+        })
     }
 
     /// The next acknowledgement.
