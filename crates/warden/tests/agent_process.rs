@@ -111,7 +111,10 @@ impl AgentProcess {
 
     fn terminate(&self) {
         let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 }
@@ -135,13 +138,16 @@ async fn after_kill_9_and_a_restart_every_acknowledged_record_arrives_once() {
     let mut acked = Vec::new();
     for f in 0..20 {
         let batch = urls("crash.example", f * 10..(f + 1) * 10);
-        client.send(&logs_frame(request("s-crash", (f * 10) as i32, &batch))).await;
+        client
+            .send(&logs_frame(request("s-crash", (f * 10) as i32, &batch)))
+            .await;
         let ack = client.ack().await;
         assert_eq!(ack.outcome, frame_ack::Outcome::Durable as i32);
         assert_eq!(ack.frame, f as u64 + 1);
         acked.extend(batch);
         if f == 0 {
-            cp.wait_until("the first batch was committed", |s| !s.committed.is_empty()).await;
+            cp.wait_until("the first batch was committed", |s| !s.committed.is_empty())
+                .await;
             cp.set_down(true);
         }
     }
@@ -150,7 +156,10 @@ async fn after_kill_9_and_a_restart_every_acknowledged_record_arrives_once() {
     let mut reference = support::connect(&dirs.socket).await;
     let unsure = urls("unsure.example", 0..50);
     for chunk in unsure.chunks(10) {
-        reference.write_all(&logs_frame(request("s-unsure", 0, chunk))).await.unwrap();
+        reference
+            .write_all(&logs_frame(request("s-unsure", 0, chunk)))
+            .await
+            .unwrap();
     }
 
     agent.child.start_kill().unwrap(); // SIGKILL
@@ -198,7 +207,12 @@ async fn a_restart_during_an_outage_runs_the_socket_and_command_from_the_cached_
     );
     let mut second = AgentProcess::spawn(&cp, &dirs, &dirs.data, &["sh", "-c", &script]);
     second.ready().await;
-    assert_eq!(second.exit().await, Some(5), "COMMAND's exit code:\n{}", second.seen.join("\n"));
+    assert_eq!(
+        second.exit().await,
+        Some(5),
+        "COMMAND's exit code:\n{}",
+        second.seen.join("\n")
+    );
 
     let env = std::fs::read_to_string(&env_file).unwrap();
     let socket = dirs.socket.display().to_string();
@@ -211,9 +225,15 @@ async fn a_restart_during_an_outage_runs_the_socket_and_command_from_the_cached_
         "CODER_WORKSPACE_AGENT_NAME=main".to_owned(),
         "SOCKET_UP".to_owned(),
     ] {
-        assert!(env.lines().any(|l| l == expected), "missing {expected}:\n{env}");
+        assert!(
+            env.lines().any(|l| l == expected),
+            "missing {expected}:\n{env}"
+        );
     }
-    assert!(!env.contains(TOKEN), "the agent token leaked to COMMAND:\n{env}");
+    assert!(
+        !env.contains(TOKEN),
+        "the agent token leaked to COMMAND:\n{env}"
+    );
     assert!(
         !second.seen.iter().any(|l| l.contains(TOKEN)),
         "the token appears in the agent's log"
@@ -229,14 +249,18 @@ async fn a_second_agent_on_a_live_socket_exits_2() {
     let mut second = AgentProcess::spawn(&cp, &dirs, &dirs.root.join("other-data"), &[]);
     assert_eq!(second.exit().await, Some(2));
     assert!(
-        second.seen.iter().any(|l| l.contains("another process is serving the socket")),
+        second
+            .seen
+            .iter()
+            .any(|l| l.contains("another process is serving the socket")),
         "{}",
         second.seen.join("\n")
     );
     // The first one still serves.
     let expected = urls("still.example", 0..3);
     support::send_and_close(&dirs.socket, &logs_frame(request("s", 0, &expected))).await;
-    cp.wait_until("records arrived", |s| s.urls() == sorted(expected.clone())).await;
+    cp.wait_until("records arrived", |s| s.urls() == sorted(expected.clone()))
+        .await;
     first.terminate();
     assert_eq!(first.exit().await, Some(0));
 }
@@ -250,18 +274,30 @@ async fn sigterm_leaves_unacknowledged_records_for_the_next_start() {
     cp.set_down(true);
     let mut client = AckClient::connect(&dirs.socket).await;
     let expected = urls("term.example", 0..10);
-    client.send(&logs_frame(request("s-term", 0, &expected))).await;
-    assert_eq!(client.ack().await.outcome, frame_ack::Outcome::Durable as i32);
+    client
+        .send(&logs_frame(request("s-term", 0, &expected)))
+        .await;
+    assert_eq!(
+        client.ack().await.outcome,
+        frame_ack::Outcome::Durable as i32
+    );
     drop(client);
     agent.terminate();
     assert_eq!(agent.exit().await, Some(0));
     assert!(!dirs.socket.exists(), "the socket file is removed");
-    assert!(agent.seen.iter().any(|l| l.contains("stay spooled")), "{}", agent.seen.join("\n"));
+    assert!(
+        agent.seen.iter().any(|l| l.contains("stay spooled")),
+        "{}",
+        agent.seen.join("\n")
+    );
 
     cp.set_down(false);
     let mut agent = AgentProcess::spawn(&cp, &dirs, &dirs.data, &[]);
     agent.ready().await;
-    cp.wait_until("the spooled records arrived", |s| s.urls() == sorted(expected.clone())).await;
+    cp.wait_until("the spooled records arrived", |s| {
+        s.urls() == sorted(expected.clone())
+    })
+    .await;
     agent.terminate();
     assert_eq!(agent.exit().await, Some(0));
 }

@@ -21,7 +21,11 @@ pub struct Args {
     #[arg(long, env = "CODER_AGENT_TOKEN", hide_env_values = true)]
     token: String,
     /// Where the spool and the cached manifest live.
-    #[arg(long, env = "WARDEN_AGENT_DATA_DIR", default_value = "./warden-agent-data")]
+    #[arg(
+        long,
+        env = "WARDEN_AGENT_DATA_DIR",
+        default_value = "./warden-agent-data"
+    )]
     data_dir: PathBuf,
     /// Path of the boundary log socket.
     #[arg(
@@ -43,7 +47,11 @@ pub struct Args {
     #[arg(long, env = "WARDEN_AGENT_SOCKET_GROUP")]
     socket_group: Option<String>,
     /// Only these executables may connect (repeatable; default: any).
-    #[arg(long = "allow-exe", env = "WARDEN_AGENT_ALLOW_EXE", value_delimiter = ',')]
+    #[arg(
+        long = "allow-exe",
+        env = "WARDEN_AGENT_ALLOW_EXE",
+        value_delimiter = ','
+    )]
     allow_exe: Vec<PathBuf>,
     /// Bound of the on-disk spool in bytes.
     #[arg(long, env = "WARDEN_AGENT_SPOOL_MAX_BYTES", default_value_t = warden_agent::config::DEFAULT_SPOOL_MAX_BYTES)]
@@ -61,7 +69,11 @@ pub struct Args {
     #[arg(long, env = "WARDEN_AGENT_MAX_RETRY_DELAY", default_value = "30s", value_parser = parse_duration)]
     max_retry_delay: Duration,
     /// Command to run once the socket is up; the agent exits after it.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     command: Vec<String>,
 }
 
@@ -148,7 +160,8 @@ pub fn main(args: Args) -> ExitCode {
             eprintln!("warden agent: {e:#}");
             return ExitCode::from(1);
         }
-        let ready = |path: &Path| eprintln!("warden agent boundary log socket at {}", path.display());
+        let ready =
+            |path: &Path| eprintln!("warden agent boundary log socket at {}", path.display());
         match warden_agent::run(config, retry, ready, shutdown).await {
             Ok(outcome) => ExitCode::from(outcome.exit_code.clamp(0, 255) as u8),
             Err(e) => {
