@@ -19,8 +19,10 @@ use warden_spool::{NewEntry, Spool, SpoolConfig};
 const RECORDS_PER_ENTRY: u32 = 10;
 const RECORD_BYTES: usize = 160;
 
-/// (appending tasks, entries per append call)
-const SHAPES: [(usize, usize); 3] = [(8, 1), (8, 16), (64, 1)];
+/// (appending tasks, entries per append call). An append resolves only
+/// after its fsync, so throughput is (entries in flight) / (fsync latency):
+/// the shapes show how group commit scales with concurrency and batching.
+const SHAPES: [(usize, usize); 4] = [(8, 1), (64, 1), (8, 16), (8, 64)];
 
 fn typical_entry(seq: usize) -> NewEntry {
     // Record-like bytes rather than zeros, so nothing downstream can cheat.

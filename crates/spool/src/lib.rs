@@ -17,8 +17,8 @@
 //!   directory, so two spools (in one process or two) never share it;
 //! - `<first id, 20 digits>.seg`: segment files, named after the id of their
 //!   first entry, zero-padded so that names sort like ids;
-//! - `acks.log`: the acknowledgement log, ids that are dead (acknowledged,
-//!   dropped or found corrupt); `acks.log.tmp` is a compaction in progress.
+//! - `acks.log`: the acknowledgement log, ids that are dead (acknowledged or
+//!   found corrupt); `acks.log.tmp` is a compaction in progress.
 //!
 //! All integers are little-endian; CRCs are CRC-32 (IEEE, `crc32fast`).
 //!
@@ -38,9 +38,11 @@
 //!
 //! # Invariants
 //!
-//! 1. One writer thread hands out ids, strictly increasing, starting at 1,
-//!    and never twice, also across restarts. A segment holds increasing ids,
-//!    all at least its name and below the next segment's name.
+//! 1. One writer thread hands out ids, strictly increasing, starting at 1.
+//!    An id returned to a caller never names another entry, also across
+//!    restarts (the ids of a failed append, which nobody saw, are reused). A
+//!    segment holds increasing ids, all at least its name and below the
+//!    next segment's name.
 //! 2. An entry enters the in-memory index (becomes readable, acknowledgeable
 //!    and counted) only after its frame was written and `fdatasync`ed; its
 //!    append resolves only then. Nothing is confirmed or readable before it is
@@ -171,6 +173,8 @@
 //!   delivered after the restart. Nothing confirmed is lost in any case.
 //! - An entry dropped under `DropOldest` while the forwarder holds it may
 //!   still be delivered, so drops can be over-counted, never under-counted.
+//! - A crash during an open that cuts a torn tail, before that open rewrote
+//!   `acks.log`, makes the next open count the ids it skipped as corrupt.
 //! - The index costs about 80 bytes of memory per entry on disk.
 
 mod config;

@@ -56,7 +56,7 @@ pub(crate) enum Command {
     Kill {
         ids: Vec<u64>,
         cause: Cause,
-        reply: Option<oneshot::Sender<Result<(), SpoolError>>>,
+        reply: Option<KillReply>,
     },
     MakeRoom {
         bytes: u64,
@@ -550,6 +550,8 @@ impl Writer {
     fn sync_dead_log_or_warn(&mut self) {
         if let Err(e) = self.sync_dead_log() {
             tracing::warn!("cannot fsync the spool's acknowledgement log, will retry: {e}");
+            // Retry after another delay, not in a tight loop.
+            self.dead_log_dirty = Some(Instant::now());
         }
     }
 
