@@ -840,3 +840,28 @@ async fn metrics_are_served_with_the_established_names() {
     }
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn an_https_control_plane_is_trusted_with_the_given_ca() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let cert = std::fs::read(data.join("server.pem")).unwrap();
+    let key = std::fs::read(data.join("server.key")).unwrap();
+    let cp = FakeControlPlane::start_tls(TOKEN, &cert, &key).await;
+    assert!(cp.url().starts_with("https://127.0.0.1:"));
+    let dirs = dirs();
+    let mut config = config(&cp, &dirs);
+    config.ca_cert = Some(data.join("ca.pem"));
+    let agent = Agent::start(config).await;
+    let expected = send_records(&agent.socket, "s-tls", "tls.example", 1, 3).await;
+    cp.wait_until("records arrived over tls", |s| s.urls() == expected)
+        .await;
+    agent.stop().await;
+
+    // A CA file that cannot be read is a usage error.
+    let mut config = self::config(&cp, &dirs);
+    config.ca_cert = Some(data.join("missing.pem"));
+    let err = warden_agent::run(config, fast_retry(), (), CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+}

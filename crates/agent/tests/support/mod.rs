@@ -116,6 +116,7 @@ pub struct FakeControlPlane {
     shared: Arc<Shared>,
     /// The proxy's address: what the agent is given.
     pub addr: SocketAddr,
+    tls: bool,
     server: JoinHandle<()>,
     proxy: JoinHandle<()>,
 }
@@ -144,6 +145,20 @@ impl FakeControlPlane {
     }
 
     pub async fn start_with(token: &str, manifest: agentapi::Manifest) -> FakeControlPlane {
+        Self::start_inner(token, manifest, None).await
+    }
+
+    /// Serves TLS with `cert` and `key` (PEM); the URL is `https://`.
+    pub async fn start_tls(token: &str, cert: &[u8], key: &[u8]) -> FakeControlPlane {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        Self::start_inner(token, manifest(), Some(identity)).await
+    }
+
+    async fn start_inner(
+        token: &str,
+        manifest: agentapi::Manifest,
+        tls: Option<tonic::transport::Identity>,
+    ) -> FakeControlPlane {
         let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend_addr = backend.local_addr().unwrap();
         let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -161,9 +176,16 @@ impl FakeControlPlane {
         let service = AgentApiServer::new(Service {
             shared: shared.clone(),
         });
+        let tls_on = tls.is_some();
         let server = tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(backend);
-            let _ = tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(identity) = tls {
+                builder = builder
+                    .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                    .unwrap();
+            }
+            let _ = builder
                 .add_service(service)
                 .serve_with_incoming(incoming)
                 .await;
@@ -172,13 +194,15 @@ impl FakeControlPlane {
         FakeControlPlane {
             shared,
             addr,
+            tls: tls_on,
             server,
             proxy,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Reads or changes the state.
