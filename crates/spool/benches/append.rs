@@ -7,6 +7,11 @@
 //! waits for its fsync. Throughput is reported in records/s and bytes/s.
 //!
 //! Run: `cargo bench -p warden-spool --bench append -- --warm-up-time 1 --measurement-time 5`
+//!
+//! The spool lives in the system temp directory, so the numbers are those of
+//! that disk's fsync latency and bandwidth. To measure the spool's own
+//! overhead without the disk, run with `TMPDIR=/dev/shm` (tmpfs: fsync is
+//! free).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
