@@ -83,12 +83,14 @@ pub enum ManifestSource {
 /// Gets the manifest: from the control plane when it answers, otherwise
 /// from the cache (and keeps trying the control plane in the background to
 /// refresh it), otherwise by retrying until the control plane answers.
-/// `None` when `shutdown` fires first.
+/// `None` when `shutdown` fires first. The background refresh stops when
+/// `background` fires.
 pub async fn obtain(
     control: &ControlPlane,
     cache: &ManifestCache,
     policy: RetryPolicy,
     shutdown: &CancellationToken,
+    background: &CancellationToken,
 ) -> Option<(Manifest, ManifestSource)> {
     // A control plane that accepts connections but does not answer must
     // not hold up a start from the cache for the whole call timeout.
@@ -112,7 +114,8 @@ pub async fn obtain(
                     workspace = %cached.workspace_name,
                     "starting from the cached manifest ({error})"
                 );
-                let (control, cache, shutdown) = (control.clone(), cache.clone(), shutdown.clone());
+                let (control, cache, shutdown) =
+                    (control.clone(), cache.clone(), background.clone());
                 let known = cached.clone();
                 tokio::spawn(async move {
                     if let Some(fresh) = fetch(&control, policy, &error, &shutdown).await {

@@ -157,7 +157,8 @@ pub async fn run(
         tasks,
     };
     let cache = ManifestCache::new(&config.data_dir);
-    let Some((manifest, source)) = manifest::obtain(&control, &cache, retry, &shutdown).await
+    let Some((manifest, source)) =
+        manifest::obtain(&control, &cache, retry, &shutdown, &running.background).await
     else {
         tracing::info!("stopped before a manifest was known");
         let drained = running.finish(Instant::now() + config.shutdown_grace).await;
@@ -196,10 +197,8 @@ pub async fn run(
     };
     let socket_file = bound.file;
     let accepting = tokio::spawn(acceptor.run(stop_accepting.clone(), stop_connections.clone()));
-    tracing::info!(
-        "warden agent boundary log socket at {}",
-        socket_file.path().display()
-    );
+    // The ready line itself is the embedding program's to print (events).
+    tracing::debug!(path = %socket_file.path().display(), "the socket accepts connections");
     events.socket_ready(socket_file.path());
 
     let env = CommandEnv::new(&manifest, socket_file.path());
