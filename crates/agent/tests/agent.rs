@@ -543,12 +543,11 @@ async fn a_frame_larger_than_one_call_is_split() {
 }
 
 #[tokio::test]
-async fn connections_beyond_the_limit_are_refused_and_idle_ones_closed() {
+async fn connections_beyond_the_limit_are_refused() {
     let cp = FakeControlPlane::start(TOKEN).await;
     let dirs = dirs();
     let mut config = config(&cp, &dirs);
     config.socket.max_connections = 1;
-    config.socket.idle_timeout = Duration::from_millis(300);
     let agent = Agent::start(config).await;
 
     let mut first = support::connect(&agent.socket).await;
@@ -570,12 +569,47 @@ async fn connections_beyond_the_limit_are_refused_and_idle_ones_closed() {
     })
     .await;
 
-    // The first connection goes idle and is closed by the agent.
-    let mut rest = Vec::new();
-    tokio::time::timeout(WAIT, first.read_to_end(&mut rest))
+    // Once the first one is gone, a new client gets in.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut third = support::connect(&agent.socket).await;
+        third
+            .write_all(&logs_frame(request("s-3", 0, &urls("third.example", 0..1))))
+            .await
+            .ok();
+        third.shutdown().await.ok();
+        if tokio::time::timeout(
+            Duration::from_secs(1),
+            cp.wait_until("third", |s| s.records().len() == 2),
+        )
         .await
-        .unwrap()
+        .is_ok()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no connection was let in again"
+        );
+    }
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let cp = FakeControlPlane::start(TOKEN).await;
+    let dirs = dirs();
+    let mut config = config(&cp, &dirs);
+    config.socket.idle_timeout = Duration::from_millis(200);
+    let agent = Agent::start(config).await;
+    let mut idle = support::connect(&agent.socket).await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, idle.read_to_end(&mut rest))
+        .await
+        .expect("the agent closes an idle connection")
         .unwrap();
+    assert!(rest.is_empty());
     agent.stop().await;
 }
 
