@@ -3,15 +3,23 @@
 //! of boundary log lines not printed yet.
 //!
 //! Callers see one [`Store`] trait in domain terms ([`model`]); each backend
-//! keeps its SQL to itself. [`SqliteStore`] is the embedded implementation;
-//! a PostgreSQL one fits behind the same trait. [`open`] picks the backend
-//! from a [`DatabaseUrl`].
+//! keeps its SQL to itself. [`SqliteStore`] is the embedded implementation
+//! for one control plane; [`PgStore`] is the shared one, for several
+//! control-plane replicas on one PostgreSQL database. [`open`] picks the
+//! backend from a [`DatabaseUrl`]. The parts of ingest and retention that do
+//! not depend on the database (idempotency and conflict rules, session
+//! counters) are written once, in `ingest` and `purge`, and run by both.
 //!
 //! The conformance suite in `tests/conformance` states the behaviour every
 //! backend must have; instantiate it for a new backend with its own factory.
 
+mod convert;
 pub mod error;
+mod ingest;
+mod migrations;
 pub mod model;
+pub mod postgres;
+mod purge;
 pub mod sqlite;
 pub mod store;
 pub mod url;
@@ -20,6 +28,7 @@ use std::sync::Arc;
 
 pub use error::StoreError;
 pub use model::*;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use store::{Store, StoreFuture};
 pub use url::DatabaseUrl;
@@ -28,8 +37,6 @@ pub use url::DatabaseUrl;
 pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, StoreError> {
     match url {
         DatabaseUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await?)),
-        DatabaseUrl::Postgres(_) => Err(StoreError::Unsupported(
-            "the postgresql store is not part of this build yet; use sqlite://PATH",
-        )),
+        DatabaseUrl::Postgres(url) => Ok(Arc::new(PgStore::open(url).await?)),
     }
 }

@@ -182,13 +182,33 @@ pub struct StoredRecord {
     pub conflict: bool,
 }
 
-/// Which stored records to return, oldest (lowest id) first.
+/// Which stored records to return. Every filter is optional; set ones must
+/// all match.
+///
+/// Times are a record's *effective time*: its event time, or the time the
+/// agent received it when the record carried no usable event time. They are
+/// compared at nanosecond precision within years 1677..=2262 (what a signed
+/// 64-bit count of nanoseconds holds); times outside that range compare as
+/// its nearest edge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordQuery {
     pub workspace_id: Option<Uuid>,
+    /// The owner of the record's workspace.
+    pub owner: Option<String>,
     pub session_id: Option<String>,
-    /// Only records with a greater id (a cursor).
+    pub decision: Option<Decision>,
+    /// Effective time at or after this.
+    pub since: Option<Timestamp>,
+    /// Effective time before this.
+    pub until: Option<Timestamp>,
+    /// URL contains this text (case-sensitive).
+    pub url_contains: Option<String>,
+    /// Only records with a greater id (a cursor for oldest-first pages and
+    /// for following new records: ids grow in commit order).
     pub after_id: Option<RecordId>,
+    /// Only records with a smaller id (a cursor for newest-first pages).
+    pub before_id: Option<RecordId>,
+    pub order: Order,
     pub limit: u32,
 }
 
@@ -196,10 +216,48 @@ impl Default for RecordQuery {
     fn default() -> Self {
         RecordQuery {
             workspace_id: None,
+            owner: None,
             session_id: None,
+            decision: None,
+            since: None,
+            until: None,
+            url_contains: None,
             after_id: None,
+            before_id: None,
+            order: Order::OldestFirst,
             limit: 1000,
         }
+    }
+}
+
+/// In which order [`RecordQuery`] results come: by record id, which is
+/// commit order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    #[default]
+    OldestFirst,
+    NewestFirst,
+}
+
+/// What one retention pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgeOutcome {
+    /// Records deleted.
+    pub records: u64,
+    /// Of those, records whose boundary line had not been printed yet: the
+    /// line is dropped with the record (retention wins; see
+    /// [`Store::purge_records_before`](crate::Store::purge_records_before)).
+    pub unprinted_lines: u64,
+    /// Batch rows (agent idempotency keys) deleted once their last record
+    /// went.
+    pub batches: u64,
+}
+
+impl PurgeOutcome {
+    /// Nothing was left to purge (before the cutoff, or not taken by a
+    /// concurrent pass): stop calling for now.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0 && self.batches == 0
     }
 }
 
@@ -247,6 +305,10 @@ pub struct Loss {
 }
 
 /// What is known about one client session, enough to tell loss from gaps.
+///
+/// Record counts and sequence numbers cover every record ever stored for the
+/// session, including those retention purged since (see `purged`), so a
+/// purge does not show up as a gap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionSummary {
     pub workspace_id: Uuid,
@@ -263,6 +325,8 @@ pub struct SessionSummary {
     pub final_sequence_number: Option<i64>,
     /// Losses attributed to this session, by source and reason.
     pub losses: Vec<Loss>,
+    /// Of `records`, how many retention has deleted.
+    pub purged: u64,
 }
 
 impl SessionSummary {
@@ -312,6 +376,7 @@ mod tests {
                 records: 2,
                 frames: 0,
             }],
+            purged: 0,
         }
     }
 

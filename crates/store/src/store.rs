@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::model::{
-    AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace, RecordId, RecordQuery,
-    SessionSummary, StoredRecord, TokenHash, Workspace,
+    AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace, PurgeOutcome, RecordId,
+    RecordQuery, SessionSummary, StoredRecord, TokenHash, Workspace,
 };
 
 /// What store operations return. Boxed so that `dyn Store` works: the server
@@ -30,7 +30,12 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 ///   again with `conflict = true`. Records without a session id rely on the
 ///   batch id alone.
 /// - Status and drop counters of a batch are applied once, with the batch id.
-/// - Record ids grow in commit order.
+/// - Record ids grow in commit order: once a reader has seen record `n`,
+///   every record committed later has an id above `n`, so `id > cursor` never
+///   misses one.
+/// - Boundary lines: an ingest's new records are due for printing by the
+///   store instance (replica) that committed them; see
+///   [`unprinted_records`](Store::unprinted_records).
 pub trait Store: Send + Sync + 'static {
     /// Answers when the database does (health checks).
     fn ping(&self) -> StoreFuture<'_, ()>;
@@ -82,8 +87,15 @@ pub trait Store: Send + Sync + 'static {
     /// Commits the batches of one call (see the contract above).
     fn ingest(&self, request: Arc<IngestRequest>) -> StoreFuture<'_, IngestOutcome>;
 
-    /// Committed records whose line has not been printed, by id, after
-    /// `after` (a cursor over earlier pages).
+    /// Committed records whose line this store instance must print and has
+    /// not marked printed, by id, after `after` (a cursor over earlier pages).
+    ///
+    /// These are the records this instance committed, plus those of instances
+    /// that stopped without printing them (a crash). Where several replicas
+    /// share one database, a call without a cursor first adopts the lines of
+    /// replicas that are gone, atomically, so two replicas never both get
+    /// them; the lines of live replicas are never returned. The server calls
+    /// this at start, before it ingests.
     fn unprinted_records(
         &self,
         after: Option<RecordId>,
@@ -92,6 +104,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Notes that these records' lines were printed.
     fn mark_printed(&self, ids: Vec<RecordId>) -> StoreFuture<'_, ()>;
+
+    /// Retention: deletes at most `max_rows` records received before
+    /// `cutoff` (and the batch rows they leave empty), in one short
+    /// transaction; call it again until the outcome
+    /// [is empty](PurgeOutcome::is_empty). A backend may keep the newest
+    /// record (highest id) until a newer one exists, when deleting it would
+    /// let its id be handed out again.
+    ///
+    /// "Received" is when the agent read the record from its socket, not the
+    /// event time: event times come from the sandboxed side, and a wrong or
+    /// forged clock must neither keep records forever nor purge them at once.
+    ///
+    /// A purged record's unprinted line is dropped with it and counted in
+    /// [`PurgeOutcome::unprinted_lines`]: a line still unprinted after the
+    /// whole retention period means printing has been broken that long, and
+    /// keeping the record would break the retention promise instead. Loss
+    /// counters and session summaries are kept (summaries count purged
+    /// records, see [`SessionSummary::purged`]). The batch rows of purged
+    /// records go too, so an agent re-sending such an old batch would store
+    /// it again.
+    fn purge_records_before(
+        &self,
+        cutoff: Timestamp,
+        max_rows: u32,
+    ) -> StoreFuture<'_, PurgeOutcome>;
 
     /// Stored records matching the query, by id.
     fn records(&self, query: RecordQuery) -> StoreFuture<'_, Vec<StoredRecord>>;

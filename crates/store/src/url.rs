@@ -41,7 +41,7 @@ impl FromStr for DatabaseUrl {
 }
 
 /// The URL without anything that could be a password.
-fn redact(s: &str) -> String {
+pub(crate) fn redact(s: &str) -> String {
     match s.split_once('@') {
         Some((_, host)) => format!("…@{host}"),
         None => s.to_owned(),

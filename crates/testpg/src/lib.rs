@@ -42,7 +42,8 @@ fn err(msg: impl Into<String>) -> TestPgError {
 pub struct TestPg {
     url: String,
     server_url: String,
-    cluster: Option<Cluster>,
+    /// Held only to be stopped when the guard is dropped.
+    _cluster: Option<Cluster>,
 }
 
 impl TestPg {
@@ -58,7 +59,7 @@ impl TestPg {
         let mut pg = TestPg {
             url: String::new(),
             server_url,
-            cluster,
+            _cluster: cluster,
         };
         pg.url = pg.create_database()?;
         Ok(pg)
@@ -111,7 +112,8 @@ impl Cluster {
         let data_dir = root.path().join("data");
         let socket_dir = root.path().join("sock");
         for dir in [&data_dir, &socket_dir] {
-            std::fs::create_dir(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir(dir)
+                .map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         }
         // initdb refuses to run as root: run the server as the postgres user.
         let as_user = is_root().then_some("postgres");
@@ -121,7 +123,16 @@ impl Cluster {
             }
         }
         let out = run(as_user_cmd(as_user, &bin.join("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "-D",
+            ])
             .arg(&data_dir))?;
         check(&out, "initdb")?;
 

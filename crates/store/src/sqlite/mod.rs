@@ -9,22 +9,22 @@
 //!   read-only connections for everything else. WAL lets reads run beside the
 //!   writer.
 //! - Schema: `migrations/sqlite`, embedded in the binary and applied at open.
+//! - Ingest and retention run the shared algorithms ([`crate::ingest`],
+//!   [`crate::purge`]) with SQLite's statements.
 
-mod convert;
 mod ingest;
+mod purge;
 mod read;
 mod registry;
 mod sql;
 mod writer;
 
-use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use sqlx::ConnectOptions;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -33,9 +33,10 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::migrations::{Step, migrator};
 use crate::model::{
-    AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace, RecordId, RecordQuery,
-    SessionSummary, StoredRecord, TokenHash, Workspace,
+    AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace, PurgeOutcome, RecordId,
+    RecordQuery, SessionSummary, StoredRecord, TokenHash, Workspace,
 };
 use crate::store::{Store, StoreFuture};
 use writer::{Job, Writer};
@@ -47,25 +48,19 @@ const READERS: u32 = 4;
 /// How long a connection waits for a lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The schema, embedded. `sqlx::migrate!` would do the same but needs sqlx's
-/// `macros` feature, which this workspace keeps off (it wants a database at
-/// build time); this is the non-macro form of what it generates.
-fn migrator() -> Migrator {
-    let migration = |version, description: &'static str, sql: &'static str| {
-        Migration::new(
-            version,
-            Cow::Borrowed(description),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(sql),
-            false,
-        )
-    };
-    Migrator::with_migrations(vec![migration(
+/// The schema, embedded.
+const MIGRATIONS: &[Step] = &[
+    (
         1,
         "initial",
         include_str!("../../migrations/sqlite/0001_initial.sql"),
-    )])
-}
+    ),
+    (
+        2,
+        "queries and retention",
+        include_str!("../../migrations/sqlite/0002_queries_and_retention.sql"),
+    ),
+];
 
 /// The SQLite [`Store`].
 pub struct SqliteStore {
@@ -104,7 +99,7 @@ impl SqliteStore {
             .map_err(StoreError::database("opening the database"))?;
         // `run_direct` rather than `run`: `run` takes an `Acquire` impl whose
         // lifetime bound makes this future not `Send` (a known sqlx wart).
-        migrator()
+        migrator(MIGRATIONS)
             .run_direct(None, &mut conn, false)
             .await
             .map_err(StoreError::Migrate)?;
@@ -266,6 +261,17 @@ impl Store for SqliteStore {
                 return Ok(());
             }
             self.submit(|reply| Job::MarkPrinted(ids, reply)).await
+        })
+    }
+
+    fn purge_records_before(
+        &self,
+        cutoff: Timestamp,
+        max_rows: u32,
+    ) -> StoreFuture<'_, PurgeOutcome> {
+        Box::pin(async move {
+            self.submit(|reply| Job::Purge(cutoff, max_rows, reply))
+                .await
         })
     }
 

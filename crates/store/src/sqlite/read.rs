@@ -5,9 +5,9 @@ use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use uuid::Uuid;
 use warden_proto::domain::{Decision, Peer};
 
-use super::convert::{count_from_sql, event_time, from_nanos, received_at, uuid};
 use crate::StoreError;
-use crate::model::{Loss, LossSource, RecordId, RecordQuery, SessionSummary, StoredRecord};
+use crate::convert::{count_from_sql, event_time, from_nanos, nanos, received_at, uuid};
+use crate::model::{Loss, LossSource, Order, RecordId, RecordQuery, SessionSummary, StoredRecord};
 
 /// Columns [`record_from_row`] reads; `r` records, `b` batches, `a` agents,
 /// `w` workspaces.
@@ -96,26 +96,76 @@ pub(super) async fn records(
         record_joins!(),
         "WHERE true"
     ));
+    // The workspace and owner filters go through the agent key, so that the
+    // (agent_id, id) index serves them.
     if query.workspace_id.is_some() {
-        sql.push_str(" AND w.uuid = ?");
+        sql.push_str(
+            " AND r.agent_id IN (SELECT a2.id FROM agents a2 \
+             JOIN workspaces w2 ON w2.id = a2.workspace_id WHERE w2.uuid = ?)",
+        );
+    }
+    if query.owner.is_some() {
+        sql.push_str(
+            " AND r.agent_id IN (SELECT a2.id FROM agents a2 \
+             JOIN workspaces w2 ON w2.id = a2.workspace_id WHERE w2.owner = ?)",
+        );
     }
     if query.session_id.is_some() {
         sql.push_str(" AND r.session_id = ?");
     }
+    // A literal rather than a parameter, so the partial index on denials
+    // applies.
+    match query.decision {
+        Some(Decision::Allow) => sql.push_str(" AND r.allowed = 1"),
+        Some(Decision::Deny) => sql.push_str(" AND r.allowed = 0"),
+        None => {}
+    }
+    if query.since.is_some() {
+        sql.push_str(" AND r.occurred_ns >= ?");
+    }
+    if query.until.is_some() {
+        sql.push_str(" AND r.occurred_ns < ?");
+    }
+    if query.url_contains.is_some() {
+        // instr, not LIKE: LIKE ignores ASCII case in SQLite and treats % and
+        // _ as wildcards.
+        sql.push_str(" AND instr(r.url, ?) > 0");
+    }
     if query.after_id.is_some() {
         sql.push_str(" AND r.id > ?");
     }
-    sql.push_str(" ORDER BY r.id LIMIT ?");
-    // Only fixed fragments above; every value is bound.
+    if query.before_id.is_some() {
+        sql.push_str(" AND r.id < ?");
+    }
+    sql.push_str(match query.order {
+        Order::OldestFirst => " ORDER BY r.id LIMIT ?",
+        Order::NewestFirst => " ORDER BY r.id DESC LIMIT ?",
+    });
+    // Only fixed fragments above; every value is bound, in the same order.
     let mut q = sqlx::query(AssertSqlSafe(sql));
     if let Some(id) = query.workspace_id {
         q = q.bind(id.as_bytes().to_vec());
     }
+    if let Some(owner) = &query.owner {
+        q = q.bind(owner.clone());
+    }
     if let Some(session) = &query.session_id {
         q = q.bind(session.clone());
     }
+    if let Some(since) = query.since {
+        q = q.bind(nanos(since));
+    }
+    if let Some(until) = query.until {
+        q = q.bind(nanos(until));
+    }
+    if let Some(text) = &query.url_contains {
+        q = q.bind(text.clone());
+    }
     if let Some(after) = query.after_id {
         q = q.bind(after);
+    }
+    if let Some(before) = query.before_id {
+        q = q.bind(before);
     }
     let rows = q
         .bind(i64::from(query.limit))
@@ -231,6 +281,7 @@ pub(super) async fn session_summary(
         last_sequence_number: None,
         final_sequence_number: None,
         losses: Vec::new(),
+        purged: 0,
     };
     let mut seen = false;
     for agent in agent_keys(conn, workspace_id).await? {
@@ -258,24 +309,35 @@ pub(super) async fn session_summary(
         .map_err(db(ctx))?
         .try_get(0)
         .map_err(db(ctx))?;
-        let final_seq: Option<Option<i64>> = sqlx::query(
-            "SELECT final_sequence_number FROM sessions WHERE agent_id = ? AND session_id = ?",
+        let session_row = sqlx::query(
+            "SELECT final_sequence_number, purged_records, purged_conflicts, purged_first, \
+             purged_last FROM sessions WHERE agent_id = ? AND session_id = ?",
         )
         .bind(agent)
         .bind(session_id)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(db(ctx))?
-        .map(|row| row.try_get(0))
-        .transpose()
         .map_err(db(ctx))?;
+        let mut final_seq = None;
+        let mut purged = PurgedCounts::default();
+        if let Some(row) = &session_row {
+            final_seq = Some(row.try_get::<Option<i64>, _>(0).map_err(db(ctx))?);
+            purged = PurgedCounts {
+                records: count_from_sql(row.try_get(1).map_err(db(ctx))?),
+                conflicts: count_from_sql(row.try_get(2).map_err(db(ctx))?),
+                first: row.try_get(3).map_err(db(ctx))?,
+                last: row.try_get(4).map_err(db(ctx))?,
+            };
+        }
         let losses = losses(conn, agent, Some(session_id)).await?;
 
         seen |= distinct > 0 || conflicts > 0 || final_seq.is_some() || !losses.is_empty();
-        summary.distinct_sequence_numbers += distinct;
-        summary.conflicts += count_from_sql(conflicts);
-        summary.first_sequence_number = min_opt(summary.first_sequence_number, first);
-        summary.last_sequence_number = summary.last_sequence_number.max(last);
+        summary.distinct_sequence_numbers += distinct + purged.records;
+        summary.conflicts += count_from_sql(conflicts) + purged.conflicts;
+        summary.purged += purged.records + purged.conflicts;
+        summary.first_sequence_number =
+            min_opt(min_opt(summary.first_sequence_number, first), purged.first);
+        summary.last_sequence_number = summary.last_sequence_number.max(last).max(purged.last);
         if let Some(Some(final_seq)) = final_seq {
             summary.final_sequence_number = summary.final_sequence_number.max(Some(final_seq));
         }
@@ -292,6 +354,15 @@ pub(super) async fn session_summary(
     summary.records = summary.distinct_sequence_numbers + summary.conflicts;
     sort_losses(&mut summary.losses);
     Ok(seen.then_some(summary))
+}
+
+/// What retention removed from a session (its `sessions` row).
+#[derive(Default)]
+struct PurgedCounts {
+    records: u64,
+    conflicts: u64,
+    first: Option<i32>,
+    last: Option<i32>,
 }
 
 fn min_opt(a: Option<i32>, b: Option<i32>) -> Option<i32> {

@@ -7,8 +7,8 @@ use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 use warden_proto::domain::Manifest;
 
-use super::convert::{from_nanos, nanos, opt_from_nanos, uuid};
 use crate::StoreError;
+use crate::convert::{from_nanos, nanos, opt_from_nanos, uuid};
 use crate::model::{Agent, AgentCredentials, NewWorkspace, TokenHash, Workspace};
 
 const ADMIN_TOKEN_KEY: &str = "admin_token_sha256";

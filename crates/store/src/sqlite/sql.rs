@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Most rows in one statement: keeps the bind count (7 per record row) far
+/// Most rows in one statement: keeps the bind count (8 per record row) far
 /// below SQLite's limit of 32766 and the number of cached shapes bounded.
 pub(super) const MAX_ROWS: usize = 500;
 
 /// Inserts records of one batch. `?1` batch, `?2` agent, `?3` session id
 /// (NULL for none), `?4` conflict flag, then per row: sequence number, event
-/// seconds, event nanoseconds, allowed, method, URL, matched rule.
+/// seconds, event nanoseconds, effective time, allowed, method, URL, matched
+/// rule.
 ///
 /// `ON CONFLICT ... DO NOTHING` skips rows whose session key is stored
 /// already (or repeated earlier in the same statement); RETURNING tells which
@@ -21,11 +22,11 @@ pub(super) const MAX_ROWS: usize = 500;
 fn insert_records(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO records (batch_id, agent_id, session_id, conflict, sequence_number, \
-         event_secs, event_nanos, allowed, method, url, matched_rule) \
-         SELECT ?1, ?2, ?3, ?4, column1, column2, column3, column4, column5, column6, column7 \
-         FROM (VALUES ",
+         event_secs, event_nanos, occurred_ns, allowed, method, url, matched_rule) \
+         SELECT ?1, ?2, ?3, ?4, column1, column2, column3, column4, column5, column6, column7, \
+         column8 FROM (VALUES ",
     );
-    push_rows(&mut sql, rows, 7, 5);
+    push_rows(&mut sql, rows, 8, 5);
     sql.push_str(
         ") WHERE true \
          ON CONFLICT (agent_id, session_id, sequence_number) \
@@ -113,11 +114,12 @@ mod tests {
         let sql = insert_records(2);
         assert!(
             sql.contains(
-                "FROM (VALUES (?5, ?6, ?7, ?8, ?9, ?10, ?11), (?12, ?13, ?14, ?15, ?16, ?17, ?18))"
+                "FROM (VALUES (?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12), \
+                 (?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20))"
             ),
             "{sql}"
         );
-        assert!(!sql.contains("?19"));
+        assert!(!sql.contains("?21"));
         let sql = stored_contents(2);
         assert_eq!(sql.matches("IN (?3, ?4)").count(), 2, "{sql}");
     }

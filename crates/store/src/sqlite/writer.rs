@@ -13,6 +13,9 @@
 //! A task (rather than a lock taken by each caller) also means a commit never
 //! stops half-way because the caller's future was dropped.
 //!
+//! Retention passes are writer jobs too: SQLite has one writer, so a pass
+//! holds ingest up for as long as it runs, which its row bound keeps short.
+//!
 //! Record ids come from SQLite's rowid (the largest id + 1) inside this
 //! single writer, so they grow in commit order; the outbox rows of a
 //! transaction are "every record with an id above the largest before it".
@@ -25,11 +28,14 @@ use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::convert::nanos;
-use super::ingest::{TOUCH_AGENT, ingest};
+use super::ingest::{SqliteIngest, TOUCH_AGENT};
+use super::purge::SqlitePurge;
 use super::sql::SqlCache;
 use crate::StoreError;
-use crate::model::{IngestOutcome, IngestRequest, RecordId};
+use crate::convert::nanos;
+use crate::ingest::ingest;
+use crate::model::{IngestOutcome, IngestRequest, PurgeOutcome, RecordId};
+use crate::purge::purge;
 
 /// Stop adding jobs to a group past this many records or jobs, so one
 /// transaction stays short.
@@ -43,6 +49,9 @@ pub(super) enum Job {
     Ingest(Arc<IngestRequest>, Reply<IngestOutcome>),
     MarkPrinted(Vec<RecordId>, Reply<()>),
     Contact(Uuid, Timestamp, Reply<()>),
+    /// One retention pass: records received before the time, at most so
+    /// many.
+    Purge(Timestamp, u32, Reply<PurgeOutcome>),
     /// Finish what is queued before, then close the connection.
     Close(oneshot::Sender<()>),
 }
@@ -58,6 +67,7 @@ impl Job {
     fn fail(self, error: StoreError) {
         match self {
             Job::Ingest(_, reply) => drop(reply.send(Err(error))),
+            Job::Purge(_, _, reply) => drop(reply.send(Err(error))),
             Job::MarkPrinted(_, reply) | Job::Contact(_, _, reply) => drop(reply.send(Err(error))),
             Job::Close(reply) => drop(reply.send(())),
         }
@@ -67,6 +77,7 @@ impl Job {
 /// What a job produced inside a transaction.
 enum Done {
     Ingest(Result<IngestOutcome, StoreError>),
+    Purge(PurgeOutcome),
     Unit(Result<(), StoreError>),
 }
 
@@ -176,9 +187,16 @@ impl Writer {
                     None => Done::Ingest(Err(StoreError::UnknownAgent(request.agent_id))),
                     Some(agent) => {
                         ingested = true;
-                        Done::Ingest(Ok(ingest(&mut tx, &mut self.sql, agent, request).await?))
+                        let mut statements = SqliteIngest {
+                            conn: &mut tx,
+                            sql: &mut self.sql,
+                        };
+                        Done::Ingest(Ok(ingest(&mut statements, agent, request).await?))
                     }
                 },
+                Job::Purge(cutoff, max_rows, _) => Done::Purge(
+                    purge(&mut SqlitePurge { conn: &mut tx }, *cutoff, *max_rows).await?,
+                ),
                 Job::MarkPrinted(ids, _) => {
                     mark_printed(&mut tx, ids).await?;
                     Done::Unit(Ok(()))
@@ -239,6 +257,7 @@ fn reply_all(jobs: Vec<Job>, done: Vec<Done>) {
     for (job, done) in jobs.into_iter().zip(done) {
         match (job, done) {
             (Job::Ingest(_, reply), Done::Ingest(result)) => drop(reply.send(result)),
+            (Job::Purge(_, _, reply), Done::Purge(outcome)) => drop(reply.send(Ok(outcome))),
             (Job::MarkPrinted(_, reply) | Job::Contact(_, _, reply), Done::Unit(result)) => {
                 drop(reply.send(result))
             }

@@ -7,6 +7,12 @@
 
 #![allow(dead_code)]
 
+mod queries;
+mod retention;
+
+pub use queries::*;
+pub use retention::*;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -52,7 +58,14 @@ macro_rules! suite {
             event_times_round_trip,
             record_queries_filter_and_page,
             contact_and_last_batch_are_recorded,
-            a_closed_store_refuses_work
+            a_closed_store_refuses_work,
+            record_queries_filter_by_every_field,
+            text_is_kept_as_sent,
+            a_follow_cursor_never_misses_a_record,
+            purge_removes_what_was_received_before_the_cutoff,
+            purge_works_in_bounded_passes,
+            purge_keeps_session_summaries_and_losses,
+            purge_never_hands_an_id_out_again,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
@@ -78,12 +91,16 @@ fn hash(byte: u8) -> TokenHash {
 }
 
 async fn create(store: &dyn Store, name: &str) -> Workspace {
+    create_owned(store, name, "alice").await
+}
+
+async fn create_owned(store: &dyn Store, name: &str, owner: &str) -> Workspace {
     store
         .create_workspace(
             NewWorkspace {
                 id: Uuid::now_v7(),
                 name: name.into(),
-                owner: "alice".into(),
+                owner: owner.into(),
                 startup_script: "echo hi".into(),
                 agent_id: Uuid::new_v4(),
                 agent_name: "main".into(),
@@ -119,10 +136,15 @@ fn records(seqs: std::ops::Range<i32>) -> Vec<AuditRecord> {
         .collect()
 }
 
+/// When [`batch`] says the agent received its records.
+fn received() -> Timestamp {
+    Timestamp::new(1_765_227_527, 5_000_000).unwrap()
+}
+
 fn batch(session: Option<&str>, records: Vec<AuditRecord>) -> IngestBatch {
     IngestBatch {
         batch_id: Uuid::now_v7(),
-        received_at: Timestamp::new(1_765_227_527, 5_000_000).unwrap(),
+        received_at: received(),
         peer: Peer {
             uid: 1000,
             gid: 1001,
@@ -879,6 +901,10 @@ pub async fn a_closed_store_refuses_work(factory: &impl StoreFactory) {
     ));
     assert!(matches!(
         store.rotate_agent_token("dev", hash(3), at(1)).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        store.purge_records_before(at(100), 10).await,
         Err(StoreError::Closed)
     ));
 }

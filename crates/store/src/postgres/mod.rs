@@ -1,0 +1,307 @@
+//! The shared store: PostgreSQL, for control planes run as several replicas
+//! behind a load balancer.
+//!
+//! - Replicas: each [`PgStore`] is one replica. It takes a replica number and
+//!   holds a session advisory lock on it while it lives ([`replica`]); the
+//!   lines of the records it commits are its to print, and the lines of a
+//!   replica whose lock is free (it died) are adopted atomically by the next
+//!   replica that starts.
+//! - Idempotency lives in the database: batch ids and session keys are unique
+//!   indexes, inserts use `ON CONFLICT DO NOTHING` and re-read, so the same
+//!   records arriving through two replicas at once are stored once, with
+//!   neither a spurious conflict nor a unique-violation error.
+//! - Record ids grow in commit order: ingest transactions are serialized by a
+//!   transaction advisory lock ([`ingest`] explains the trade-off).
+//! - Schema: `migrations/postgres`, embedded and applied at open under sqlx's
+//!   migration lock, so replicas starting together migrate once.
+//! - Text: NUL is escaped ([`text`]).
+
+mod ingest;
+mod purge;
+mod read;
+mod registry;
+mod replica;
+mod text;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Postgres, Row};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::migrations::{Step, migrator};
+use crate::model::{
+    AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace, PurgeOutcome, RecordId,
+    RecordQuery, SessionSummary, StoredRecord, TokenHash, Workspace,
+};
+use crate::store::{Store, StoreFuture};
+use replica::Liveness;
+
+/// Pooled connections per replica. Ingest transactions run one at a time
+/// across all replicas anyway; the rest serve reads, retention and the
+/// registry.
+const POOL_SIZE: u32 = 10;
+/// How long a call waits for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+const MIGRATIONS: &[Step] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+)];
+
+/// Wraps a database error with what was being done; a closed pool is
+/// [`StoreError::Closed`].
+fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |cause| match cause {
+        sqlx::Error::PoolClosed => StoreError::Closed,
+        cause => StoreError::Database { context, cause },
+    }
+}
+
+/// Column `i` of a row, a failure reported with `context`.
+fn col<'r, T>(row: &'r PgRow, i: usize, context: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(i).map_err(db(context))
+}
+
+/// The PostgreSQL [`Store`]: one control-plane replica's view of the shared
+/// database.
+pub struct PgStore {
+    pool: PgPool,
+    /// This replica's number (see [`replica`]).
+    replica: i32,
+    /// Holds the replica lock; `None` once closed.
+    liveness: Mutex<Option<Liveness>>,
+    /// Agent UUID -> internal key; agents are never removed, so entries
+    /// never go stale.
+    agents: StdMutex<HashMap<Uuid, i64>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to the database `url` names (`postgres://...`), applies
+    /// migrations as needed and registers this replica. Must be called
+    /// inside a Tokio runtime.
+    pub async fn open(url: &str) -> Result<PgStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::InvalidUrl(format!("{}: {e}", crate::url::redact(url))))?
+            .application_name("warden");
+        let mut conn = options
+            .connect()
+            .await
+            .map_err(db("connecting to the database"))?;
+        // `run_direct` rather than `run`: `run` takes an `Acquire` impl whose
+        // lifetime bound makes this future not `Send`. The migrator locks the
+        // database (an advisory lock) while it works.
+        migrator(MIGRATIONS)
+            .run_direct(None, &mut conn, false)
+            .await
+            .map_err(StoreError::Migrate)?;
+        let liveness = Liveness::start(conn, options.clone()).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(db("connecting to the database"))?;
+        Ok(PgStore {
+            pool,
+            replica: liveness.replica(),
+            liveness: Mutex::new(Some(liveness)),
+            agents: StdMutex::new(HashMap::new()),
+        })
+    }
+
+    /// This replica's number: the owner of the lines it commits.
+    pub fn replica(&self) -> i32 {
+        self.replica
+    }
+
+    /// The internal key of an agent, cached.
+    async fn agent_key(&self, agent: Uuid) -> Result<Option<i64>, StoreError> {
+        if let Some(key) = self.cached_agent(agent) {
+            return Ok(Some(key));
+        }
+        let key = registry::agent_key(&self.pool, agent).await?;
+        if let Some(key) = key
+            && let Ok(mut agents) = self.agents.lock()
+        {
+            agents.insert(agent, key);
+        }
+        Ok(key)
+    }
+
+    fn cached_agent(&self, agent: Uuid) -> Option<i64> {
+        self.agents.lock().ok()?.get(&agent).copied()
+    }
+}
+
+impl Store for PgStore {
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map_err(db("pinging the database"))?;
+            Ok(())
+        })
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.pool.close().await;
+            // Last: releasing the replica lock lets the next replica to start
+            // adopt whatever lines this one leaves unprinted.
+            if let Some(liveness) = self.liveness.lock().await.take() {
+                liveness.stop().await;
+            }
+            Ok(())
+        })
+    }
+
+    fn admin_token_hash(&self) -> StoreFuture<'_, Option<TokenHash>> {
+        Box::pin(registry::admin_token_hash(&self.pool))
+    }
+
+    fn set_admin_token_hash(&self, hash: TokenHash) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            registry::put_admin_token_hash(&self.pool, hash, true)
+                .await
+                .map(drop)
+        })
+    }
+
+    fn init_admin_token_hash(&self, hash: TokenHash) -> StoreFuture<'_, TokenHash> {
+        Box::pin(registry::put_admin_token_hash(&self.pool, hash, false))
+    }
+
+    fn create_workspace(&self, new: NewWorkspace, at: Timestamp) -> StoreFuture<'_, Workspace> {
+        Box::pin(registry::create_workspace(&self.pool, new, at))
+    }
+
+    fn list_workspaces(&self) -> StoreFuture<'_, Vec<Workspace>> {
+        Box::pin(registry::list_workspaces(&self.pool))
+    }
+
+    fn workspace<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Workspace>> {
+        Box::pin(async move {
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(db("reading a workspace"))?;
+            registry::live_workspace(&mut conn, name).await
+        })
+    }
+
+    fn rotate_agent_token<'a>(
+        &'a self,
+        name: &'a str,
+        hash: TokenHash,
+        at: Timestamp,
+    ) -> StoreFuture<'a, Workspace> {
+        Box::pin(registry::rotate_agent_token(&self.pool, name, hash, at))
+    }
+
+    fn delete_workspace<'a>(&'a self, name: &'a str, at: Timestamp) -> StoreFuture<'a, Workspace> {
+        Box::pin(registry::delete_workspace(&self.pool, name, at))
+    }
+
+    fn agent_credentials(&self, agent_id: Uuid) -> StoreFuture<'_, Option<AgentCredentials>> {
+        Box::pin(registry::agent_credentials(&self.pool, agent_id))
+    }
+
+    fn record_contact(&self, agent_id: Uuid, at: Timestamp) -> StoreFuture<'_, ()> {
+        Box::pin(registry::record_contact(&self.pool, agent_id, at))
+    }
+
+    fn ingest(&self, request: Arc<IngestRequest>) -> StoreFuture<'_, IngestOutcome> {
+        Box::pin(async move {
+            let agent = self
+                .agent_key(request.agent_id)
+                .await?
+                .ok_or(StoreError::UnknownAgent(request.agent_id))?;
+            ingest::commit(&self.pool, self.replica, agent, &request)
+                .await
+                .map_err(db("committing to the database"))
+        })
+    }
+
+    fn unprinted_records(
+        &self,
+        after: Option<RecordId>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<StoredRecord>> {
+        Box::pin(async move {
+            if after.is_none() {
+                let adopted = replica::adopt_orphaned_lines(&self.pool, self.replica).await?;
+                if adopted > 0 {
+                    tracing::info!(
+                        lines = adopted,
+                        "adopted the unprinted boundary lines of replicas that stopped"
+                    );
+                }
+            }
+            read::unprinted(&self.pool, self.replica, after, limit).await
+        })
+    }
+
+    fn mark_printed(&self, ids: Vec<RecordId>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            sqlx::query("DELETE FROM line_outbox WHERE record_id = ANY($1)")
+                .bind(ids)
+                .execute(&self.pool)
+                .await
+                .map_err(db("noting printed lines"))?;
+            Ok(())
+        })
+    }
+
+    fn purge_records_before(
+        &self,
+        cutoff: Timestamp,
+        max_rows: u32,
+    ) -> StoreFuture<'_, PurgeOutcome> {
+        Box::pin(async move {
+            purge::purge(&self.pool, cutoff, max_rows)
+                .await
+                .map_err(db("purging old records"))
+        })
+    }
+
+    fn records(&self, query: RecordQuery) -> StoreFuture<'_, Vec<StoredRecord>> {
+        Box::pin(async move { read::records(&self.pool, &query).await })
+    }
+
+    fn session_summary<'a>(
+        &'a self,
+        workspace_id: Uuid,
+        session_id: &'a str,
+    ) -> StoreFuture<'a, Option<SessionSummary>> {
+        Box::pin(read::session_summary(&self.pool, workspace_id, session_id))
+    }
+
+    fn workspace_losses(&self, workspace_id: Uuid) -> StoreFuture<'_, Vec<Loss>> {
+        Box::pin(read::workspace_losses(&self.pool, workspace_id))
+    }
+}

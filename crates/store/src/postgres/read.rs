@@ -1,0 +1,307 @@
+//! Reading records, the line outbox, sessions and losses on PostgreSQL.
+
+use sqlx::postgres::{PgArguments, PgPool, PgRow};
+use sqlx::{Arguments, AssertSqlSafe};
+use uuid::Uuid;
+use warden_proto::domain::{Decision, Peer};
+
+use super::text::{decode, decode_opt, encode};
+use super::{col, db};
+use crate::StoreError;
+use crate::convert::{count_from_sql, event_time, from_nanos, nanos, received_at};
+use crate::model::{Loss, LossSource, Order, RecordId, RecordQuery, SessionSummary, StoredRecord};
+
+/// Columns [`record_from_row`] reads; `r` records, `b` batches, `a` agents,
+/// `w` workspaces.
+macro_rules! record_columns {
+    () => {
+        "SELECT r.id, w.uuid, w.name, w.owner, a.uuid, a.name, b.uuid, r.session_id, \
+         r.sequence_number, r.event_secs, r.event_nanos, b.received_secs, b.received_nanos, \
+         b.committed_at, r.allowed, r.method, r.url, r.matched_rule, b.process, \
+         b.peer_uid, b.peer_gid, b.peer_pid, b.peer_comm, b.peer_exe, r.conflict "
+    };
+}
+
+macro_rules! record_joins {
+    () => {
+        " JOIN batches b ON b.id = r.batch_id \
+          JOIN agents a ON a.id = r.agent_id \
+          JOIN workspaces w ON w.id = a.workspace_id "
+    };
+}
+
+fn record_from_row(row: &PgRow) -> Result<StoredRecord, StoreError> {
+    let ctx = "reading a record";
+    let event_nanos: Option<i32> = col(row, 10, ctx)?;
+    let received_nanos: i32 = col(row, 12, ctx)?;
+    Ok(StoredRecord {
+        id: col(row, 0, ctx)?,
+        workspace_id: col(row, 1, ctx)?,
+        workspace_name: decode(col(row, 2, ctx)?),
+        workspace_owner: decode(col(row, 3, ctx)?),
+        agent_id: col(row, 4, ctx)?,
+        agent_name: decode(col(row, 5, ctx)?),
+        batch_id: col(row, 6, ctx)?,
+        session_id: decode_opt(col(row, 7, ctx)?),
+        sequence_number: col(row, 8, ctx)?,
+        event_time: event_time(col(row, 9, ctx)?, event_nanos.map(i64::from)),
+        received_at: received_at(col(row, 11, ctx)?, i64::from(received_nanos))?,
+        committed_at: from_nanos(col(row, 13, ctx)?)?,
+        decision: Decision::from_allowed(col(row, 14, ctx)?),
+        method: decode(col(row, 15, ctx)?),
+        url: decode(col(row, 16, ctx)?),
+        matched_rule: decode(col(row, 17, ctx)?),
+        process: decode(col(row, 18, ctx)?),
+        peer: Peer {
+            uid: u32::try_from(col::<i64>(row, 19, ctx)?).unwrap_or(u32::MAX),
+            gid: u32::try_from(col::<i64>(row, 20, ctx)?).unwrap_or(u32::MAX),
+            pid: col(row, 21, ctx)?,
+            comm: decode(col(row, 22, ctx)?),
+            exe: decode(col(row, 23, ctx)?),
+        },
+        conflict: col(row, 24, ctx)?,
+    })
+}
+
+pub(super) async fn unprinted(
+    pool: &PgPool,
+    replica: i32,
+    after: Option<RecordId>,
+    limit: u32,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let rows = sqlx::query(concat!(
+        record_columns!(),
+        "FROM line_outbox o JOIN records r ON r.id = o.record_id",
+        record_joins!(),
+        "WHERE o.replica = $1 AND o.record_id > $2 ORDER BY o.record_id LIMIT $3"
+    ))
+    .bind(replica)
+    .bind(after.unwrap_or(i64::MIN))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading unprinted records"))?;
+    rows.iter().map(record_from_row).collect()
+}
+
+/// SQL text and its arguments, numbering placeholders as they are added.
+struct Filter {
+    sql: String,
+    args: PgArguments,
+    count: usize,
+}
+
+impl Filter {
+    /// Appends `fragment` with `$` replaced by the next placeholder, and
+    /// binds `value` to it.
+    fn push<'q, T>(&mut self, fragment: &str, value: T) -> Result<(), StoreError>
+    where
+        T: sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + 'q,
+    {
+        self.count += 1;
+        let placeholder = format!("${}", self.count);
+        self.sql.push_str(&fragment.replace('$', &placeholder));
+        self.args.add(value).map_err(|e| StoreError::Database {
+            context: "building a record query",
+            cause: sqlx::Error::Encode(e),
+        })
+    }
+}
+
+pub(super) async fn records(
+    pool: &PgPool,
+    query: &RecordQuery,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let mut f = Filter {
+        sql: String::from(concat!(
+            record_columns!(),
+            "FROM records r",
+            record_joins!(),
+            "WHERE true"
+        )),
+        args: PgArguments::default(),
+        count: 0,
+    };
+    // The workspace and owner filters go through the agent key, so that the
+    // (agent_id, id) index serves them.
+    if let Some(id) = query.workspace_id {
+        f.push(
+            " AND r.agent_id IN (SELECT a2.id FROM agents a2 \
+             JOIN workspaces w2 ON w2.id = a2.workspace_id WHERE w2.uuid = $)",
+            id,
+        )?;
+    }
+    if let Some(owner) = &query.owner {
+        f.push(
+            " AND r.agent_id IN (SELECT a2.id FROM agents a2 \
+             JOIN workspaces w2 ON w2.id = a2.workspace_id WHERE w2.owner = $)",
+            encode(owner).into_owned(),
+        )?;
+    }
+    if let Some(session) = &query.session_id {
+        f.push(" AND r.session_id = $", encode(session).into_owned())?;
+    }
+    // A literal rather than a parameter, so the partial index on denials
+    // applies whatever plan PostgreSQL caches.
+    match query.decision {
+        Some(Decision::Allow) => f.sql.push_str(" AND r.allowed"),
+        Some(Decision::Deny) => f.sql.push_str(" AND NOT r.allowed"),
+        None => {}
+    }
+    if let Some(since) = query.since {
+        f.push(" AND r.occurred_ns >= $", nanos(since))?;
+    }
+    if let Some(until) = query.until {
+        f.push(" AND r.occurred_ns < $", nanos(until))?;
+    }
+    if let Some(text) = &query.url_contains {
+        f.push(" AND strpos(r.url, $) > 0", encode(text).into_owned())?;
+    }
+    if let Some(after) = query.after_id {
+        f.push(" AND r.id > $", after)?;
+    }
+    if let Some(before) = query.before_id {
+        f.push(" AND r.id < $", before)?;
+    }
+    f.sql.push_str(match query.order {
+        Order::OldestFirst => " ORDER BY r.id",
+        Order::NewestFirst => " ORDER BY r.id DESC",
+    });
+    f.push(" LIMIT $", i64::from(query.limit))?;
+    let Filter { sql, args, .. } = f;
+    // Only fixed fragments and numbered placeholders; every value is bound.
+    let rows = sqlx::query_with(AssertSqlSafe(sql), args)
+        .fetch_all(pool)
+        .await
+        .map_err(db("querying records"))?;
+    rows.iter().map(record_from_row).collect()
+}
+
+/// Adds into `out`, summing (saturating) equal (source, reason) pairs.
+fn add_loss(out: &mut Vec<Loss>, source: LossSource, reason: String, records: u64, frames: u64) {
+    match out
+        .iter_mut()
+        .find(|l| l.source == source && l.reason == reason)
+    {
+        Some(loss) => {
+            loss.records = loss.records.saturating_add(records);
+            loss.frames = loss.frames.saturating_add(frames);
+        }
+        None => out.push(Loss {
+            source,
+            reason,
+            records,
+            frames,
+        }),
+    }
+}
+
+fn sort_losses(losses: &mut [Loss]) {
+    losses.sort_by(|a, b| (a.source, &a.reason).cmp(&(b.source, &b.reason)));
+}
+
+/// Losses of a workspace's agents, of one session or all of them.
+async fn losses(
+    pool: &PgPool,
+    workspace_id: Uuid,
+    session: Option<&str>,
+) -> Result<Vec<Loss>, StoreError> {
+    let ctx = "reading losses";
+    let rows = sqlx::query(
+        "SELECT l.source, l.reason, l.records, l.frames FROM losses l \
+         JOIN agents a ON a.id = l.agent_id JOIN workspaces w ON w.id = a.workspace_id \
+         WHERE w.uuid = $1 AND ($2::text IS NULL OR l.session_id = $2)",
+    )
+    .bind(workspace_id)
+    .bind(session.map(encode))
+    .fetch_all(pool)
+    .await
+    .map_err(db(ctx))?;
+    let mut out = Vec::new();
+    for row in &rows {
+        let source: String = col(row, 0, ctx)?;
+        let source = LossSource::parse(&source)
+            .ok_or_else(|| StoreError::Corrupt(format!("loss source {source:?}")))?;
+        add_loss(
+            &mut out,
+            source,
+            decode(col(row, 1, ctx)?),
+            count_from_sql(col(row, 2, ctx)?),
+            count_from_sql(col(row, 3, ctx)?),
+        );
+    }
+    sort_losses(&mut out);
+    Ok(out)
+}
+
+pub(super) async fn workspace_losses(
+    pool: &PgPool,
+    workspace_id: Uuid,
+) -> Result<Vec<Loss>, StoreError> {
+    losses(pool, workspace_id, None).await
+}
+
+/// One row about a session over a workspace's agents: live records (each
+/// count can use its partial index), then what the `sessions` rows know.
+const SESSION_SUMMARY: &str = "WITH agent AS (SELECT a.id FROM agents a \
+        JOIN workspaces w ON w.id = a.workspace_id WHERE w.uuid = $1) \
+    SELECT \
+        (SELECT count(*) FROM records WHERE session_id = $2 \
+            AND agent_id IN (SELECT id FROM agent) AND NOT conflict), \
+        (SELECT min(sequence_number) FROM records WHERE session_id = $2 \
+            AND agent_id IN (SELECT id FROM agent) AND NOT conflict), \
+        (SELECT max(sequence_number) FROM records WHERE session_id = $2 \
+            AND agent_id IN (SELECT id FROM agent) AND NOT conflict), \
+        (SELECT count(*) FROM records WHERE session_id = $2 \
+            AND agent_id IN (SELECT id FROM agent) AND conflict), \
+        s.rows, s.final_seq, s.purged_records, s.purged_conflicts, s.purged_first, \
+        s.purged_last \
+    FROM (SELECT count(*) AS rows, max(final_sequence_number) AS final_seq, \
+            sum(purged_records)::bigint AS purged_records, \
+            sum(purged_conflicts)::bigint AS purged_conflicts, \
+            min(purged_first) AS purged_first, max(purged_last) AS purged_last \
+        FROM sessions WHERE session_id = $2 AND agent_id IN (SELECT id FROM agent)) s";
+
+pub(super) async fn session_summary(
+    pool: &PgPool,
+    workspace_id: Uuid,
+    session_id: &str,
+) -> Result<Option<SessionSummary>, StoreError> {
+    let ctx = "summarising a session";
+    let row = sqlx::query(SESSION_SUMMARY)
+        .bind(workspace_id)
+        .bind(encode(session_id))
+        .fetch_one(pool)
+        .await
+        .map_err(db(ctx))?;
+    let distinct = count_from_sql(col(&row, 0, ctx)?);
+    let first: Option<i32> = col(&row, 1, ctx)?;
+    let last: Option<i32> = col(&row, 2, ctx)?;
+    let conflicts = count_from_sql(col(&row, 3, ctx)?);
+    let session_rows: i64 = col(&row, 4, ctx)?;
+    let final_seq: Option<i64> = col(&row, 5, ctx)?;
+    let purged_records = count_from_sql(col::<Option<i64>>(&row, 6, ctx)?.unwrap_or(0));
+    let purged_conflicts = count_from_sql(col::<Option<i64>>(&row, 7, ctx)?.unwrap_or(0));
+    let purged_first: Option<i32> = col(&row, 8, ctx)?;
+    let purged_last: Option<i32> = col(&row, 9, ctx)?;
+    let losses = losses(pool, workspace_id, Some(session_id)).await?;
+
+    let seen = distinct > 0 || conflicts > 0 || session_rows > 0 || !losses.is_empty();
+    if !seen {
+        return Ok(None);
+    }
+    let distinct = distinct + purged_records;
+    let conflicts = conflicts + purged_conflicts;
+    Ok(Some(SessionSummary {
+        workspace_id,
+        session_id: session_id.to_owned(),
+        records: distinct + conflicts,
+        conflicts,
+        distinct_sequence_numbers: distinct,
+        first_sequence_number: [first, purged_first].into_iter().flatten().min(),
+        last_sequence_number: [last, purged_last].into_iter().flatten().max(),
+        final_sequence_number: final_seq,
+        losses,
+        purged: purged_records + purged_conflicts,
+    }))
+}
