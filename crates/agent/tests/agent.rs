@@ -899,3 +899,30 @@ async fn an_https_control_plane_is_trusted_with_the_given_ca() {
         .unwrap_err();
     assert_eq!(err.exit_code(), 2, "{err}");
 }
+
+#[tokio::test]
+async fn a_batch_the_control_plane_refuses_is_set_aside_and_counted() {
+    let cp = FakeControlPlane::start(TOKEN).await;
+    let dirs = dirs();
+    let agent = Agent::start(config(&cp, &dirs)).await;
+    cp.script([Action::Fail(tonic::Code::InvalidArgument)]);
+    send_records(&agent.socket, "s-refused", "refused.example", 1, 4).await;
+    cp.wait_until("the refusal was reported", |s| {
+        s.agent_drops("rejected_by_control_plane") == (4, 1)
+    })
+    .await;
+    let refused_id = cp.with(|s| {
+        assert!(s.records().is_empty());
+        s.calls[0].batches[0].batch_id.clone()
+    });
+    // Kept on disk, out of the spool.
+    let kept = dirs
+        .data
+        .join("rejected")
+        .join(format!("{refused_id}.binpb"));
+    let bytes = std::fs::read(&kept).unwrap();
+    let batch =
+        <warden_proto::wire::agentapi::Batch as prost::Message>::decode(bytes.as_slice()).unwrap();
+    assert_eq!(batch.logs.unwrap().logs.len(), 4);
+    assert!(agent.stop().await.drained);
+}

@@ -313,3 +313,18 @@ async fn bad_flags_are_usage_errors() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not http:// or https://"), "{stderr}");
 }
+
+#[tokio::test]
+async fn sigterm_is_passed_to_command_and_its_signal_becomes_the_exit_code() {
+    let cp = FakeControlPlane::start(TOKEN).await;
+    let dirs = dirs();
+    let mut agent = AgentProcess::spawn(&cp, &dirs, &dirs.data, &["sleep", "60"]);
+    agent.ready().await;
+    agent.terminate();
+    assert_eq!(
+        agent.exit().await,
+        Some(128 + 15),
+        "{}",
+        agent.seen.join("\n")
+    );
+}
