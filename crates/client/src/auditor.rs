@@ -95,6 +95,15 @@ impl Auditor {
         self.shared.sequencer.assigned()
     }
 
+    /// Records written to the agent's socket at least once so far: the live
+    /// size of [`Summary::sent`]. In plain mode with one producer, records
+    /// are written in sequence order, so this is also the first sequence
+    /// number not yet written (a test that kills the agent learns from it
+    /// which records a dead connection may have taken with it).
+    pub fn sent(&self) -> u64 {
+        self.shared.sent()
+    }
+
     /// Takes a record without ever waiting, whatever the overflow policy:
     /// when the queue is full the record is numbered, dropped and counted.
     /// Returns the record's sequence number.

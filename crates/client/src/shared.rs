@@ -19,6 +19,11 @@ pub(crate) struct Shared {
     queue_full: AtomicU64,
     queue_timeout: AtomicU64,
     rejected: AtomicU64,
+    /// How many distinct records were written to a socket so far (the size
+    /// of the summary's `sent` set, kept live for [`Auditor::sent`]).
+    ///
+    /// [`Auditor::sent`]: crate::Auditor::sent
+    sent: AtomicU64,
     /// Wakes a closing background task that waits for the last numbered
     /// record to be either received or counted as dropped.
     pub(crate) drop_counted: Notify,
@@ -39,6 +44,7 @@ impl Shared {
             queue_full: AtomicU64::new(0),
             queue_timeout: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
             drop_counted: Notify::new(),
         }
     }
@@ -66,5 +72,13 @@ impl Shared {
 
     pub(crate) fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_sent(&self, records: u64) {
+        self.sent.store(records, Ordering::Release);
+    }
+
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Acquire)
     }
 }

@@ -365,6 +365,7 @@ impl Worker {
                 link.names_session |= frame.names_session();
                 if let Kind::Logs { seqs, .. } = &frame.kind {
                     self.ledger.sent.extend_from(seqs);
+                    self.shared.set_sent(self.ledger.sent.len());
                 }
             }
         } else if let Some(frame) = self.outbox.take_written() {
@@ -372,6 +373,7 @@ impl Worker {
             match &frame.kind {
                 Kind::Logs { seqs, .. } => {
                     self.ledger.sent.extend_from(seqs);
+                    self.shared.set_sent(self.ledger.sent.len());
                     self.ledger.delivered.extend_from(seqs);
                 }
                 Kind::Status { is_final: true } => {

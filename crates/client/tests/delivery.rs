@@ -309,3 +309,25 @@ fn the_async_auditor_needs_a_runtime_to_start() {
     let result = Auditor::start(Config::new("/nonexistent/a.sock")).map(|_| ());
     assert_eq!(result, Err(warden_client::ConfigError::NoRuntime));
 }
+
+#[tokio::test]
+async fn the_live_sent_count_is_the_size_of_the_summary_sent_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.sock");
+    let mut config = Config::new(&path);
+    config.acknowledgements = AckPolicy::Off;
+    config.batch_max_records = 4;
+    // The socket does not exist yet: nothing can be written.
+    let auditor = Auditor::start(config).unwrap();
+    for i in 0..10 {
+        auditor.try_record(record(i)).unwrap();
+    }
+    assert_eq!(auditor.sent(), 0);
+    let mut agent = FakeAgent::start(&path, Script::reference());
+    let handle = auditor.clone();
+    let summary = auditor.close().await.unwrap();
+    assert!(summary.is_complete(), "{summary}");
+    assert_eq!(summary.sent.len(), 10);
+    assert_eq!(handle.sent(), 10);
+    assert_eq!(agent.until_final_status().await.stored(), all(10));
+}
