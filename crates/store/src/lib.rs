@@ -15,11 +15,13 @@
 
 mod convert;
 pub mod error;
+mod hosts;
 mod ingest;
 mod migrations;
 pub mod model;
 pub mod postgres;
 mod purge;
+mod sessions;
 pub mod sqlite;
 pub mod store;
 pub mod url;

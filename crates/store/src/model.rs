@@ -203,6 +203,12 @@ pub struct RecordQuery {
     pub until: Option<Timestamp>,
     /// URL contains this text (case-sensitive).
     pub url_contains: Option<String>,
+    /// The name of the agent that delivered the record.
+    pub agent_name: Option<String>,
+    /// The HTTP method, exactly (case-sensitive: it is kept as sent).
+    pub method: Option<String>,
+    /// Only records flagged as conflicting (`true`) or only the others.
+    pub conflict: Option<bool>,
     /// Only records with a greater id (a cursor for oldest-first pages and
     /// for following new records: ids grow in commit order).
     pub after_id: Option<RecordId>,
@@ -222,6 +228,9 @@ impl Default for RecordQuery {
             since: None,
             until: None,
             url_contains: None,
+            agent_name: None,
+            method: None,
+            conflict: None,
             after_id: None,
             before_id: None,
             order: Order::OldestFirst,
@@ -349,6 +358,136 @@ impl SessionSummary {
     pub fn unexplained(&self) -> u64 {
         self.missing().saturating_sub(self.reported_losses())
     }
+}
+
+/// A place in a session's sequence order: records sort by sequence number,
+/// then by id (a conflicting record shares its number with the record it
+/// conflicts with). A cursor for [`SessionRecordQuery`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SequencePosition {
+    pub sequence_number: i32,
+    pub id: RecordId,
+}
+
+impl SequencePosition {
+    /// Where `record` sits in its session's order.
+    pub fn of(record: &StoredRecord) -> SequencePosition {
+        SequencePosition {
+            sequence_number: record.sequence_number,
+            id: record.id,
+        }
+    }
+}
+
+/// The records of one session of a workspace, in sequence order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecordQuery {
+    pub workspace_id: Uuid,
+    pub session_id: String,
+    /// Only records after this position (the last one of the previous page).
+    pub after: Option<SequencePosition>,
+    pub limit: u32,
+}
+
+/// Consecutive sequence numbers, both ends included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SequenceRange {
+    pub first: i64,
+    pub last: i64,
+}
+
+impl SequenceRange {
+    /// How many numbers the range holds.
+    pub fn count(&self) -> u64 {
+        u64::try_from(self.last - self.first + 1).unwrap_or(0)
+    }
+}
+
+impl SessionSummary {
+    /// Every gap of the session as ranges: numbers from 0 up to the first one
+    /// stored, the `interior` gaps between stored numbers (what
+    /// [`Store::session_gaps`](crate::Store::session_gaps) returns), and
+    /// numbers after the last stored one up to the final one the client
+    /// reported. Their counts add up to [`missing`](Self::missing) unless
+    /// retention purged records of the session: purged numbers inside the
+    /// stored span show up as interior gaps.
+    pub fn gaps(&self, interior: &[SequenceRange]) -> Vec<SequenceRange> {
+        let mut gaps = Vec::with_capacity(interior.len() + 2);
+        let last_final = self.final_sequence_number.unwrap_or(-1);
+        match (self.first_sequence_number, self.last_sequence_number) {
+            (Some(first), Some(last)) => {
+                if first > 0 {
+                    gaps.push(SequenceRange {
+                        first: 0,
+                        last: i64::from(first) - 1,
+                    });
+                }
+                gaps.extend_from_slice(interior);
+                if last_final > i64::from(last) {
+                    gaps.push(SequenceRange {
+                        first: i64::from(last) + 1,
+                        last: last_final,
+                    });
+                }
+            }
+            _ if last_final >= 0 => gaps.push(SequenceRange {
+                first: 0,
+                last: last_final,
+            }),
+            _ => {}
+        }
+        gaps
+    }
+}
+
+/// A session of a workspace as listed: its summary and when it was active.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionActivity {
+    pub summary: SessionSummary,
+    /// Ids of the session's first and last stored records (`None` when none
+    /// is stored: only losses or a final status are known, or retention
+    /// purged them all).
+    pub first_record_id: Option<RecordId>,
+    pub last_record_id: Option<RecordId>,
+    /// Earliest and latest effective time of its stored records.
+    pub first_time: Option<Timestamp>,
+    pub last_time: Option<Timestamp>,
+}
+
+/// What [`Store::workspace_activity`](crate::Store::workspace_activity)
+/// counts: a workspace's records whose effective time is in a range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActivityQuery {
+    pub workspace_id: Uuid,
+    /// Effective time at or after this.
+    pub since: Option<Timestamp>,
+    /// Effective time before this.
+    pub until: Option<Timestamp>,
+    /// How many of the most denied hosts to return.
+    pub top_hosts: u32,
+}
+
+/// A workspace's records in a time range, counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkspaceActivity {
+    pub allowed: u64,
+    pub denied: u64,
+    /// Of allowed and denied, records flagged as conflicting.
+    pub conflicts: u64,
+    /// Earliest and latest effective time of those records.
+    pub first_time: Option<Timestamp>,
+    pub last_time: Option<Timestamp>,
+    /// The hosts of denied URLs, most denied first (ties by host).
+    pub top_denied_hosts: Vec<HostCount>,
+}
+
+/// Denied records of one host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostCount {
+    /// Lower-case host, without user info or port; the text before the
+    /// first `/` for a URL without a scheme.
+    pub host: String,
+    pub records: u64,
 }
 
 #[cfg(test)]

@@ -7,12 +7,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::StoreError;
 use crate::model::{
-    AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace, PurgeOutcome, RecordId,
-    RecordQuery, SessionSummary, StoredRecord, TokenHash, Workspace,
+    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace,
+    PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity, SessionRecordQuery,
+    SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
 };
 
 /// What store operations return. Boxed so that `dyn Store` works: the server
@@ -143,4 +145,38 @@ pub trait Store: Send + Sync + 'static {
     /// Every loss recorded for a workspace, summed over sessions, by source
     /// and reason.
     fn workspace_losses(&self, workspace_id: Uuid) -> StoreFuture<'_, Vec<Loss>>;
+
+    /// The records of one session of a workspace in sequence order (by
+    /// sequence number, then id), after the query's position.
+    fn session_records(&self, query: SessionRecordQuery) -> StoreFuture<'_, Vec<StoredRecord>>;
+
+    /// The gaps between the sequence numbers stored for a session (conflicts
+    /// aside), lowest first, at most `limit`. Numbers before the first
+    /// stored one and after the last are not included: see
+    /// [`SessionSummary::gaps`].
+    fn session_gaps<'a>(
+        &'a self,
+        workspace_id: Uuid,
+        session_id: &'a str,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<SequenceRange>>;
+
+    /// Every session known for a workspace (stored records, a final status
+    /// or losses), the most recently stored-to first.
+    fn sessions(&self, workspace_id: Uuid) -> StoreFuture<'_, Vec<SessionActivity>>;
+
+    /// A workspace's records in a time range, counted by decision, with the
+    /// most denied hosts.
+    fn workspace_activity(&self, query: ActivityQuery) -> StoreFuture<'_, WorkspaceActivity>;
+
+    /// The highest record id committed so far by any instance (`None` when
+    /// no record is stored). Every record with a lower id is committed and
+    /// visible to a query that starts after this returns.
+    fn last_record_id(&self) -> StoreFuture<'_, Option<RecordId>>;
+
+    /// Changes whenever this store instance commits new records: the value is
+    /// the highest id it committed so far (0 before the first). For waking
+    /// followers at once; records other instances (replicas) commit do not
+    /// show here.
+    fn local_commits(&self) -> watch::Receiver<RecordId>;
 }

@@ -21,6 +21,7 @@ mod purge;
 mod read;
 mod registry;
 mod replica;
+mod report;
 mod text;
 
 use std::collections::HashMap;
@@ -31,14 +32,15 @@ use std::time::Duration;
 use jiff::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Postgres, Row};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use crate::StoreError;
 use crate::migrations::{Step, migrator};
 use crate::model::{
-    AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace, PurgeOutcome, RecordId,
-    RecordQuery, SessionSummary, StoredRecord, TokenHash, Workspace,
+    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace,
+    PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity, SessionRecordQuery,
+    SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
 };
 use crate::store::{Store, StoreFuture};
 use replica::Liveness;
@@ -50,11 +52,18 @@ const POOL_SIZE: u32 = 10;
 /// How long a call waits for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
-const MIGRATIONS: &[Step] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[Step] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "query api",
+        include_str!("../../migrations/postgres/0002_query_api.sql"),
+    ),
+];
 
 /// Wraps a database error with what was being done; a closed pool is
 /// [`StoreError::Closed`].
@@ -84,6 +93,9 @@ pub struct PgStore {
     /// Agent UUID -> internal key; agents are never removed, so entries
     /// never go stale.
     agents: StdMutex<HashMap<Uuid, i64>>,
+    /// The highest record id this replica committed (see
+    /// [`Store::local_commits`]).
+    commits: watch::Sender<RecordId>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -126,6 +138,7 @@ impl PgStore {
             replica: liveness.replica(),
             liveness: Mutex::new(Some(liveness)),
             agents: StdMutex::new(HashMap::new()),
+            commits: watch::Sender::new(0),
         })
     }
 
@@ -238,9 +251,17 @@ impl Store for PgStore {
                 .agent_key(request.agent_id)
                 .await?
                 .ok_or(StoreError::UnknownAgent(request.agent_id))?;
-            ingest::commit(&self.pool, self.replica, agent, &request)
+            let outcome = ingest::commit(&self.pool, self.replica, agent, &request)
                 .await
-                .map_err(db("committing to the database"))
+                .map_err(db("committing to the database"))?;
+            if let Some(&last) = outcome.record_ids.iter().max() {
+                self.commits.send_if_modified(|seen| {
+                    let newer = last > *seen;
+                    *seen = (*seen).max(last);
+                    newer
+                });
+            }
+            Ok(outcome)
         })
     }
 
@@ -303,5 +324,39 @@ impl Store for PgStore {
 
     fn workspace_losses(&self, workspace_id: Uuid) -> StoreFuture<'_, Vec<Loss>> {
         Box::pin(read::workspace_losses(&self.pool, workspace_id))
+    }
+
+    fn session_records(&self, query: SessionRecordQuery) -> StoreFuture<'_, Vec<StoredRecord>> {
+        Box::pin(async move { read::session_records(&self.pool, &query).await })
+    }
+
+    fn session_gaps<'a>(
+        &'a self,
+        workspace_id: Uuid,
+        session_id: &'a str,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<SequenceRange>> {
+        Box::pin(report::session_gaps(
+            &self.pool,
+            workspace_id,
+            session_id,
+            limit,
+        ))
+    }
+
+    fn sessions(&self, workspace_id: Uuid) -> StoreFuture<'_, Vec<SessionActivity>> {
+        Box::pin(report::sessions(&self.pool, workspace_id))
+    }
+
+    fn workspace_activity(&self, query: ActivityQuery) -> StoreFuture<'_, WorkspaceActivity> {
+        Box::pin(async move { report::workspace_activity(&self.pool, &query).await })
+    }
+
+    fn last_record_id(&self) -> StoreFuture<'_, Option<RecordId>> {
+        Box::pin(report::last_record_id(&self.pool))
+    }
+
+    fn local_commits(&self) -> watch::Receiver<RecordId> {
+        self.commits.subscribe()
     }
 }

@@ -9,7 +9,10 @@ use super::text::{decode, decode_opt, encode};
 use super::{col, db};
 use crate::StoreError;
 use crate::convert::{count_from_sql, event_time, from_nanos, nanos, received_at};
-use crate::model::{Loss, LossSource, Order, RecordId, RecordQuery, SessionSummary, StoredRecord};
+use crate::model::{
+    Loss, LossSource, Order, RecordId, RecordQuery, SequencePosition, SessionRecordQuery,
+    SessionSummary, StoredRecord,
+};
 
 /// Columns [`record_from_row`] reads; `r` records, `b` batches, `a` agents,
 /// `w` workspaces.
@@ -108,10 +111,59 @@ impl Filter {
     }
 }
 
+/// The internal keys of the agents a query's workspace, owner and agent name
+/// filters allow; `None` when the query has none of them (any agent).
+/// Deleted workspaces' agents count: their records stay.
+async fn matching_agents(
+    pool: &PgPool,
+    query: &RecordQuery,
+) -> Result<Option<Vec<i64>>, StoreError> {
+    if query.workspace_id.is_none() && query.owner.is_none() && query.agent_name.is_none() {
+        return Ok(None);
+    }
+    let ctx = "finding the agents a query names";
+    let rows = sqlx::query(
+        "SELECT a.id FROM agents a JOIN workspaces w ON w.id = a.workspace_id \
+         WHERE ($1::uuid IS NULL OR w.uuid = $1) AND ($2::text IS NULL OR w.owner = $2) \
+         AND ($3::text IS NULL OR a.name = $3) ORDER BY a.id",
+    )
+    .bind(query.workspace_id)
+    .bind(query.owner.as_deref().map(encode))
+    .bind(query.agent_name.as_deref().map(encode))
+    .fetch_all(pool)
+    .await
+    .map_err(db(ctx))?;
+    rows.iter()
+        .map(|row| col(row, 0, ctx))
+        .collect::<Result<Vec<i64>, _>>()
+        .map(Some)
+}
+
+/// The internal keys of a workspace's agents (deleted ones too).
+pub(super) async fn agent_keys(pool: &PgPool, workspace_id: Uuid) -> Result<Vec<i64>, StoreError> {
+    let ctx = "finding a workspace's agent";
+    let rows = sqlx::query(
+        "SELECT a.id FROM agents a JOIN workspaces w ON w.id = a.workspace_id \
+         WHERE w.uuid = $1 ORDER BY a.id",
+    )
+    .bind(workspace_id)
+    .fetch_all(pool)
+    .await
+    .map_err(db(ctx))?;
+    rows.iter().map(|row| col(row, 0, ctx)).collect()
+}
+
 pub(super) async fn records(
     pool: &PgPool,
     query: &RecordQuery,
 ) -> Result<Vec<StoredRecord>, StoreError> {
+    // The workspace, owner and agent filters are resolved to agent keys
+    // first: with one agent (a workspace) the query becomes
+    // `agent_id = $n`, which the (agent_id, id) indexes serve in id order.
+    let agents = matching_agents(pool, query).await?;
+    if agents.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(Vec::new());
+    }
     let mut f = Filter {
         sql: String::from(concat!(
             record_columns!(),
@@ -122,30 +174,24 @@ pub(super) async fn records(
         args: PgArguments::default(),
         count: 0,
     };
-    // The workspace and owner filters go through the agent key, so that the
-    // (agent_id, id) index serves them.
-    if let Some(id) = query.workspace_id {
-        f.push(
-            " AND r.agent_id IN (SELECT a2.id FROM agents a2 \
-             JOIN workspaces w2 ON w2.id = a2.workspace_id WHERE w2.uuid = $)",
-            id,
-        )?;
-    }
-    if let Some(owner) = &query.owner {
-        f.push(
-            " AND r.agent_id IN (SELECT a2.id FROM agents a2 \
-             JOIN workspaces w2 ON w2.id = a2.workspace_id WHERE w2.owner = $)",
-            encode(owner).into_owned(),
-        )?;
+    match agents {
+        Some(keys) if keys.len() == 1 => f.push(" AND r.agent_id = $", keys[0])?,
+        Some(keys) => f.push(" AND r.agent_id = ANY($)", keys)?,
+        None => {}
     }
     if let Some(session) = &query.session_id {
         f.push(" AND r.session_id = $", encode(session).into_owned())?;
     }
-    // A literal rather than a parameter, so the partial index on denials
-    // applies whatever plan PostgreSQL caches.
+    // Literals rather than parameters, so the partial indexes on denials
+    // apply whatever plan PostgreSQL caches.
     match query.decision {
         Some(Decision::Allow) => f.sql.push_str(" AND r.allowed"),
         Some(Decision::Deny) => f.sql.push_str(" AND NOT r.allowed"),
+        None => {}
+    }
+    match query.conflict {
+        Some(true) => f.sql.push_str(" AND r.conflict"),
+        Some(false) => f.sql.push_str(" AND NOT r.conflict"),
         None => {}
     }
     if let Some(since) = query.since {
@@ -156,6 +202,9 @@ pub(super) async fn records(
     }
     if let Some(text) = &query.url_contains {
         f.push(" AND strpos(r.url, $) > 0", encode(text).into_owned())?;
+    }
+    if let Some(method) = &query.method {
+        f.push(" AND r.method = $", encode(method).into_owned())?;
     }
     if let Some(after) = query.after_id {
         f.push(" AND r.id > $", after)?;
@@ -175,6 +224,48 @@ pub(super) async fn records(
         .await
         .map_err(db("querying records"))?;
     rows.iter().map(record_from_row).collect()
+}
+
+/// One session's records in sequence order. Conflict rows and the others
+/// are read apart, so that each read walks its partial index
+/// (`(session_id, agent_id, sequence_number)`) in order, then merged.
+pub(super) async fn session_records(
+    pool: &PgPool,
+    query: &SessionRecordQuery,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let agents = agent_keys(pool, query.workspace_id).await?;
+    if agents.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (seq, id) = query
+        .after
+        .map_or((i32::MIN, i64::MIN), |p| (p.sequence_number, p.id));
+    let mut out = Vec::new();
+    for conflict in ["NOT r.conflict", "r.conflict"] {
+        let sql = format!(
+            "{} FROM records r {} WHERE r.session_id = $1 AND r.agent_id = ANY($2) AND {conflict} \
+             AND (r.sequence_number, r.id) > ($3, $4) \
+             ORDER BY r.sequence_number, r.id LIMIT $5",
+            record_columns!(),
+            record_joins!()
+        );
+        // Only fixed fragments and numbered placeholders; every value is bound.
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(encode(&query.session_id))
+            .bind(&agents)
+            .bind(seq)
+            .bind(id)
+            .bind(i64::from(query.limit))
+            .fetch_all(pool)
+            .await
+            .map_err(db("reading a session's records"))?;
+        for row in &rows {
+            out.push(record_from_row(row)?);
+        }
+    }
+    out.sort_by_key(SequencePosition::of);
+    out.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
+    Ok(out)
 }
 
 /// Adds into `out`, summing (saturating) equal (source, reason) pairs.

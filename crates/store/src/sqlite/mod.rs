@@ -16,6 +16,7 @@ mod ingest;
 mod purge;
 mod read;
 mod registry;
+mod report;
 mod sql;
 mod writer;
 
@@ -29,14 +30,15 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::StoreError;
 use crate::migrations::{Step, migrator};
 use crate::model::{
-    AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace, PurgeOutcome, RecordId,
-    RecordQuery, SessionSummary, StoredRecord, TokenHash, Workspace,
+    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace,
+    PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity, SessionRecordQuery,
+    SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
 };
 use crate::store::{Store, StoreFuture};
 use writer::{Job, Writer};
@@ -60,6 +62,11 @@ const MIGRATIONS: &[Step] = &[
         "queries and retention",
         include_str!("../../migrations/sqlite/0002_queries_and_retention.sql"),
     ),
+    (
+        3,
+        "query api",
+        include_str!("../../migrations/sqlite/0003_query_api.sql"),
+    ),
 ];
 
 /// The SQLite [`Store`].
@@ -67,6 +74,9 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Option<SqliteConnection>>>,
     jobs: mpsc::Sender<Job>,
     readers: SqlitePool,
+    /// The highest record id this store committed (see
+    /// [`Store::local_commits`]).
+    commits: watch::Sender<RecordId>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -116,6 +126,7 @@ impl SqliteStore {
             writer,
             jobs,
             readers,
+            commits: watch::Sender::new(0),
         })
     }
 
@@ -244,7 +255,17 @@ impl Store for SqliteStore {
     }
 
     fn ingest(&self, request: Arc<IngestRequest>) -> StoreFuture<'_, IngestOutcome> {
-        Box::pin(async move { self.submit(|reply| Job::Ingest(request, reply)).await })
+        Box::pin(async move {
+            let outcome = self.submit(|reply| Job::Ingest(request, reply)).await?;
+            if let Some(&last) = outcome.record_ids.iter().max() {
+                self.commits.send_if_modified(|seen| {
+                    let newer = last > *seen;
+                    *seen = (*seen).max(last);
+                    newer
+                });
+            }
+            Ok(outcome)
+        })
     }
 
     fn unprinted_records(
@@ -293,5 +314,36 @@ impl Store for SqliteStore {
         Box::pin(
             async move { read::workspace_losses(&mut *self.read().await?, workspace_id).await },
         )
+    }
+
+    fn session_records(&self, query: SessionRecordQuery) -> StoreFuture<'_, Vec<StoredRecord>> {
+        Box::pin(async move { read::session_records(&mut *self.read().await?, &query).await })
+    }
+
+    fn session_gaps<'a>(
+        &'a self,
+        workspace_id: Uuid,
+        session_id: &'a str,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<SequenceRange>> {
+        Box::pin(async move {
+            report::session_gaps(&mut *self.read().await?, workspace_id, session_id, limit).await
+        })
+    }
+
+    fn sessions(&self, workspace_id: Uuid) -> StoreFuture<'_, Vec<SessionActivity>> {
+        Box::pin(async move { report::sessions(&mut *self.read().await?, workspace_id).await })
+    }
+
+    fn workspace_activity(&self, query: ActivityQuery) -> StoreFuture<'_, WorkspaceActivity> {
+        Box::pin(async move { report::workspace_activity(&mut *self.read().await?, &query).await })
+    }
+
+    fn last_record_id(&self) -> StoreFuture<'_, Option<RecordId>> {
+        Box::pin(async move { report::last_record_id(&mut *self.read().await?).await })
+    }
+
+    fn local_commits(&self) -> watch::Receiver<RecordId> {
+        self.commits.subscribe()
     }
 }

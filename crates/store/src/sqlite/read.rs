@@ -7,7 +7,10 @@ use warden_proto::domain::{Decision, Peer};
 
 use crate::StoreError;
 use crate::convert::{count_from_sql, event_time, from_nanos, nanos, received_at, uuid};
-use crate::model::{Loss, LossSource, Order, RecordId, RecordQuery, SessionSummary, StoredRecord};
+use crate::model::{
+    Loss, LossSource, Order, RecordId, RecordQuery, SequencePosition, SessionRecordQuery,
+    SessionSummary, StoredRecord,
+};
 
 /// Columns [`record_from_row`] reads; `r` records, `b` batches, `a` agents,
 /// `w` workspaces.
@@ -86,38 +89,97 @@ pub(super) async fn unprinted(
     rows.iter().map(record_from_row).collect()
 }
 
+/// The internal keys of the agents a query's workspace, owner and agent name
+/// filters allow; `None` when the query has none of them (any agent).
+/// Deleted workspaces' agents count: their records stay.
+async fn matching_agents(
+    conn: &mut SqliteConnection,
+    query: &RecordQuery,
+) -> Result<Option<Vec<i64>>, StoreError> {
+    if query.workspace_id.is_none() && query.owner.is_none() && query.agent_name.is_none() {
+        return Ok(None);
+    }
+    let mut sql = String::from(
+        "SELECT a.id FROM agents a JOIN workspaces w ON w.id = a.workspace_id WHERE true",
+    );
+    if query.workspace_id.is_some() {
+        sql.push_str(" AND w.uuid = ?");
+    }
+    if query.owner.is_some() {
+        sql.push_str(" AND w.owner = ?");
+    }
+    if query.agent_name.is_some() {
+        sql.push_str(" AND a.name = ?");
+    }
+    sql.push_str(" ORDER BY a.id");
+    // Only fixed fragments above; every value is bound, in the same order.
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    if let Some(id) = query.workspace_id {
+        q = q.bind(id.as_bytes().to_vec());
+    }
+    if let Some(owner) = &query.owner {
+        q = q.bind(owner.clone());
+    }
+    if let Some(name) = &query.agent_name {
+        q = q.bind(name.clone());
+    }
+    let rows = q
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("finding the agents a query names"))?;
+    rows.iter()
+        .map(|row| {
+            row.try_get(0)
+                .map_err(db("finding the agents a query names"))
+        })
+        .collect::<Result<Vec<i64>, _>>()
+        .map(Some)
+}
+
+/// `?, ?, ...` for `n` values.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
 pub(super) async fn records(
     conn: &mut SqliteConnection,
     query: &RecordQuery,
 ) -> Result<Vec<StoredRecord>, StoreError> {
+    // The workspace, owner and agent filters are resolved to agent keys
+    // first: with one agent (a workspace) the query becomes `agent_id = ?`,
+    // which the (agent_id, id) indexes serve in id order without sorting.
+    let agents = matching_agents(conn, query).await?;
+    if agents.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(Vec::new());
+    }
     let mut sql = String::from(concat!(
         record_columns!(),
         "FROM records r",
         record_joins!(),
         "WHERE true"
     ));
-    // The workspace and owner filters go through the agent key, so that the
-    // (agent_id, id) index serves them.
-    if query.workspace_id.is_some() {
-        sql.push_str(
-            " AND r.agent_id IN (SELECT a2.id FROM agents a2 \
-             JOIN workspaces w2 ON w2.id = a2.workspace_id WHERE w2.uuid = ?)",
-        );
-    }
-    if query.owner.is_some() {
-        sql.push_str(
-            " AND r.agent_id IN (SELECT a2.id FROM agents a2 \
-             JOIN workspaces w2 ON w2.id = a2.workspace_id WHERE w2.owner = ?)",
-        );
+    match agents.as_deref() {
+        Some([_]) => sql.push_str(" AND r.agent_id = ?"),
+        Some(keys) => {
+            sql.push_str(" AND r.agent_id IN (");
+            sql.push_str(&placeholders(keys.len()));
+            sql.push(')');
+        }
+        None => {}
     }
     if query.session_id.is_some() {
         sql.push_str(" AND r.session_id = ?");
     }
-    // A literal rather than a parameter, so the partial index on denials
-    // applies.
+    // Literals rather than parameters, so the partial indexes on denials
+    // apply.
     match query.decision {
         Some(Decision::Allow) => sql.push_str(" AND r.allowed = 1"),
         Some(Decision::Deny) => sql.push_str(" AND r.allowed = 0"),
+        None => {}
+    }
+    match query.conflict {
+        Some(true) => sql.push_str(" AND r.conflict = 1"),
+        Some(false) => sql.push_str(" AND r.conflict = 0"),
         None => {}
     }
     if query.since.is_some() {
@@ -131,6 +193,9 @@ pub(super) async fn records(
         // _ as wildcards.
         sql.push_str(" AND instr(r.url, ?) > 0");
     }
+    if query.method.is_some() {
+        sql.push_str(" AND r.method = ?");
+    }
     if query.after_id.is_some() {
         sql.push_str(" AND r.id > ?");
     }
@@ -143,11 +208,8 @@ pub(super) async fn records(
     });
     // Only fixed fragments above; every value is bound, in the same order.
     let mut q = sqlx::query(AssertSqlSafe(sql));
-    if let Some(id) = query.workspace_id {
-        q = q.bind(id.as_bytes().to_vec());
-    }
-    if let Some(owner) = &query.owner {
-        q = q.bind(owner.clone());
+    for key in agents.iter().flatten() {
+        q = q.bind(*key);
     }
     if let Some(session) = &query.session_id {
         q = q.bind(session.clone());
@@ -160,6 +222,9 @@ pub(super) async fn records(
     }
     if let Some(text) = &query.url_contains {
         q = q.bind(text.clone());
+    }
+    if let Some(method) = &query.method {
+        q = q.bind(method.clone());
     }
     if let Some(after) = query.after_id {
         q = q.bind(after);
@@ -175,8 +240,49 @@ pub(super) async fn records(
     rows.iter().map(record_from_row).collect()
 }
 
+/// One session's records in sequence order. Conflict rows and the others
+/// are read apart, so that each read walks its partial index in order
+/// (`(agent_id, session_id, sequence_number)`, rowid last), then merged.
+pub(super) async fn session_records(
+    conn: &mut SqliteConnection,
+    query: &SessionRecordQuery,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let (seq, id) = query
+        .after
+        .map_or((i32::MIN, i64::MIN), |p| (p.sequence_number, p.id));
+    let mut out = Vec::new();
+    for agent in agent_keys(conn, query.workspace_id).await? {
+        for conflict in ["0", "1"] {
+            let sql = format!(
+                "{} FROM records r {} WHERE r.agent_id = ? AND r.session_id = ? \
+                 AND r.conflict = {conflict} \
+                 AND (r.sequence_number, r.id) > (?, ?) \
+                 ORDER BY r.sequence_number, r.id LIMIT ?",
+                record_columns!(),
+                record_joins!()
+            );
+            // Only fixed fragments above; every value is bound.
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(agent)
+                .bind(&query.session_id)
+                .bind(seq)
+                .bind(id)
+                .bind(i64::from(query.limit))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db("reading a session's records"))?;
+            for row in &rows {
+                out.push(record_from_row(row)?);
+            }
+        }
+    }
+    out.sort_by_key(SequencePosition::of);
+    out.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
+    Ok(out)
+}
+
 /// Internal keys of the agents of a workspace (one today; deleted ones too).
-async fn agent_keys(
+pub(super) async fn agent_keys(
     conn: &mut SqliteConnection,
     workspace_id: Uuid,
 ) -> Result<Vec<i64>, StoreError> {

@@ -8,9 +8,11 @@
 #![allow(dead_code)]
 
 mod queries;
+mod reports;
 mod retention;
 
 pub use queries::*;
+pub use reports::*;
 pub use retention::*;
 
 use std::collections::HashSet;
@@ -66,6 +68,12 @@ macro_rules! suite {
             purge_works_in_bounded_passes,
             purge_keeps_session_summaries_and_losses,
             purge_never_hands_an_id_out_again,
+            record_queries_filter_by_agent_method_and_conflict,
+            session_records_come_in_sequence_order_in_pages,
+            session_gaps_are_reported_as_ranges,
+            sessions_are_listed_most_recent_first,
+            workspace_activity_counts_a_time_range,
+            the_last_record_id_and_local_commits_follow_ingest,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
