@@ -107,11 +107,13 @@ impl IngestTx for SqliteIngest<'_> {
     ) -> Result<Vec<(i32, Content)>, sqlx::Error> {
         let mut known = Vec::new();
         for chunk in sequence_numbers.chunks(MAX_ROWS) {
-            let mut query = sqlx::query(AssertSqlSafe(self.sql.stored_contents(chunk.len())))
-                .bind(agent)
-                .bind(session);
-            for &seq in chunk {
-                query = query.bind(seq);
+            let mut query = sqlx::query(AssertSqlSafe(self.sql.stored_contents(chunk.len())));
+            // The statement has two halves, each with its own parameters.
+            for _ in 0..2 {
+                query = query.bind(agent).bind(session);
+                for &seq in chunk {
+                    query = query.bind(seq);
+                }
             }
             for row in query.fetch_all(&mut *self.conn).await? {
                 let content = Content {
