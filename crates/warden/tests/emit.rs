@@ -106,7 +106,7 @@ fn emit(args: &[&str], env_socket: Option<&Path>, stdin: String) -> Output {
 }
 
 fn line(i: usize) -> String {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!(
             r#"{{"allowed": true, "method": "GET", "url": "https://github.com/{i}", "rule": "domain=github.com", "time": "2025-12-08T20:58:46Z"}}"#
         )
