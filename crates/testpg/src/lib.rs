@@ -46,13 +46,41 @@ pub struct TestPg {
     _cluster: Option<Cluster>,
 }
 
+/// How a private cluster trades safety for speed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// No fsync, asynchronous commit: fast, for tests (a crash of the test
+    /// machine loses nothing that matters).
+    Fast,
+    /// What a production server runs with (fsync, synchronous commit, full
+    /// page writes), with room for bulk loads (512 MB shared buffers, 4 GB
+    /// of WAL between checkpoints): for benches.
+    Durable,
+}
+
+impl Durability {
+    fn server_options(self) -> &'static str {
+        match self {
+            Durability::Fast => "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            Durability::Durable => "-c shared_buffers=512MB -c max_wal_size=4GB",
+        }
+    }
+}
+
 impl TestPg {
-    /// A new empty database on the shared server or on a private cluster.
+    /// A new empty database on the shared server or on a private, fast
+    /// ([`Durability::Fast`]) cluster.
     pub fn start() -> Result<TestPg, TestPgError> {
+        TestPg::start_with(Durability::Fast)
+    }
+
+    /// A new empty database on the shared server (whatever its settings) or
+    /// on a private cluster with the given durability.
+    pub fn start_with(durability: Durability) -> Result<TestPg, TestPgError> {
         let (server_url, cluster) = match std::env::var(SHARED_SERVER_ENV) {
             Ok(url) if !url.is_empty() => (url.trim_end_matches('/').to_owned(), None),
             _ => {
-                let cluster = Cluster::start()?;
+                let cluster = Cluster::start(durability)?;
                 (cluster.server_url(), Some(cluster))
             }
         };
@@ -103,7 +131,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start() -> Result<Cluster, TestPgError> {
+    fn start(durability: Durability) -> Result<Cluster, TestPgError> {
         let bin = bin_dir()?;
         let root = tempfile::Builder::new()
             .prefix("warden-pg-")
@@ -142,8 +170,9 @@ impl Cluster {
         for _ in 0..5 {
             let port = free_port()?;
             let options = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                socket_dir.display()
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 {}",
+                socket_dir.display(),
+                durability.server_options()
             );
             let out = run(as_user_cmd(as_user, &bin.join("pg_ctl"))
                 .args(["-w", "-t", "60", "-D"])

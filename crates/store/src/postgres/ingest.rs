@@ -14,20 +14,25 @@
 //! The price: ingest transactions do not overlap, so write throughput is that
 //! of one transaction stream (replicas add availability, not ingest
 //! capacity), and the commit's WAL flush is inside the lock. Each transaction
-//! is made cheap instead: one round trip per batch for the common case (the
-//! batch row, then all its records and their outbox rows in one statement,
-//! `UNNEST` of column arrays), no foreign-key triggers on the hot tables.
+//! is made cheap instead: `BEGIN` and the lock in one round trip; per batch
+//! the batch row, one range read of the session's stored keys, then all its
+//! records, their outbox run and the batch's id range in one statement
+//! (`UNNEST` of column arrays); no foreign-key triggers on the hot tables.
 //! The alternative, a second commit-ordered position assigned at commit time,
 //! lets inserts overlap but costs a second write of every record (an UPDATE
 //! under the same kind of lock) or a log table to join on every read.
 //!
-//! Concurrency of the same records through two replicas needs no lock of its
-//! own: batch ids and session keys are unique indexes, inserts skip what
-//! exists (`ON CONFLICT DO NOTHING`, which waits for a concurrent insert of
-//! the same key to commit or abort), and duplicates are classified by
-//! re-reading what is stored. The lock only makes those waits rarer.
+//! The lock also serializes the same records arriving through two replicas at
+//! once: the second transaction starts after the first committed and sees its
+//! rows. So a plain read of the session keys before the insert is exact, and
+//! the insert needs no `ON CONFLICT` (whose speculative insertion costs about
+//! half as much again per row); duplicates are classified by re-reading what
+//! is stored. The unique indexes on batch ids and session keys stay as the
+//! backstop, and the batch row keeps its `ON CONFLICT DO NOTHING` (one row
+//! per batch).
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
@@ -39,8 +44,9 @@ use crate::convert::{count_to_sql, event_parts, occurred_nanos};
 use crate::ingest::{Content, IngestTx, Target, ingest};
 use crate::model::{IngestOutcome, IngestRequest, LossSource, RecordId};
 
-/// The key of the commit lock (single-key form): "WDCOMMIT".
-const COMMIT_LOCK: i64 = 0x5744_434f_4d4d_4954;
+/// Starts an ingest transaction holding the commit lock, in one round trip.
+/// The key (single-key form) is 0x5744434f4d4d4954, "WDCOMMIT".
+const BEGIN_LOCKED: &str = "BEGIN; SELECT pg_advisory_xact_lock(6288224987594443092)";
 
 const INSERT_BATCH: &str = "INSERT INTO batches (agent_id, uuid, received_secs, received_nanos, \
     committed_at, session_id, process, peer_uid, peer_gid, peer_pid, peer_comm, peer_exe) \
@@ -48,7 +54,9 @@ const INSERT_BATCH: &str = "INSERT INTO batches (agent_id, uuid, received_secs, 
     ON CONFLICT (agent_id, uuid) DO NOTHING RETURNING id";
 
 /// Records of one batch from column arrays, in array order (so ids follow
-/// batch order), with their outbox rows; returns what went in.
+/// batch order), with their outbox runs and the batch's id range; returns
+/// what went in. A plain insert: the caller has left out the session keys
+/// that are taken (see [`TAKEN_RANGE`]).
 const INSERT_RECORDS: &str = "WITH inserted AS ( \
         INSERT INTO records (batch_id, agent_id, session_id, conflict, sequence_number, \
             event_secs, event_nanos, occurred_ns, allowed, method, url, matched_rule) \
@@ -58,13 +66,32 @@ const INSERT_RECORDS: &str = "WITH inserted AS ( \
             $10::text[], $11::text[], $12::text[]) \
             WITH ORDINALITY AS u(seq, secs, nanos, occurred, allowed, method, url, rule, ord) \
         ORDER BY u.ord \
-        ON CONFLICT (session_id, agent_id, sequence_number) \
-            WHERE session_id IS NOT NULL AND NOT conflict DO NOTHING \
         RETURNING id, sequence_number \
+    ), runs AS ( \
+        SELECT min(id) AS first_id, max(id) AS last_id \
+        FROM (SELECT id, id - row_number() OVER (ORDER BY id) AS run FROM inserted) AS numbered \
+        GROUP BY run \
     ), lines AS ( \
-        INSERT INTO line_outbox (record_id, replica) SELECT id, $13 FROM inserted \
+        INSERT INTO line_outbox (first_id, last_id, replica) \
+        SELECT first_id, last_id, $13 FROM runs \
+    ), batch AS ( \
+        UPDATE batches SET first_record = LEAST(first_record, (SELECT min(id) FROM inserted)), \
+            last_record = GREATEST(last_record, (SELECT max(id) FROM inserted)) \
+        WHERE id = $1 \
     ) \
     SELECT id, sequence_number FROM inserted ORDER BY id";
+
+/// Stored (non-conflict) session keys among a range of sequence numbers:
+/// one index range scan, where `= ANY` would descend the index once per
+/// number. Exact because the caller holds the commit lock: no other
+/// transaction inserts records meanwhile.
+const TAKEN_RANGE: &str = "SELECT sequence_number FROM records \
+    WHERE session_id = $1 AND agent_id = $2 AND sequence_number BETWEEN $3 AND $4 \
+    AND NOT conflict";
+
+/// [`TAKEN_RANGE`] for numbers too sparse for a range scan.
+const TAKEN_LIST: &str = "SELECT sequence_number FROM records \
+    WHERE session_id = $1 AND agent_id = $2 AND sequence_number = ANY($3) AND NOT conflict";
 
 /// Two halves so each can use its partial index.
 const STORED_CONTENTS: &str = "SELECT r.sequence_number, r.allowed, r.method, r.url, \
@@ -90,36 +117,70 @@ const SET_FINAL_SEQUENCE: &str = "INSERT INTO sessions (agent_id, session_id, \
     final_sequence_number) VALUES ($1, $2, $3) ON CONFLICT (agent_id, session_id) \
     DO UPDATE SET final_sequence_number = excluded.final_sequence_number";
 
-/// Commits one request's batches for the agent with internal key `agent`,
-/// their lines owned by `replica`.
+/// Commits the requests (each with its agent's internal key) in one
+/// transaction, their lines owned by `replica`; one outcome per request, as
+/// if they had been committed one after the other.
 pub(super) async fn commit(
     pool: &PgPool,
     replica: i32,
-    agent: i64,
-    request: &IngestRequest,
-) -> Result<IngestOutcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(COMMIT_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    let outcome = ingest(
-        &mut PgIngest {
-            conn: &mut tx,
-            replica,
-        },
-        agent,
-        request,
-    )
-    .await?;
+    requests: &[(i64, &IngestRequest)],
+) -> Result<Vec<IngestOutcome>, sqlx::Error> {
+    let mut tx = pool.begin_with(BEGIN_LOCKED).await?;
+    let mut statements = PgIngest {
+        conn: &mut tx,
+        replica,
+    };
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for (agent, request) in requests {
+        outcomes.push(ingest(&mut statements, *agent, request).await?);
+    }
     tx.commit().await?;
-    Ok(outcome)
+    Ok(outcomes)
 }
 
 /// A connection inside an ingest transaction.
 struct PgIngest<'a> {
     conn: &'a mut PgConnection,
     replica: i32,
+}
+
+impl PgIngest<'_> {
+    /// The sequence numbers of `records[indexes]` that the session has
+    /// stored already.
+    async fn taken(
+        &mut self,
+        agent: i64,
+        session: &str,
+        records: &[AuditRecord],
+        indexes: &[usize],
+    ) -> Result<HashSet<i32>, sqlx::Error> {
+        let seqs: Vec<i32> = indexes
+            .iter()
+            .map(|&i| records[i].sequence_number)
+            .collect();
+        let (Some(&low), Some(&high)) = (seqs.iter().min(), seqs.iter().max()) else {
+            return Ok(HashSet::new());
+        };
+        let span = u64::try_from(i64::from(high) - i64::from(low)).unwrap_or(u64::MAX);
+        let query = if span <= 4 * seqs.len() as u64 + 64 {
+            sqlx::query(TAKEN_RANGE)
+                .bind(encode(session))
+                .bind(agent)
+                .bind(low)
+                .bind(high)
+        } else {
+            sqlx::query(TAKEN_LIST)
+                .bind(encode(session))
+                .bind(agent)
+                .bind(seqs)
+        };
+        query
+            .fetch_all(&mut *self.conn)
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect()
+    }
 }
 
 impl IngestTx for PgIngest<'_> {
@@ -157,6 +218,18 @@ impl IngestTx for PgIngest<'_> {
         records: &[AuditRecord],
         indexes: &[usize],
     ) -> Result<Vec<(RecordId, i32)>, sqlx::Error> {
+        let mut indexes = indexes.to_vec();
+        if let (false, Some(session)) = (conflict, target.session) {
+            let taken = self.taken(target.agent, session, records, &indexes).await?;
+            let mut first = HashSet::new();
+            indexes.retain(|&i| {
+                let seq = records[i].sequence_number;
+                !taken.contains(&seq) && first.insert(seq)
+            });
+        }
+        if indexes.is_empty() {
+            return Ok(Vec::new());
+        }
         let n = indexes.len();
         let mut seq = Vec::with_capacity(n);
         let mut secs = Vec::with_capacity(n);
@@ -166,7 +239,7 @@ impl IngestTx for PgIngest<'_> {
         let mut method: Vec<Cow<'_, str>> = Vec::with_capacity(n);
         let mut url: Vec<Cow<'_, str>> = Vec::with_capacity(n);
         let mut rule: Vec<Cow<'_, str>> = Vec::with_capacity(n);
-        for &i in indexes {
+        for &i in &indexes {
             let record = &records[i];
             let (s, ns) = event_parts(record.event_time);
             seq.push(record.sequence_number);

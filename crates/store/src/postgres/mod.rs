@@ -11,12 +11,16 @@
 //!   records arriving through two replicas at once are stored once, with
 //!   neither a spurious conflict nor a unique-violation error.
 //! - Record ids grow in commit order: ingest transactions are serialized by a
-//!   transaction advisory lock ([`ingest`] explains the trade-off).
+//!   transaction advisory lock ([`ingest`] explains the trade-off); each
+//!   replica commits the calls that queue up meanwhile together
+//!   ([`committer`]).
 //! - Schema: `migrations/postgres`, embedded and applied at open under sqlx's
 //!   migration lock, so replicas starting together migrate once.
 //! - Text: NUL is escaped ([`text`]).
 
+mod committer;
 mod ingest;
+mod outbox;
 mod purge;
 mod read;
 mod registry;
@@ -43,6 +47,7 @@ use crate::model::{
     SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
 };
 use crate::store::{Store, StoreFuture};
+use committer::Committer;
 use replica::Liveness;
 
 /// Pooled connections per replica. Ingest transactions run one at a time
@@ -86,6 +91,8 @@ where
 /// database.
 pub struct PgStore {
     pool: PgPool,
+    /// This replica's group commit.
+    committer: Committer,
     /// This replica's number (see [`replica`]).
     replica: i32,
     /// Holds the replica lock; `None` once closed.
@@ -133,9 +140,11 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(db("connecting to the database"))?;
+        let replica = liveness.replica();
         Ok(PgStore {
+            committer: Committer::start(pool.clone(), replica),
             pool,
-            replica: liveness.replica(),
+            replica,
             liveness: Mutex::new(Some(liveness)),
             agents: StdMutex::new(HashMap::new()),
             commits: watch::Sender::new(0),
@@ -251,9 +260,10 @@ impl Store for PgStore {
                 .agent_key(request.agent_id)
                 .await?
                 .ok_or(StoreError::UnknownAgent(request.agent_id))?;
-            let outcome = ingest::commit(&self.pool, self.replica, agent, &request)
-                .await
-                .map_err(db("committing to the database"))?;
+            let outcome = match self.committer.ingest(agent, request).await {
+                Some(outcome) => outcome.map_err(db("committing to the database"))?,
+                None => return Err(StoreError::Closed),
+            };
             if let Some(&last) = outcome.record_ids.iter().max() {
                 self.commits.send_if_modified(|seen| {
                     let newer = last > *seen;
@@ -289,12 +299,10 @@ impl Store for PgStore {
             if ids.is_empty() {
                 return Ok(());
             }
-            sqlx::query("DELETE FROM line_outbox WHERE record_id = ANY($1)")
-                .bind(ids)
-                .execute(&self.pool)
-                .await
-                .map_err(db("noting printed lines"))?;
-            Ok(())
+            let ctx = "noting printed lines";
+            let mut tx = self.pool.begin().await.map_err(db(ctx))?;
+            outbox::remove(&mut tx, &ids).await.map_err(db(ctx))?;
+            tx.commit().await.map_err(db(ctx))
         })
     }
 

@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
 
+use super::outbox;
 use super::text::{decode_opt, encode};
 use crate::convert::count_to_sql;
 use crate::model::{PurgeOutcome, RecordId};
@@ -65,9 +66,13 @@ impl PurgeTx for PgPurge<'_> {
         batches: &[i64],
         limit: u32,
     ) -> Result<Vec<Doomed>, sqlx::Error> {
+        // By each batch's id range (see the batches table), checked against
+        // batch_id.
         let rows = sqlx::query(
-            "SELECT id, agent_id, session_id, sequence_number, conflict FROM records \
-             WHERE batch_id = ANY($1) ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            "SELECT r.id, r.agent_id, r.session_id, r.sequence_number, r.conflict \
+             FROM batches b JOIN records r \
+                ON r.id BETWEEN b.first_record AND b.last_record AND r.batch_id = b.id \
+             WHERE b.id = ANY($1) ORDER BY r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED",
         )
         .bind(batches)
         .bind(i64::from(limit))
@@ -87,18 +92,13 @@ impl PurgeTx for PgPurge<'_> {
     }
 
     async fn delete_records(&mut self, ids: &[RecordId]) -> Result<(u64, u64), sqlx::Error> {
-        let row = sqlx::query(
-            "WITH lines AS (DELETE FROM line_outbox WHERE record_id = ANY($1) RETURNING 1), \
-             gone AS (DELETE FROM records WHERE id = ANY($1) RETURNING 1) \
-             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM lines)",
-        )
-        .bind(ids)
-        .fetch_one(&mut *self.conn)
-        .await?;
-        let count = |i| -> Result<u64, sqlx::Error> {
-            Ok(u64::try_from(row.try_get::<i64, _>(i)?).unwrap_or(0))
-        };
-        Ok((count(0)?, count(1)?))
+        let lines = outbox::remove(self.conn, ids).await?;
+        let records = sqlx::query("DELETE FROM records WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&mut *self.conn)
+            .await?
+            .rows_affected();
+        Ok((records, lines))
     }
 
     async fn fold_session(
@@ -121,8 +121,8 @@ impl PurgeTx for PgPurge<'_> {
 
     async fn delete_empty_batches(&mut self, batches: &[i64]) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(
-            "DELETE FROM batches b WHERE b.id = ANY($1) \
-             AND NOT EXISTS (SELECT 1 FROM records r WHERE r.batch_id = b.id)",
+            "DELETE FROM batches b WHERE b.id = ANY($1) AND NOT EXISTS (SELECT 1 FROM records r \
+             WHERE r.id BETWEEN b.first_record AND b.last_record AND r.batch_id = b.id)",
         )
         .bind(batches)
         .execute(&mut *self.conn)

@@ -5,6 +5,7 @@ use sqlx::{Arguments, AssertSqlSafe};
 use uuid::Uuid;
 use warden_proto::domain::{Decision, Peer};
 
+use super::outbox;
 use super::text::{decode, decode_opt, encode};
 use super::{col, db};
 use crate::StoreError;
@@ -72,18 +73,24 @@ pub(super) async fn unprinted(
     after: Option<RecordId>,
     limit: u32,
 ) -> Result<Vec<StoredRecord>, StoreError> {
+    let ctx = "reading unprinted records";
+    let mut conn = pool.acquire().await.map_err(db(ctx))?;
+    let ids = outbox::due_ids(&mut conn, replica, after.unwrap_or(i64::MIN), limit)
+        .await
+        .map_err(db(ctx))?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let rows = sqlx::query(concat!(
         record_columns!(),
-        "FROM line_outbox o JOIN records r ON r.id = o.record_id",
+        "FROM records r",
         record_joins!(),
-        "WHERE o.replica = $1 AND o.record_id > $2 ORDER BY o.record_id LIMIT $3"
+        "WHERE r.id = ANY($1) ORDER BY r.id"
     ))
-    .bind(replica)
-    .bind(after.unwrap_or(i64::MIN))
-    .bind(i64::from(limit))
-    .fetch_all(pool)
+    .bind(ids)
+    .fetch_all(&mut *conn)
     .await
-    .map_err(db("reading unprinted records"))?;
+    .map_err(db(ctx))?;
     rows.iter().map(record_from_row).collect()
 }
 

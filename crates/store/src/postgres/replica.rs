@@ -161,7 +161,8 @@ async fn relock(options: &PgConnectOptions, replica: i32) -> Result<PgConnection
     }
 }
 
-/// Moves the outbox rows of replicas that are gone to `me`; returns how many.
+/// Moves the unprinted lines of replicas that are gone to `me`; returns how
+/// many.
 pub(super) async fn adopt_orphaned_lines(pool: &PgPool, me: i32) -> Result<u64, StoreError> {
     let ctx = "adopting unprinted lines";
     let mut tx = pool.begin().await.map_err(db(ctx))?;
@@ -191,13 +192,20 @@ pub(super) async fn adopt_orphaned_lines(pool: &PgPool, me: i32) -> Result<u64, 
     if gone.is_empty() {
         return Ok(0);
     }
-    let moved = sqlx::query("UPDATE line_outbox SET replica = $1 WHERE replica = ANY($2)")
-        .bind(me)
-        .bind(&gone)
-        .execute(&mut *tx)
-        .await
-        .map_err(db(ctx))?
-        .rows_affected();
+    // Rows are locked in key order, as everywhere else (see `outbox`), so
+    // that this cannot deadlock with a purge cutting the same runs.
+    let moved: i64 = sqlx::query(
+        "WITH moved AS (UPDATE line_outbox SET replica = $1 WHERE first_id IN \
+         (SELECT first_id FROM line_outbox WHERE replica = ANY($2) ORDER BY first_id \
+         FOR UPDATE) RETURNING last_id - first_id + 1 AS lines) \
+         SELECT COALESCE(sum(lines), 0)::bigint FROM moved",
+    )
+    .bind(me)
+    .bind(&gone)
+    .fetch_one(&mut *tx)
+    .await
+    .and_then(|row| row.try_get(0))
+    .map_err(db(ctx))?;
     tx.commit().await.map_err(db(ctx))?;
-    Ok(moved)
+    Ok(u64::try_from(moved).unwrap_or(0))
 }
