@@ -1,14 +1,16 @@
-//! A small client for the workspace admin API, for the `warden workspace`
-//! commands and tests: one HTTP/1.1 request per connection over hyper, TLS
-//! (rustls, ring) when the URL is `https://`. Enough for an operator's
-//! command without pulling in a full HTTP client.
+//! A small client for the admin API, for the `warden workspace` and
+//! `warden logs` commands and tests: one HTTP/1.1 request per connection
+//! over hyper, TLS (rustls, ring) when the URL is `https://`. Enough for an
+//! operator's command without pulling in a full HTTP client. The record
+//! query calls are in [`crate::query_client`].
 
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, Uri, header};
+use http::{Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -130,43 +132,88 @@ impl AdminClient {
         self.call(Method::DELETE, &path, None).await
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
+        let request = self.request(method, path, "application/json", &[], body)?;
+        let (status, bytes) = tokio::time::timeout(self.timeout, self.exchange(request))
+            .await
+            .map_err(|_| ClientError::Timeout(self.timeout))??;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// A GET whose answer is read as it arrives (an event stream): the
+    /// response once its headers are in, with a successful status; the
+    /// connection lives as long as its body is read.
+    pub(crate) async fn open(
+        &self,
+        path: &str,
+        accept: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response<Incoming>, ClientError> {
+        let request = self.request(Method::GET, path, accept, headers, None)?;
+        let response = tokio::time::timeout(self.timeout, self.send_request(request))
+            .await
+            .map_err(|_| ClientError::Timeout(self.timeout))??;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = tokio::time::timeout(self.timeout, response.into_body().collect())
+                .await
+                .map_err(|_| ClientError::Timeout(self.timeout))??
+                .to_bytes();
+            return Err(api_error(status, &bytes));
+        }
+        Ok(response)
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base_path))
             .header(header::HOST, &self.authority)
             .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
-            .header(header::ACCEPT, "application/json");
+            .header(header::ACCEPT, accept);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
-        let request = request
+        request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|_| ClientError::Url {
                 url: path.to_owned(),
                 reason: "cannot form a request",
-            })?;
-        let (status, bytes) = tokio::time::timeout(self.timeout, self.exchange(request))
-            .await
-            .map_err(|_| ClientError::Timeout(self.timeout))??;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<ApiError>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_owned());
-            return Err(ClientError::Api { status, message });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+            })
     }
 
     async fn exchange(
         &self,
         request: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let response = self.send_request(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    async fn send_request(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, ClientError> {
         let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|cause| ClientError::Connect {
@@ -188,28 +235,32 @@ impl AdminClient {
     }
 }
 
+/// The error a refusal's body explains (an [`ApiError`], or plain text).
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    let message = serde_json::from_slice::<ApiError>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_owned());
+    ClientError::Api { status, message }
+}
+
 async fn send<S>(
     stream: S,
     request: Request<Full<Bytes>>,
-) -> Result<(StatusCode, Bytes), ClientError>
+) -> Result<Response<Incoming>, ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let connection = tokio::spawn(connection);
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    drop(sender);
-    // The connection ends with the exchange; its own errors add nothing.
-    let _ = connection.await;
-    Ok((status, bytes))
+    // The connection ends once the response body is read (or dropped) and
+    // the sender is gone; its own errors show up on the body.
+    tokio::spawn(connection);
+    Ok(sender.send_request(request).await?)
 }
 
-/// Percent-encodes a path segment (everything but RFC 3986 unreserved
-/// characters).
-fn encode_segment(s: &str) -> String {
+/// Percent-encodes a path segment or a query value (everything but RFC
+/// 3986 unreserved characters).
+pub(crate) fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -8,9 +8,12 @@
 //! - [`grpc`]: version check, agent auth, limits, the AgentApi service;
 //! - [`ingest`]: commit, then queue the lines; metrics;
 //! - [`line`]: the line format, Go quoting and the printer (outbox protocol);
-//! - [`http`]: health, metrics and the workspace admin API;
+//! - [`http`]: health, metrics, the workspace admin API and the record
+//!   query API with its live stream; [`openapi`] describes them;
 //! - [`admin_api`] / [`admin_client`]: the admin API's JSON and a client for
 //!   the `warden workspace` commands;
+//! - [`query_api`] / [`query_client`]: the same for the record query API and
+//!   `warden logs`;
 //! - [`auth`], [`admin_token`]: tokens, hashed at rest;
 //! - [`config`], [`tls`], [`metrics`].
 
@@ -25,7 +28,10 @@ pub mod http;
 pub mod ingest;
 pub mod line;
 pub mod metrics;
+pub mod openapi;
 mod outbox;
+pub mod query_api;
+pub mod query_client;
 mod run;
 mod serve;
 pub mod tls;

@@ -76,6 +76,7 @@ async fn serve_with(
         store: Arc::clone(&store),
         metrics: Arc::clone(&metrics),
         admin_token,
+        shutdown: shutdown.clone(),
     })));
 
     serve::serve(listener, app, tls, shutdown, config.shutdown_grace).await;

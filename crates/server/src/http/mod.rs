@@ -1,15 +1,19 @@
-//! The HTTP side of the one port: operational endpoints and the admin API.
-//! One module per area; each contributes a router that [`router`] merges
-//! (the record query API will join as `/api/v1/records`).
+//! The HTTP side of the one port: operational endpoints, the workspace
+//! admin API and the record query API (its stream included), and the
+//! OpenAPI document that describes them. One module per area; each
+//! contributes a router that [`router`] merges.
 
 mod admin_auth;
 mod error;
 mod ops;
+pub(crate) mod records;
+mod stream;
 mod workspaces;
 
 use std::sync::Arc;
 
 use axum::Router;
+use tokio_util::sync::CancellationToken;
 use warden_store::{Store, TokenHash};
 
 use crate::metrics::Metrics;
@@ -22,18 +26,23 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The admin token's hash, settled at start.
     pub admin_token: TokenHash,
+    /// Cancelled when the server starts shutting down: responses that never
+    /// finish on their own (record streams) end then.
+    pub shutdown: CancellationToken,
 }
 
 /// `/healthz`, `/metrics` and `/api/v1/...`.
 pub fn router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
         .nest("/api/v1/workspaces", workspaces::router())
+        .merge(records::router())
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             admin_auth::require_admin,
         ));
     Router::new()
         .merge(ops::router())
+        .merge(crate::openapi::router())
         .merge(admin)
         .with_state(state)
 }

@@ -150,9 +150,10 @@ fn write_text(out: &mut String, r: &LineRecord<'_>) {
     out.push('\n');
 }
 
-/// The JSON form; optional keys are left out when unknown or empty.
+/// The JSON form; optional keys are left out when unknown or empty. The
+/// query API's record objects are this, plus what the line leaves out.
 #[derive(Serialize)]
-struct JsonLine<'a> {
+pub struct JsonLine<'a> {
     ts: String,
     level: &'static str,
     msg: &'static str,
@@ -179,31 +180,39 @@ struct JsonLine<'a> {
     process: &'a str,
 }
 
-fn rfc3339_nano(t: Timestamp) -> String {
+/// Go's `time.RFC3339Nano` in UTC (see [`push_rfc3339_nano`]).
+pub fn rfc3339_nano(t: Timestamp) -> String {
     let mut s = String::with_capacity(30);
     push_rfc3339_nano(&mut s, t);
     s
 }
 
+impl<'a> JsonLine<'a> {
+    /// The JSON form of `r`.
+    pub fn new(r: &LineRecord<'a>) -> JsonLine<'a> {
+        JsonLine {
+            ts: rfc3339_nano(r.stamp()),
+            level: r.level(),
+            msg: "boundary",
+            workspace_id: r.workspace_id.hyphenated().to_string(),
+            workspace_name: r.workspace_name,
+            workspace_owner: r.workspace_owner,
+            agent_name: r.agent_name,
+            decision: r.decision.as_str(),
+            http_method: r.method,
+            http_url: r.url,
+            event_time: r.event_time.map(rfc3339_nano),
+            received_at: rfc3339_nano(r.received_at),
+            session_id: r.session_id,
+            sequence: r.session_id.map(|_| r.sequence_number),
+            matched_rule: r.matched_rule,
+            process: r.process,
+        }
+    }
+}
+
 fn write_json(out: &mut String, r: &LineRecord<'_>) {
-    let line = JsonLine {
-        ts: rfc3339_nano(r.stamp()),
-        level: r.level(),
-        msg: "boundary",
-        workspace_id: r.workspace_id.hyphenated().to_string(),
-        workspace_name: r.workspace_name,
-        workspace_owner: r.workspace_owner,
-        agent_name: r.agent_name,
-        decision: r.decision.as_str(),
-        http_method: r.method,
-        http_url: r.url,
-        event_time: r.event_time.map(rfc3339_nano),
-        received_at: rfc3339_nano(r.received_at),
-        session_id: r.session_id,
-        sequence: r.session_id.map(|_| r.sequence_number),
-        matched_rule: r.matched_rule,
-        process: r.process,
-    };
+    let line = JsonLine::new(r);
     // Serializing these plain fields cannot fail; JSON escapes every control
     // character, so the line cannot be broken either.
     if let Ok(json) = serde_json::to_string(&line) {

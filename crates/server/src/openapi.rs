@@ -1,0 +1,560 @@
+//! The OpenAPI 3 document of the HTTP API, served at
+//! `/api/v1/openapi.json` (without a token: it holds no data) and checked in
+//! as `crates/server/openapi.json`. A test keeps the two equal and checks
+//! that every route of [`crate::http::router`] is described here, so a
+//! route added without its description fails the build's tests.
+//!
+//! Written out by hand with `serde_json::json!`: the bodies are the types
+//! of [`crate::admin_api`] and [`crate::query_api`], whose doc comments
+//! these descriptions repeat.
+
+use std::sync::{Arc, LazyLock};
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::http::AppState;
+use crate::query_api::{DEFAULT_LIMIT, DEFAULT_TOP_HOSTS, MAX_GAPS, MAX_LIMIT, MAX_TOP_HOSTS};
+
+/// Where the document is served.
+pub const PATH: &str = "/api/v1/openapi.json";
+
+/// The document as served: pretty-printed, with a final newline (the form
+/// of the checked-in file).
+pub fn text() -> &'static str {
+    static TEXT: LazyLock<String> = LazyLock::new(|| {
+        // Serializing a `Value` cannot fail.
+        let mut text = serde_json::to_string_pretty(&document()).unwrap_or_default();
+        text.push('\n');
+        text
+    });
+    &TEXT
+}
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new().route(
+        PATH,
+        get(|| async { ([(header::CONTENT_TYPE, "application/json")], text()).into_response() }),
+    )
+}
+
+fn schema(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn json_body(name: &str) -> Value {
+    json!({ "application/json": { "schema": schema(name) } })
+}
+
+fn ok(description: &str, body: &str) -> Value {
+    json!({ "description": description, "content": json_body(body) })
+}
+
+fn error(description: &str) -> Value {
+    ok(description, "Error")
+}
+
+/// The responses every admin call can give besides its own.
+fn with_common_errors(mut responses: Value) -> Value {
+    responses["401"] = json!({ "$ref": "#/components/responses/Unauthorized" });
+    responses["503"] = error("The control plane is shutting down.");
+    responses["500"] = error("Storage failure; the control plane logs the cause.");
+    responses
+}
+
+fn query_param(name: &str, description: &str, schema: Value) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema })
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "description": description, "schema": { "type": "string" } })
+}
+
+fn string() -> Value {
+    json!({ "type": "string" })
+}
+
+fn time_param(name: &str, what: &str) -> Value {
+    query_param(
+        name,
+        &format!(
+            "{what}: an RFC 3339 timestamp (2025-12-08T20:58:46Z) or a duration before now (15m, 2h, 7d, 1h30m). Times are event times, or receive times for records without one."
+        ),
+        string(),
+    )
+}
+
+fn limit_param(what: &str) -> Value {
+    query_param(
+        "limit",
+        &format!("{what} per page, 1 to {MAX_LIMIT}."),
+        json!({ "type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT }),
+    )
+}
+
+/// The filters the record list and the stream share.
+fn filter_params() -> Vec<Value> {
+    vec![
+        query_param(
+            "workspace",
+            "A live workspace, by name (404 when there is none).",
+            string(),
+        ),
+        query_param(
+            "workspace_id",
+            "A workspace by id, deleted ones included. Not with workspace.",
+            json!({ "type": "string", "format": "uuid" }),
+        ),
+        query_param("owner", "The owner of the record's workspace.", string()),
+        query_param(
+            "agent",
+            "The name of the agent that delivered the record.",
+            string(),
+        ),
+        query_param(
+            "decision",
+            "The boundary's decision.",
+            json!({ "type": "string", "enum": ["allow", "deny"] }),
+        ),
+        query_param("session", "The client session id.", string()),
+        time_param("since", "Records at or after this time"),
+        time_param("until", "Records before this time"),
+        query_param(
+            "url_contains",
+            "A case-sensitive substring of the URL (no wildcards).",
+            string(),
+        ),
+        query_param(
+            "method",
+            "The HTTP method, exactly as sent (case-sensitive).",
+            string(),
+        ),
+        query_param(
+            "conflict",
+            "Only records flagged as conflicting (true) or only the others (false).",
+            json!({ "type": "string", "enum": ["true", "false"] }),
+        ),
+    ]
+}
+
+fn paths() -> Value {
+    let mut list_params = filter_params();
+    list_params.push(limit_param("Records"));
+    list_params.push(query_param(
+        "cursor",
+        "The next of the previous page.",
+        string(),
+    ));
+    let mut stream_params = filter_params();
+    stream_params.push(query_param(
+        "after",
+        "Resume after this cursor (a record event's id, or a head). Without it (and without Last-Event-ID) the stream starts with records committed from now on.",
+        string(),
+    ));
+    stream_params.push(json!({
+        "name": "Last-Event-ID", "in": "header", "required": false,
+        "description": "Sent by an EventSource that reconnects: resume after this cursor (wins over after).",
+        "schema": string()
+    }));
+    let workspace_param = path_param(
+        "name",
+        "A live workspace's name, or any workspace's id (deleted workspaces keep their records).",
+    );
+    json!({
+        "/healthz": { "get": {
+            "summary": "Health: 200 when the store answers.",
+            "operationId": "healthz",
+            "security": [],
+            "responses": {
+                "200": { "description": "The store answers.", "content": { "text/plain": { "schema": string() } } },
+                "503": { "description": "The store does not answer.", "content": { "text/plain": { "schema": string() } } }
+            }
+        }},
+        "/metrics": { "get": {
+            "summary": "Prometheus metrics (OpenMetrics text).",
+            "operationId": "metrics",
+            "security": [],
+            "responses": {
+                "200": { "description": "The metrics.", "content": { "application/openmetrics-text": { "schema": string() } } }
+            }
+        }},
+        PATH: { "get": {
+            "summary": "This document.",
+            "operationId": "openapi",
+            "security": [],
+            "responses": { "200": { "description": "The OpenAPI document.", "content": { "application/json": { "schema": { "type": "object" } } } } }
+        }},
+        "/api/v1/workspaces": {
+            "get": {
+                "summary": "Live workspaces, by name (never their tokens).",
+                "operationId": "listWorkspaces",
+                "responses": with_common_errors(json!({ "200": ok("The workspaces.", "WorkspaceList") }))
+            },
+            "post": {
+                "summary": "Register a workspace with one agent; the answer holds the agent's token, shown once.",
+                "operationId": "createWorkspace",
+                "requestBody": { "required": true, "content": json_body("CreateWorkspace") },
+                "responses": with_common_errors(json!({
+                    "201": ok("Registered.", "WorkspaceToken"),
+                    "400": error("Invalid body, name, owner or script."),
+                    "409": error("A live workspace has the name.")
+                }))
+            }
+        },
+        "/api/v1/workspaces/{name}": {
+            "delete": {
+                "summary": "Delete a workspace: its agent is revoked, its records stay, its name is free again.",
+                "operationId": "deleteWorkspace",
+                "parameters": [path_param("name", "The workspace's name.")],
+                "responses": with_common_errors(json!({
+                    "200": ok("Deleted.", "WorkspaceInfo"),
+                    "404": error("No live workspace has the name.")
+                }))
+            }
+        },
+        "/api/v1/workspaces/{name}/rotate-token": {
+            "post": {
+                "summary": "Issue a new agent token; the old one stops working at once.",
+                "operationId": "rotateToken",
+                "parameters": [path_param("name", "The workspace's name.")],
+                "responses": with_common_errors(json!({
+                    "200": ok("The new token, shown once.", "WorkspaceToken"),
+                    "404": error("No live workspace has the name.")
+                }))
+            }
+        },
+        "/api/v1/records": {
+            "get": {
+                "summary": "Stored records matching every filter given, newest first, a page at a time.",
+                "description": "Keyset pages: next is the position of the last record shown, so records committed while paging never shift, skip or repeat a record. head is where to start the stream to get every matching record newer than the first page, none twice.",
+                "operationId": "listRecords",
+                "parameters": list_params,
+                "responses": with_common_errors(json!({
+                    "200": ok("A page of records.", "RecordPage"),
+                    "400": error("A parameter is invalid; the message names it."),
+                    "404": error("No live workspace has the name.")
+                }))
+            }
+        },
+        "/api/v1/records/stream": {
+            "get": {
+                "summary": "New matching records as server-sent events, oldest first.",
+                "description": "Events: `record` (data: a Record; id: its cursor) and `position` (data: a Position; id: the cursor). The first event is a position: where the stream starts. Every event's id is a cursor to resume from (Last-Event-ID or after): no record is missed or repeated across reconnects. Comments keep an idle stream open. The stream ends when the server shuts down.",
+                "operationId": "streamRecords",
+                "parameters": stream_params,
+                "responses": with_common_errors(json!({
+                    "200": { "description": "The event stream.", "content": { "text/event-stream": { "schema": string() } } },
+                    "400": error("A parameter or the cursor is invalid."),
+                    "404": error("No live workspace has the name.")
+                }))
+            }
+        },
+        "/api/v1/workspaces/{name}/sessions": {
+            "get": {
+                "summary": "A workspace's client sessions, the most recently stored-to first.",
+                "operationId": "listSessions",
+                "parameters": [
+                    workspace_param.clone(),
+                    limit_param("Sessions"),
+                    query_param("cursor", "The next of the previous page.", string())
+                ],
+                "responses": with_common_errors(json!({
+                    "200": ok("A page of sessions.", "SessionList"),
+                    "400": error("A parameter is invalid."),
+                    "404": error("No workspace has the name.")
+                }))
+            }
+        },
+        "/api/v1/workspaces/{name}/sessions/{session}": {
+            "get": {
+                "summary": "One session: its summary, its gaps as ranges, and its records in sequence order, a page at a time.",
+                "operationId": "sessionReport",
+                "parameters": [
+                    workspace_param,
+                    path_param("session", "The client session id."),
+                    limit_param("Records"),
+                    query_param("cursor", "The next of the previous page.", string()),
+                    query_param(
+                        "max_gaps",
+                        &format!("The most gap ranges to list, 0 to {MAX_GAPS}."),
+                        json!({ "type": "integer", "minimum": 0, "maximum": MAX_GAPS, "default": MAX_GAPS })
+                    )
+                ],
+                "responses": with_common_errors(json!({
+                    "200": ok("The session report.", "SessionReport"),
+                    "400": error("A parameter is invalid."),
+                    "404": error("No such workspace or session.")
+                }))
+            }
+        },
+        "/api/v1/summaries": {
+            "get": {
+                "summary": "Per live workspace: records over a time range by decision, the most denied hosts, losses, unexplained loss, last contact.",
+                "operationId": "summaries",
+                "parameters": [
+                    query_param("workspace", "Only this live workspace, by name.", string()),
+                    time_param("since", "Count records at or after this time"),
+                    time_param("until", "Count records before this time"),
+                    query_param(
+                        "top",
+                        &format!("How many of the most denied hosts to list, 0 to {MAX_TOP_HOSTS}."),
+                        json!({ "type": "integer", "minimum": 0, "maximum": MAX_TOP_HOSTS, "default": DEFAULT_TOP_HOSTS })
+                    )
+                ],
+                "responses": with_common_errors(json!({
+                    "200": ok("The summaries.", "SummaryList"),
+                    "400": error("A parameter is invalid."),
+                    "404": error("No live workspace has the name.")
+                }))
+            }
+        }
+    })
+}
+
+fn nullable(mut schema: Value) -> Value {
+    schema["nullable"] = json!(true);
+    schema
+}
+
+fn time() -> Value {
+    json!({ "type": "string", "format": "date-time" })
+}
+
+fn uuid() -> Value {
+    json!({ "type": "string", "format": "uuid" })
+}
+
+fn count() -> Value {
+    json!({ "type": "integer", "format": "int64", "minimum": 0 })
+}
+
+fn array_of(name: &str) -> Value {
+    json!({ "type": "array", "items": schema(name) })
+}
+
+fn session_info_properties() -> Value {
+    json!({
+        "session_id": string(),
+        "records": { "type": "integer", "format": "int64", "minimum": 0, "description": "Records stored (conflicts and purged ones included)." },
+        "conflicts": count(),
+        "first_sequence": nullable(json!({ "type": "integer", "format": "int32" })),
+        "last_sequence": nullable(json!({ "type": "integer", "format": "int32" })),
+        "final_sequence": nullable(json!({ "type": "integer", "format": "int64", "description": "The last number the client said it assigned when it closed the session (-1: none)." })),
+        "missing": { "type": "integer", "format": "int64", "minimum": 0, "description": "Sequence numbers up to the last known one that no stored record carries." },
+        "reported_lost": { "type": "integer", "format": "int64", "minimum": 0, "description": "Records reported lost (client, agent or server)." },
+        "unexplained": { "type": "integer", "format": "int64", "minimum": 0, "description": "Missing numbers that no report explains." },
+        "losses": array_of("Loss"),
+        "purged": { "type": "integer", "format": "int64", "minimum": 0, "description": "Of records, how many retention deleted." }
+    })
+}
+
+const SESSION_INFO_REQUIRED: [&str; 11] = [
+    "session_id",
+    "records",
+    "conflicts",
+    "first_sequence",
+    "last_sequence",
+    "final_sequence",
+    "missing",
+    "reported_lost",
+    "unexplained",
+    "losses",
+    "purged",
+];
+
+fn with_session_info(mut properties: Value, required: &[&str]) -> Value {
+    let mut all = session_info_properties();
+    if let (Some(all), Some(extra)) = (all.as_object_mut(), properties.as_object_mut()) {
+        all.append(extra);
+    }
+    let required: Vec<&str> = SESSION_INFO_REQUIRED
+        .iter()
+        .chain(required)
+        .copied()
+        .collect();
+    properties = all;
+    json!({ "type": "object", "required": required, "properties": properties })
+}
+
+fn schemas() -> Value {
+    json!({
+        "Error": {
+            "type": "object", "required": ["error"],
+            "properties": { "error": { "type": "string", "description": "What went wrong, for people." } }
+        },
+        "Loss": {
+            "type": "object", "required": ["source", "reason", "records", "frames"],
+            "properties": {
+                "source": { "type": "string", "enum": ["client", "agent", "server"] },
+                "reason": string(),
+                "records": count(),
+                "frames": count()
+            }
+        },
+        "CreateWorkspace": {
+            "type": "object", "required": ["name", "owner"], "additionalProperties": false,
+            "properties": {
+                "name": { "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$" },
+                "owner": string(),
+                "agent_name": { "type": "string", "default": "main" },
+                "startup_script": string()
+            }
+        },
+        "WorkspaceToken": {
+            "type": "object", "required": ["workspace_id", "workspace_name", "owner", "agent_name", "agent_token"],
+            "properties": {
+                "workspace_id": uuid(), "workspace_name": string(), "owner": string(),
+                "agent_name": string(), "agent_token": { "type": "string", "description": "Shown once; only its hash is stored." }
+            }
+        },
+        "WorkspaceInfo": {
+            "type": "object",
+            "required": ["workspace_id", "workspace_name", "owner", "agent_id", "agent_name", "startup_script", "created_at", "token_issued_at", "last_contact_at", "last_batch_at", "last_batch_id", "losses"],
+            "properties": {
+                "workspace_id": uuid(), "workspace_name": string(), "owner": string(),
+                "agent_id": uuid(), "agent_name": string(), "startup_script": string(),
+                "created_at": time(), "token_issued_at": time(),
+                "last_contact_at": nullable(time()), "last_batch_at": nullable(time()),
+                "last_batch_id": nullable(uuid()),
+                "losses": array_of("Loss")
+            }
+        },
+        "WorkspaceList": {
+            "type": "object", "required": ["workspaces"],
+            "properties": { "workspaces": array_of("WorkspaceInfo") }
+        },
+        "Peer": {
+            "type": "object", "required": ["uid", "gid", "pid", "comm", "exe"],
+            "description": "The socket peer that wrote the record to the agent (SO_PEERCRED and /proc).",
+            "properties": {
+                "uid": { "type": "integer", "format": "int64" }, "gid": { "type": "integer", "format": "int64" },
+                "pid": { "type": "integer", "format": "int32" }, "comm": string(), "exe": string()
+            }
+        },
+        "Record": {
+            "type": "object",
+            "description": "The json boundary line of the control plane's stderr (spec/stderr-format.md) plus id, peer and conflict; optional keys are left out when unknown or empty.",
+            "required": ["id", "ts", "level", "msg", "workspace_id", "decision", "http_method", "http_url", "received_at", "peer", "conflict"],
+            "properties": {
+                "id": { "type": "integer", "format": "int64", "description": "The record's id; ids grow in commit order." },
+                "ts": { "type": "string", "format": "date-time", "description": "The event time, or the receive time when the record had none." },
+                "level": { "type": "string", "enum": ["info", "warn"] },
+                "msg": { "type": "string", "enum": ["boundary"] },
+                "workspace_id": uuid(),
+                "workspace_name": string(),
+                "workspace_owner": string(),
+                "agent_name": string(),
+                "decision": { "type": "string", "enum": ["allow", "deny"] },
+                "http_method": string(),
+                "http_url": string(),
+                "event_time": time(),
+                "received_at": time(),
+                "session_id": string(),
+                "sequence": { "type": "integer", "format": "int32" },
+                "matched_rule": string(),
+                "process": { "type": "string", "description": "The confined process name the client sent." },
+                "peer": schema("Peer"),
+                "conflict": { "type": "boolean", "description": "Its session and sequence number were already used by a record with other content." }
+            }
+        },
+        "RecordPage": {
+            "type": "object", "required": ["records", "next", "head"],
+            "properties": {
+                "records": array_of("Record"),
+                "next": nullable(json!({ "type": "string", "description": "Present when older records may match: the cursor of the next page." })),
+                "head": { "type": "string", "description": "The stream cursor (after) that follows on from this page." }
+            }
+        },
+        "Position": {
+            "type": "object", "required": ["cursor"],
+            "properties": { "cursor": string() }
+        },
+        "SessionInfo": with_session_info(json!({}), &[]),
+        "SessionListing": with_session_info(
+            json!({ "first_record_at": nullable(time()), "last_record_at": nullable(time()) }),
+            &["first_record_at", "last_record_at"]
+        ),
+        "SessionList": {
+            "type": "object", "required": ["workspace_id", "workspace_name", "sessions", "next"],
+            "properties": {
+                "workspace_id": uuid(),
+                "workspace_name": nullable(string()),
+                "sessions": array_of("SessionListing"),
+                "next": nullable(string())
+            }
+        },
+        "GapRange": {
+            "type": "object", "required": ["first", "last"],
+            "description": "Consecutive missing sequence numbers, both ends included.",
+            "properties": { "first": { "type": "integer", "format": "int64" }, "last": { "type": "integer", "format": "int64" } }
+        },
+        "SessionReport": {
+            "type": "object",
+            "required": ["workspace_id", "workspace_name", "session", "gaps", "gaps_truncated", "records", "next"],
+            "properties": {
+                "workspace_id": uuid(),
+                "workspace_name": nullable(string()),
+                "session": schema("SessionInfo"),
+                "gaps": { "type": "array", "items": schema("GapRange"), "description": "Lowest first; numbers retention purged inside the stored span show up here too." },
+                "gaps_truncated": { "type": "boolean", "description": "More gaps exist than listed." },
+                "records": { "type": "array", "items": schema("Record"), "description": "A page of the session's records in sequence order (by sequence number, then id)." },
+                "next": nullable(json!({ "type": "string", "description": "Present when more records may follow: the cursor of the next page." }))
+            }
+        },
+        "HostCount": {
+            "type": "object", "required": ["host", "records"],
+            "properties": { "host": string(), "records": count() }
+        },
+        "WorkspaceSummary": {
+            "type": "object",
+            "required": ["workspace_id", "workspace_name", "owner", "agent_name", "allowed", "denied", "conflicts", "first_record_at", "last_record_at", "top_denied_hosts", "losses", "sessions", "missing", "reported_lost", "unexplained_loss", "last_contact_at", "last_batch_at"],
+            "properties": {
+                "workspace_id": uuid(), "workspace_name": string(), "owner": string(), "agent_name": string(),
+                "allowed": count(), "denied": count(), "conflicts": count(),
+                "first_record_at": nullable(time()), "last_record_at": nullable(time()),
+                "top_denied_hosts": array_of("HostCount"),
+                "losses": { "type": "array", "items": schema("Loss"), "description": "All time: loss counters carry no time." },
+                "sessions": count(), "missing": count(), "reported_lost": count(),
+                "unexplained_loss": { "type": "integer", "format": "int64", "minimum": 0, "description": "Missing sequence numbers no report explains, over the workspace's sessions (all time)." },
+                "last_contact_at": nullable(time()), "last_batch_at": nullable(time())
+            }
+        },
+        "SummaryList": {
+            "type": "object", "required": ["since", "until", "workspaces"],
+            "properties": {
+                "since": nullable(time()), "until": nullable(time()),
+                "workspaces": array_of("WorkspaceSummary")
+            }
+        }
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Warden control plane HTTP API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Workspace administration and the boundary audit trail: stored records with filters and keyset pages, a live stream, session reports and per-workspace summaries. Every /api/v1 route but this document needs the admin token as a bearer token."
+        },
+        "security": [{ "adminToken": [] }],
+        "paths": paths(),
+        "components": {
+            "securitySchemes": {
+                "adminToken": { "type": "http", "scheme": "bearer", "description": "The admin token (<data-dir>/admin-token or WARDEN_ADMIN_TOKEN)." }
+            },
+            "responses": {
+                "Unauthorized": {
+                    "description": "No admin token, or a wrong one.",
+                    "headers": { "WWW-Authenticate": { "schema": string() } },
+                    "content": json_body("Error")
+                }
+            },
+            "schemas": schemas()
+        }
+    })
+}
