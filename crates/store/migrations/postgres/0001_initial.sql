@@ -6,7 +6,11 @@
 -- client or agent sent are kept raw as (seconds, nanoseconds), because
 -- evidence may carry any year. Rows have an internal bigint key; the UUIDs the
 -- API shows are uuid columns. Text is stored with NUL escaped (text cannot
--- hold NUL; see src/postgres/text.rs).
+-- hold NUL; see src/postgres/text.rs). Text that is indexed or sorted on uses
+-- the "C" collation: byte order, the same as SQLite's, whatever locale the
+-- database was created with, and index comparisons that are a memcmp rather
+-- than a locale-aware strcoll (the session key is in every record's index
+-- entry).
 --
 -- Hot tables (records, line_outbox) carry no foreign keys and as few indexes
 -- as the queries allow: their rows are only written by the store's own
@@ -25,8 +29,8 @@ CREATE TABLE workspaces (
     -- Set when the workspace is deleted: its agent is revoked, its records stay
     -- and its name becomes free again.
     deleted_at     bigint,
-    name           text   NOT NULL,
-    owner          text   NOT NULL,
+    name           text   COLLATE "C" NOT NULL,
+    owner          text   COLLATE "C" NOT NULL,
     startup_script text   NOT NULL
 );
 -- Also what makes two replicas creating one name at once safe.
@@ -65,7 +69,7 @@ CREATE TABLE batches (
     last_record    bigint,
     received_nanos integer NOT NULL,
     peer_pid       integer NOT NULL,
-    session_id     text,
+    session_id     text    COLLATE "C",
     process        text    NOT NULL,
     peer_comm      text    NOT NULL,
     peer_exe       text    NOT NULL,
@@ -91,7 +95,7 @@ CREATE TABLE records (
     event_nanos     integer,
     allowed         boolean NOT NULL,
     conflict        boolean NOT NULL DEFAULT false,
-    session_id      text,
+    session_id      text    COLLATE "C",
     method          text    NOT NULL,
     url             text    NOT NULL,
     matched_rule    text    NOT NULL
@@ -129,7 +133,7 @@ CREATE TABLE line_outbox (
 -- retention removed from it.
 CREATE TABLE sessions (
     agent_id              bigint NOT NULL REFERENCES agents (id),
-    session_id            text   NOT NULL,
+    session_id            text   COLLATE "C" NOT NULL,
     final_sequence_number bigint,
     purged_records        bigint NOT NULL DEFAULT 0,
     purged_conflicts      bigint NOT NULL DEFAULT 0,
@@ -144,8 +148,8 @@ CREATE TABLE losses (
     agent_id   bigint NOT NULL REFERENCES agents (id),
     records    bigint NOT NULL DEFAULT 0,
     frames     bigint NOT NULL DEFAULT 0,
-    session_id text   NOT NULL,
-    source     text   NOT NULL CHECK (source IN ('client', 'agent', 'server')),
-    reason     text   NOT NULL,
+    session_id text   COLLATE "C" NOT NULL,
+    source     text   COLLATE "C" NOT NULL CHECK (source IN ('client', 'agent', 'server')),
+    reason     text   COLLATE "C" NOT NULL,
     PRIMARY KEY (agent_id, session_id, source, reason)
 );
