@@ -13,7 +13,9 @@ use std::fmt;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Environment variable naming a running server to create test databases on,
 /// as `postgres://USER@HOST:PORT` (no database).
@@ -38,12 +40,16 @@ fn err(msg: impl Into<String>) -> TestPgError {
     TestPgError(msg.into())
 }
 
-/// A fresh database; dropping it stops the private cluster, if one was started.
+/// A fresh database; dropping it stops the private cluster, if one was
+/// started, or drops the databases it created on the shared server.
 pub struct TestPg {
     url: String,
     server_url: String,
-    /// Held only to be stopped when the guard is dropped.
-    _cluster: Option<Cluster>,
+    /// Databases created on the server, dropped with the guard when the
+    /// server is shared.
+    databases: Mutex<Vec<String>>,
+    /// The private cluster, stopped when the guard is dropped.
+    cluster: Option<Cluster>,
 }
 
 /// How a private cluster trades safety for speed.
@@ -87,7 +93,8 @@ impl TestPg {
         let mut pg = TestPg {
             url: String::new(),
             server_url,
-            _cluster: cluster,
+            databases: Mutex::new(Vec::new()),
+            cluster,
         };
         pg.url = pg.create_database()?;
         Ok(pg)
@@ -101,8 +108,13 @@ impl TestPg {
     /// Another fresh database on the same server (for tests that need two).
     pub fn create_database(&self) -> Result<String, TestPgError> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
+        // The process id and a counter make names unique among running
+        // tests; the clock, among runs against a long-lived shared server.
+        let clock = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let name = format!(
-            "warden_test_{}_{}",
+            "warden_test_{}_{}_{clock}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
@@ -112,7 +124,32 @@ impl TestPg {
             .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
             .arg(format!("CREATE DATABASE {name}")))?;
         check(&out, "create test database")?;
+        if let Ok(mut databases) = self.databases.lock() {
+            databases.push(name.clone());
+        }
         Ok(format!("{}/{name}", self.server_url))
+    }
+}
+
+impl Drop for TestPg {
+    fn drop(&mut self) {
+        // A private cluster goes as a whole.
+        if self.cluster.is_some() {
+            return;
+        }
+        let (Ok(psql), Ok(databases)) =
+            (bin_dir().map(|d| d.join("psql")), self.databases.get_mut())
+        else {
+            return;
+        };
+        for name in databases.drain(..) {
+            // Best effort: a leftover database on a test server is harmless.
+            let _ = Command::new(&psql)
+                .arg(format!("{}/postgres", self.server_url))
+                .args(["-q", "-c"])
+                .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .output();
+        }
     }
 }
 
