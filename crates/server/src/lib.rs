@@ -2,8 +2,10 @@
 //! durable, idempotent ingest; the boundary log line on stderr; the HTTP
 //! admin API, `/healthz` and `/metrics`; all on one port.
 //!
-//! [`run`] is the whole server, for the binary and for tests alike. The
-//! modules, roughly in the order a record meets them:
+//! [`run`] is the whole server, for tests and embedders; the binary uses
+//! its two halves, [`Server::start`] and [`Server::serve`], to announce the
+//! server only once it is ready. The modules, roughly in the order a
+//! record meets them:
 //! - [`serve`](crate::serve): the listener, TLS, HTTP/1 + HTTP/2 on one port;
 //! - [`grpc`]: version check, agent auth, limits, the AgentApi service;
 //! - [`ingest`]: commit, then queue the lines; metrics;
@@ -39,4 +41,4 @@ pub mod tls;
 pub use config::{AdminTokenSource, Config, Limits, TlsFiles, check_listen};
 pub use error::ServerError;
 pub use line::{LineFormat, LineSink, Stderr, WriterSink};
-pub use run::run;
+pub use run::{Server, run};

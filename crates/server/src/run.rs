@@ -1,9 +1,12 @@
 //! Starting, running and stopping the control plane, in a fixed order.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use warden_store::Store;
 
 use crate::config::{Config, check_listen};
 use crate::grpc::{self, AgentService};
@@ -13,79 +16,159 @@ use crate::line::{LineSink, Printer};
 use crate::metrics::Metrics;
 use crate::{ServerError, admin_token, outbox, serve, tls};
 
-/// Runs the control plane on `listener` until `shutdown` is cancelled.
-///
-/// Start: load TLS, open the store, settle the admin token, print the lines
-/// a crash left unprinted, then serve. Stop: stop accepting, let open calls
-/// finish (up to the grace period), wait for commits in flight, print their
-/// lines, close the store. Boundary lines go to `lines`.
+/// Runs the control plane on `listener` until `shutdown` is cancelled:
+/// [`Server::start`], then [`Server::serve`].
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
     lines: Arc<dyn LineSink>,
 ) -> Result<(), ServerError> {
-    let addr = listener.local_addr().map_err(|cause| ServerError::Io {
-        context: "reading the listening address".into(),
-        cause,
-    })?;
-    check_listen(addr, config.tls.is_some(), config.insecure_listen)?;
-    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
-
-    let store = warden_store::open(&config.database).await?;
-    let result = serve_with(config, listener, shutdown, lines, Arc::clone(&store), tls).await;
-    if let Err(e) = store.close().await {
-        tracing::warn!(error = %e, "closing the store failed");
-    }
-    result
+    Server::start(config, listener, lines)
+        .await?
+        .serve(shutdown)
+        .await
 }
 
-async fn serve_with(
+/// A control plane that is ready to serve: store open, admin token settled,
+/// lines left over from a crash printed.
+pub struct Server {
     config: Config,
     listener: TcpListener,
-    shutdown: CancellationToken,
-    lines: Arc<dyn LineSink>,
-    store: Arc<dyn warden_store::Store>,
+    addr: SocketAddr,
+    store: Arc<dyn Store>,
+    printer: Printer,
+    ingestor: Arc<Ingestor>,
+    app: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
-) -> Result<(), ServerError> {
-    let admin_token = admin_token::settle(&*store, &config.admin_token).await?;
-    let metrics = Arc::new(Metrics::new());
-    let printer = Printer::start(lines, Arc::clone(&store), Arc::clone(&metrics));
-    let queue = printer.queue();
-    if let Err(e) = outbox::replay(&*store, &queue, config.log_format).await {
-        drop(queue);
-        printer.shutdown().await;
-        return Err(e.into());
+    /// Ends the HTTP responses that never finish on their own (record
+    /// streams) once shutdown starts.
+    streams: CancellationToken,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Loads TLS, opens the store, settles the admin token and prints the
+    /// lines a crash left unprinted. Once this returns, the admin token (and
+    /// its file) exist, so a caller can announce the server.
+    pub async fn start(
+        config: Config,
+        listener: TcpListener,
+        lines: Arc<dyn LineSink>,
+    ) -> Result<Server, ServerError> {
+        let addr = listener.local_addr().map_err(|cause| ServerError::Io {
+            context: "reading the listening address".into(),
+            cause,
+        })?;
+        check_listen(addr, config.tls.is_some(), config.insecure_listen)?;
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        let store = warden_store::open(&config.database).await?;
+        match Self::prepare(config, listener, addr, lines, Arc::clone(&store), tls).await {
+            Ok(server) => Ok(server),
+            Err(e) => {
+                if let Err(close) = store.close().await {
+                    tracing::warn!(error = %close, "closing the store failed");
+                }
+                Err(e)
+            }
+        }
     }
 
-    let ingestor = Arc::new(Ingestor::new(
-        Arc::clone(&store),
-        queue,
-        config.log_format,
-        Arc::clone(&metrics),
-    ));
-    let agent_api = AgentService::new(Arc::clone(&store), Arc::clone(&ingestor), config.limits);
-    let grpc_routes = tonic::service::Routes::new(agent_api.into_server())
-        .prepare()
-        .into_axum_router()
-        .layer(axum::middleware::from_fn_with_state(
+    async fn prepare(
+        config: Config,
+        listener: TcpListener,
+        addr: SocketAddr,
+        lines: Arc<dyn LineSink>,
+        store: Arc<dyn Store>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<Server, ServerError> {
+        let admin_token = admin_token::settle(&*store, &config.admin_token).await?;
+        let metrics = Arc::new(Metrics::new());
+        let printer = Printer::start(lines, Arc::clone(&store), Arc::clone(&metrics));
+        let queue = printer.queue();
+        if let Err(e) = outbox::replay(&*store, &queue, config.log_format).await {
+            printer.shutdown().await;
+            return Err(e.into());
+        }
+        let ingestor = Arc::new(Ingestor::new(
+            Arc::clone(&store),
+            queue,
+            config.log_format,
             Arc::clone(&metrics),
-            grpc::observe,
         ));
-    let app = grpc_routes.merge(http::router(Arc::new(AppState {
-        store: Arc::clone(&store),
-        metrics: Arc::clone(&metrics),
-        admin_token,
-        shutdown: shutdown.clone(),
-    })));
+        let agent_api = AgentService::new(Arc::clone(&store), Arc::clone(&ingestor), config.limits);
+        let grpc_routes = tonic::service::Routes::new(agent_api.into_server())
+            .prepare()
+            .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&metrics),
+                grpc::observe,
+            ));
+        let streams = CancellationToken::new();
+        let app = grpc_routes.merge(http::router(Arc::new(AppState {
+            store: Arc::clone(&store),
+            metrics,
+            admin_token,
+            shutdown: streams.clone(),
+        })));
+        Ok(Server {
+            config,
+            listener,
+            addr,
+            store,
+            printer,
+            ingestor,
+            app,
+            tls,
+            streams,
+        })
+    }
 
-    serve::serve(listener, app, tls, shutdown, config.shutdown_grace).await;
-    tracing::info!("stopped accepting; finishing commits in flight");
-    ingestor.drain().await;
-    // The app (and with it the ingestor's print queue) is gone once serving
-    // ended and the commits drained; the printer can finish.
-    drop(ingestor);
-    printer.shutdown().await;
-    tracing::info!("control plane stopped");
-    Ok(())
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://HOST:PORT`, or `https://` with TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Serves until `shutdown`, then stops in order: stop accepting, let
+    /// open calls finish (up to the grace period), wait for commits in
+    /// flight, print their lines, close the store.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let Server {
+            config,
+            listener,
+            store,
+            printer,
+            ingestor,
+            app,
+            tls,
+            streams,
+            ..
+        } = self;
+        let stop_streams = shutdown.clone();
+        tokio::spawn(async move {
+            stop_streams.cancelled().await;
+            streams.cancel();
+        });
+        serve::serve(listener, app, tls, shutdown, config.shutdown_grace).await;
+        tracing::info!("stopped accepting; finishing commits in flight");
+        ingestor.drain().await;
+        drop(ingestor);
+        printer.shutdown().await;
+        let closed = store.close().await;
+        tracing::info!("control plane stopped");
+        closed.map_err(ServerError::from)
+    }
 }

@@ -33,10 +33,16 @@ struct Job {
     ids: Vec<RecordId>,
 }
 
+enum Message {
+    Print(Job),
+    /// Print what is queued before this, then stop.
+    Stop,
+}
+
 /// Queues lines for printing; cheap to clone.
 #[derive(Clone)]
 pub struct PrintQueue {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Message>,
 }
 
 impl PrintQueue {
@@ -47,7 +53,12 @@ impl PrintQueue {
         if ids.is_empty() {
             return;
         }
-        if self.jobs.send(Job { lines, ids }).await.is_err() {
+        if self
+            .jobs
+            .send(Message::Print(Job { lines, ids }))
+            .await
+            .is_err()
+        {
             tracing::warn!("boundary lines left for the next start: the printer has stopped");
         }
     }
@@ -79,9 +90,12 @@ impl Printer {
         self.queue.clone()
     }
 
-    /// Prints what is queued, reports it to the store, and stops. Every
-    /// [`PrintQueue`] clone must be dropped first, or this waits for them.
+    /// Prints what is queued, reports it to the store, and stops. Lines
+    /// queued later (by a call that outlived the shutdown grace period) stay
+    /// in the outbox for the next start.
     pub async fn shutdown(self) {
+        // A send only fails when the writer is gone already.
+        let _ = self.queue.jobs.send(Message::Stop).await;
         drop(self.queue);
         if let Err(e) = self.writer.await {
             tracing::error!(error = %e, "the boundary line printer failed");
@@ -93,21 +107,27 @@ impl Printer {
 }
 
 fn write_loop(
-    mut queue: mpsc::Receiver<Job>,
+    mut queue: mpsc::Receiver<Message>,
     sink: &dyn LineSink,
     metrics: &Metrics,
     printed: mpsc::UnboundedSender<Vec<RecordId>>,
 ) {
     let mut failing = false;
-    while let Some(first) = queue.blocking_recv() {
+    while let Some(message) = queue.blocking_recv() {
+        let Message::Print(first) = message else {
+            // Refuse new work; what is already queued is still printed.
+            queue.close();
+            continue;
+        };
         let mut lines = first.lines;
         let mut ids = first.ids;
         while lines.len() < COALESCE_BYTES {
             match queue.try_recv() {
-                Ok(job) => {
+                Ok(Message::Print(job)) => {
                     lines.push_str(&job.lines);
                     ids.extend(job.ids);
                 }
+                Ok(Message::Stop) => queue.close(),
                 Err(_) => break,
             }
         }

@@ -101,6 +101,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
+            // Multi-row inserts with a conflict clause keep a statement
+            // journal; in memory it costs no file writes.
+            .pragma("temp_store", "memory")
+            // 32 MiB of page cache (the default is 2 MiB): the hot pages of
+            // the records table and its indexes stay in memory.
+            .pragma("cache_size", "-32768")
             // One shape per multi-row insert size: keep them all prepared.
             .statement_cache_capacity(1024);
         let mut conn = options
@@ -181,12 +187,15 @@ impl Store for SqliteStore {
 
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            // Readers first: the last connection to close checkpoints the
+            // WAL into the database and removes it, which a read-only one
+            // cannot do.
+            self.readers.close().await;
             let (reply, done) = oneshot::channel();
             // Already closed when the writer is gone.
             if self.jobs.send(Job::Close(reply)).await.is_ok() {
                 let _ = done.await;
             }
-            self.readers.close().await;
             Ok(())
         })
     }

@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use sqlx::{Connection, Row, SqliteConnection};
@@ -42,7 +43,32 @@ use crate::purge::purge;
 const GROUP_MAX_RECORDS: usize = 10_000;
 const GROUP_MAX_JOBS: usize = 128;
 
+/// How long notes of printed lines wait for an ingest to join.
+const MARK_DELAY: Duration = Duration::from_millis(20);
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// Adds queued jobs to `group` up to the group limits; a `Close` (returned)
+/// ends the group. A `Close` already in `group` is taken out and returned.
+fn collect(jobs: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) -> Option<oneshot::Sender<()>> {
+    if let Some(Job::Close(_)) = group.last()
+        && let Some(Job::Close(reply)) = group.pop()
+    {
+        return Some(reply);
+    }
+    let mut records: usize = group.iter().map(Job::records).sum();
+    while records < GROUP_MAX_RECORDS && group.len() < GROUP_MAX_JOBS {
+        match jobs.try_recv() {
+            Ok(Job::Close(reply)) => return Some(reply),
+            Ok(job) => {
+                records += job.records();
+                group.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    None
+}
 
 /// Work for the writer.
 pub(super) enum Job {
@@ -106,20 +132,18 @@ impl Writer {
             let Some(first) = jobs.recv().await else {
                 break;
             };
-            let mut group = Vec::new();
-            let mut records = 0;
-            let mut next = Some(first);
-            while let Some(job) = next.take() {
-                if let Job::Close(reply) = job {
-                    closing = Some(reply);
-                    break;
-                }
-                records += job.records();
-                group.push(job);
-                if records >= GROUP_MAX_RECORDS || group.len() >= GROUP_MAX_JOBS {
-                    break;
-                }
-                next = jobs.try_recv().ok();
+            let mut group = vec![first];
+            closing = collect(&mut jobs, &mut group);
+            // Notes of printed lines are not urgent: they ride along with the
+            // next ingest's transaction, which saves them an fsync of their
+            // own, unless nothing else comes soon. (A crash in between prints
+            // those lines again at the next start.)
+            if closing.is_none()
+                && group.iter().all(|job| matches!(job, Job::MarkPrinted(..)))
+                && let Ok(Some(next)) = tokio::time::timeout(MARK_DELAY, jobs.recv()).await
+            {
+                group.push(next);
+                closing = collect(&mut jobs, &mut group);
             }
             if !group.is_empty() {
                 self.commit(group).await;

@@ -1,11 +1,303 @@
-//! `warden server` (not yet implemented; owned by the issue that builds it).
+//! `warden server`: parses the flags (each with its environment variable,
+//! see spec/cli.md), sets up logging (JSON when `--log-format json`, so every
+//! stderr line is JSON), binds, writes `<data-dir>/server-url`, announces the
+//! URL and runs the control plane (`warden_server::run`) until SIGTERM or
+//! SIGINT.
+//!
+//! Exit codes: 0 after a clean shutdown, 1 runtime failure, 2 configuration.
 
+use std::io::{IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use warden_server::{AdminTokenSource, Config, LineFormat, TlsFiles, check_listen};
+use warden_store::DatabaseUrl;
 
-pub fn main(_args: Args) -> ExitCode {
-    eprintln!("warden server is not available in this build");
-    ExitCode::from(2)
+/// Environment variable holding the admin token (never a flag: flags show in
+/// the process list).
+const ADMIN_TOKEN_ENV: &str = "WARDEN_ADMIN_TOKEN";
+/// The file, in the data dir, where the server writes its URL.
+pub const SERVER_URL_FILE: &str = "server-url";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on for gRPC and HTTP (port 0 picks a free port).
+    #[arg(long, env = "WARDEN_LISTEN", default_value = "127.0.0.1:7080")]
+    listen: String,
+    /// Directory for the embedded database, the admin token and server-url.
+    #[arg(long, env = "WARDEN_DATA_DIR", default_value = "./warden-data")]
+    data_dir: PathBuf,
+    /// sqlite://PATH or postgres://... (default: sqlite://<data-dir>/warden.db).
+    #[arg(long, env = "WARDEN_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Format of the boundary log lines (and of every stderr line).
+    #[arg(long, env = "WARDEN_LOG_FORMAT", value_enum, default_value_t = Format::Text)]
+    log_format: Format,
+    /// PEM certificate chain to serve TLS with (needs --tls-key).
+    #[arg(long, env = "WARDEN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "WARDEN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (agent tokens travel in clear).
+    #[arg(long, env = "WARDEN_INSECURE_LISTEN")]
+    insecure_listen: bool,
+    /// How long a shutdown waits for open calls (e.g. 30s).
+    #[arg(long, env = "WARDEN_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// Reads `10s`, `1m30s`, `250ms` (or ISO 8601 like `PT10S`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let signed: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 10s or 1m: {e}"))?;
+    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
+}
+
+/// A failure and the exit code it calls for.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+fn config_error(error: anyhow::Error) -> Failure {
+    Failure { code: 2, error }
+}
+
+fn runtime_error(error: anyhow::Error) -> Failure {
+    Failure { code: 1, error }
+}
+
+pub fn main(args: Args) -> ExitCode {
+    init_logging(args.log_format);
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            // Through tracing, so that in JSON mode this line is JSON too.
+            tracing::error!("warden server: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Everything `run` needs, checked before any I/O but the data dir.
+struct Prepared {
+    config: Config,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+}
+
+fn prepare(args: Args) -> Result<Prepared, Failure> {
+    let addr = resolve(&args.listen).map_err(config_error)?;
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
+    check_listen(addr, tls.is_some(), args.insecure_listen).map_err(|e| config_error(e.into()))?;
+    let database = match &args.database_url {
+        Some(url) => url
+            .parse::<DatabaseUrl>()
+            .map_err(|e| config_error(anyhow::Error::new(e).context("--database-url")))?,
+        None => DatabaseUrl::Sqlite(args.data_dir.join("warden.db")),
+    };
+    let admin_token = match std::env::var(ADMIN_TOKEN_ENV) {
+        Ok(token) if !token.trim().is_empty() => AdminTokenSource::Given(token.trim().to_owned()),
+        _ => AdminTokenSource::DataDir(args.data_dir.clone()),
+    };
+    let mut config = Config::new(database, admin_token);
+    config.log_format = match args.log_format {
+        Format::Text => LineFormat::Text,
+        Format::Json => LineFormat::Json,
+    };
+    config.tls = tls;
+    config.insecure_listen = args.insecure_listen;
+    config.shutdown_grace = args.shutdown_grace;
+    Ok(Prepared {
+        config,
+        addr,
+        data_dir: args.data_dir,
+    })
+}
+
+fn serve(args: Args) -> Result<(), Failure> {
+    let prepared = prepare(args)?;
+    create_private_dir(&prepared.data_dir).map_err(config_error)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(runtime_error)?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(prepared.addr)
+            .await
+            .with_context(|| format!("listening on {}", prepared.addr))
+            .map_err(runtime_error)?;
+        let server = warden_server::Server::start(
+            prepared.config,
+            listener,
+            Arc::new(warden_server::Stderr),
+        )
+        .await
+        .map_err(server_failure)?;
+        // Announced only now: the store is open and the admin token file
+        // exists, so a script that waits for this line can use both.
+        let url = server.url();
+        let url_file = prepared.data_dir.join(SERVER_URL_FILE);
+        write_file_atomically(&url_file, &format!("{url}\n")).map_err(runtime_error)?;
+        tracing::info!("warden server listening on {url}");
+
+        let shutdown = CancellationToken::new();
+        forward_signals(shutdown.clone()).map_err(runtime_error)?;
+        let result = server.serve(shutdown).await;
+        // A stale URL would send the CLI to a server that is gone.
+        let _ = std::fs::remove_file(&url_file);
+        result.map_err(server_failure)
+    })
+}
+
+fn server_failure(e: warden_server::ServerError) -> Failure {
+    Failure {
+        code: if e.is_config() { 2 } else { 1 },
+        error: e.into(),
+    }
+}
+
+/// `HOST:PORT` to one address (the first a name resolves to).
+fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    listen
+        .to_socket_addrs()
+        .with_context(|| format!("--listen {listen:?} is not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("--listen {listen:?} resolves to no address"))
+}
+
+/// The data dir holds the database and the admin token: owner only.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the data dir {}", dir.display()))
+}
+
+fn write_file_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let context = || format!("writing {}", path.display());
+    let mut file = std::fs::File::create(&tmp).with_context(context)?;
+    file.write_all(text.as_bytes()).with_context(context)?;
+    file.sync_all().with_context(context)?;
+    std::fs::rename(&tmp, path).with_context(context)
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+fn forward_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}
+
+/// Operational logs on stderr: JSON objects in JSON mode (like the boundary
+/// lines), plain text otherwise. `WARDEN_LOG` filters (default `info`).
+fn init_logging(format: Format) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        Format::Json => builder.json().flatten_event(true).try_init(),
+        Format::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Args {
+        Cli::try_parse_from(std::iter::once("server").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn defaults_use_the_data_dir() {
+        let prepared = prepare(parse(&["--data-dir", "/tmp/w"])).ok().unwrap();
+        assert_eq!(prepared.addr, "127.0.0.1:7080".parse().unwrap());
+        assert_eq!(
+            prepared.config.database,
+            DatabaseUrl::Sqlite("/tmp/w/warden.db".into())
+        );
+        assert!(prepared.config.tls.is_none());
+        assert_eq!(prepared.config.log_format, LineFormat::Text);
+    }
+
+    #[test]
+    fn plain_http_off_loopback_is_a_configuration_error() {
+        let failure = prepare(parse(&["--listen", "0.0.0.0:0"])).err().unwrap();
+        assert_eq!(failure.code, 2);
+        assert!(prepare(parse(&["--listen", "0.0.0.0:0", "--insecure-listen"])).is_ok());
+        let tls = prepare(parse(&[
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ]));
+        assert!(tls.ok().unwrap().config.tls.is_some());
+    }
+
+    #[test]
+    fn bad_values_are_configuration_errors() {
+        assert_eq!(
+            prepare(parse(&["--listen", "nowhere"])).err().unwrap().code,
+            2
+        );
+        assert_eq!(
+            prepare(parse(&["--database-url", "mysql://x"]))
+                .err()
+                .unwrap()
+                .code,
+            2
+        );
+        assert!(Cli::try_parse_from(["server", "--tls-cert", "c"]).is_err());
+        assert!(Cli::try_parse_from(["server", "--log-format", "xml"]).is_err());
+    }
 }
