@@ -8,14 +8,12 @@
 //! (server unreachable, refused), 2 usage or configuration (no URL or token,
 //! bad input, wrong token).
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use warden_server::admin_api::{CreateWorkspace, WorkspaceInfo, WorkspaceToken};
-use warden_server::admin_client::{AdminClient, ClientError};
-use warden_server::admin_token::ADMIN_TOKEN_FILE;
 
-use super::server::SERVER_URL_FILE;
+use super::connection::{self, Connection, Failure, to_json};
+use super::table::{Column, Layout};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -27,23 +25,6 @@ pub enum Command {
     RotateToken(NameArgs),
     /// Delete a workspace: its agent is revoked, its records stay.
     Delete(NameArgs),
-}
-
-/// Which server, with which admin token.
-#[derive(clap::Args, Debug)]
-pub struct Connection {
-    /// The server's URL (default: <data-dir>/server-url).
-    #[arg(long, env = "WARDEN_URL")]
-    url: Option<String>,
-    /// The admin token (default: <data-dir>/admin-token).
-    #[arg(long, env = "WARDEN_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// The server's data dir, to read server-url and admin-token from.
-    #[arg(long, env = "WARDEN_DATA_DIR", default_value = "./warden-data")]
-    data_dir: PathBuf,
-    /// PEM CA certificate to trust for an https:// URL (default: system roots).
-    #[arg(long, env = "WARDEN_CA_CERT")]
-    ca_cert: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -87,60 +68,14 @@ pub struct NameArgs {
     connection: Connection,
 }
 
-/// A failure and its exit code.
-struct Failure {
-    code: u8,
-    message: String,
-}
-
-impl Failure {
-    fn usage(message: impl Into<String>) -> Failure {
-        Failure {
-            code: 2,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<ClientError> for Failure {
-    fn from(e: ClientError) -> Self {
-        let code = match &e {
-            ClientError::Url { .. } | ClientError::Tls(_) => 2,
-            // Bad input or a wrong admin token: the caller's to fix.
-            ClientError::Api { status, .. } if *status == 400 || *status == 401 => 2,
-            _ => 1,
-        };
-        Failure {
-            code,
-            message: e.to_string(),
-        }
-    }
-}
-
 pub fn main(command: Command) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("warden workspace: starting the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(execute(command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("warden workspace: {}", failure.message);
-            ExitCode::from(failure.code)
-        }
-    }
+    connection::run("workspace", execute(command))
 }
 
 async fn execute(command: Command) -> Result<(), Failure> {
     match command {
         Command::Create(args) => {
-            let client = connect(&args.connection)?;
+            let client = args.connection.client()?;
             let created = client
                 .create_workspace(&CreateWorkspace {
                     name: args.name,
@@ -156,7 +91,7 @@ async fn execute(command: Command) -> Result<(), Failure> {
             print_token(&created, args.json)
         }
         Command::List(args) => {
-            let workspaces = connect(&args.connection)?.list_workspaces().await?;
+            let workspaces = args.connection.client()?.list_workspaces().await?;
             if args.json {
                 for w in &workspaces {
                     println!("{}", to_json(w)?);
@@ -167,7 +102,7 @@ async fn execute(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::RotateToken(args) => {
-            let rotated = connect(&args.connection)?.rotate_token(&args.name).await?;
+            let rotated = args.connection.client()?.rotate_token(&args.name).await?;
             eprintln!(
                 "issued a new token for workspace {}; the old one no longer works",
                 rotated.workspace_name
@@ -175,7 +110,7 @@ async fn execute(command: Command) -> Result<(), Failure> {
             print_token(&rotated, args.json)
         }
         Command::Delete(args) => {
-            let deleted = connect(&args.connection)?
+            let deleted = args.connection.client()?
                 .delete_workspace(&args.name)
                 .await?;
             eprintln!(
@@ -199,62 +134,21 @@ fn print_token(token: &WorkspaceToken, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn to_json(value: &impl serde::Serialize) -> Result<String, Failure> {
-    serde_json::to_string(value).map_err(|e| Failure {
-        code: 1,
-        message: format!("encoding json: {e}"),
-    })
-}
-
-/// The client for the server and token the flags (or the data dir) name.
-fn connect(connection: &Connection) -> Result<AdminClient, Failure> {
-    let url = match &connection.url {
-        Some(url) => url.clone(),
-        None => read_setting(&connection.data_dir, SERVER_URL_FILE).ok_or_else(|| {
-            Failure::usage(format!(
-                "no server url: pass --url, set WARDEN_URL, or point --data-dir at the server's data dir (no {} there)",
-                connection.data_dir.join(SERVER_URL_FILE).display()
-            ))
-        })?,
-    };
-    let token = match &connection.token {
-        Some(token) => token.clone(),
-        None => read_setting(&connection.data_dir, ADMIN_TOKEN_FILE).ok_or_else(|| {
-            Failure::usage(format!(
-                "no admin token: pass --token, set WARDEN_ADMIN_TOKEN, or point --data-dir at the server's data dir (no {} there)",
-                connection.data_dir.join(ADMIN_TOKEN_FILE).display()
-            ))
-        })?,
-    };
-    Ok(AdminClient::new(
-        &url,
-        token,
-        connection.ca_cert.as_deref(),
-    )?)
-}
-
-/// The trimmed content of a one-line file, if it exists and is not empty.
-fn read_setting(dir: &Path, name: &str) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join(name)).ok()?;
-    let text = text.trim();
-    (!text.is_empty()).then(|| text.to_owned())
-}
-
 /// The human-readable list.
 fn table(workspaces: &[WorkspaceInfo]) -> String {
-    let header = [
-        "NAME",
-        "OWNER",
-        "AGENT",
-        "WORKSPACE ID",
-        "LAST CONTACT",
-        "LOST",
+    const COLUMNS: [Column; 6] = [
+        Column::new("NAME", usize::MAX),
+        Column::new("OWNER", usize::MAX),
+        Column::new("AGENT", usize::MAX),
+        Column::new("WORKSPACE ID", usize::MAX),
+        Column::new("LAST CONTACT", usize::MAX),
+        Column::new("LOST", usize::MAX),
     ];
-    let rows: Vec<[String; 6]> = workspaces
+    let rows: Vec<Vec<String>> = workspaces
         .iter()
         .map(|w| {
             let lost: u64 = w.losses.iter().map(|l| l.records).sum();
-            [
+            vec![
                 w.workspace_name.clone(),
                 w.owner.clone(),
                 w.agent_name.clone(),
@@ -269,25 +163,12 @@ fn table(workspaces: &[WorkspaceInfo]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
+    let layout = Layout::fit(&COLUMNS, &rows, &[], None);
+    let mut out = layout.header();
+    out.push('\n');
     for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut push_row = |cells: &[&str]| {
-        let line: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
+        out.push_str(&layout.row(row));
         out.push('\n');
-    };
-    push_row(&header);
-    for row in &rows {
-        push_row(&row.each_ref().map(String::as_str));
     }
     if workspaces.is_empty() {
         out.push_str("(no workspaces)\n");
@@ -298,29 +179,6 @@ fn table(workspaces: &[WorkspaceInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_url_and_token_come_from_the_data_dir_unless_given() {
-        let dir = tempfile::tempdir().unwrap();
-        let connection = |url: Option<&str>| Connection {
-            url: url.map(str::to_owned),
-            token: None,
-            data_dir: dir.path().to_owned(),
-            ca_cert: None,
-        };
-        assert_eq!(connect(&connection(None)).err().unwrap().code, 2);
-        std::fs::write(dir.path().join(SERVER_URL_FILE), "http://127.0.0.1:9\n").unwrap();
-        let missing_token = connect(&connection(None)).err().unwrap();
-        assert_eq!(missing_token.code, 2);
-        assert!(
-            missing_token.message.contains("admin token"),
-            "{}",
-            missing_token.message
-        );
-        std::fs::write(dir.path().join(ADMIN_TOKEN_FILE), "t0ken\n").unwrap();
-        assert!(connect(&connection(None)).is_ok());
-        assert_eq!(connect(&connection(Some("ftp://x"))).err().unwrap().code, 2);
-    }
 
     #[test]
     fn the_table_lines_up() {
