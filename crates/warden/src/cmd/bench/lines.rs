@@ -1,0 +1,147 @@
+//! The server's stderr, read as it is written: its URL once it listens,
+//! and each boundary line of the bench's workspace, counted and timed. A
+//! line is printed after its record is committed, so the time from the
+//! record's event time (set by the client when it made the record) to the
+//! line's arrival here is the end-to-end latency.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use jiff::Timestamp;
+
+/// What the server prints once it serves (spec/cli.md).
+const LISTENING: &[u8] = b"warden server listening on ";
+/// Where a boundary line's event time starts. A quoted value cannot hold an
+/// unescaped quote, so this cannot match inside the URL.
+const TIME_FIELD: &[u8] = b" time=\"";
+
+/// Shared between the reader thread and the bench.
+#[derive(Debug, Default)]
+pub struct ServerLines {
+    url: OnceLock<String>,
+    /// `workspace.id=<id> `: only this workspace's lines count.
+    workspace: OnceLock<Vec<u8>>,
+    printed: AtomicU64,
+    /// Lines whose event time could not be read.
+    untimed: AtomicU64,
+    /// Event time to arrival, nanoseconds, one per line.
+    latencies: Mutex<Vec<u64>>,
+    last_line: Mutex<Option<Instant>>,
+}
+
+impl ServerLines {
+    pub fn new() -> Arc<ServerLines> {
+        Arc::new(ServerLines::default())
+    }
+
+    /// The server's URL, once it said it listens.
+    pub fn url(&self) -> Option<&str> {
+        self.url.get().map(String::as_str)
+    }
+
+    /// Counts only lines of this workspace from now on.
+    pub fn follow(&self, workspace_id: &str) {
+        let _ = self
+            .workspace
+            .set(format!("workspace.id={workspace_id} ").into_bytes());
+    }
+
+    pub fn printed(&self) -> u64 {
+        self.printed.load(Ordering::Acquire)
+    }
+
+    pub fn untimed(&self) -> u64 {
+        self.untimed.load(Ordering::Relaxed)
+    }
+
+    /// When the last counted line arrived.
+    pub fn last_line(&self) -> Option<Instant> {
+        *self.last_line.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The latencies measured so far (nanoseconds), taken out.
+    pub fn take_latencies(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Handles one stderr line of the server.
+    pub fn on_line(&self, line: &[u8]) {
+        let arrived = Timestamp::now();
+        if line.starts_with(b"[API] ") {
+            let Some(workspace) = self.workspace.get() else {
+                return;
+            };
+            if find(line, workspace).is_none() {
+                return;
+            }
+            match event_time(line) {
+                Some(time) => {
+                    let nanos = arrived.duration_since(time).as_nanos().max(0);
+                    self.latencies
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(u64::try_from(nanos).unwrap_or(u64::MAX));
+                }
+                None => {
+                    self.untimed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            *self.last_line.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            self.printed.fetch_add(1, Ordering::Release);
+        } else if let Some(at) = find(line, LISTENING) {
+            let rest = String::from_utf8_lossy(&line[at + LISTENING.len()..]);
+            if let Some(url) = rest.split_whitespace().next() {
+                let _ = self.url.set(url.to_owned());
+            }
+        } else if find(line, b" WARN ").is_some() || find(line, b" ERROR ").is_some() {
+            eprint!("server: {}", String::from_utf8_lossy(line));
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The `time="..."` value of a text boundary line.
+fn event_time(line: &[u8]) -> Option<Timestamp> {
+    let start = find(line, TIME_FIELD)? + TIME_FIELD.len();
+    let len = line[start..].iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&line[start..start + len])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = "[API] 2025-12-08 20:58:46.093 [warn] boundary: workspace.id=6f1c0a52-8a3e-4c1f-9d7b-2b1e5e0c9a11 decision=deny http.method=\"GET\" http.url=\"https://evil.example/x time=\\\"2030-01-01T00:00:00Z\\\"\" time=\"2025-12-08T20:58:46.093456789Z\" workspace.name=\"dev\"\n";
+
+    #[test]
+    fn the_event_time_is_read_past_a_url_that_imitates_it() {
+        assert_eq!(
+            event_time(LINE.as_bytes()),
+            Some("2025-12-08T20:58:46.093456789Z".parse().unwrap())
+        );
+        assert_eq!(event_time(b"[API] no time here\n"), None);
+    }
+
+    #[test]
+    fn only_the_followed_workspace_counts_and_the_url_is_picked_up() {
+        let lines = ServerLines::new();
+        lines.on_line(b"2026-01-01T00:00:00Z  INFO warden::cmd::server: warden server listening on http://127.0.0.1:4000\n");
+        assert_eq!(lines.url(), Some("http://127.0.0.1:4000"));
+        lines.on_line(LINE.as_bytes());
+        assert_eq!(lines.printed(), 0, "no workspace followed yet");
+        lines.follow("6f1c0a52-8a3e-4c1f-9d7b-2b1e5e0c9a11");
+        lines.on_line(LINE.as_bytes());
+        lines.on_line(LINE.as_bytes());
+        lines.on_line(LINE.replace("6f1c0a52", "00000000").as_bytes());
+        assert_eq!(lines.printed(), 2);
+        assert_eq!(lines.take_latencies().len(), 2);
+        assert!(lines.last_line().is_some());
+    }
+}

@@ -1,0 +1,211 @@
+//! The agent and the server as child processes of the bench (so their CPU
+//! time and memory are theirs alone), their stderr read by a thread each,
+//! and their resource use read from /proc.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use rustix::process::{Pid, Signal, kill_process};
+
+/// A running child and the thread reading its stderr.
+pub struct Process {
+    pub name: &'static str,
+    child: Child,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Process {
+    /// Starts `program args` with `envs`; every stderr line goes to
+    /// `on_line` on a thread of its own.
+    pub fn spawn(
+        name: &'static str,
+        program: &Path,
+        args: &[OsString],
+        envs: &[(&str, String)],
+        mut on_line: impl FnMut(&[u8]) + Send + 'static,
+    ) -> anyhow::Result<Process> {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting the {name}"))?;
+        let stderr = child.stderr.take().context("the child's stderr")?;
+        let reader = std::thread::Builder::new()
+            .name(format!("{name}-stderr"))
+            .spawn(move || {
+                let mut reader = BufReader::with_capacity(1 << 20, stderr);
+                let mut line = Vec::with_capacity(512);
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => on_line(&line),
+                    }
+                }
+            })
+            .context("starting a reader thread")?;
+        Ok(Process {
+            name,
+            child,
+            reader: Some(reader),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time and peak memory so far.
+    pub fn usage(&self) -> anyhow::Result<Usage> {
+        Usage::of(&self.child.id().to_string())
+            .with_context(|| format!("reading the {}'s /proc entries", self.name))
+    }
+
+    /// Whether the process has exited (its code, `None` for a signal).
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().ok().flatten().map(|s| s.code())
+    }
+
+    /// SIGTERM, then waits up to `limit` for a clean exit; kills it after.
+    pub fn stop(mut self, limit: Duration) -> anyhow::Result<()> {
+        let pid = Pid::from_raw(self.child.id() as i32).context("a positive pid")?;
+        // It may be gone already; waiting below tells.
+        let _ = kill_process(pid, Signal::TERM);
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let result = match status {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(anyhow!("the {} exited with {status}", self.name)),
+            None => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                Err(anyhow!(
+                    "the {} did not stop within {limit:?}; killed",
+                    self.name
+                ))
+            }
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        result
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // A bench that failed halfway leaves nothing running.
+        if self.reader.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A process's resource use.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// User plus system CPU time.
+    pub cpu: Duration,
+    /// Peak resident set size (VmHWM), bytes.
+    pub peak_rss: u64,
+}
+
+impl Usage {
+    /// Reads `/proc/<pid>/stat` and `/proc/<pid>/status` (`pid` may be
+    /// `self`).
+    pub fn of(pid: &str) -> anyhow::Result<Usage> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        Ok(Usage {
+            cpu: cpu_time(&stat, rustix::param::clock_ticks_per_second())?,
+            peak_rss: peak_rss(&status)?,
+        })
+    }
+
+    /// CPU time spent since `earlier` (the peak stays the peak).
+    pub fn since(self, earlier: Usage) -> Usage {
+        Usage {
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+            peak_rss: self.peak_rss,
+        }
+    }
+}
+
+/// utime + stime from `/proc/<pid>/stat`: fields 14 and 15, counted after
+/// the command name, which is in parentheses and may hold spaces.
+fn cpu_time(stat: &str, ticks_per_second: u64) -> anyhow::Result<Duration> {
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("no command name in /proc/<pid>/stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // `after_name` starts at field 3 (the state).
+    let tick = |field: usize| -> anyhow::Result<u64> {
+        fields
+            .get(field - 3)
+            .context("/proc/<pid>/stat is short")?
+            .parse()
+            .context("a tick count in /proc/<pid>/stat")
+    };
+    let ticks = tick(14)? + tick(15)?;
+    Ok(Duration::from_secs_f64(
+        ticks as f64 / ticks_per_second.max(1) as f64,
+    ))
+}
+
+/// VmHWM from `/proc/<pid>/status`, in bytes.
+fn peak_rss(status: &str) -> anyhow::Result<u64> {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("no VmHWM in /proc/<pid>/status")?;
+    let kib: u64 = line
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .context("VmHWM is not a number of kB")?;
+    Ok(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_fields_are_read_after_the_command_name() {
+        let stat = "4242 (tokio-rt (x) y) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 130 0 0 20 0 3 0";
+        assert_eq!(cpu_time(stat, 100).unwrap(), Duration::from_millis(3800));
+        let status = "Name:\twarden\nVmPeak:\t  900 kB\nVmHWM:\t    35480 kB\nVmRSS:\t 30000 kB\n";
+        assert_eq!(peak_rss(status).unwrap(), 35480 * 1024);
+        assert!(cpu_time("garbage", 100).is_err());
+        assert!(peak_rss("Name: x\n").is_err());
+    }
+
+    #[test]
+    fn this_process_can_be_measured() {
+        let usage = Usage::of("self").unwrap();
+        assert!(usage.peak_rss > 0);
+    }
+}

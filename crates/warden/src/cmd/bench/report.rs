@@ -1,0 +1,172 @@
+//! The figures of one bench run: throughput, latency percentiles and each
+//! process's CPU time and peak memory, as text for people and as JSON.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::procs::Usage;
+
+/// Latency percentiles, milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub samples: u64,
+}
+
+impl Latency {
+    /// Percentiles of `nanos` (nearest rank; sorts in place).
+    pub fn of(nanos: &mut [u64]) -> Latency {
+        nanos.sort_unstable();
+        let rank = |q: f64| -> f64 {
+            if nanos.is_empty() {
+                return 0.0;
+            }
+            let i = ((q * nanos.len() as f64).ceil() as usize).clamp(1, nanos.len()) - 1;
+            nanos[i] as f64 / 1e6
+        };
+        Latency {
+            p50_ms: rank(0.50),
+            p99_ms: rank(0.99),
+            p999_ms: rank(0.999),
+            max_ms: rank(1.0),
+            samples: nanos.len() as u64,
+        }
+    }
+}
+
+/// One process's share.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ProcessFigures {
+    pub cpu_seconds: f64,
+    /// CPU time per record, microseconds.
+    pub cpu_us_per_record: f64,
+    pub peak_rss_mib: f64,
+}
+
+impl ProcessFigures {
+    pub fn new(usage: Usage, records: u64) -> ProcessFigures {
+        let cpu = usage.cpu.as_secs_f64();
+        ProcessFigures {
+            cpu_seconds: cpu,
+            cpu_us_per_record: cpu * 1e6 / records.max(1) as f64,
+            peak_rss_mib: usage.peak_rss as f64 / (1024.0 * 1024.0),
+        }
+    }
+}
+
+/// What a run measured, with the settings that produced it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub clients: usize,
+    pub records: u64,
+    /// Encoded bytes per record.
+    pub record_size: usize,
+    pub batch_size: usize,
+    pub batch_interval_ms: f64,
+    /// Records/s asked for in all; `None`: as fast as possible.
+    pub rate: Option<f64>,
+    pub acknowledgements: bool,
+    pub store: String,
+    /// First record made to last boundary line printed.
+    pub seconds: f64,
+    pub records_per_second: f64,
+    /// Records/s the clients had delivered to the agent (durable in its
+    /// spool when acknowledged), until the last client closed.
+    pub accepted_per_second: f64,
+    /// Record event time to its boundary line.
+    pub latency: Latency,
+    pub agent: ProcessFigures,
+    pub server: ProcessFigures,
+    /// This process: the clients (and the reading of the server's lines).
+    pub clients_process: ProcessFigures,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rate = match self.rate {
+            Some(rate) => format!("paced at {rate:.0} records/s"),
+            None => "as fast as it goes".to_owned(),
+        };
+        writeln!(
+            f,
+            "warden bench: {} clients, {} records of {} bytes, batches of up to {} or {:.0} ms, {rate}, acknowledgements {}, store {}",
+            self.clients,
+            self.records,
+            self.record_size,
+            self.batch_size,
+            self.batch_interval_ms,
+            if self.acknowledgements { "on" } else { "off" },
+            self.store,
+        )?;
+        writeln!(
+            f,
+            "  end to end    {:>10.0} records/s  ({} records in {:.2} s, first record made to last boundary line)",
+            self.records_per_second, self.records, self.seconds
+        )?;
+        writeln!(
+            f,
+            "  accepted      {:>10.0} records/s  (delivered to the agent{})",
+            self.accepted_per_second,
+            if self.acknowledgements {
+                ", confirmed durable in its spool"
+            } else {
+                ""
+            }
+        )?;
+        let l = &self.latency;
+        writeln!(
+            f,
+            "  latency       p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms  (record time to its boundary line, {} records)",
+            l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
+        )?;
+        for (name, p) in [
+            ("agent", &self.agent),
+            ("server", &self.server),
+            ("clients", &self.clients_process),
+        ] {
+            writeln!(
+                f,
+                "  {name:<8}      cpu {:>6.2} s ({:>5.2} µs/record, {:>4.2} cores), peak rss {:>6.1} MiB",
+                p.cpu_seconds,
+                p.cpu_us_per_record,
+                p.cpu_seconds / self.seconds.max(f64::MIN_POSITIVE),
+                p.peak_rss_mib
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let mut nanos: Vec<u64> = (1..=1000).rev().map(|i| i * 1_000_000).collect();
+        let l = Latency::of(&mut nanos);
+        assert_eq!(l.p50_ms, 500.0);
+        assert_eq!(l.p99_ms, 990.0);
+        assert_eq!(l.p999_ms, 999.0);
+        assert_eq!(l.max_ms, 1000.0);
+        assert_eq!(l.samples, 1000);
+        assert_eq!(Latency::of(&mut []), Latency::default());
+    }
+
+    #[test]
+    fn cpu_per_record_is_in_microseconds() {
+        let usage = Usage {
+            cpu: Duration::from_secs(2),
+            peak_rss: 10 * 1024 * 1024,
+        };
+        let p = ProcessFigures::new(usage, 1_000_000);
+        assert_eq!(p.cpu_us_per_record, 2.0);
+        assert_eq!(p.peak_rss_mib, 10.0);
+    }
+}

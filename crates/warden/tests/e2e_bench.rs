@@ -1,0 +1,65 @@
+//! `warden bench` runs the real pipeline (agent and server as its children)
+//! and accounts for every record: a line timed per record, CPU and memory
+//! read for each process. (Speed itself is not asserted: that is the
+//! bench's output, not a test's.)
+
+mod support;
+
+use support::dirs;
+use support::process::warden;
+
+#[tokio::test]
+async fn a_small_bench_run_reports_every_record() {
+    let dirs = dirs();
+    let output = warden()
+        .args([
+            "bench",
+            "--clients",
+            "3",
+            "--records",
+            "3000",
+            "--record-size",
+            "300",
+            "--batch-size",
+            "50",
+            "--json",
+            "--work-dir",
+        ])
+        .arg(&dirs.root)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {stderr}"));
+    assert_eq!(report["records"], 3000);
+    assert_eq!(report["clients"], 3);
+    assert_eq!(report["record_size"], 300);
+    assert_eq!(report["latency"]["samples"], 3000, "{report}");
+    assert!(report["records_per_second"].as_f64().unwrap() > 0.0);
+    let p50 = report["latency"]["p50_ms"].as_f64().unwrap();
+    let p99 = report["latency"]["p99_ms"].as_f64().unwrap();
+    let max = report["latency"]["max_ms"].as_f64().unwrap();
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report}");
+    for process in ["agent", "server", "clients_process"] {
+        assert!(
+            report[process]["peak_rss_mib"].as_f64().unwrap() > 1.0,
+            "{process}: {report}"
+        );
+        assert!(report[process]["cpu_seconds"].as_f64().unwrap() > 0.0);
+    }
+    // The work dir is removed, and the children are gone with it.
+    assert_eq!(std::fs::read_dir(&dirs.root).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn bench_refuses_bad_flags() {
+    let output = warden()
+        .args(["bench", "--store", "mysql://db"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--store"));
+}
