@@ -1,7 +1,7 @@
 //! Ingest throughput into SQLite: the server's ingest path (commit with the
 //! outbox rows, format the lines, write them to a file, mark them printed)
-//! with batches of 100 records, as one agent calling in a loop and as four
-//! agents calling at once (group commit shares the fsyncs).
+//! with batches of 100 records, as one agent calling in a loop and as 4 and
+//! 16 agents calling at once (group commit shares the fsyncs).
 //!
 //! `cargo bench -p warden-server --bench ingest`; criterion reports
 //! records/s as "thrpt".
@@ -175,7 +175,7 @@ fn ingest(c: &mut Criterion) {
     group.throughput(Throughput::Elements(RECORDS_PER_BATCH as u64));
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(10));
-    for agents in [1usize, 4] {
+    for agents in [1usize, 4, 16] {
         let bench = runtime.block_on(setup(agents));
         group.bench_function(format!("batches_of_100/{agents}_agents"), |b| {
             b.iter_custom(|calls| runtime.block_on(run_calls(&bench, calls)));

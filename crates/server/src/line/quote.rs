@@ -21,7 +21,15 @@ use super::printable::PRINTABLE;
 pub fn quote_into(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
+    // Most of a URL is printable ASCII that needs no escape: copy such runs
+    // whole and look at characters one by one only from the first other
+    // byte on.
+    let plain = s
+        .bytes()
+        .position(|b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+        .unwrap_or(s.len());
+    out.push_str(&s[..plain]);
+    for c in s[plain..].chars() {
         match c {
             '"' | '\\' => {
                 out.push('\\');

@@ -13,7 +13,7 @@ use crate::model::{LossSource, RecordId};
 const INSERT_BATCH: &str = "INSERT INTO batches (agent_id, uuid, received_secs, received_nanos, \
     committed_at, session_id, process, peer_uid, peer_gid, peer_pid, peer_comm, peer_exe) \
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-    ON CONFLICT (agent_id, uuid) DO NOTHING RETURNING id";
+    ON CONFLICT (agent_id, uuid) DO NOTHING";
 
 const ADD_LOSS: &str = "INSERT INTO losses (agent_id, session_id, source, reason, records, frames) \
     VALUES (?, ?, ?, ?, ?, ?) \
@@ -46,7 +46,7 @@ impl IngestTx for SqliteIngest<'_> {
         committed_at: i64,
     ) -> Result<Option<i64>, sqlx::Error> {
         let logs = batch.logs.as_ref();
-        let row = sqlx::query(INSERT_BATCH)
+        let done = sqlx::query(INSERT_BATCH)
             .bind(agent)
             .bind(batch.batch_id.as_bytes().as_slice())
             .bind(batch.received_at.as_second())
@@ -59,9 +59,10 @@ impl IngestTx for SqliteIngest<'_> {
             .bind(batch.peer.pid)
             .bind(batch.peer.comm.as_str())
             .bind(batch.peer.exe.as_str())
-            .fetch_optional(&mut *self.conn)
+            .execute(&mut *self.conn)
             .await?;
-        row.map(|row| row.try_get(0)).transpose()
+        // Nothing inserted: the batch id is taken (a re-send).
+        Ok((done.rows_affected() == 1).then(|| done.last_insert_rowid()))
     }
 
     async fn insert_records(
@@ -92,8 +93,34 @@ impl IngestTx for SqliteIngest<'_> {
                     .bind(record.url.as_str())
                     .bind(record.matched_rule.as_str());
             }
-            for row in query.fetch_all(&mut *self.conn).await? {
-                inserted.push((row.try_get(0)?, row.try_get(1)?));
+            // No RETURNING: sqlx hands every returned row from its worker
+            // thread to the caller one by one, which cost more than the
+            // insert. The rows a statement inserts get consecutive ids from
+            // the single writer, ending at the last insert rowid.
+            let done = query.execute(&mut *self.conn).await?;
+            let stored = i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+            let last = done.last_insert_rowid();
+            if stored == chunk.len() as i64 {
+                // All went in, in VALUES order.
+                let first = last - stored + 1;
+                inserted.extend(
+                    chunk
+                        .iter()
+                        .zip(first..)
+                        .map(|(&i, id)| (id, records[i].sequence_number)),
+                );
+            } else if stored > 0 {
+                // Some were already stored: ask which went in.
+                let rows = sqlx::query(
+                    "SELECT id, sequence_number FROM records WHERE id BETWEEN ? AND ? ORDER BY id",
+                )
+                .bind(last - stored + 1)
+                .bind(last)
+                .fetch_all(&mut *self.conn)
+                .await?;
+                for row in rows {
+                    inserted.push((row.try_get(0)?, row.try_get(1)?));
+                }
             }
         }
         Ok(inserted)

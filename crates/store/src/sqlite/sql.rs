@@ -15,8 +15,8 @@ pub(super) const MAX_ROWS: usize = 500;
 /// rule.
 ///
 /// `ON CONFLICT ... DO NOTHING` skips rows whose session key is stored
-/// already (or repeated earlier in the same statement); RETURNING tells which
-/// rows went in. Rows without a session id, and conflict rows, are outside the
+/// already (or repeated earlier in the same statement); the row count and
+/// the last insert rowid tell which rows went in. Rows without a session id, and conflict rows, are outside the
 /// partial unique index and always go in. (`WHERE true` is SQLite's required
 /// disambiguation between INSERT ... SELECT and the upsert clause.)
 fn insert_records(rows: usize) -> String {
@@ -30,8 +30,7 @@ fn insert_records(rows: usize) -> String {
     sql.push_str(
         ") WHERE true \
          ON CONFLICT (agent_id, session_id, sequence_number) \
-         WHERE session_id IS NOT NULL AND conflict = 0 DO NOTHING \
-         RETURNING id, sequence_number",
+         WHERE session_id IS NOT NULL AND conflict = 0 DO NOTHING",
     );
     sql
 }
