@@ -15,7 +15,6 @@ use bytes::BytesMut;
 use support::agent::AgentSetup;
 use support::process::BoundaryLines;
 use support::server::ServerProcess;
-use support::store::{self, StoredRecord};
 use support::{dirs, eventually};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
@@ -32,7 +31,8 @@ const PER_FRAME: i32 = 10;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Expected {
     session_id: Option<String>,
-    sequence: i32,
+    /// Shown only for records of a session.
+    sequence: Option<i32>,
     allowed: bool,
     method: String,
     url: String,
@@ -40,14 +40,20 @@ struct Expected {
 }
 
 impl Expected {
-    fn of(stored: &StoredRecord) -> Expected {
+    /// A record as `warden logs --json` shows it.
+    fn of(shown: &serde_json::Value) -> Expected {
+        let text = |key: &str| shown[key].as_str().map(str::to_owned);
         Expected {
-            session_id: stored.session_id.clone(),
-            sequence: stored.sequence,
-            allowed: stored.allowed,
-            method: stored.method.clone(),
-            url: stored.url.clone(),
-            matched_rule: stored.matched_rule.clone(),
+            session_id: text("session_id"),
+            sequence: shown["sequence"].as_i64().map(|s| s as i32),
+            allowed: match text("decision").as_deref() {
+                Some("allow") => true,
+                Some("deny") => false,
+                other => panic!("decision {other:?} in {shown}"),
+            },
+            method: text("http_method").unwrap_or_default(),
+            url: text("http_url").unwrap_or_default(),
+            matched_rule: text("matched_rule").unwrap_or_default(),
         }
     }
 }
@@ -57,7 +63,7 @@ fn expected(client: &str, session: Option<&str>, i: i32) -> Expected {
     let allowed = i % 3 != 0;
     Expected {
         session_id: session.map(str::to_owned),
-        sequence: i,
+        sequence: session.map(|_| i),
         allowed,
         method: if allowed { "GET" } else { "POST" }.to_owned(),
         url: format!("https://{client}.example/item/{i}"),
@@ -74,7 +80,7 @@ fn wire_log(e: &Expected) -> BoundaryLog {
         allowed: e.allowed,
         time: Some(Timestamp {
             seconds: 1_765_227_526,
-            nanos: e.sequence,
+            nanos: seq_of(e),
         }),
         resource: Some(boundary_log::Resource::HttpRequest(
             boundary_log::HttpRequest {
@@ -83,8 +89,13 @@ fn wire_log(e: &Expected) -> BoundaryLog {
                 matched_rule: e.matched_rule.clone(),
             },
         )),
-        sequence_number: e.sequence,
+        sequence_number: seq_of(e),
     }
+}
+
+/// The record's number, from its URL (records of no session show none).
+fn seq_of(e: &Expected) -> i32 {
+    e.url.rsplit('/').next().unwrap().parse().unwrap()
 }
 
 /// A reference-style client: writes `records` in frames of `tag`, no
@@ -174,8 +185,9 @@ async fn records_of_every_framing_reach_the_store_and_the_stderr_lines_once() {
                 } else {
                     Record::deny(&e.method, &e.url)
                 };
-                assert_eq!(auditor.record(record).await, Ok(e.sequence));
-                if e.sequence % PER_FRAME == 0 {
+                let seq = seq_of(e);
+                assert_eq!(auditor.record(record).await, Ok(seq));
+                if seq % PER_FRAME == 0 {
                     tokio::task::yield_now().await;
                 }
             }
@@ -200,52 +212,59 @@ async fn records_of_every_framing_reach_the_store_and_the_stderr_lines_once() {
     assert_eq!(emit["confirmed"], PER_CLIENT, "{emit}");
     let emit_session = emit["session_id"].as_str().unwrap().to_owned();
 
-    // Stored: each record exactly once, as sent.
-    let stored = store::records(&server.database()).await;
+    // Stored: each record exactly once, as sent, as the query API shows.
+    let shown = server
+        .logs(&["--workspace", "e2e-ws", "--limit", "100000"])
+        .await;
     let mut want: Vec<Expected> = Vec::new();
     want.extend(tag0.iter().cloned());
     want.extend(tag1.iter().cloned());
     want.extend(tag2.iter().cloned());
     want.extend(emit_records.iter().map(|e| Expected {
         session_id: Some(emit_session.clone()),
+        sequence: Some(seq_of(e)),
         ..e.clone()
     }));
     want.sort();
-    let mut got: Vec<Expected> = stored.iter().map(Expected::of).collect();
+    let mut got: Vec<Expected> = shown.iter().map(Expected::of).collect();
     got.sort();
     assert_eq!(got.len(), want.len(), "records stored");
     assert_eq!(got, want);
-    assert!(stored.iter().all(|r| !r.conflict));
-    assert!(stored.iter().all(|r| r.workspace_id == ws.id));
 
-    // Attribution: the socket peer of each client, and the name it sent.
-    let me = std::process::id() as i64;
-    for r in &stored {
-        let client = r
-            .url
+    // Attribution: the workspace of the agent, the socket peer of each
+    // client and the name it sent.
+    let me = u64::from(std::process::id());
+    for r in &shown {
+        assert_eq!(r["conflict"], false, "{r}");
+        assert_eq!(r["workspace_id"], ws.id.as_str(), "{r}");
+        assert_eq!(r["workspace_name"], "e2e-ws", "{r}");
+        let url = r["http_url"].as_str().unwrap();
+        let client = url
+            .trim_start_matches("https://")
             .split('.')
             .next()
-            .unwrap()
-            .trim_start_matches("https://");
+            .unwrap();
+        let pid = r["peer"]["pid"].as_u64().unwrap();
         match client {
             "emit" => {
-                assert_eq!(r.process, "sandboxed-tool");
-                assert_eq!(r.peer_comm, "warden");
+                assert_eq!(r["process"], "sandboxed-tool", "{r}");
+                assert_eq!(r["peer"]["comm"], "warden", "{r}");
+                let exe = r["peer"]["exe"].as_str().unwrap();
                 assert_eq!(
-                    std::fs::canonicalize(&r.peer_exe).unwrap(),
+                    std::fs::canonicalize(exe).unwrap(),
                     std::fs::canonicalize(warden).unwrap()
                 );
-                assert_ne!(r.peer_pid, me);
+                assert_ne!(pid, me);
             }
             "tag0" | "tag1" => {
-                assert_eq!(r.peer_pid, me);
-                assert_eq!(r.process, client);
+                assert_eq!(pid, me, "{r}");
+                assert_eq!(r["process"], client, "{r}");
             }
             "tag2" => {
-                assert_eq!(r.peer_pid, me);
-                assert_eq!(r.process, "auditor");
+                assert_eq!(pid, me, "{r}");
+                assert_eq!(r["process"], "auditor", "{r}");
             }
-            other => panic!("a record from nowhere: {other} {r:?}"),
+            other => panic!("a record from nowhere: {other} {r}"),
         }
     }
 

@@ -85,6 +85,26 @@ impl ServerProcess {
         command.output().await.expect("running warden workspace")
     }
 
+    /// `warden logs --json ARGS --data-dir DIR`: the stored records the
+    /// query API returns, one JSON object each (newest first).
+    pub async fn logs(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut command = warden();
+        command
+            .arg("logs")
+            .arg("--json")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir);
+        let output = command.output().await.expect("running warden logs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "warden logs: {stderr}");
+        String::from_utf8(output.stdout)
+            .expect("utf-8 output")
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+            .collect()
+    }
+
     /// `warden workspace create --json` for `name` owned by `owner`.
     pub async fn create_workspace(&self, name: &str, owner: &str, extra: &[&str]) -> Workspace {
         let mut args = vec!["create", "--name", name, "--owner", owner, "--json"];
