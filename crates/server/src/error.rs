@@ -10,15 +10,22 @@ pub enum ServerError {
     /// A TLS certificate or key could not be loaded (exit code 2).
     #[error("tls: {0}")]
     Tls(String),
-    /// The store failed.
+    /// The store failed. (Its message is shown inline, so it is not also
+    /// the error's source: chain printers would repeat it.)
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// A file the server manages could not be read or written.
     #[error("{context}: {cause}")]
     Io {
         context: String,
         cause: std::io::Error,
     },
+}
+
+impl From<StoreError> for ServerError {
+    fn from(e: StoreError) -> Self {
+        ServerError::Store(e)
+    }
 }
 
 impl ServerError {
