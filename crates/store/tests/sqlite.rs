@@ -61,3 +61,58 @@ async fn opening_twice_runs_migrations_once() {
     let second = factory.open().await;
     second.ping().await.unwrap();
 }
+
+/// The query API's most common questions are answered from an index walked
+/// in id order: no scan of other workspaces' records, no sort.
+#[tokio::test]
+async fn a_workspaces_newest_records_and_denials_come_from_an_index() {
+    use warden_proto::domain::Decision;
+    use warden_store::{NewWorkspace, Order, RecordQuery, TokenHash};
+
+    let factory = Sqlite::new();
+    let store = SqliteStore::open(&factory.path()).await.unwrap();
+    let dev = store
+        .create_workspace(
+            NewWorkspace {
+                id: uuid::Uuid::now_v7(),
+                name: "dev".into(),
+                owner: "alice".into(),
+                startup_script: String::new(),
+                agent_id: uuid::Uuid::new_v4(),
+                agent_name: "main".into(),
+                token_hash: TokenHash([1; 32]),
+            },
+            jiff::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let plan = |decision| RecordQuery {
+        workspace_id: Some(dev.id),
+        decision,
+        order: Order::NewestFirst,
+        limit: 100,
+        ..Default::default()
+    };
+    let denied = store
+        .records_plan(&plan(Some(Decision::Deny)))
+        .await
+        .unwrap();
+    assert!(
+        denied
+            .iter()
+            .any(|step| step.contains("records_agent_denied")),
+        "{denied:?}"
+    );
+    let any = store.records_plan(&plan(None)).await.unwrap();
+    assert!(
+        any.iter().any(|step| step.contains("INDEX records_agent ")),
+        "{any:?}"
+    );
+    for steps in [&denied, &any] {
+        assert!(
+            !steps.iter().any(|step| step.contains("TEMP B-TREE")),
+            "sorted instead of walking the index: {steps:?}"
+        );
+    }
+    store.close().await.unwrap();
+}

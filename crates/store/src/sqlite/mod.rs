@@ -136,6 +136,12 @@ impl SqliteStore {
         })
     }
 
+    /// How SQLite runs [`Store::records`] for `query`: one line per step of
+    /// `EXPLAIN QUERY PLAN` (for benches, tests and slow-query hunts).
+    pub async fn records_plan(&self, query: &RecordQuery) -> Result<Vec<String>, StoreError> {
+        read::records_plan(&mut *self.read().await?, query).await
+    }
+
     /// Queues a writer job and waits for its result.
     async fn submit<T>(
         &self,

@@ -152,13 +152,51 @@ pub(super) async fn records(
     if agents.as_ref().is_some_and(Vec::is_empty) {
         return Ok(Vec::new());
     }
-    let mut sql = String::from(concat!(
+    let rows = records_statement("", query, agents.as_deref())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("querying records"))?;
+    rows.iter().map(record_from_row).collect()
+}
+
+/// How SQLite runs [`records`] for `query`: the `detail` column of
+/// `EXPLAIN QUERY PLAN`, one line per step (empty when no agent matches,
+/// as the query is not run then).
+pub(super) async fn records_plan(
+    conn: &mut SqliteConnection,
+    query: &RecordQuery,
+) -> Result<Vec<String>, StoreError> {
+    let agents = matching_agents(conn, query).await?;
+    if agents.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(Vec::new());
+    }
+    let rows = records_statement("EXPLAIN QUERY PLAN ", query, agents.as_deref())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("explaining a record query"))?;
+    rows.iter()
+        .map(|row| {
+            row.try_get("detail")
+                .map_err(db("explaining a record query"))
+        })
+        .collect()
+}
+
+/// The record query `query` describes, after `prefix`, with every value
+/// bound.
+fn records_statement(
+    prefix: &str,
+    query: &RecordQuery,
+    agents: Option<&[i64]>,
+) -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    let mut sql = String::from(prefix);
+    sql.push_str(concat!(
         record_columns!(),
         "FROM records r",
         record_joins!(),
         "WHERE true"
     ));
-    match agents.as_deref() {
+    match agents {
         Some([_]) => sql.push_str(" AND r.agent_id = ?"),
         Some(keys) => {
             sql.push_str(" AND r.agent_id IN (");
@@ -208,7 +246,7 @@ pub(super) async fn records(
     });
     // Only fixed fragments above; every value is bound, in the same order.
     let mut q = sqlx::query(AssertSqlSafe(sql));
-    for key in agents.iter().flatten() {
+    for key in agents.into_iter().flatten() {
         q = q.bind(*key);
     }
     if let Some(session) = &query.session_id {
@@ -232,12 +270,7 @@ pub(super) async fn records(
     if let Some(before) = query.before_id {
         q = q.bind(before);
     }
-    let rows = q
-        .bind(i64::from(query.limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db("querying records"))?;
-    rows.iter().map(record_from_row).collect()
+    q.bind(i64::from(query.limit))
 }
 
 /// One session's records in sequence order. Conflict rows and the others
