@@ -263,8 +263,8 @@ pub struct PurgeOutcome {
 }
 
 impl PurgeOutcome {
-    /// Nothing was left to purge (before the cutoff, or not taken by a
-    /// concurrent pass): stop calling for now.
+    /// Nothing was left to purge before the cutoff, or another store
+    /// instance (replica) is purging right now: stop calling for now.
     pub fn is_empty(&self) -> bool {
         self.records == 0 && self.batches == 0
     }

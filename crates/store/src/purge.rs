@@ -46,8 +46,9 @@ pub(crate) trait PurgeTx: Send {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<i64>, sqlx::Error>> + Send;
 
-    /// Up to `limit` records of these batches, locked for deletion; records
-    /// another pass has locked are skipped, not waited for.
+    /// Up to `limit` records of these batches, to delete in this
+    /// transaction. Records a concurrent pass is deleting must not be
+    /// returned (a backend locks them, or lets one pass run at a time).
     fn doomed_records(
         &mut self,
         batches: &[i64],

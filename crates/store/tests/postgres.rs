@@ -413,7 +413,11 @@ async fn purging_beside_ingest_on_two_replicas_loses_nothing_young() {
         writer(Arc::clone(&a), "a"),
         writer(Arc::clone(&b), "b"),
     );
-    assert_eq!(p1 + p2, 1000, "the two purgers split the old records");
+    assert_eq!(
+        p1 + p2,
+        1000,
+        "between them the purgers deleted every old record"
+    );
     assert_eq!(w1 + w2, 1000);
     let left = a
         .records(RecordQuery {

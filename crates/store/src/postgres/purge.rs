@@ -2,10 +2,13 @@
 //! ([`crate::purge`]).
 //!
 //! A pass is its own short transaction and does not take the commit lock:
-//! ingest keeps going beside it, waiting only where both touch the same rows
-//! (a re-sent record whose stored twin is being purged). Records are locked
-//! with `SKIP LOCKED`, so passes run by two replicas at once split the work
-//! instead of queueing.
+//! ingest keeps going beside it (it never changes stored records, and reads
+//! of rows being deleted see them until the pass commits). Passes exclude
+//! each other with a transaction advisory lock taken with `try`: when another
+//! replica is purging, a pass returns at once with nothing done and that
+//! replica finishes the work. Exclusion is what lets a pass read the records
+//! it will delete without locking them row by row, which would write every
+//! row twice.
 
 use jiff::Timestamp;
 use sqlx::Row;
@@ -27,13 +30,25 @@ const FOLD_SESSION: &str = "INSERT INTO sessions (agent_id, session_id, purged_r
     purged_first = LEAST(sessions.purged_first, excluded.purged_first), \
     purged_last = GREATEST(sessions.purged_last, excluded.purged_last)";
 
-/// One retention pass in its own transaction.
+/// The key of the purge lock (single-key form): "WDPURGE".
+const PURGE_LOCK: i64 = 0x0057_4450_5552_4745;
+
+/// One retention pass in its own transaction; nothing when another pass
+/// (of any replica) is running.
 pub(super) async fn purge(
     pool: &PgPool,
     cutoff: Timestamp,
     max_rows: u32,
 ) -> Result<PurgeOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let alone: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(PURGE_LOCK)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    if !alone {
+        return Ok(PurgeOutcome::default());
+    }
     let outcome = pass(&mut PgPurge { conn: &mut tx }, cutoff, max_rows).await?;
     tx.commit().await?;
     Ok(outcome)
@@ -49,9 +64,18 @@ impl PurgeTx for PgPurge<'_> {
         cutoff: Timestamp,
         limit: u32,
     ) -> Result<Vec<i64>, sqlx::Error> {
+        // The oldest batches, only as many as hold about `limit` records
+        // (each batch's id range bounds its count; the first is always
+        // taken), so that a pass reads little more than it deletes.
         let rows = sqlx::query(
-            "SELECT id FROM batches WHERE (received_secs, received_nanos) < ($1, $2) \
-             ORDER BY received_secs, received_nanos LIMIT $3",
+            "SELECT id FROM ( \
+                SELECT id, sum(span) OVER (ORDER BY received_secs, received_nanos, id \
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - span AS before \
+                FROM (SELECT id, received_secs, received_nanos, \
+                        COALESCE(last_record - first_record + 1, 0) AS span \
+                    FROM batches WHERE (received_secs, received_nanos) < ($1, $2) \
+                    ORDER BY received_secs, received_nanos, id LIMIT $3) AS oldest \
+             ) AS counted WHERE before < $3",
         )
         .bind(cutoff.as_second())
         .bind(cutoff.subsec_nanosecond())
@@ -72,7 +96,7 @@ impl PurgeTx for PgPurge<'_> {
             "SELECT r.id, r.agent_id, r.session_id, r.sequence_number, r.conflict \
              FROM batches b JOIN records r \
                 ON r.id BETWEEN b.first_record AND b.last_record AND r.batch_id = b.id \
-             WHERE b.id = ANY($1) ORDER BY r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED",
+             WHERE b.id = ANY($1) ORDER BY r.id LIMIT $2",
         )
         .bind(batches)
         .bind(i64::from(limit))

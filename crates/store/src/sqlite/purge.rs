@@ -61,24 +61,25 @@ impl PurgeTx for SqlitePurge<'_> {
         batches: &[i64],
         limit: u32,
     ) -> Result<Vec<Doomed>, sqlx::Error> {
+        // Batch by batch, oldest first, until the limit: reading every record
+        // of every old batch to keep `limit` of them would make a pass cost
+        // far more than what it deletes.
         let mut doomed = Vec::new();
-        for chunk in batches.chunks(MAX_ROWS) {
-            let left = i64::from(limit) - doomed.len() as i64;
+        for batch in batches {
+            let left = i64::from(limit) - i64::try_from(doomed.len()).unwrap_or(i64::MAX);
             if left <= 0 {
                 break;
             }
-            let sql = format!(
+            let rows = sqlx::query(
                 "SELECT id, agent_id, session_id, sequence_number, conflict FROM records \
-                 WHERE batch_id IN ({}) AND id < (SELECT MAX(id) FROM records) \
-                 ORDER BY id LIMIT ?1",
-                list(2, chunk.len())
-            );
-            // Only numbered placeholders above; every value is bound.
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(left);
-            for batch in chunk {
-                query = query.bind(batch);
-            }
-            for row in query.fetch_all(&mut *self.conn).await? {
+                 WHERE batch_id = ?1 AND id < (SELECT MAX(id) FROM records) \
+                 ORDER BY id LIMIT ?2",
+            )
+            .bind(batch)
+            .bind(left)
+            .fetch_all(&mut *self.conn)
+            .await?;
+            for row in rows {
                 doomed.push(Doomed {
                     id: row.try_get(0)?,
                     agent: row.try_get(1)?,
