@@ -9,6 +9,7 @@ use warden_store::DatabaseUrl;
 
 use crate::ServerError;
 use crate::line::LineFormat;
+use crate::retention::Retention;
 
 /// The control plane's configuration.
 #[derive(Clone, Debug)]
@@ -26,6 +27,8 @@ pub struct Config {
     pub limits: Limits,
     /// How long a graceful shutdown waits for open calls before cutting them.
     pub shutdown_grace: Duration,
+    /// Delete records received longer ago than this (`None`: keep all).
+    pub retention: Option<Retention>,
 }
 
 impl Config {
@@ -40,6 +43,7 @@ impl Config {
             admin_token,
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(30),
+            retention: None,
         }
     }
 }

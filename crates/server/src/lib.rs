@@ -9,6 +9,7 @@
 //! - [`serve`](crate::serve): the listener, TLS, HTTP/1 + HTTP/2 on one port;
 //! - [`grpc`]: version check, agent auth, limits, the AgentApi service;
 //! - [`ingest`]: commit, then queue the lines; metrics;
+//! - [`retention`]: deleting records older than `--retention`;
 //! - [`line`]: the line format, Go quoting and the printer (outbox protocol);
 //! - [`http`]: health, metrics, the workspace admin API and the record
 //!   query API with its live stream; [`openapi`] describes them;
@@ -34,6 +35,7 @@ pub mod openapi;
 mod outbox;
 pub mod query_api;
 pub mod query_client;
+pub mod retention;
 mod run;
 mod serve;
 pub mod tls;

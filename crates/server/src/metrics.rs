@@ -1,10 +1,14 @@
 //! The control plane's Prometheus metrics (`/metrics`).
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::retention::RetentionMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabel {
@@ -59,6 +63,7 @@ pub struct Metrics {
     pub batch_records: Histogram,
     pub lines_printed: Counter,
     pub line_write_errors: Counter,
+    pub retention: Arc<RetentionMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -92,6 +97,7 @@ impl Metrics {
             batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             lines_printed: Counter::default(),
             line_write_errors: Counter::default(),
+            retention: Arc::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -159,6 +165,7 @@ impl Metrics {
             "Failed writes of boundary log lines (they are printed at the next start)",
             m.line_write_errors.clone(),
         );
+        m.retention.register(&mut registry);
         Metrics { registry, ..m }
     }
 

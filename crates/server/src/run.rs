@@ -14,7 +14,7 @@ use crate::http::{self, AppState};
 use crate::ingest::Ingestor;
 use crate::line::{LineSink, Printer};
 use crate::metrics::Metrics;
-use crate::{ServerError, admin_token, outbox, serve, tls};
+use crate::{ServerError, admin_token, outbox, retention, serve, tls};
 
 /// Runs the control plane on `listener` until `shutdown` is cancelled:
 /// [`Server::start`], then [`Server::serve`].
@@ -39,6 +39,7 @@ pub struct Server {
     store: Arc<dyn Store>,
     printer: Printer,
     ingestor: Arc<Ingestor>,
+    metrics: Arc<Metrics>,
     app: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     /// Ends the HTTP responses that never finish on their own (record
@@ -114,7 +115,7 @@ impl Server {
         let streams = CancellationToken::new();
         let app = grpc_routes.merge(http::router(Arc::new(AppState {
             store: Arc::clone(&store),
-            metrics,
+            metrics: Arc::clone(&metrics),
             admin_token,
             shutdown: streams.clone(),
         })));
@@ -125,6 +126,7 @@ impl Server {
             store,
             printer,
             ingestor,
+            metrics,
             app,
             tls,
             streams,
@@ -152,11 +154,20 @@ impl Server {
             store,
             printer,
             ingestor,
+            metrics,
             app,
             tls,
             streams,
             ..
         } = self;
+        let retention = config.retention.map(|keep| {
+            tokio::spawn(retention::run(
+                Arc::clone(&store),
+                keep,
+                Arc::clone(&metrics.retention),
+                shutdown.child_token(),
+            ))
+        });
         let stop_streams = shutdown.clone();
         tokio::spawn(async move {
             stop_streams.cancelled().await;
@@ -167,6 +178,12 @@ impl Server {
         ingestor.drain().await;
         drop(ingestor);
         printer.shutdown().await;
+        // Stops between passes once shutdown began.
+        if let Some(task) = retention
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the retention task failed");
+        }
         let closed = store.close().await;
         tracing::info!("control plane stopped");
         closed.map_err(ServerError::from)

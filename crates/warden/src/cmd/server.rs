@@ -50,6 +50,9 @@ pub struct Args {
     /// How long a shutdown waits for open calls (e.g. 30s).
     #[arg(long, env = "WARDEN_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     shutdown_grace: Duration,
+    /// Delete records received longer ago than this (e.g. 30d; default: keep all).
+    #[arg(long, env = "WARDEN_RETENTION", value_parser = warden_server::retention::parse_period)]
+    retention: Option<Duration>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +127,7 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
     config.tls = tls;
     config.insecure_listen = args.insecure_listen;
     config.shutdown_grace = args.shutdown_grace;
+    config.retention = args.retention.map(warden_server::retention::Retention::new);
     Ok(Prepared {
         config,
         addr,
