@@ -276,7 +276,10 @@ async fn records_are_listed_filtered_and_printed_as_json_or_a_table() {
     // Without a terminal (and no COLUMNS), nothing is cut.
     let (_, wide, _) = logs(data, &[], None).await;
     assert!(wide.contains(&"z".repeat(200)), "{wide}");
-    assert!(wide.contains(r#""https://evil.example/\x1b[2Jy""#), "{wide}");
+    assert!(
+        wide.contains(r#""https://evil.example/\x1b[2Jy""#),
+        "{wide}"
+    );
     server.stop().await;
 }
 
