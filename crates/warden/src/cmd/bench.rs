@@ -19,6 +19,7 @@ mod lines;
 mod load;
 mod procs;
 mod report;
+mod stages;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -247,13 +248,27 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
     let sent = runtime.block_on(load.run())?;
     let last_line = wait_for_lines(&server_lines, args.records, sent.started)?;
     let after = (agent.usage()?, server.usage()?, Usage::of("self")?);
-    drop(runtime);
 
     // Stop the agent first: it may still hold acknowledgements to send.
     let stopped_agent = agent.stop(STOP_LIMIT);
     let stopped_server = server.stop(STOP_LIMIT);
     stopped_agent?;
     stopped_server?;
+
+    let stages = runtime
+        .block_on(async {
+            match store {
+                Store::Sqlite => {
+                    stages::sqlite(&work.path().join("server").join("warden.db")).await
+                }
+                Store::Postgres(url) => {
+                    stages::postgres(url, &workspace.workspace_id.to_string()).await
+                }
+            }
+        })
+        .inspect_err(|error| eprintln!("warden bench: no per-stage figures: {error:#}"))
+        .ok();
+    drop(runtime);
 
     let seconds = last_line.duration_since(sent.started).as_secs_f64();
     let records = args.records;
@@ -280,6 +295,7 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
         records_per_second: records as f64 / seconds,
         accepted_per_second: records as f64 / sent.accepted_after.as_secs_f64(),
         latency: Latency::of(&mut latencies),
+        stages,
         agent: ProcessFigures::new(after.0.since(before.0), records),
         server: ProcessFigures::new(after.1.since(before.1), records),
         clients_process: ProcessFigures::new(after.2.since(before.2), records),

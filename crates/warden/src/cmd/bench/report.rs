@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::procs::Usage;
+use super::stages::Stages;
 
 /// Latency percentiles, milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -79,6 +80,9 @@ pub struct Report {
     pub accepted_per_second: f64,
     /// Record event time to its boundary line.
     pub latency: Latency,
+    /// The first stages of that time, from the store (`None` when it could
+    /// not be read).
+    pub stages: Option<Stages>,
     pub agent: ProcessFigures,
     pub server: ProcessFigures,
     /// This process: the clients (and the reading of the server's lines).
@@ -123,6 +127,18 @@ impl fmt::Display for Report {
             "  latency       p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms  (record time to its boundary line, {} records)",
             l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
         )?;
+        if let Some(s) = &self.stages {
+            writeln!(
+                f,
+                "  stages        client {:.1}/{:.1} ms, agent {:.1}/{:.1} ms, event to server call {:.1}/{:.1} ms  (p50/p99; the rest is the server's)",
+                s.client.p50_ms,
+                s.client.p99_ms,
+                s.agent.p50_ms,
+                s.agent.p99_ms,
+                s.to_server.p50_ms,
+                s.to_server.p99_ms
+            )?;
+        }
         for (name, p) in [
             ("agent", &self.agent),
             ("server", &self.server),
