@@ -42,6 +42,12 @@ async fn a_small_bench_run_reports_every_record() {
     let p99 = report["latency"]["p99_ms"].as_f64().unwrap();
     let max = report["latency"]["max_ms"].as_f64().unwrap();
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report}");
+    // The stages come from the stored rows: one sample per record each.
+    for stage in ["client", "agent", "to_server"] {
+        assert_eq!(report["stages"][stage]["samples"], 3000, "{report}");
+    }
+    let to_server = report["stages"]["to_server"]["p50_ms"].as_f64().unwrap();
+    assert!(to_server <= max, "{report}");
     for process in ["agent", "server", "clients_process"] {
         assert!(
             report[process]["peak_rss_mib"].as_f64().unwrap() > 1.0,
