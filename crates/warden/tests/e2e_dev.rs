@@ -108,6 +108,21 @@ async fn warden_dev_runs_the_demo_and_its_instructions_work_across_runs() {
         .wait_line(r#"http.url="https://by-hand.example/""#)
         .await;
 
+    // The instructions' query command finds it.
+    let logs = warden()
+        .args(["logs", "--decision", "deny", "--data-dir"])
+        .arg(&data)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        logs.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("https://by-hand.example/"));
+
     let stored = store::records(&data.join("warden.db")).await;
     assert_eq!(stored.len(), 26);
     let demo: Vec<_> = stored
