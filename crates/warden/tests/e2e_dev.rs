@@ -162,3 +162,20 @@ async fn warden_dev_refuses_a_non_loopback_address() {
     assert!(stderr.contains("not a loopback address"), "{stderr}");
     assert!(!dirs.root.join("dev").exists(), "nothing was created");
 }
+
+#[tokio::test]
+async fn warden_dev_refuses_a_bad_workspace_name_and_stops_what_it_started() {
+    let dirs = dirs();
+    let data = dirs.root.join("dev");
+    let output = warden()
+        .args(["dev", "--workspace", "no spaces allowed", "--data-dir"])
+        .arg(&data)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("registering workspace"), "{stderr}");
+    assert!(stderr.contains("warden dev: stopped"), "{stderr}");
+    assert!(!data.join("server-url").exists());
+}

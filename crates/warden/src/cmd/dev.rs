@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use warden_agent::{AgentConfig, AgentError, RetryPolicy, Token};
 use warden_server::admin_api::{CreateWorkspace, WorkspaceToken};
-use warden_server::admin_client::AdminClient;
+use warden_server::admin_client::{AdminClient, ClientError};
 use warden_server::admin_token::ADMIN_TOKEN_FILE;
 use warden_server::{AdminTokenSource, Config, LineFormat, ServerError};
 use warden_store::DatabaseUrl;
@@ -388,9 +388,17 @@ async fn register(plan: &Plan, url: &str) -> Result<WorkspaceToken, Failure> {
             })
             .await
     };
-    registered
-        .with_context(|| format!("registering workspace {:?}", plan.workspace))
-        .map_err(Failure::usage)
+    registered.map_err(|error| {
+        // A name or owner the server refuses is the caller's to fix.
+        let usage = matches!(&error, ClientError::Api { status, .. } if status.as_u16() == 400);
+        let error = anyhow::Error::new(error)
+            .context(format!("registering workspace {:?}", plan.workspace));
+        if usage {
+            Failure::usage(error)
+        } else {
+            Failure::runtime(error)
+        }
+    })
 }
 
 impl Pipeline {
