@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "warden", version, about = "Carries boundary audit records from sandboxes to a control plane")]
+#[command(
+    name = "warden",
+    version,
+    about = "Carries boundary audit records from sandboxes to a control plane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -110,7 +110,9 @@ async fn execute(command: Command) -> Result<(), Failure> {
             print_token(&rotated, args.json)
         }
         Command::Delete(args) => {
-            let deleted = args.connection.client()?
+            let deleted = args
+                .connection
+                .client()?
                 .delete_workspace(&args.name)
                 .await?;
             eprintln!(
