@@ -91,12 +91,18 @@ impl PurgeTx for PgPurge<'_> {
         limit: u32,
     ) -> Result<Vec<Doomed>, sqlx::Error> {
         // By each batch's id range (see the batches table), checked against
-        // batch_id.
+        // batch_id, one batch after the other. Not one `ORDER BY r.id` over
+        // all of them: PostgreSQL would walk the primary key from its start,
+        // through the index entries of every record earlier passes deleted
+        // and vacuum has not cleared yet, and passes would slow down as the
+        // purge goes on.
         let rows = sqlx::query(
             "SELECT r.id, r.agent_id, r.session_id, r.sequence_number, r.conflict \
-             FROM batches b JOIN records r \
-                ON r.id BETWEEN b.first_record AND b.last_record AND r.batch_id = b.id \
-             WHERE b.id = ANY($1) ORDER BY r.id LIMIT $2",
+             FROM batches b CROSS JOIN LATERAL ( \
+                SELECT id, agent_id, session_id, sequence_number, conflict FROM records \
+                WHERE id BETWEEN b.first_record AND b.last_record AND batch_id = b.id \
+                ORDER BY id LIMIT $2) AS r \
+             WHERE b.id = ANY($1) LIMIT $2",
         )
         .bind(batches)
         .bind(i64::from(limit))
@@ -145,8 +151,13 @@ impl PurgeTx for PgPurge<'_> {
 
     async fn delete_empty_batches(&mut self, batches: &[i64]) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(
-            "DELETE FROM batches b WHERE b.id = ANY($1) AND NOT EXISTS (SELECT 1 FROM records r \
-             WHERE r.id BETWEEN b.first_record AND b.last_record AND r.batch_id = b.id)",
+            // A lateral probe per batch: as a plain NOT EXISTS the planner
+            // picks a hash anti join over the whole records table.
+            "DELETE FROM batches WHERE id IN (SELECT b.id FROM batches b \
+             LEFT JOIN LATERAL (SELECT 1 AS found FROM records r \
+                WHERE r.id BETWEEN b.first_record AND b.last_record AND r.batch_id = b.id \
+                LIMIT 1) AS r ON true \
+             WHERE b.id = ANY($1) AND r.found IS NULL)",
         )
         .bind(batches)
         .execute(&mut *self.conn)
