@@ -14,17 +14,26 @@
 //! The price: ingest transactions do not overlap, so write throughput is that
 //! of one transaction stream (replicas add availability, not ingest
 //! capacity), and the commit's WAL flush is inside the lock. Each transaction
-//! is made cheap instead: `BEGIN` and the lock in one round trip; per batch
-//! the batch row, one range read of the session's stored keys, then all its
-//! records, their outbox run and the batch's id range in one statement
-//! (`UNNEST` of column arrays); no foreign-key triggers on the hot tables.
-//! The alternative, a second commit-ordered position assigned at commit time,
-//! lets inserts overlap but costs a second write of every record (an UPDATE
-//! under the same kind of lock) or a log table to join on every read.
+//! is made cheap instead: a replica commits the calls that queue up together
+//! (see `committer`); `BEGIN` and the lock are one round trip; per batch the
+//! batch row is one statement, and its records (`UNNEST` of column arrays,
+//! minus the session keys already stored), their outbox run and the batch's
+//! id range another; the agents' rows are updated once per group; the hot
+//! tables have no foreign keys.
+//!
+//! Alternatives considered: a second, commit-ordered position assigned at
+//! commit time lets inserts overlap, but costs a second write of every record
+//! (an UPDATE under the same kind of lock) or a log table to join on every
+//! read. Transactions that reserve id blocks in order under a short lock and,
+//! just before `COMMIT`, wait for the transaction holding the previous block
+//! (a chain of advisory locks) would let inserts overlap with commits still
+//! in id order, at the price of deadlock retries when two of them insert the
+//! same keys; that pays only when the database has idle cores, which one
+//! insert stream does not leave on a small server.
 //!
 //! The lock also serializes the same records arriving through two replicas at
 //! once: the second transaction starts after the first committed and sees its
-//! rows. So a plain read of the session keys before the insert is exact, and
+//! rows. So a plain read of the session keys inside the insert is exact, and
 //! the insert needs no `ON CONFLICT` (whose speculative insertion costs about
 //! half as much again per row); duplicates are classified by re-reading what
 //! is stored. The unique indexes on batch ids and session keys stay as the
@@ -32,7 +41,7 @@
 //! per batch).
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
@@ -53,45 +62,70 @@ const INSERT_BATCH: &str = "INSERT INTO batches (agent_id, uuid, received_secs, 
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
     ON CONFLICT (agent_id, uuid) DO NOTHING RETURNING id";
 
-/// Records of one batch from column arrays, in array order (so ids follow
-/// batch order), with their outbox runs and the batch's id range; returns
-/// what went in. A plain insert: the caller has left out the session keys
-/// that are taken (see [`TAKEN_RANGE`]).
-const INSERT_RECORDS: &str = "WITH inserted AS ( \
-        INSERT INTO records (batch_id, agent_id, session_id, conflict, sequence_number, \
-            event_secs, event_nanos, occurred_ns, allowed, method, url, matched_rule) \
-        SELECT $1, $2, $3, $4, u.seq, u.secs, u.nanos, u.occurred, u.allowed, u.method, u.url, \
-            u.rule \
-        FROM unnest($5::integer[], $6::bigint[], $7::integer[], $8::bigint[], $9::boolean[], \
-            $10::text[], $11::text[], $12::text[]) \
-            WITH ORDINALITY AS u(seq, secs, nanos, occurred, allowed, method, url, rule, ord) \
-        ORDER BY u.ord \
-        RETURNING id, sequence_number \
-    ), runs AS ( \
-        SELECT min(id) AS first_id, max(id) AS last_id \
-        FROM (SELECT id, id - row_number() OVER (ORDER BY id) AS run FROM inserted) AS numbered \
-        GROUP BY run \
-    ), lines AS ( \
-        INSERT INTO line_outbox (first_id, last_id, replica) \
-        SELECT first_id, last_id, $13 FROM runs \
-    ), batch AS ( \
-        UPDATE batches SET first_record = LEAST(first_record, (SELECT min(id) FROM inserted)), \
-            last_record = GREATEST(last_record, (SELECT max(id) FROM inserted)) \
-        WHERE id = $1 \
-    ) \
-    SELECT id, sequence_number FROM inserted ORDER BY id";
+/// Inserts records of one batch from column arrays, in array order (so ids
+/// follow batch order), with their outbox runs and the batch's id range;
+/// returns what went in. `$filter` leaves out the session keys already
+/// stored: with the commit lock held no other transaction inserts records,
+/// so this read is exact and the insert needs no `ON CONFLICT`.
+macro_rules! insert_records {
+    ($filter:literal) => {
+        concat!(
+            "WITH inserted AS ( \
+                INSERT INTO records (batch_id, agent_id, session_id, conflict, \
+                    sequence_number, event_secs, event_nanos, occurred_ns, allowed, method, url, \
+                    matched_rule) \
+                SELECT $1, $2, $3, $4, u.seq, u.secs, u.nanos, u.occurred, u.allowed, u.method, \
+                    u.url, u.rule \
+                FROM unnest($5::integer[], $6::bigint[], $7::integer[], $8::bigint[], \
+                    $9::boolean[], $10::text[], $11::text[], $12::text[]) \
+                    WITH ORDINALITY AS u(seq, secs, nanos, occurred, allowed, method, url, rule, \
+                    ord) ",
+            $filter,
+            " ORDER BY u.ord \
+                RETURNING id, sequence_number \
+            ), runs AS ( \
+                SELECT min(id) AS first_id, max(id) AS last_id \
+                FROM (SELECT id, id - row_number() OVER (ORDER BY id) AS run FROM inserted) \
+                    AS numbered \
+                GROUP BY run \
+            ), lines AS ( \
+                INSERT INTO line_outbox (first_id, last_id, replica) \
+                SELECT first_id, last_id, $13 FROM runs \
+            ), batch AS ( \
+                UPDATE batches SET \
+                    first_record = LEAST(first_record, (SELECT min(id) FROM inserted)), \
+                    last_record = GREATEST(last_record, (SELECT max(id) FROM inserted)) \
+                WHERE id = $1 \
+            ) \
+            SELECT id, sequence_number FROM inserted ORDER BY id"
+        )
+    };
+}
 
-/// Stored (non-conflict) session keys among a range of sequence numbers:
-/// one index range scan, where `= ANY` would descend the index once per
-/// number. Exact because the caller holds the commit lock: no other
-/// transaction inserts records meanwhile.
-const TAKEN_RANGE: &str = "SELECT sequence_number FROM records \
-    WHERE session_id = $1 AND agent_id = $2 AND sequence_number BETWEEN $3 AND $4 \
-    AND NOT conflict";
+/// Every row goes in (conflict rows, rows without a session).
+const INSERT_ALL: &str = insert_records!("");
 
-/// [`TAKEN_RANGE`] for numbers too sparse for a range scan.
-const TAKEN_LIST: &str = "SELECT sequence_number FROM records \
-    WHERE session_id = $1 AND agent_id = $2 AND sequence_number = ANY($3) AND NOT conflict";
+/// Rows whose key is not taken, read with one index range scan over the
+/// batch's sequence numbers (`$14..=$15`): the key lookups of `= ANY` would
+/// descend the index once per number.
+const INSERT_UNTAKEN_RANGE: &str = insert_records!(
+    "WHERE u.seq NOT IN (SELECT sequence_number FROM records WHERE session_id = $3 \
+     AND agent_id = $2 AND sequence_number BETWEEN $14 AND $15 AND NOT conflict)"
+);
+
+/// [`INSERT_UNTAKEN_RANGE`] for numbers too sparse for a range scan.
+const INSERT_UNTAKEN_LIST: &str = insert_records!(
+    "WHERE u.seq NOT IN (SELECT sequence_number FROM records WHERE session_id = $3 \
+     AND agent_id = $2 AND sequence_number = ANY($5) AND NOT conflict)"
+);
+
+/// Last contact and last batch of the agents of a group, one row per agent.
+const TOUCH_AGENTS: &str = "UPDATE agents a SET last_contact_at = u.contact, \
+    last_batch_at = COALESCE(u.batch_at, a.last_batch_at), \
+    last_batch_uuid = COALESCE(u.batch_uuid, a.last_batch_uuid) \
+    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::uuid[]) \
+        AS u(agent, contact, batch_at, batch_uuid) \
+    WHERE a.id = u.agent";
 
 /// Two halves so each can use its partial index.
 const STORED_CONTENTS: &str = "SELECT r.sequence_number, r.allowed, r.method, r.url, \
@@ -129,57 +163,93 @@ pub(super) async fn commit(
     let mut statements = PgIngest {
         conn: &mut tx,
         replica,
+        touched: HashMap::new(),
     };
     let mut outcomes = Vec::with_capacity(requests.len());
     for (agent, request) in requests {
         outcomes.push(ingest(&mut statements, *agent, request).await?);
     }
+    statements.touch_agents().await?;
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// Which of a batch's rows the insert takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Untaken {
+    /// All of them.
+    All,
+    /// Those whose key is not stored, looked up by the range of their
+    /// sequence numbers.
+    Range(i32, i32),
+    /// The same, number by number (too sparse for a range).
+    List,
+}
+
+impl Untaken {
+    /// The lookup for these sequence numbers: a range scan unless the range
+    /// is far wider than the batch.
+    fn of(seqs: &[i32]) -> Untaken {
+        let (Some(&low), Some(&high)) = (seqs.iter().min(), seqs.iter().max()) else {
+            return Untaken::All;
+        };
+        let span = u64::try_from(i64::from(high) - i64::from(low)).unwrap_or(u64::MAX);
+        let len = u64::try_from(seqs.len()).unwrap_or(u64::MAX);
+        if span <= len.saturating_mul(4).saturating_add(64) {
+            Untaken::Range(low, high)
+        } else {
+            Untaken::List
+        }
+    }
+
+    fn statement(self) -> &'static str {
+        match self {
+            Untaken::All => INSERT_ALL,
+            Untaken::Range(..) => INSERT_UNTAKEN_RANGE,
+            Untaken::List => INSERT_UNTAKEN_LIST,
+        }
+    }
 }
 
 /// A connection inside an ingest transaction.
 struct PgIngest<'a> {
     conn: &'a mut PgConnection,
     replica: i32,
+    /// Agent updates, written once per agent before the commit.
+    touched: HashMap<i64, Touch>,
+}
+
+/// What an agent's row gets at the end of a group: the last call's time, and
+/// the time and id of the last batch delivered.
+#[derive(Clone, Copy)]
+struct Touch {
+    contact: i64,
+    batch: Option<(i64, Uuid)>,
 }
 
 impl PgIngest<'_> {
-    /// The sequence numbers of `records[indexes]` that the session has
-    /// stored already.
-    async fn taken(
-        &mut self,
-        agent: i64,
-        session: &str,
-        records: &[AuditRecord],
-        indexes: &[usize],
-    ) -> Result<HashSet<i32>, sqlx::Error> {
-        let seqs: Vec<i32> = indexes
-            .iter()
-            .map(|&i| records[i].sequence_number)
-            .collect();
-        let (Some(&low), Some(&high)) = (seqs.iter().min(), seqs.iter().max()) else {
-            return Ok(HashSet::new());
-        };
-        let span = u64::try_from(i64::from(high) - i64::from(low)).unwrap_or(u64::MAX);
-        let query = if span <= 4 * seqs.len() as u64 + 64 {
-            sqlx::query(TAKEN_RANGE)
-                .bind(encode(session))
-                .bind(agent)
-                .bind(low)
-                .bind(high)
-        } else {
-            sqlx::query(TAKEN_LIST)
-                .bind(encode(session))
-                .bind(agent)
-                .bind(seqs)
-        };
-        query
-            .fetch_all(&mut *self.conn)
-            .await?
-            .iter()
-            .map(|row| row.try_get(0))
-            .collect()
+    /// Writes the agents' last contact and last batch, once per agent.
+    async fn touch_agents(&mut self) -> Result<(), sqlx::Error> {
+        if self.touched.is_empty() {
+            return Ok(());
+        }
+        let n = self.touched.len();
+        let (mut agents, mut contacts) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut batch_at, mut batch_uuid) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (agent, touch) in self.touched.drain() {
+            agents.push(agent);
+            contacts.push(touch.contact);
+            batch_at.push(touch.batch.map(|(at, _)| at));
+            batch_uuid.push(touch.batch.map(|(_, id)| id));
+        }
+        sqlx::query(TOUCH_AGENTS)
+            .bind(agents)
+            .bind(contacts)
+            .bind(batch_at)
+            .bind(batch_uuid)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -218,14 +288,13 @@ impl IngestTx for PgIngest<'_> {
         records: &[AuditRecord],
         indexes: &[usize],
     ) -> Result<Vec<(RecordId, i32)>, sqlx::Error> {
+        // Only the first of repeated keys may go in; the statement leaves out
+        // keys already stored.
         let mut indexes = indexes.to_vec();
-        if let (false, Some(session)) = (conflict, target.session) {
-            let taken = self.taken(target.agent, session, records, &indexes).await?;
+        let filtered = !conflict && target.session.is_some();
+        if filtered {
             let mut first = HashSet::new();
-            indexes.retain(|&i| {
-                let seq = records[i].sequence_number;
-                !taken.contains(&seq) && first.insert(seq)
-            });
+            indexes.retain(|&i| first.insert(records[i].sequence_number));
         }
         if indexes.is_empty() {
             return Ok(Vec::new());
@@ -251,7 +320,12 @@ impl IngestTx for PgIngest<'_> {
             url.push(encode(&record.url));
             rule.push(encode(&record.matched_rule));
         }
-        let rows = sqlx::query(INSERT_RECORDS)
+        let filter = if filtered {
+            Untaken::of(&seq)
+        } else {
+            Untaken::All
+        };
+        let query = sqlx::query(filter.statement())
             .bind(target.batch)
             .bind(target.agent)
             .bind(target.session.map(encode))
@@ -264,9 +338,12 @@ impl IngestTx for PgIngest<'_> {
             .bind(method)
             .bind(url)
             .bind(rule)
-            .bind(self.replica)
-            .fetch_all(&mut *self.conn)
-            .await?;
+            .bind(self.replica);
+        let query = match filter {
+            Untaken::Range(low, high) => query.bind(low).bind(high),
+            Untaken::All | Untaken::List => query,
+        };
+        let rows = query.fetch_all(&mut *self.conn).await?;
         rows.iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             .collect()
@@ -342,19 +419,29 @@ impl IngestTx for PgIngest<'_> {
         at: i64,
         last_batch: Option<Uuid>,
     ) -> Result<(), sqlx::Error> {
-        let query = match last_batch {
-            Some(batch) => sqlx::query(
-                "UPDATE agents SET last_contact_at = $1, last_batch_at = $1, \
-                 last_batch_uuid = $2 WHERE id = $3",
-            )
-            .bind(at)
-            .bind(batch)
-            .bind(agent),
-            None => sqlx::query("UPDATE agents SET last_contact_at = $1 WHERE id = $2")
-                .bind(at)
-                .bind(agent),
-        };
-        query.execute(&mut *self.conn).await?;
+        // Deferred to one statement per group (see `touch_agents`).
+        let touch = self.touched.entry(agent).or_insert(Touch {
+            contact: at,
+            batch: None,
+        });
+        touch.contact = at;
+        if let Some(batch) = last_batch {
+            touch.batch = Some((at, batch));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Untaken;
+
+    #[test]
+    fn dense_numbers_are_looked_up_by_range_sparse_ones_one_by_one() {
+        assert_eq!(Untaken::of(&[]), Untaken::All);
+        assert_eq!(Untaken::of(&[5, 3, 4]), Untaken::Range(3, 5));
+        assert_eq!(Untaken::of(&[0, 60]), Untaken::Range(0, 60));
+        assert_eq!(Untaken::of(&[0, 1_000_000]), Untaken::List);
+        assert_eq!(Untaken::of(&[i32::MIN, i32::MAX]), Untaken::List);
     }
 }
