@@ -342,7 +342,11 @@ impl Frame {
 impl<'a> Encoder<(Tag, &'a Frame)> for FrameCodec {
     type Error = std::io::Error;
 
-    fn encode(&mut self, (tag, frame): (Tag, &'a Frame), dst: &mut BytesMut) -> std::io::Result<()> {
+    fn encode(
+        &mut self,
+        (tag, frame): (Tag, &'a Frame),
+        dst: &mut BytesMut,
+    ) -> std::io::Result<()> {
         encode_frame(tag, frame, dst).map_err(std::io::Error::other)
     }
 }

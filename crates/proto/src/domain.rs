@@ -20,7 +20,11 @@ pub enum Decision {
 
 impl Decision {
     pub fn from_allowed(allowed: bool) -> Decision {
-        if allowed { Decision::Allow } else { Decision::Deny }
+        if allowed {
+            Decision::Allow
+        } else {
+            Decision::Deny
+        }
     }
 
     pub fn is_allowed(self) -> bool {
@@ -44,7 +48,10 @@ pub enum EventTime {
     Missing,
     /// The record's time was impossible (nanos outside 0..1e9, or outside
     /// years 1..9999); it is treated as missing and flagged.
-    OutOfRange { seconds: i64, nanos: i32 },
+    OutOfRange {
+        seconds: i64,
+        nanos: i32,
+    },
 }
 
 impl EventTime {
@@ -81,8 +88,7 @@ const MAX_SECONDS: i64 = 253_402_300_799;
 /// jiff stops 26 hours short of the end of year 9999 (it keeps room for
 /// offsets), so the last day of 9999 also counts as out of range.
 pub fn timestamp_from_wire(t: &wire::Timestamp) -> Option<Timestamp> {
-    if !(MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds) || !(0..1_000_000_000).contains(&t.nanos)
-    {
+    if !(MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds) || !(0..1_000_000_000).contains(&t.nanos) {
         return None;
     }
     Timestamp::new(t.seconds, t.nanos).ok()
@@ -383,7 +389,10 @@ impl From<&Manifest> for agentapi::Manifest {
 mod tests {
     use super::*;
 
-    fn log(resource: Option<boundary_log::Resource>, time: Option<wire::Timestamp>) -> wire::BoundaryLog {
+    fn log(
+        resource: Option<boundary_log::Resource>,
+        time: Option<wire::Timestamp>,
+    ) -> wire::BoundaryLog {
         wire::BoundaryLog {
             allowed: true,
             time,
@@ -393,11 +402,13 @@ mod tests {
     }
 
     fn http(method: &str, url: &str) -> Option<boundary_log::Resource> {
-        Some(boundary_log::Resource::HttpRequest(boundary_log::HttpRequest {
-            method: method.into(),
-            url: url.into(),
-            matched_rule: String::new(),
-        }))
+        Some(boundary_log::Resource::HttpRequest(
+            boundary_log::HttpRequest {
+                method: method.into(),
+                url: url.into(),
+                matched_rule: String::new(),
+            },
+        ))
     }
 
     #[test]
@@ -407,7 +418,9 @@ mod tests {
             Err(RecordRejection::NoRequest { sequence_number: 3 })
         );
         assert_eq!(
-            AuditRecord::try_from(log(http("", ""), None)).unwrap_err().reason(),
+            AuditRecord::try_from(log(http("", ""), None))
+                .unwrap_err()
+                .reason(),
             "no_request"
         );
     }
@@ -431,13 +444,19 @@ mod tests {
         };
         assert_eq!(time_of(None), EventTime::Missing);
         assert_eq!(
-            time_of(t(1_765_227_526, 93_456_789)).known().unwrap().to_string(),
+            time_of(t(1_765_227_526, 93_456_789))
+                .known()
+                .unwrap()
+                .to_string(),
             "2025-12-08T20:58:46.093456789Z"
         );
         // Both ends of years 1..=9999 are fine.
         assert!(time_of(t(MIN_SECONDS, 0)).known().is_some());
         let last = Timestamp::MAX;
-        assert_eq!(time_of(t(last.as_second(), 999_999_999)).known(), Some(last));
+        assert_eq!(
+            time_of(t(last.as_second(), 999_999_999)).known(),
+            Some(last)
+        );
         for (seconds, nanos) in [
             (0, -1),
             (0, 1_000_000_000),

@@ -40,13 +40,13 @@ fn any_request() -> impl Strategy<Value = ReportBoundaryLogsRequest> {
         ".{0,36}",
         ".{0,16}",
     )
-        .prop_map(|(logs, session_id, confined_process_name)| {
-            ReportBoundaryLogsRequest {
+        .prop_map(
+            |(logs, session_id, confined_process_name)| ReportBoundaryLogsRequest {
                 logs,
                 session_id,
                 confined_process_name,
-            }
-        })
+            },
+        )
 }
 
 fn any_frame() -> impl Strategy<Value = (Tag, Frame)> {
@@ -54,26 +54,26 @@ fn any_frame() -> impl Strategy<Value = (Tag, Frame)> {
         any_request().prop_map(|r| (Tag::Legacy, Frame::Logs(r))),
         any_request().prop_map(|r| (Tag::V1, Frame::Logs(r))),
         any_request().prop_map(|r| (Tag::Envelope, Frame::Logs(r))),
-        (any::<i64>(), any::<i64>(), proptest::option::of(any::<i64>())).prop_map(
-            |(channel, batch, last)| (
+        (
+            any::<i64>(),
+            any::<i64>(),
+            proptest::option::of(any::<i64>())
+        )
+            .prop_map(|(channel, batch, last)| (
                 Tag::Envelope,
                 Frame::Status(BoundaryStatus {
                     dropped_channel_full: channel,
                     dropped_batch_full: batch,
                     final_sequence_number: last,
                 })
-            )
-        ),
+            )),
         Just((Tag::Envelope, Frame::EmptyEnvelope)),
     ]
 }
 
 /// Feeds `bytes` to the decoder in chunks of the given sizes, as a socket
 /// would deliver them, and collects what it yields until an error.
-fn decode_stream(
-    bytes: &[u8],
-    chunks: &[usize],
-) -> (Vec<DecodedFrame>, Option<FrameError>, usize) {
+fn decode_stream(bytes: &[u8], chunks: &[usize]) -> (Vec<DecodedFrame>, Option<FrameError>, usize) {
     let mut codec = FrameCodec;
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();

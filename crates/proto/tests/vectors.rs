@@ -238,7 +238,10 @@ fn decoder_closes_on_a_length_one_past_the_maximum_of_each_tag() {
         // At the maximum the header is accepted and the decoder waits for the body.
         let mut at_max = BytesMut::new();
         at_max.extend_from_slice(&((u32::from(tag.byte()) << 24) | max as u32).to_be_bytes());
-        assert!(FrameCodec.decode(&mut at_max).unwrap().is_none(), "tag {tag}");
+        assert!(
+            FrameCodec.decode(&mut at_max).unwrap().is_none(),
+            "tag {tag}"
+        );
 
         let mut over = BytesMut::new();
         over.extend_from_slice(&((u32::from(tag.byte()) << 24) | (max as u32 + 1)).to_be_bytes());
@@ -255,8 +258,14 @@ fn decoder_closes_on_a_length_one_past_the_maximum_of_each_tag() {
 fn extension_frames_round_trip() {
     use warden_proto::wire::{AckAccepted, AckRequest, FrameAck, frame_ack::Outcome};
     let frames = [
-        (Tag::AckRequest, Frame::AckRequest(AckRequest { version: 1 })),
-        (Tag::AckAccepted, Frame::AckAccepted(AckAccepted { version: 1 })),
+        (
+            Tag::AckRequest,
+            Frame::AckRequest(AckRequest { version: 1 }),
+        ),
+        (
+            Tag::AckAccepted,
+            Frame::AckAccepted(AckAccepted { version: 1 }),
+        ),
         (
             Tag::FrameAck,
             Frame::FrameAck(FrameAck {

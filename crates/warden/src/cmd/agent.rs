@@ -12,6 +12,8 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use warden_agent::{AgentConfig, FullPolicy, RetryPolicy, SocketConfig, Token};
 
+use super::process::{forward_signals, init_logging};
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Control plane URL (http:// or https://).
@@ -135,7 +137,7 @@ impl Args {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    init_logging();
+    init_logging("info", false);
     let (config, retry) = args.into_config();
     if let Err(e) = config.validate() {
         eprintln!("warden agent: {e}");
@@ -171,29 +173,4 @@ pub fn main(args: Args) -> ExitCode {
             }
         }
     })
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-fn forward_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
-        shutdown.cancel();
-    });
-    Ok(())
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
 }

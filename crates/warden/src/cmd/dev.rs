@@ -39,6 +39,7 @@ use warden_server::admin_token::ADMIN_TOKEN_FILE;
 use warden_server::{AdminTokenSource, Config, LineFormat, ServerError};
 use warden_store::DatabaseUrl;
 
+use super::process::{create_private_dir, init_logging, on_shutdown_signal, write_file_atomically};
 use super::server::SERVER_URL_FILE;
 use display::Lines;
 
@@ -173,7 +174,9 @@ impl Plan {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    init_logging();
+    // Only warnings and errors of the parts by default: the boundary lines
+    // and this command's own lines are the show.
+    init_logging("warn", false);
     let plan = match Plan::new(args) {
         Ok(plan) => plan,
         Err(error) => {
@@ -450,52 +453,14 @@ fn say(text: &str) {
     eprintln!("warden dev: {text}");
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating the data dir {}", dir.display()))
-}
-
-fn write_file_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let context = || format!("writing {}", path.display());
-    let mut file = std::fs::File::create(&tmp).with_context(context)?;
-    file.write_all(text.as_bytes()).with_context(context)?;
-    file.sync_all().with_context(context)?;
-    std::fs::rename(&tmp, path).with_context(context)
-}
-
-/// Cancels `stop` on SIGINT (Ctrl-C) or SIGTERM.
+/// On SIGINT (Ctrl-C) or SIGTERM: say what stops, then cancel `stop`.
 fn forward_signals(stop: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
+    on_shutdown_signal(move |_| {
         // After ^C on the terminal: start on a fresh line.
         eprintln!();
         say("stopping: the demo, then the agent (flushing its spool), then the control plane");
         stop.cancel();
-    });
-    Ok(())
-}
-
-/// Only warnings and errors of the parts by default (`WARDEN_LOG` changes
-/// it): the boundary lines and this command's own lines are the show.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod connection;
 pub mod dev;
 pub mod emit;
 pub mod logs;
+pub mod process;
 pub mod server;
 pub mod table;
 pub mod workspace;

@@ -6,9 +6,8 @@
 //!
 //! Exit codes: 0 after a clean shutdown, 1 runtime failure, 2 configuration.
 
-use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +16,8 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use warden_server::{AdminTokenSource, Config, LineFormat, TlsFiles, check_listen};
 use warden_store::DatabaseUrl;
+
+use super::process::{create_private_dir, forward_signals, init_logging, write_file_atomically};
 
 /// Environment variable holding the admin token (never a flag: flags show in
 /// the process list).
@@ -84,7 +85,7 @@ fn runtime_error(error: anyhow::Error) -> Failure {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    init_logging(args.log_format);
+    init_logging("info", args.log_format == Format::Json);
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -188,59 +189,6 @@ fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--listen {listen:?} is not HOST:PORT"))?
         .next()
         .with_context(|| format!("--listen {listen:?} resolves to no address"))
-}
-
-/// The data dir holds the database and the admin token: owner only.
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating the data dir {}", dir.display()))
-}
-
-fn write_file_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let context = || format!("writing {}", path.display());
-    let mut file = std::fs::File::create(&tmp).with_context(context)?;
-    file.write_all(text.as_bytes()).with_context(context)?;
-    file.sync_all().with_context(context)?;
-    std::fs::rename(&tmp, path).with_context(context)
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-fn forward_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
-        }
-        shutdown.cancel();
-    });
-    Ok(())
-}
-
-/// Operational logs on stderr: JSON objects in JSON mode (like the boundary
-/// lines), plain text otherwise. `WARDEN_LOG` filters (default `info`).
-fn init_logging(format: Format) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        Format::Json => builder.json().flatten_event(true).try_init(),
-        Format::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-    };
 }
 
 #[cfg(test)]
