@@ -323,6 +323,21 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Tells followers of [`Store::local_commits`](crate::Store::local_commits)
+/// about the records an ingest committed (only when it moved the position).
+pub(crate) fn notify_commits(
+    commits: &tokio::sync::watch::Sender<RecordId>,
+    outcome: &IngestOutcome,
+) {
+    if let Some(&last) = outcome.record_ids.iter().max() {
+        commits.send_if_modified(|seen| {
+            let newer = last > *seen;
+            *seen = (*seen).max(last);
+            newer
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::truncate;

@@ -13,6 +13,10 @@
 //! The conformance suite in `tests/conformance` states the behaviour every
 //! backend must have; instantiate it for a new backend with its own factory.
 
+// Macros first: `macro_rules!` are visible to the modules declared after them.
+#[macro_use]
+mod record_sql;
+
 mod convert;
 pub mod error;
 mod hosts;

@@ -264,13 +264,7 @@ impl Store for PgStore {
                 Some(outcome) => outcome.map_err(db("committing to the database"))?,
                 None => return Err(StoreError::Closed),
             };
-            if let Some(&last) = outcome.record_ids.iter().max() {
-                self.commits.send_if_modified(|seen| {
-                    let newer = last > *seen;
-                    *seen = (*seen).max(last);
-                    newer
-                });
-            }
+            crate::ingest::notify_commits(&self.commits, &outcome);
             Ok(outcome)
         })
     }

@@ -272,13 +272,7 @@ impl Store for SqliteStore {
     fn ingest(&self, request: Arc<IngestRequest>) -> StoreFuture<'_, IngestOutcome> {
         Box::pin(async move {
             let outcome = self.submit(|reply| Job::Ingest(request, reply)).await?;
-            if let Some(&last) = outcome.record_ids.iter().max() {
-                self.commits.send_if_modified(|seen| {
-                    let newer = last > *seen;
-                    *seen = (*seen).max(last);
-                    newer
-                });
-            }
+            crate::ingest::notify_commits(&self.commits, &outcome);
             Ok(outcome)
         })
     }
