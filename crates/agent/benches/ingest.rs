@@ -60,6 +60,7 @@ fn stream_bytes(tag: Tag, frames: usize, per_frame: usize) -> Vec<u8> {
                 .collect(),
             session_id: "0b6f8f0e-7a0c-4d7e-9a53-1f2d3c4b5a69".into(),
             confined_process_name: "curl".into(),
+            ..Default::default()
         };
         encode_frame(tag, &Frame::Logs(request), &mut buf).unwrap();
     }

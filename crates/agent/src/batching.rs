@@ -143,6 +143,7 @@ fn split(mut request: ReportBoundaryLogsRequest) -> Vec<ReportBoundaryLogsReques
             logs,
             session_id: request.session_id.clone(),
             confined_process_name: request.confined_process_name.clone(),
+            ..Default::default()
         })
         .collect()
 }
@@ -190,6 +191,7 @@ mod tests {
             logs: (0..10).map(|i| log(i, 10)).collect(),
             session_id: "s".into(),
             confined_process_name: "p".into(),
+            ..Default::default()
         };
         let entries = logs_entries(request.clone(), &stamp());
         assert_eq!(entries.len(), 1);
@@ -208,6 +210,7 @@ mod tests {
             logs: (0..2500).map(|i| log(i, 300)).collect(),
             session_id: "s".into(),
             confined_process_name: "p".into(),
+            ..Default::default()
         };
         let entries = logs_entries(request.clone(), &stamp());
         assert!(entries.len() >= 3);
@@ -245,8 +248,9 @@ mod tests {
             dropped_channel_full: 5,
             dropped_batch_full: 3,
             final_sequence_number: None,
+            ..Default::default()
         };
-        let entry = status_entry("sess", status, &stamp());
+        let entry = status_entry("sess", status.clone(), &stamp());
         assert_eq!(entry.records, 0);
         let batch = decode(&entry);
         assert_eq!(batch.client_status[0].session_id, "sess");

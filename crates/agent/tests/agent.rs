@@ -433,6 +433,7 @@ async fn an_acknowledged_client_gets_one_confirmation_per_frame_in_order() {
         dropped_channel_full: 2,
         dropped_batch_full: 1,
         final_sequence_number: None,
+        ..Default::default()
     };
     client
         .send(&logs_frame(request(
@@ -444,7 +445,7 @@ async fn an_acknowledged_client_gets_one_confirmation_per_frame_in_order() {
     client.send(&[0x02, 0, 0, 2, 0x0a, 0x05]).await; // malformed
     client.send(&logs_frame(with_rejects)).await;
     client
-        .send(&frame(Tag::Envelope, &Frame::Status(status)))
+        .send(&frame(Tag::Envelope, &Frame::Status(status.clone())))
         .await;
     client
         .send(&frame(

@@ -113,6 +113,7 @@ impl Batcher {
             logs: std::mem::take(&mut self.logs),
             session_id: self.session_id.clone(),
             confined_process_name: self.process_name.clone(),
+            ..Default::default()
         });
         Some(encode(Tag::Envelope, &frame).map(|bytes| {
             debug_assert_eq!(bytes.len(), warden_proto::codec::HEADER_LEN + expected);
@@ -129,6 +130,7 @@ impl Batcher {
             logs: Vec::new(),
             session_id: self.session_id.clone(),
             confined_process_name: self.process_name.clone(),
+            ..Default::default()
         });
         Ok(Pending {
             bytes: encode(Tag::Envelope, &frame)?,

@@ -323,6 +323,7 @@ impl Worker {
             dropped_channel_full: delta as i64,
             dropped_batch_full: 0,
             final_sequence_number: final_seq,
+            ..Default::default()
         };
         match batch::status_frame(status) {
             Ok(frame) => {

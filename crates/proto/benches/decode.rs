@@ -32,6 +32,7 @@ fn typical_frame(frame: usize) -> Frame {
         logs,
         session_id: "0b6f8f0e-7a0c-4d7e-9a53-1f2d3c4b5a69".into(),
         confined_process_name: "claude".into(),
+        ..Default::default()
     })
 }
 

@@ -180,6 +180,9 @@ pub struct ClientLogs {
     pub records: Vec<AuditRecord>,
     /// Records refused, in frame order; they are counted, never stored.
     pub rejected: Vec<RecordRejection>,
+    /// The digest of the policy the records were decided under (lower-case
+    /// hex SHA-256, as `warden boundary` sends it); `None` when not sent.
+    pub policy_digest: Option<String>,
 }
 
 impl From<wire::ReportBoundaryLogsRequest> for ClientLogs {
@@ -197,6 +200,7 @@ impl From<wire::ReportBoundaryLogsRequest> for ClientLogs {
             confined_process_name: request.confined_process_name,
             records,
             rejected,
+            policy_digest: non_empty(request.policy_digest),
         }
     }
 }
@@ -250,6 +254,17 @@ pub struct ClientStatus {
     pub dropped_batch_full: i64,
     /// The last sequence number of a session the client closed (-1: none).
     pub final_sequence_number: Option<i64>,
+    /// The policy the session decides under: its digest and its normalised
+    /// text, sent once per session by `warden boundary`; `None` when not sent.
+    pub policy: Option<Policy>,
+}
+
+/// A policy as a client reported it: the normalised rule set and its digest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Lower-case hex SHA-256 of `text`, as the client computed it.
+    pub digest: String,
+    pub text: String,
 }
 
 impl From<agentapi::ClientStatus> for ClientStatus {
@@ -260,6 +275,10 @@ impl From<agentapi::ClientStatus> for ClientStatus {
             dropped_channel_full: status.dropped_channel_full,
             dropped_batch_full: status.dropped_batch_full,
             final_sequence_number: status.final_sequence_number,
+            policy: (!status.policy_digest.is_empty()).then_some(Policy {
+                digest: status.policy_digest,
+                text: status.policy,
+            }),
         }
     }
 }
@@ -479,6 +498,7 @@ mod tests {
             logs: vec![log(http("GET", "u"), None), log(None, None)],
             session_id: String::new(),
             confined_process_name: "curl".into(),
+            ..Default::default()
         };
         let logs = ClientLogs::from(request);
         assert_eq!(logs.session_id, None);

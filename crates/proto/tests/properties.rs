@@ -45,6 +45,7 @@ fn any_request() -> impl Strategy<Value = ReportBoundaryLogsRequest> {
                 logs,
                 session_id,
                 confined_process_name,
+                ..Default::default()
             },
         )
 }
@@ -65,6 +66,7 @@ fn any_frame() -> impl Strategy<Value = (Tag, Frame)> {
                     dropped_channel_full: channel,
                     dropped_batch_full: batch,
                     final_sequence_number: last,
+                    ..Default::default()
                 })
             )),
         Just((Tag::Envelope, Frame::EmptyEnvelope)),

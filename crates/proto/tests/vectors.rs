@@ -80,6 +80,7 @@ fn two_logs() -> ReportBoundaryLogsRequest {
         ],
         session_id: SESSION.into(),
         confined_process_name: String::new(),
+        ..Default::default()
     }
 }
 
@@ -110,6 +111,7 @@ fn v2_status_5_3() {
         dropped_channel_full: 5,
         dropped_batch_full: 3,
         final_sequence_number: None,
+        ..Default::default()
     };
     check("v2_status_5_3", Tag::Envelope, Frame::Status(status));
 }

@@ -119,6 +119,7 @@ fn request(manifest: &Manifest, session: &str, first_seq: i32) -> IngestRequest 
                 confined_process_name: "claude".into(),
                 records,
                 rejected: Vec::new(),
+                ..Default::default()
             }),
             client_status: Vec::new(),
             agent_drops: Vec::new(),

@@ -232,6 +232,7 @@ mod tests {
                     })
                     .collect(),
                 rejected: Vec::new(),
+                policy_digest: None,
             }),
             client_status: Vec::new(),
             agent_drops: Vec::new(),

@@ -480,6 +480,7 @@ async fn client_status_and_agent_drops_are_counted_once() {
             dropped_channel_full: 4,
             dropped_batch_full: 1,
             final_sequence_number: Some(9),
+            ..Default::default()
         }),
     });
     b.agent_drops.push(agentapi::AgentDrop {

@@ -619,6 +619,7 @@ async fn the_session_report_shows_gaps_drops_and_records_in_sequence_order() {
             dropped_channel_full: 2,
             dropped_batch_full: 0,
             final_sequence_number: Some(12),
+            ..Default::default()
         }),
     });
     report(&mut agent, vec![b]).await;

@@ -105,6 +105,7 @@ fn batch(session: &str, records: usize, received_at: Timestamp) -> IngestBatch {
                 })
                 .collect(),
             rejected: Vec::new(),
+            policy_digest: None,
         }),
         client_status: Vec::new(),
         agent_drops: Vec::new(),

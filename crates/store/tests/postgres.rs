@@ -141,6 +141,7 @@ fn records(session: &str, seqs: std::ops::Range<i32>) -> IngestBatch {
                 })
                 .collect(),
             rejected: Vec::new(),
+            ..Default::default()
         }),
         client_status: Vec::new(),
         agent_drops: Vec::new(),

@@ -107,6 +107,7 @@ async fn raw_client(socket: &std::path::Path, tag: Tag, session: &str, records: 
             logs: chunk.iter().map(wire_log).collect(),
             session_id: session.to_owned(),
             confined_process_name: format!("tag{}", tag.byte()),
+            ..Default::default()
         };
         let mut frame = BytesMut::new();
         encode_frame(tag, &Frame::Logs(request), &mut frame).unwrap();

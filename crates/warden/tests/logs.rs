@@ -79,6 +79,7 @@ fn batch(session: &str, logs: Vec<wire::BoundaryLog>) -> agentapi::Batch {
             logs,
             session_id: session.into(),
             confined_process_name: "claude".into(),
+            ..Default::default()
         }),
         client_status: Vec::new(),
         agent_drops: Vec::new(),
@@ -346,6 +347,7 @@ async fn sessions_and_a_session_report_show_gaps_and_drops() {
             dropped_channel_full: 2,
             dropped_batch_full: 0,
             final_sequence_number: Some(12),
+            ..Default::default()
         }),
     });
     report(&server, &dev, vec![b]).await;

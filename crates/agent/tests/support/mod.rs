@@ -428,6 +428,7 @@ pub fn request(session: &str, first_seq: i32, urls: &[String]) -> ReportBoundary
             .collect(),
         session_id: session.into(),
         confined_process_name: "curl".into(),
+        ..Default::default()
     }
 }
 

@@ -293,6 +293,7 @@ pub fn batch(session: Option<&str>, logs: Vec<wire::BoundaryLog>) -> agentapi::B
             logs,
             session_id: session.unwrap_or_default().into(),
             confined_process_name: "claude".into(),
+            ..Default::default()
         }),
         client_status: Vec::new(),
         agent_drops: Vec::new(),

@@ -165,6 +165,7 @@ fn batch(session: Option<&str>, records: Vec<AuditRecord>) -> IngestBatch {
             confined_process_name: "claude".into(),
             records,
             rejected: Vec::new(),
+            ..Default::default()
         }),
         client_status: Vec::new(),
         agent_drops: Vec::new(),
@@ -370,6 +371,7 @@ pub async fn a_resent_batch_changes_nothing(factory: &impl StoreFactory) {
         dropped_channel_full: 2,
         dropped_batch_full: 0,
         final_sequence_number: None,
+        ..Default::default()
     });
     store.ingest(request(&dev, vec![b.clone()])).await.unwrap();
     let again = store.ingest(request(&dev, vec![b.clone()])).await.unwrap();
@@ -593,12 +595,14 @@ pub async fn status_and_drops_are_applied_once_per_batch(factory: &impl StoreFac
             dropped_channel_full: 3,
             dropped_batch_full: 1,
             final_sequence_number: None,
+            ..Default::default()
         },
         ClientStatus {
             session_id: None,
             dropped_channel_full: 5,
             dropped_batch_full: -7, // a client bug: never subtracted
             final_sequence_number: Some(3),
+            ..Default::default()
         },
     ];
     b.agent_drops = vec![
@@ -662,6 +666,7 @@ pub async fn sessions_show_gaps_and_tail_loss(factory: &impl StoreFactory) {
         dropped_channel_full: 2,
         dropped_batch_full: 0,
         final_sequence_number: Some(11),
+        ..Default::default()
     });
     store.ingest(request(&dev, vec![b])).await.unwrap();
     let s = store

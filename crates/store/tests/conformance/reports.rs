@@ -218,6 +218,7 @@ pub async fn session_gaps_are_reported_as_ranges(factory: &impl StoreFactory) {
         dropped_channel_full: 2,
         dropped_batch_full: 0,
         final_sequence_number: Some(14),
+        ..Default::default()
     });
     store.ingest(request(&dev, vec![b])).await.unwrap();
     // A conflict on a gap's edge changes nothing.
@@ -275,6 +276,7 @@ pub async fn sessions_are_listed_most_recent_first(factory: &impl StoreFactory) 
         dropped_channel_full: 0,
         dropped_batch_full: 5,
         final_sequence_number: Some(4),
+        ..Default::default()
     });
     store
         .ingest(request(&dev, vec![status_only]))

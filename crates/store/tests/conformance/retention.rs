@@ -166,6 +166,7 @@ pub async fn purge_keeps_session_summaries_and_losses(factory: &impl StoreFactor
         dropped_channel_full: 1,
         dropped_batch_full: 0,
         final_sequence_number: Some(12),
+        ..Default::default()
     });
     let b = batch_at(session, vec![record(5, "https://evil.example/")], t0);
     let c = batch_at(session, records(10..12), t0 + hour());

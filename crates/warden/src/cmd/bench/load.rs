@@ -55,6 +55,7 @@ pub fn record_size(padding: usize) -> usize {
             logs: vec![log.clone(); n],
             session_id: uuid_text(),
             confined_process_name: String::new(),
+            ..Default::default()
         };
         // Two small frames cannot pass the limit.
         payload_len(Tag::Envelope, &Frame::Logs(request)).unwrap_or(0)
