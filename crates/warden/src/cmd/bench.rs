@@ -17,6 +17,7 @@
 
 mod lines;
 mod load;
+mod peer;
 mod procs;
 mod report;
 mod stages;
@@ -81,6 +82,17 @@ pub struct Args {
     /// Print the results as one JSON object on stdout instead of text.
     #[arg(long, env = "WARDEN_BENCH_JSON")]
     json: bool,
+    /// First send the same records (clients, count, size) through a peer and
+    /// report both and the ratio: `rsyslog` forwards them over RELP to a
+    /// second rsyslog writing one line per record (needs Debian's `rsyslog`
+    /// and `rsyslog-relp`).
+    #[arg(long, env = "WARDEN_BENCH_COMPARE", value_enum)]
+    compare: Option<Peer>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Peer {
+    Rsyslog,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -178,6 +190,15 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
         .prefix("warden-bench-")
         .tempdir_in(&parent)
         .with_context(|| format!("creating a work dir in {}", parent.display()))?;
+    let peer = match args.compare {
+        Some(Peer::Rsyslog) => Some(peer::rsyslog(
+            work.path(),
+            args.clients,
+            args.records,
+            args.record_size,
+        )?),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -272,6 +293,7 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
 
     let seconds = last_line.duration_since(sent.started).as_secs_f64();
     let records = args.records;
+    let records_per_second = records as f64 / seconds;
     let mut latencies = server_lines.take_latencies();
     if server_lines.untimed() > 0 {
         eprintln!(
@@ -292,13 +314,17 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
             Store::Postgres(_) => "postgres".into(),
         },
         seconds,
-        records_per_second: records as f64 / seconds,
+        records_per_second,
         accepted_per_second: records as f64 / sent.accepted_after.as_secs_f64(),
         latency: Latency::of(&mut latencies),
         stages,
         agent: ProcessFigures::new(after.0.since(before.0), records),
         server: ProcessFigures::new(after.1.since(before.1), records),
         clients_process: ProcessFigures::new(after.2.since(before.2), records),
+        ratio_to_peer: peer
+            .as_ref()
+            .map(|p| records_per_second / p.records_per_second),
+        peer,
     })
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::peer::PeerReport;
 use super::procs::Usage;
 use super::stages::Stages;
 
@@ -87,6 +88,12 @@ pub struct Report {
     pub server: ProcessFigures,
     /// This process: the clients (and the reading of the server's lines).
     pub clients_process: ProcessFigures,
+    /// The same load through the peer (`--compare rsyslog`), run just before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerReport>,
+    /// Warden's records/s over the peer's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_peer: Option<f64>,
 }
 
 impl fmt::Display for Report {
@@ -151,6 +158,30 @@ impl fmt::Display for Report {
                 p.cpu_us_per_record,
                 p.cpu_seconds / self.seconds.max(f64::MIN_POSITIVE),
                 p.peak_rss_mib
+            )?;
+        }
+        if let (Some(peer), Some(ratio)) = (&self.peer, self.ratio_to_peer) {
+            writeln!(f, "compared with {}:", peer.peer)?;
+            writeln!(
+                f,
+                "  end to end    {:>10.0} records/s  ({} records in {:.2} s, first record sent to last line written by the receiver)",
+                peer.records_per_second, peer.records, peer.seconds
+            )?;
+            for (name, p) in [
+                ("sender", &peer.sender),
+                ("receiver", &peer.receiver),
+                ("clients", &peer.clients_process),
+            ] {
+                writeln!(
+                    f,
+                    "  {name:<8}      cpu {:>6.2} s ({:>5.2} µs/record), peak rss {:>6.1} MiB",
+                    p.cpu_seconds, p.cpu_us_per_record, p.peak_rss_mib
+                )?;
+            }
+            writeln!(
+                f,
+                "  warden / peer {ratio:>10.2}x  ({:.0} / {:.0} records/s)",
+                self.records_per_second, peer.records_per_second
             )?;
         }
         Ok(())
