@@ -97,7 +97,8 @@ async fn send(proxy: SocketAddr, request: &str) -> String {
         let n = stream.read(&mut buf).await.unwrap();
         answer.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&answer);
-        if n == 0 || (text.contains("\r\n\r\n") && (text.ends_with('\n') || text.contains(" 200 "))) {
+        if n == 0 || (text.contains("\r\n\r\n") && (text.ends_with('\n') || text.contains(" 200 ")))
+        {
             return text.into_owned();
         }
     }
@@ -130,14 +131,20 @@ async fn a_name_resolving_to_a_metadata_address_is_denied_and_never_dialed() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
-    assert!(answer.contains("169.254.169.254 is a link-local or metadata address"), "{answer}");
+    assert!(
+        answer.contains("169.254.169.254 is a link-local or metadata address"),
+        "{answer}"
+    );
     let answer = send(
         setup.proxy,
         "CONNECT metadata.test:443 HTTP/1.1\r\nHost: metadata.test:443\r\n\r\n",
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
-    assert!(setup.connector.refused.lock().unwrap().is_empty(), "dialed a forbidden address");
+    assert!(
+        setup.connector.refused.lock().unwrap().is_empty(),
+        "dialed a forbidden address"
+    );
     assert_eq!(setup.audit.counts().decisions, 2);
 }
 
@@ -166,5 +173,8 @@ async fn a_rule_naming_the_host_admits_its_metadata_address() {
     // The proxy tried that address (the double refused it: 502, not 403).
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
     let refused = setup.connector.refused.lock().unwrap().clone();
-    assert_eq!(refused, ["169.254.169.254:80".parse::<SocketAddr>().unwrap()]);
+    assert_eq!(
+        refused,
+        ["169.254.169.254:80".parse::<SocketAddr>().unwrap()]
+    );
 }

@@ -806,3 +806,106 @@ async fn the_jail_hides_the_ca_directory_and_the_key_is_private() {
         show(&output)
     );
 }
+
+#[tokio::test]
+async fn the_records_reach_the_control_plane_with_decisions_rules_session_and_sequence() {
+    use support::agent::AgentSetup;
+    use support::server::ServerProcess;
+    require("curl", "curl");
+    let dirs = support::dirs();
+    let mut server = ServerProcess::start(&dirs.server, &[], BoundaryLines::Keep).await;
+    let ws = server.create_workspace("fenced", "alice", &[]).await;
+    let mut agent = AgentSetup::new(&server.url, &ws.token, &dirs.agent, &dirs.socket)
+        .start(&[])
+        .await;
+    let origin = Origin::http(None).await;
+    let port = origin.port();
+    let script = format!(
+        "curl -s -o /dev/null http://127.0.0.1:{port}/one; \
+         curl -s -o /dev/null -X POST http://127.0.0.1:{port}/two; \
+         curl -s -o /dev/null http://localhost:{port}/three; \
+         curl -s -o /dev/null http://127.0.0.1:{port}/blocked/four"
+    );
+    // The socket from the environment, as a COMMAND of the agent gets it.
+    let mut command = warden();
+    command
+        .env("CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH", &dirs.socket)
+        .args([
+            "boundary",
+            "--deny",
+            "path=/blocked/*",
+            "--allow",
+            "domain=127.0.0.1 method=GET",
+        ])
+        .args(["--", "sh", "-c", &script]);
+    let output = tokio::time::timeout(WAIT, command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("audit records:"),
+        "the drain summary: {stderr}"
+    );
+    let digest = stderr
+        .split("policy digest ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+
+    let server_ref = &server;
+    support::eventually("the four records are stored", || async move {
+        server_ref.logs(&["--workspace", "fenced"]).await.len() >= 4
+    })
+    .await;
+    let mut records = server.logs(&["--workspace", "fenced"]).await;
+    records.sort_by_key(|r| r["sequence"].as_i64());
+    let session = records[0]["session_id"].as_str().unwrap().to_owned();
+    let shown: Vec<(i64, &str, &str, &str, &str)> = records
+        .iter()
+        .map(|r| {
+            assert_eq!(r["session_id"], session.as_str());
+            (
+                r["sequence"].as_i64().unwrap(),
+                r["decision"].as_str().unwrap(),
+                r["http_method"].as_str().unwrap(),
+                r["http_url"].as_str().unwrap(),
+                r["matched_rule"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let url = |host: &str, path: &str| format!("http://{host}:{port}{path}");
+    assert_eq!(
+        shown,
+        [
+            (
+                0,
+                "allow",
+                "GET",
+                url("127.0.0.1", "/one").as_str(),
+                "domain=127.0.0.1 method=GET"
+            ),
+            (1, "deny", "POST", url("127.0.0.1", "/two").as_str(), ""),
+            (2, "deny", "GET", url("localhost", "/three").as_str(), ""),
+            (
+                3,
+                "deny",
+                "GET",
+                url("127.0.0.1", "/blocked/four").as_str(),
+                "path=/blocked/*"
+            ),
+        ]
+    );
+    // The session is the run's and the process that wrote the records is
+    // warden itself.
+    assert_eq!(records[0]["process"], "sh");
+    assert!(records.iter().all(|r| r["workspace_name"] == "fenced"));
+    // The stored record does not carry the digest yet (the control plane's
+    // policy storage is another change); the frames do, see
+    // the_policy_digest_rides_on_every_frame_and_the_policy_once_per_session.
+    assert_eq!(digest.len(), 64);
+    agent.stop().await;
+    server.stop().await;
+}
