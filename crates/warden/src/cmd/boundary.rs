@@ -3,6 +3,8 @@
 //! policy) and `warden boundary bench` (side by side with squid). This
 //! module only parses flags and turns outcomes into exit codes.
 
+mod bench;
+
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +30,9 @@ enum Sub {
     /// Decide one request against the rules: prints `allow RULE` (exit 0) or
     /// `deny [RULE]` (exit 1).
     Check(CheckArgs),
+    /// Measure requests/s and added latency through warden boundary and
+    /// through squid, side by side.
+    Bench(bench::Args),
 }
 
 /// Where the rules come from (see docs/boundary-rules.md).
@@ -138,6 +143,7 @@ struct CheckArgs {
 pub fn main(args: Args) -> ExitCode {
     match args.command {
         Some(Sub::Check(check)) => self::check(check),
+        Some(Sub::Bench(bench)) => bench::main(bench),
         None => run(args.run),
     }
 }
