@@ -388,6 +388,7 @@ fn file_error(what: &'static str, path: &Path, source: std::io::Error) -> TlsErr
 /// Reads the server name of a TLS ClientHello from the first bytes of a
 /// tunnel. Feed bytes as they arrive; the answer is known once the whole
 /// ClientHello is in.
+#[derive(Default)]
 pub struct HelloReader {
     acceptor: rustls::server::Acceptor,
 }
@@ -407,14 +408,6 @@ pub enum Hello {
     Tls(Option<String>),
     /// Not TLS.
     NotTls,
-}
-
-impl Default for HelloReader {
-    fn default() -> Self {
-        HelloReader {
-            acceptor: rustls::server::Acceptor::default(),
-        }
-    }
 }
 
 impl HelloReader {

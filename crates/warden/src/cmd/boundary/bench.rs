@@ -92,6 +92,10 @@ enum Route {
     },
 }
 
+/// A line of the table: scenario, proxy, figures, latency added over direct
+/// (p50, p99).
+type Row = (String, String, Figures, Option<(f64, f64)>);
+
 /// One measurement's figures.
 struct Figures {
     requests: u64,
@@ -111,7 +115,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let http_origin = start_origin(None).await?;
     let https_origin = start_origin(Some(origin_tls.server.clone())).await?;
     let sink = start_sink(&dir.join("agent.sock")).await?;
-    let origin_roots = client_config(&[origin_tls.ca_der.clone()]);
+    let origin_roots = client_config(std::slice::from_ref(&origin_tls.ca_der));
 
     let rule = "domain=localhost method=GET";
     let exe = std::env::current_exe().context("finding this binary")?;
@@ -149,7 +153,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
     let http_url = format!("http://localhost:{}/ok", http_origin.port());
     let https_url = format!("https://localhost:{}/ok", https_origin.port());
-    let mut rows: Vec<(String, String, Figures, Option<(f64, f64)>)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut measure = async |scenario: &str,
                              who: &str,
                              route: Route,
