@@ -34,7 +34,7 @@ use rustix::thread::{CapabilitiesSecureBits, CapabilitySet, CapabilitySets, Unsh
 pub enum JailError {
     /// The kernel or the privileges do not allow it.
     #[error(
-        "--jail needs a new network and mount namespace, which this process may not create ({step}: {source}); run as root (CAP_SYS_ADMIN) or without --jail"
+        "--jail needs a new network and mount namespace, which this process may not create ({step} failed); run as root (CAP_SYS_ADMIN) or without --jail"
     )]
     Unsupported {
         /// The step that failed.

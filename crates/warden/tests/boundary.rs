@@ -752,6 +752,47 @@ async fn the_jail_stops_a_client_that_ignores_the_proxy_variables() {
 }
 
 #[tokio::test]
+async fn without_the_privileges_for_a_jail_command_never_runs() {
+    require("setpriv", "util-linux");
+    // The binary where an unprivileged user can run it.
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("warden");
+    std::fs::copy(env!("CARGO_BIN_EXE_warden"), &exe).unwrap();
+    let output = tokio::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&exe)
+        .args([
+            "boundary",
+            "--jail",
+            "--allow",
+            "domain=*",
+            "--",
+            "echo",
+            "UNCONFINED",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    assert!(
+        text(&output.stderr).contains("--jail needs a new network and mount namespace"),
+        "{}",
+        show(&output)
+    );
+    assert!(
+        !text(&output.stdout).contains("UNCONFINED"),
+        "COMMAND ran unconfined"
+    );
+}
+
+#[tokio::test]
 async fn the_jail_hides_the_ca_directory_and_the_key_is_private() {
     let dir = tempfile::tempdir().unwrap();
     let ca_dir = dir.path().join("ca");
