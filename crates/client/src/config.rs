@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 
+pub use warden_proto::domain::Policy;
+
 /// The variables the agent sets for every command it starts, in the order
 /// they are read.
 pub const SOCKET_ENV_VARS: [&str; 2] = [
@@ -65,6 +67,11 @@ pub struct Config {
     pub reconnect_max: Duration,
     /// Sent with every batch; empty for none.
     pub confined_process_name: String,
+    /// The policy the session's decisions are made under (`warden
+    /// boundary`): its digest goes on every logs frame, and the digest with
+    /// the policy text in one status frame at the start of the session.
+    /// The digest must be a lower-case hex SHA-256 (64 characters).
+    pub policy: Option<Policy>,
 }
 
 impl Config {
@@ -84,6 +91,7 @@ impl Config {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
             confined_process_name: String::new(),
+            policy: None,
         }
     }
 
@@ -132,6 +140,15 @@ impl Config {
                 len: self.confined_process_name.len(),
                 max: MAX_PROCESS_NAME_LEN,
             });
+        }
+        if let Some(policy) = &self.policy {
+            let digest = &policy.digest;
+            let is_hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+            if digest.len() != 64 || !digest.chars().all(is_hex) {
+                return Err(ConfigError::PolicyDigest {
+                    digest: digest.chars().take(80).collect(),
+                });
+            }
         }
         Ok(())
     }
@@ -207,11 +224,28 @@ mod tests {
             c.validate(),
             Err(ConfigError::ReconnectRange { .. })
         ));
-        let mut c = ok;
+        let mut c = ok.clone();
         c.confined_process_name = "x".repeat(MAX_PROCESS_NAME_LEN + 1);
         assert!(matches!(
             c.validate(),
             Err(ConfigError::ProcessNameTooLong { .. })
         ));
+        for digest in ["", "abc", &"A".repeat(64), &"0".repeat(65)] {
+            let mut c = ok.clone();
+            c.policy = Some(Policy {
+                digest: digest.to_owned(),
+                text: String::new(),
+            });
+            assert!(
+                matches!(c.validate(), Err(ConfigError::PolicyDigest { .. })),
+                "{digest:?}"
+            );
+        }
+        let mut c = ok;
+        c.policy = Some(Policy {
+            digest: "0123456789abcdef".repeat(4),
+            text: "allow domain=a.io".into(),
+        });
+        assert_eq!(c.validate(), Ok(()));
     }
 }

@@ -60,6 +60,8 @@ pub enum ConfigError {
     ReconnectRange { min: Duration, max: Duration },
     #[error("confined process name of {len} bytes is longer than {max}")]
     ProcessNameTooLong { len: usize, max: usize },
+    #[error("policy digest {digest:?} is not a lower-case hex SHA-256")]
+    PolicyDigest { digest: String },
     #[error(
         "no agent socket: set CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH or CODER_BOUNDARY_LOG_SOCKET"
     )]

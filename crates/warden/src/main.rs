@@ -38,6 +38,9 @@ enum Command {
     Dev(cmd::dev::Args),
     /// Measure records/s and latency through client, agent, spool and server.
     Bench(cmd::bench::Args),
+    /// Fence in a command: an egress proxy that allows only what the rules
+    /// allow and audits every request.
+    Boundary(cmd::boundary::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,5 +60,6 @@ fn main() -> ExitCode {
         Command::Logs(args) => cmd::logs::main(args),
         Command::Dev(args) => cmd::dev::main(args),
         Command::Bench(args) => cmd::bench::main(args),
+        Command::Boundary(args) => cmd::boundary::main(args),
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod boundary;
 pub mod connection;
 pub mod dev;
 pub mod emit;
