@@ -13,15 +13,12 @@
 //! - [`line`]: the line format, Go quoting and the printer (outbox protocol);
 //! - [`http`]: health, metrics, the workspace admin API and the record
 //!   query API with its live stream; [`openapi`] describes them;
-//! - [`admin_api`] / [`admin_client`]: the admin API's JSON and a client for
-//!   the `warden workspace` commands;
-//! - [`query_api`] / [`query_client`]: the same for the record query API and
-//!   `warden logs`;
-//! - [`auth`], [`admin_token`]: tokens, hashed at rest;
+//!   (their bodies and parameters are the `warden-api` crate's, shared with
+//!   the client);
+//! - [`auth`], [`admin_token`], [`names`]: tokens, hashed at rest, and the
+//!   rules for workspace names;
 //! - [`config`], [`tls`], [`metrics`].
 
-pub mod admin_api;
-pub mod admin_client;
 pub mod admin_token;
 pub mod auth;
 pub mod config;
@@ -31,10 +28,9 @@ pub mod http;
 pub mod ingest;
 pub mod line;
 pub mod metrics;
+pub mod names;
 pub mod openapi;
 mod outbox;
-pub mod query_api;
-pub mod query_client;
 pub mod retention;
 mod run;
 mod serve;

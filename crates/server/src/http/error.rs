@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use warden_store::StoreError;
 
-use crate::admin_api::ApiError;
+use warden_api::workspaces::ApiError;
 
 /// An HTTP API failure.
 #[derive(Debug)]

@@ -15,12 +15,14 @@
 //! Exit codes: 0 when every record arrived, 1 otherwise or on a failure, 2
 //! for bad flags.
 
+mod latency;
 mod lines;
 mod load;
 mod procs;
 mod report;
 mod stages;
 
+use clap::builder::BoolishValueParser;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,14 +31,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use warden_api::ApiClient;
+use warden_api::time::parse_duration;
+use warden_api::workspaces::CreateWorkspace;
 use warden_client::AckPolicy;
-use warden_server::admin_api::CreateWorkspace;
-use warden_server::admin_client::AdminClient;
 
+use super::failure::{self, Failure};
+use latency::Latency;
 use lines::ServerLines;
 use load::Load;
 use procs::{Process, Usage};
-use report::{Latency, ProcessFigures, Report};
+use report::{ProcessFigures, Report};
 
 /// How long the children may take to start, and to stop.
 const START_LIMIT: Duration = Duration::from_secs(60);
@@ -79,7 +84,7 @@ pub struct Args {
     #[arg(long, env = "WARDEN_BENCH_WORK_DIR")]
     work_dir: Option<PathBuf>,
     /// Print the results as one JSON object on stdout instead of text.
-    #[arg(long, env = "WARDEN_BENCH_JSON")]
+    #[arg(long, env = "WARDEN_BENCH_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
 }
 
@@ -87,14 +92,6 @@ pub struct Args {
 enum Acks {
     Auto,
     Off,
-}
-
-/// Reads `5ms`, `1s`, `PT0.5S`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a duration like 5ms or 1s: {e}"))?;
-    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
 }
 
 /// Where the records go.
@@ -142,33 +139,21 @@ impl Args {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    let store = match args.check() {
-        Ok(store) => store,
-        Err(error) => {
-            eprintln!("warden bench: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    match bench(&args, &store) {
-        Ok(report) => {
-            if args.json {
-                match serde_json::to_string(&report) {
-                    Ok(json) => println!("{json}"),
-                    Err(error) => {
-                        eprintln!("warden bench: encoding the results: {error}");
-                        return ExitCode::from(1);
-                    }
-                }
-            } else {
-                print!("{report}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("warden bench: {error:#}");
-            ExitCode::from(1)
-        }
+    failure::exit("bench", run(&args))
+}
+
+fn run(args: &Args) -> Result<(), Failure> {
+    let store = args.check().map_err(Failure::usage)?;
+    let report = bench(args, &store).map_err(Failure::runtime)?;
+    if args.json {
+        let json = serde_json::to_string(&report)
+            .context("encoding the results")
+            .map_err(Failure::runtime)?;
+        println!("{json}");
+    } else {
+        print!("{report}");
     }
+    Ok(())
 }
 
 fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
@@ -202,7 +187,7 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
         .context("the server's URL")?;
 
     let workspace = runtime.block_on(async {
-        let admin = AdminClient::new(&url, admin_token.clone(), None)?;
+        let admin = ApiClient::new(&url, admin_token.clone(), None)?;
         let name = format!("bench-{}", jiff::Timestamp::now().as_millisecond());
         admin
             .create_workspace(&CreateWorkspace {

@@ -1,13 +1,16 @@
 //! One module per subcommand. Each exposes `Args` (or `Command`) for clap and
 //! a `main` that returns the process exit code. Beside them, what several
-//! share: [`connection`] (server, admin token, failures and exit codes) and
-//! [`table`] (tables sized to the terminal).
+//! share: [`failure`] (failures, their messages and exit codes),
+//! [`connection`] (which server, with which admin token), [`process`]
+//! (signals, logging, the data dir) and [`table`] (tables sized to the
+//! terminal).
 
 pub mod agent;
 pub mod bench;
 pub mod connection;
 pub mod dev;
 pub mod emit;
+pub mod failure;
 pub mod logs;
 pub mod process;
 pub mod server;
