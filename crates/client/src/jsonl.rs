@@ -47,6 +47,7 @@ pub struct EmitReport {
     pub malformed: u64,
     /// Reading the input failed; the lines before the failure were sent.
     pub read_error: Option<String>,
+    /// What became of the records sent.
     pub summary: Summary,
 }
 

@@ -95,6 +95,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod auditor;
 mod batch;
 mod blocking;

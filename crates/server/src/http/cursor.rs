@@ -77,6 +77,7 @@ pub struct SessionListCursor {
     /// The last record id of the last session listed (`None`: a session
     /// without stored records).
     pub last_record_id: Option<RecordId>,
+    /// The last session listed.
     pub session_id: String,
 }
 

@@ -24,7 +24,9 @@ pub use error::HttpError;
 
 /// What the HTTP handlers share.
 pub struct AppState {
+    /// Where records and the registry live.
     pub store: Arc<dyn Store>,
+    /// The server's metrics.
     pub metrics: Arc<Metrics>,
     /// The admin token's hash, settled at start.
     pub admin_token: TokenHash,

@@ -40,7 +40,7 @@ use super::records::{RecordOut, query, record_query};
 use super::{AppState, HttpError};
 
 /// How often a follower looks for records committed elsewhere.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often an idle stream sends a comment, so that proxies keep it open
 /// and a client notices a dead connection.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);

@@ -20,7 +20,7 @@ use super::{AppState, HttpError};
 use crate::auth::{hash_token, new_agent_token};
 use crate::names::{check_name, check_owner, check_script};
 
-pub fn router() -> Router<Arc<AppState>> {
+pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(list).post(create))
         .route("/{name}", delete(remove))

@@ -33,7 +33,7 @@ use crate::line::format::JsonLine;
 
 /// The routes, relative to the root (they sit under `/api/v1/workspaces`
 /// beside the workspace admin routes, hence `{name}`).
-pub fn router() -> Router<Arc<AppState>> {
+pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/records", get(list::list))
         .route("/api/v1/workspaces/{name}/sessions", get(sessions::list))
