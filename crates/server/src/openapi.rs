@@ -437,7 +437,7 @@ fn schemas() -> Value {
         },
         "Record": {
             "type": "object",
-            "description": "The json boundary line of the control plane's stderr (spec/stderr-format.md) plus id, peer and conflict; optional keys are left out when unknown or empty.",
+            "description": "The json boundary line of the control plane's stderr (docs/stderr-format.md) plus id, peer and conflict; optional keys are left out when unknown or empty.",
             "required": ["id", "ts", "level", "msg", "workspace_id", "decision", "http_method", "http_url", "received_at", "peer", "conflict"],
             "properties": {
                 "id": { "type": "integer", "format": "int64", "description": "The record's id; ids grow in commit order." },

@@ -1,4 +1,4 @@
-//! The boundary log line of `spec/stderr-format.md`, in its text and JSON
+//! The boundary log line of `docs/stderr-format.md`, in its text and JSON
 //! forms.
 
 use std::fmt::Write;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 
-/// What the server prints once it serves (spec/cli.md).
+/// What the server prints once it serves (`docs/cli.md`).
 const LISTENING: &[u8] = b"warden server listening on ";
 /// Where a boundary line's event time starts. A quoted value cannot hold an
 /// unescaped quote, so this cannot match inside the URL.
