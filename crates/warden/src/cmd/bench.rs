@@ -415,17 +415,10 @@ fn wait_for_lines(lines: &ServerLines, records: u64, started: Instant) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    use crate::cmd::parse_args;
 
     fn check(argv: &[&str]) -> anyhow::Result<Store> {
-        let cli = Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied()))?;
-        cli.args.check()
+        parse_args::<Args>(argv)?.check()
     }
 
     #[test]

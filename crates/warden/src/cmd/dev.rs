@@ -422,17 +422,10 @@ fn forward_signals(stop: CancellationToken) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    use crate::cmd::parse_args;
 
     fn plan(argv: &[&str]) -> anyhow::Result<Plan> {
-        let cli = Cli::try_parse_from(std::iter::once("dev").chain(argv.iter().copied()))?;
-        Plan::new(cli.args)
+        Plan::new(parse_args::<Args>(argv)?)
     }
 
     #[test]

@@ -16,3 +16,19 @@ pub mod process;
 pub mod server;
 pub mod table;
 pub mod workspace;
+
+/// Parses one subcommand's flags on their own (`argv` without the
+/// subcommand's name), for its tests.
+#[cfg(test)]
+pub fn parse_args<A: clap::Args>(argv: &[&str]) -> Result<A, clap::Error> {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+
+    Cli::<A>::try_parse_from(std::iter::once("warden").chain(argv.iter().copied()))
+        .map(|cli| cli.args)
+}

@@ -165,18 +165,10 @@ fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
 mod tests {
     use super::*;
     use crate::cmd::failure::USAGE;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    use crate::cmd::parse_args;
 
     fn parse(argv: &[&str]) -> Args {
-        Cli::try_parse_from(std::iter::once("server").chain(argv.iter().copied()))
-            .unwrap()
-            .args
+        parse_args(argv).unwrap()
     }
 
     #[test]
@@ -223,7 +215,7 @@ mod tests {
                 .code(),
             USAGE
         );
-        assert!(Cli::try_parse_from(["server", "--tls-cert", "c"]).is_err());
-        assert!(Cli::try_parse_from(["server", "--log-format", "xml"]).is_err());
+        assert!(parse_args::<Args>(&["--tls-cert", "c"]).is_err());
+        assert!(parse_args::<Args>(&["--log-format", "xml"]).is_err());
     }
 }
