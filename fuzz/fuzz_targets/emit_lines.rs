@@ -1,8 +1,10 @@
 //! Feeds arbitrary bytes to `warden emit`'s input side, as if they were its
 //! stdin: the line splitter (with its length limit and `\r\n` handling), the
 //! JSON record parser and the diagnostics it writes for bad lines. None may
-//! panic; every line is either a record that says what the JSON said or
-//! exactly one diagnostic line that input cannot forge another line into.
+//! panic; each line read is exactly the input between two `\n` (less one
+//! `\r`), or said to be too long; every line is either a record that says
+//! what the JSON said or exactly one diagnostic line that input cannot forge
+//! another line into.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -25,27 +27,32 @@ fuzz_target!(|data: &[u8]| {
 });
 
 async fn check(data: &[u8]) {
+    // What each line must be: the bytes between two `\n`, without one
+    // trailing `\r`; too long when the bytes read (with that `\r`) exceed
+    // the limit.
+    let mut expected: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+    if data.is_empty() || data.last() == Some(&b'\n') {
+        expected.pop();
+    }
     let mut input = data;
     let mut line = Vec::new();
     let mut number = 0u64;
-    let mut consumed_lines = 0usize;
     while let Some(status) = read_line(&mut input, &mut line, MAX).await.expect("a slice cannot fail") {
+        let raw = expected[number as usize];
         number += 1;
-        consumed_lines += 1;
         match status {
-            LineStatus::TooLong => assert!(line.is_empty()),
+            LineStatus::TooLong => {
+                assert!(raw.len() > MAX, "{raw:?} is not too long");
+                assert!(line.is_empty());
+            }
             LineStatus::Complete => {
-                assert!(line.len() <= MAX);
-                assert!(!line.contains(&b'\n'));
-                assert!(line.last() != Some(&b'\r'));
+                assert!(raw.len() <= MAX);
+                assert_eq!(line.as_slice(), raw.strip_suffix(b"\r").unwrap_or(raw));
                 check_line(&line, number);
             }
         }
     }
-    // Every `\n` ended one line; what follows the last one is one more.
-    let newlines = data.iter().filter(|&&b| b == b'\n').count();
-    let tail = !data.is_empty() && data.last() != Some(&b'\n');
-    assert_eq!(consumed_lines, newlines + usize::from(tail));
+    assert_eq!(number as usize, expected.len(), "every line was read");
 }
 
 fn check_line(line: &[u8], number: u64) {
