@@ -47,6 +47,8 @@ pub fn parse_time(text: &str, now: Timestamp) -> Result<Timestamp, String> {
 
 /// Appends `YYYY-MM-DD HH:MM:SS.mmm` in UTC, milliseconds truncated (not
 /// rounded): the boundary line's leading stamp (`docs/stderr-format.md`).
+/// Inlinable: the server's line formatter calls it for every record.
+#[inline]
 pub fn push_stamp(out: &mut String, t: Timestamp) {
     let dt = jiff::tz::Offset::UTC.to_datetime(t);
     // Writing to a String cannot fail.

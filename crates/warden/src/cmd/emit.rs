@@ -18,6 +18,7 @@ use warden_client::jsonl::{self, EmitReport};
 use warden_client::{AckMode, AckPolicy, Auditor, Overflow, socket_path_from_env};
 
 use super::failure::{self, Failure};
+use super::process::init_logging;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -64,7 +65,8 @@ enum Acks {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    init_tracing();
+    // The client's own warnings only, unless WARDEN_LOG says otherwise.
+    init_logging("warn", false);
     failure::exit("emit", emit(args))
 }
 
@@ -145,15 +147,4 @@ fn json(report: &EmitReport) -> serde_json::Value {
         "read_error": report.read_error,
         "success": report.success(),
     })
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Another subscriber already installed is fine.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .try_init();
 }

@@ -1,5 +1,5 @@
-//! Process plumbing shared by the long-running subcommands (`server`,
-//! `agent`, `dev`): shutdown signals, operational logging, the data dir.
+//! Process plumbing shared by the subcommands: shutdown signals, operational
+//! logging, the data dir.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
