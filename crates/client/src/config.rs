@@ -27,7 +27,10 @@ pub enum Overflow {
     Drop,
     /// Wait for room, at most `timeout` (`None`: as long as it takes), then
     /// drop and count.
-    Block { timeout: Option<Duration> },
+    Block {
+        /// The longest wait; `None`: as long as it takes.
+        timeout: Option<Duration>,
+    },
 }
 
 /// Whether to ask the agent for end-to-end acknowledgements.
@@ -55,7 +58,9 @@ pub struct Config {
     /// written or confirmed); when it is full the task stops taking from the
     /// queue, so a long outage ends in queue drops (or waits, in block mode).
     pub buffer_records: usize,
+    /// What `record()` does when the queue is full.
     pub overflow: Overflow,
+    /// Whether to ask the agent to confirm records durable.
     pub acknowledgements: AckPolicy,
     /// How long `close()` (and dropping the auditor) may take to deliver
     /// what is left.
@@ -64,6 +69,7 @@ pub struct Config {
     /// (each delay plus up to as much random jitter, so that many clients do
     /// not redial a restarted agent in step).
     pub reconnect_min: Duration,
+    /// The longest delay between redials.
     pub reconnect_max: Duration,
     /// Sent with every batch; empty for none.
     pub confined_process_name: String,
@@ -202,16 +208,16 @@ mod tests {
     #[test]
     fn impossible_settings_are_refused() {
         let ok = Config::new("/s");
-        assert_eq!(ok.validate(), Ok(()));
+        assert!(ok.validate().is_ok());
         let mut c = ok.clone();
         c.batch_max_records = 0;
-        assert_eq!(
+        assert!(matches!(
             c.validate(),
             Err(ConfigError::TooSmall {
                 field: "batch_max_records",
                 min: 1
             })
-        );
+        ));
         let mut c = ok.clone();
         c.buffer_records = 5;
         assert!(matches!(

@@ -99,6 +99,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod auditor;
 mod batch;
 mod blocking;

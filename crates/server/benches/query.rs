@@ -27,9 +27,9 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use warden_api::ApiClient;
+use warden_api::records::RecordParams;
 use warden_proto::domain::Decision;
-use warden_server::admin_client::AdminClient;
-use warden_server::query_api::RecordParams;
 use warden_server::{AdminTokenSource, Config, LineSink, WriterSink};
 use warden_store::{
     DatabaseUrl, NewWorkspace, Order, RecordQuery, SqliteStore, Store, TokenHash, Workspace,
@@ -244,7 +244,7 @@ fn query(c: &mut Criterion) {
         shutdown.clone(),
         lines,
     ));
-    let client = AdminClient::new(&url, ADMIN_TOKEN, None).unwrap();
+    let client = ApiClient::new(&url, ADMIN_TOKEN, None).unwrap();
     let params = RecordParams {
         workspace: Some(data.workspace.name.clone()),
         decision: Some("deny".into()),

@@ -24,6 +24,7 @@ pub struct Config {
     pub insecure_listen: bool,
     /// Where the admin token comes from.
     pub admin_token: AdminTokenSource,
+    /// Limits on what one call may carry.
     pub limits: Limits,
     /// How long a graceful shutdown waits for open calls before cutting them.
     pub shutdown_grace: Duration,
@@ -51,7 +52,9 @@ impl Config {
 /// PEM files for TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
+    /// The certificate chain, leaf first.
     pub cert: PathBuf,
+    /// The certificate's private key.
     pub key: PathBuf,
 }
 

@@ -5,10 +5,10 @@
 //! route added without its description fails the build's tests.
 //!
 //! Written out by hand with `serde_json::json!`: the bodies are the types
-//! of [`crate::admin_api`] and [`crate::query_api`], whose doc comments
+//! of [`warden_api::workspaces`] and [`warden_api::records`], whose doc comments
 //! these descriptions repeat.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use axum::Router;
 use axum::http::header;
@@ -16,8 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::http::AppState;
-use crate::query_api::{DEFAULT_LIMIT, DEFAULT_TOP_HOSTS, MAX_GAPS, MAX_LIMIT, MAX_TOP_HOSTS};
+use warden_api::records::{DEFAULT_LIMIT, DEFAULT_TOP_HOSTS, MAX_GAPS, MAX_LIMIT, MAX_TOP_HOSTS};
 
 /// Where the document is served.
 pub const PATH: &str = "/api/v1/openapi.json";
@@ -34,7 +33,9 @@ pub fn text() -> &'static str {
     &TEXT
 }
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
+/// The route that serves the document; it needs no state, so it fits any
+/// router.
+pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new().route(
         PATH,
         get(|| async { ([(header::CONTENT_TYPE, "application/json")], text()).into_response() }),
@@ -436,7 +437,7 @@ fn schemas() -> Value {
         },
         "Record": {
             "type": "object",
-            "description": "The json boundary line of the control plane's stderr (spec/stderr-format.md) plus id, peer and conflict; optional keys are left out when unknown or empty.",
+            "description": "The json boundary line of the control plane's stderr (docs/stderr-format.md) plus id, peer and conflict; optional keys are left out when unknown or empty.",
             "required": ["id", "ts", "level", "msg", "workspace_id", "decision", "http_method", "http_url", "received_at", "peer", "conflict"],
             "properties": {
                 "id": { "type": "integer", "format": "int64", "description": "The record's id; ids grow in commit order." },

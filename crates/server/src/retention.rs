@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
+use jiff::{SignedDuration, Timestamp};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -62,14 +62,8 @@ impl Retention {
 /// 24 hours and a week seven days); months and years are refused, their
 /// length varies. Zero is refused: it would delete every record at once.
 pub fn parse_period(text: &str) -> Result<Duration, String> {
-    let span: Span = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a period like 30d or 12h: {e}"))?;
-    let signed = span
-        .to_duration(SpanRelativeTo::days_are_24_hours())
-        .map_err(|e| format!("{text:?}: use days, weeks or smaller units: {e}"))?;
-    match Duration::try_from(signed) {
-        Ok(period) if !period.is_zero() => Ok(period),
+    match warden_api::time::parse_duration(text)? {
+        period if !period.is_zero() => Ok(period),
         _ => Err(format!("{text:?} is not a positive period")),
     }
 }

@@ -26,7 +26,7 @@ async fn stored(dir: &std::path::Path) -> Vec<warden_store::StoredRecord> {
     records
 }
 
-fn expected_line(ws: &warden_server::admin_api::WorkspaceToken, seq: i32) -> String {
+fn expected_line(ws: &warden_api::workspaces::WorkspaceToken, seq: i32) -> String {
     format!(
         "[API] 2025-12-08 20:58:46.093 [warn] boundary: workspace.id={} decision=deny http.method=\"GET\" http.url=\"https://example.com/{seq}\" time=\"2025-12-08T20:58:46.093456789Z\" workspace.name=\"{}\" workspace.owner=\"alice\" agent.name=\"main\" session.id=\"{SESSION}\" sequence={seq} process=\"claude\"\n",
         ws.workspace_id, ws.workspace_name
@@ -95,7 +95,7 @@ async fn the_manifest_describes_the_authenticated_agent() {
     let (server, _dir) = Server::start().await;
     let ws = server
         .admin()
-        .create_workspace(&warden_server::admin_api::CreateWorkspace {
+        .create_workspace(&warden_api::workspaces::CreateWorkspace {
             name: "dev".into(),
             owner: "alice".into(),
             agent_name: Some("box".into()),

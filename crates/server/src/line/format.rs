@@ -1,4 +1,4 @@
-//! The boundary log line of `spec/stderr-format.md`, in its text and JSON
+//! The boundary log line of `docs/stderr-format.md`, in its text and JSON
 //! forms.
 
 use std::fmt::Write;
@@ -6,6 +6,7 @@ use std::fmt::Write;
 use jiff::Timestamp;
 use serde::Serialize;
 use uuid::Uuid;
+use warden_api::time::push_stamp;
 use warden_proto::domain::{AuditRecord, Decision, IngestBatch, Manifest};
 use warden_store::StoredRecord;
 
@@ -219,22 +220,6 @@ fn write_json(out: &mut String, r: &LineRecord<'_>) {
         out.push_str(&json);
         out.push('\n');
     }
-}
-
-/// `YYYY-MM-DD HH:MM:SS.mmm` in UTC, milliseconds truncated.
-fn push_stamp(out: &mut String, t: Timestamp) {
-    let dt = jiff::tz::Offset::UTC.to_datetime(t);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.subsec_nanosecond() / 1_000_000
-    );
 }
 
 /// Go's `time.RFC3339Nano` in UTC: the fraction without trailing zeros, and

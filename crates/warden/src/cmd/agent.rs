@@ -1,7 +1,8 @@
 //! `warden agent [--] [COMMAND [ARGS...]]`: parses the flags (each with its
-//! environment variable, see spec/cli.md), sets up logging to stderr, runs
+//! environment variable, see `docs/cli.md`), sets up logging to stderr, runs
 //! the workspace agent (`warden_agent::run`) until SIGTERM/SIGINT or until
-//! COMMAND exits, and turns the outcome into the exit code.
+//! COMMAND exits, and turns the outcome into the exit code (COMMAND's, or
+//! the failure's: 1 runtime, 2 usage or configuration).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use warden_agent::{AgentConfig, FullPolicy, RetryPolicy, SocketConfig, Token};
+use warden_api::time::parse_duration;
 
+use super::failure::Failure;
 use super::process::{forward_signals, init_logging};
 
 #[derive(clap::Args, Debug)]
@@ -95,14 +98,6 @@ fn default_socket_path() -> String {
         .into_owned()
 }
 
-/// Reads `10s`, `1m30s`, `250ms`, `2h` (or ISO 8601 like `PT10S`).
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a duration like 10s or 1m: {e}"))?;
-    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
-}
-
 impl Args {
     fn into_config(self) -> (AgentConfig, RetryPolicy) {
         let mut config = AgentConfig::new(
@@ -138,39 +133,29 @@ impl Args {
 
 pub fn main(args: Args) -> ExitCode {
     init_logging("info", false);
-    let (config, retry) = args.into_config();
-    if let Err(e) = config.validate() {
-        eprintln!("warden agent: {e}");
-        return ExitCode::from(e.exit_code());
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => failure.exit("agent"),
     }
+}
+
+/// Runs the agent; COMMAND's exit code when it ran one, else 0.
+fn run(args: Args) -> Result<u8, Failure> {
+    let (config, retry) = args.into_config();
+    config.validate()?;
     // Two workers are plenty for an agent and keep its idle footprint small.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("warden agent: {e:#}");
-            return ExitCode::from(1);
-        }
-    };
+        .map_err(Failure::runtime)?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        if let Err(e) = forward_signals(shutdown.clone()) {
-            eprintln!("warden agent: {e:#}");
-            return ExitCode::from(1);
-        }
+        forward_signals(shutdown.clone()).map_err(Failure::runtime)?;
         let ready =
             |path: &Path| eprintln!("warden agent boundary log socket at {}", path.display());
-        match warden_agent::run(config, retry, ready, shutdown).await {
-            Ok(outcome) => ExitCode::from(outcome.exit_code.clamp(0, 255) as u8),
-            Err(e) => {
-                // The messages carry their causes already.
-                eprintln!("warden agent: {e}");
-                ExitCode::from(e.exit_code())
-            }
-        }
+        let outcome = warden_agent::run(config, retry, ready, shutdown).await?;
+        Ok(outcome.exit_code.clamp(0, 255) as u8)
     })
 }

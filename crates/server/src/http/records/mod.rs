@@ -1,8 +1,9 @@
 //! The record query API under `/api/v1` (admin token): records newest
 //! first with keyset pages ([`list`]), a workspace's sessions and one
 //! session's report ([`sessions`]), per-workspace summaries
-//! ([`summaries`]). The live stream is [`super::stream`]. Bodies are the
-//! types of [`crate::query_api`].
+//! ([`summaries`]). The live stream (`super::stream`) builds on
+//! [`record_query`] and [`RecordOut`]. Bodies are the
+//! types of [`warden_api::records`].
 //!
 //! What the handlers share lives here: turning query parameters into a
 //! store query, finding a workspace, and rendering a stored record.
@@ -24,17 +25,17 @@ use serde::Serialize;
 use uuid::Uuid;
 use warden_store::{RecordId, RecordQuery, StoredRecord};
 
+use warden_api::records::{RecordFilter, RecordParams};
+
 use super::{AppState, HttpError};
 use crate::line::LineRecord;
 use crate::line::format::JsonLine;
-use crate::query_api::{RecordFilter, RecordParams};
 
 /// The routes, relative to the root (they sit under `/api/v1/workspaces`
 /// beside the workspace admin routes, hence `{name}`).
-pub fn router() -> Router<Arc<AppState>> {
+pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/records", get(list::list))
-        .route("/api/v1/records/stream", get(super::stream::follow))
         .route("/api/v1/workspaces/{name}/sessions", get(sessions::list))
         .route(
             "/api/v1/workspaces/{name}/sessions/{session}",
@@ -187,7 +188,7 @@ mod tests {
 
     use super::*;
     use crate::line::{LineFormat, write_line};
-    use crate::query_api::Record;
+    use warden_api::records::Record;
 
     fn stored() -> StoredRecord {
         StoredRecord {

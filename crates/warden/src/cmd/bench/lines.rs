@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use jiff::fmt::temporal::DateTimeParser;
 use memchr::memmem;
 
-/// What the server prints once it serves (docs/cli.md).
+/// What the server prints once it serves (`docs/cli.md`).
 const LISTENING: &[u8] = b"warden server listening on ";
 /// Where a boundary line's event time starts. A quoted value cannot hold an
 /// unescaped quote, so this cannot match inside the URL.

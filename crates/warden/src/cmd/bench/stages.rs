@@ -17,7 +17,7 @@ use anyhow::Context;
 use serde::Serialize;
 use sqlx::{ConnectOptions, Connection, Row};
 
-use super::report::Latency;
+use super::latency::Latency;
 
 /// The per-stage latencies of one run.
 #[derive(Clone, Copy, Debug, Serialize)]
