@@ -252,6 +252,6 @@ mod tests {
             digest: "0123456789abcdef".repeat(4),
             text: "allow domain=a.io".into(),
         });
-        assert_eq!(c.validate(), Ok(()));
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
     }
 }

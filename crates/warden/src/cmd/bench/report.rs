@@ -5,8 +5,8 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::peer::PeerReport;
 use super::latency::Latency;
+use super::peer::PeerReport;
 use super::procs::Usage;
 use super::stages::Stages;
 
