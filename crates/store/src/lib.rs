@@ -17,10 +17,13 @@
 #[macro_use]
 mod record_sql;
 
+mod block;
 mod convert;
 pub mod error;
 mod hosts;
 mod ingest;
+mod intervals;
+mod losses;
 mod migrations;
 pub mod model;
 pub mod postgres;
@@ -41,8 +44,16 @@ pub use url::DatabaseUrl;
 
 /// Opens (creating and migrating when needed) the store `url` names.
 pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, StoreOptions::default()).await
+}
+
+/// [`open`] with these options.
+pub async fn open_with(
+    url: &DatabaseUrl,
+    options: StoreOptions,
+) -> Result<Arc<dyn Store>, StoreError> {
     match url {
-        DatabaseUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await?)),
-        DatabaseUrl::Postgres(url) => Ok(Arc::new(PgStore::open(url).await?)),
+        DatabaseUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open_with(path, options).await?)),
+        DatabaseUrl::Postgres(url) => Ok(Arc::new(PgStore::open_with(url, options).await?)),
     }
 }

@@ -127,6 +127,9 @@ pub struct BatchOutcome {
     pub duplicates: u32,
     /// Records refused by validation (counted as losses, not stored).
     pub rejected: u32,
+    /// Policy texts refused because their SHA-256 is not the digest they
+    /// came with.
+    pub policies_refused: u32,
 }
 
 impl BatchOutcome {
@@ -152,6 +155,9 @@ pub struct NewRecord {
     pub index: usize,
     /// Its session key matched a stored record with other content.
     pub conflict: bool,
+    /// The URL's length as sent when it was stored truncated (see
+    /// [`bound_url`]).
+    pub url_original_bytes: Option<u64>,
 }
 
 /// A stored record with everything known about it.
@@ -167,19 +173,100 @@ pub struct StoredRecord {
     pub session_id: Option<String>,
     pub sequence_number: i32,
     pub event_time: EventTime,
-    /// When the agent read the record from its socket.
+    /// When the control plane took the call that delivered the record (its
+    /// own clock): what retention and "received" times go by.
     pub received_at: Timestamp,
+    /// When the agent says it read the record from its socket (the agent's
+    /// clock, as sent; see [`agent_time_suspect`](Self::agent_time_suspect)).
+    pub agent_received_at: Timestamp,
+    /// The agent's time is implausible: later than the control plane's
+    /// receive time by more than [`AGENT_CLOCK_AHEAD`], or earlier by more
+    /// than [`AGENT_CLOCK_BEHIND`]. It is kept as evidence, never trusted.
+    pub agent_time_suspect: bool,
     /// When the control plane committed it.
     pub committed_at: Timestamp,
     pub decision: Decision,
     pub method: String,
+    /// As stored: at most the store's URL bound (see [`StoreOptions`]).
     pub url: String,
+    /// The URL's length in bytes as sent, when it was longer than the bound
+    /// and `url` holds its first bytes (cut at a character boundary).
+    pub url_original_bytes: Option<u64>,
     pub matched_rule: String,
     /// The `confined_process_name` the client sent.
     pub process: String,
     /// The socket peer that wrote the record to the agent.
     pub peer: Peer,
+    /// The digest of the policy the record was decided under, when the
+    /// client said.
+    pub policy_digest: Option<String>,
     pub conflict: bool,
+}
+
+/// An agent time this far ahead of the control plane's clock is flagged.
+pub const AGENT_CLOCK_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_secs(5 * 60);
+/// An agent time this far behind the control plane's clock is flagged: an
+/// agent spools while the control plane is away, but not for months.
+pub const AGENT_CLOCK_BEHIND: jiff::SignedDuration =
+    jiff::SignedDuration::from_hours(24 * 90);
+
+/// Whether an agent's receive time is implausible next to the control
+/// plane's own.
+pub fn agent_time_suspect(agent: Timestamp, server: Timestamp) -> bool {
+    let ahead = agent.duration_since(server);
+    ahead > AGENT_CLOCK_AHEAD || -ahead > AGENT_CLOCK_BEHIND
+}
+
+/// The default bound on a stored URL: 64 KiB.
+pub const DEFAULT_MAX_URL_BYTES: usize = 64 * 1024;
+
+/// How a store treats what it is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Longer URLs are stored cut to this many bytes (at a character
+    /// boundary) with their original length; never refused.
+    pub max_url_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_url_bytes: DEFAULT_MAX_URL_BYTES,
+        }
+    }
+}
+
+/// `url` cut to at most `max` bytes at a character boundary, and its
+/// original length when it was cut.
+pub fn bound_url(url: &str, max: usize) -> (&str, Option<u64>) {
+    if url.len() <= max {
+        return (url, None);
+    }
+    let mut end = max;
+    while !url.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&url[..end], Some(url.len() as u64))
+}
+
+/// A policy text as a client reported it, by its digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyText {
+    /// Lower-case hex SHA-256 of `text`.
+    pub digest: String,
+    pub text: String,
+    /// When the control plane first stored it.
+    pub first_seen: Timestamp,
+}
+
+/// A workspace's records in one minute of effective time (the activity
+/// chart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinuteActivity {
+    /// The minute's start.
+    pub minute: Timestamp,
+    pub allowed: u64,
+    pub denied: u64,
 }
 
 /// Which stored records to return. Every filter is optional; set ones must
@@ -336,6 +423,9 @@ pub struct SessionSummary {
     pub losses: Vec<Loss>,
     /// Of `records`, how many retention has deleted.
     pub purged: u64,
+    /// The digest of the policy the session's latest records were decided
+    /// under, when the client said.
+    pub policy_digest: Option<String>,
 }
 
 impl SessionSummary {
@@ -516,6 +606,7 @@ mod tests {
                 frames: 0,
             }],
             purged: 0,
+            policy_digest: None,
         }
     }
 

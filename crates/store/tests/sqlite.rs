@@ -62,8 +62,8 @@ async fn opening_twice_runs_migrations_once() {
     second.ping().await.unwrap();
 }
 
-/// The query API's most common questions are answered from an index walked
-/// in id order: no scan of other workspaces' records, no sort.
+/// The query API's most common questions pick blocks from an index walked
+/// in id order: no scan of other workspaces' blocks, no sort.
 #[tokio::test]
 async fn a_workspaces_newest_records_and_denials_come_from_an_index() {
     use warden_proto::domain::Decision;
@@ -100,12 +100,12 @@ async fn a_workspaces_newest_records_and_denials_come_from_an_index() {
     assert!(
         denied
             .iter()
-            .any(|step| step.contains("records_agent_denied")),
+            .any(|step| step.contains("blocks_agent_denied")),
         "{denied:?}"
     );
     let any = store.records_plan(&plan(None)).await.unwrap();
     assert!(
-        any.iter().any(|step| step.contains("INDEX records_agent ")),
+        any.iter().any(|step| step.contains("INDEX blocks_agent ")),
         "{any:?}"
     );
     for steps in [&denied, &any] {

@@ -342,8 +342,13 @@ pub async fn ingest_stores_every_field(factory: &impl StoreFactory) {
         assert_eq!(r.session_id.as_deref(), Some(SESSION));
         assert_eq!(r.sequence_number, sent.sequence_number);
         assert_eq!(r.event_time, sent.event_time);
-        assert_eq!(r.received_at, b.received_at);
+        // The control plane's own time; the agent's is kept beside it.
+        assert_eq!(r.received_at, at(10));
+        assert_eq!(r.agent_received_at, b.received_at);
+        assert!(!r.agent_time_suspect);
         assert_eq!(r.committed_at, at(10));
+        assert_eq!(r.url_original_bytes, None);
+        assert_eq!(r.policy_digest, None);
         assert_eq!(r.decision, sent.decision);
         assert_eq!(r.method, sent.method);
         assert_eq!(r.url, sent.url);
