@@ -437,6 +437,21 @@ pub struct Record {
     pub sequence: Option<i32>,
     pub matched_rule: Option<String>,
     pub process: Option<String>,
+    /// The URL was stored cut to the control plane's bound; `http_url_bytes`
+    /// is its length as sent.
+    #[serde(default)]
+    pub http_url_truncated: bool,
+    #[serde(default)]
+    pub http_url_bytes: Option<u64>,
+    /// When the agent says it read the record (its clock; `received_at` is
+    /// the control plane's).
+    pub agent_received_at: Option<Timestamp>,
+    /// The agent's time is implausible next to the control plane's (far
+    /// ahead, or months behind): evidence, not trusted.
+    #[serde(default)]
+    pub agent_time_suspect: bool,
+    /// The digest of the policy the record was decided under.
+    pub policy_digest: Option<String>,
     pub peer: PeerInfo,
     pub conflict: bool,
 }
@@ -464,6 +479,10 @@ pub struct SessionInfo {
     pub losses: Vec<LossInfo>,
     /// Of `records`, how many retention deleted.
     pub purged: u64,
+    /// The digest of the policy the session's latest records were decided
+    /// under (`GET /api/v1/policies/{digest}` has its text).
+    #[serde(default)]
+    pub policy_digest: Option<String>,
 }
 
 impl From<&warden_store::SessionSummary> for SessionInfo {
@@ -480,8 +499,19 @@ impl From<&warden_store::SessionSummary> for SessionInfo {
             unexplained: s.unexplained(),
             losses: s.losses.iter().map(LossInfo::from).collect(),
             purged: s.purged,
+            policy_digest: s.policy_digest.clone(),
         }
     }
+}
+
+/// `GET /api/v1/policies/{digest}`: a policy text a client reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// Lower-case hex SHA-256 of `text`.
+    pub digest: String,
+    pub text: String,
+    /// When the control plane first stored it.
+    pub first_seen: Timestamp,
 }
 
 /// A session as listed.

@@ -282,11 +282,19 @@ pub(crate) fn encode(block: &Block<'_>) -> Vec<u8> {
         meta.push(flags);
     }
     let mut prev_secs = 0i64;
-    for (secs, _) in block.records.iter().filter_map(|r| time_parts(r.event_time)) {
+    for (secs, _) in block
+        .records
+        .iter()
+        .filter_map(|r| time_parts(r.event_time))
+    {
         put_varint(&mut meta, zigzag(secs.wrapping_sub(prev_secs)));
         prev_secs = secs;
     }
-    for (_, nanos) in block.records.iter().filter_map(|r| time_parts(r.event_time)) {
+    for (_, nanos) in block
+        .records
+        .iter()
+        .filter_map(|r| time_parts(r.event_time))
+    {
         put_varint(&mut meta, zigzag(i64::from(nanos)));
     }
     put_dict(&mut meta, block.records.iter().map(|r| &*r.method));
@@ -389,7 +397,11 @@ impl<'b> Reader<'b> {
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let i = self.small::<usize>()?;
-            out.push(dict.get(i).ok_or_else(|| corrupt("bad dictionary index"))?.clone());
+            out.push(
+                dict.get(i)
+                    .ok_or_else(|| corrupt("bad dictionary index"))?
+                    .clone(),
+            );
         }
         Ok(out)
     }
@@ -576,7 +588,11 @@ mod tests {
         Block {
             batches: vec![batch(1, 3), batch(2, 2)],
             records: vec![
-                record(5, EventTime::Known(Timestamp::new(1, 2).unwrap()), "https://a/é"),
+                record(
+                    5,
+                    EventTime::Known(Timestamp::new(1, 2).unwrap()),
+                    "https://a/é",
+                ),
                 record(2, EventTime::Missing, ""),
                 record(
                     i32::MAX,

@@ -84,7 +84,10 @@ mod tests {
     fn whole_urls_give_their_host() {
         assert_eq!(host_of_url("https://EVIL.example:443/b?x"), "evil.example");
         assert_eq!(host_of_url("tracker.example:443"), "tracker.example");
-        assert_eq!(host_of_url("http://user@tracker.example/p"), "tracker.example");
+        assert_eq!(
+            host_of_url("http://user@tracker.example/p"),
+            "tracker.example"
+        );
         assert_eq!(host_of_url("https://other.example?q=1"), "other.example");
     }
 

@@ -255,8 +255,7 @@ async fn ingest_batch<T: IngestTx>(
                 }
                 if !candidates.is_empty() {
                     let (duplicates, conflicts) =
-                        classify(tx, agent, session, process, records, &urls, &candidates)
-                            .await?;
+                        classify(tx, agent, session, process, records, &urls, &candidates).await?;
                     outcome.duplicates = duplicates;
                     if !conflicts.is_empty() {
                         let inserted = tx

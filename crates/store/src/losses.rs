@@ -44,7 +44,13 @@ mod tests {
         merge(&mut out, loss(LossSource::Client, "a", u64::MAX));
         merge(&mut out, loss(LossSource::Client, "a", 5));
         sort(&mut out);
-        assert_eq!(out[0], Loss { frames: 2, ..loss(LossSource::Client, "a", u64::MAX) });
+        assert_eq!(
+            out[0],
+            Loss {
+                frames: 2,
+                ..loss(LossSource::Client, "a", u64::MAX)
+            }
+        );
         assert_eq!(out[1], loss(LossSource::Server, "b", 1));
     }
 }

@@ -207,8 +207,7 @@ pub struct StoredRecord {
 pub const AGENT_CLOCK_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_secs(5 * 60);
 /// An agent time this far behind the control plane's clock is flagged: an
 /// agent spools while the control plane is away, but not for months.
-pub const AGENT_CLOCK_BEHIND: jiff::SignedDuration =
-    jiff::SignedDuration::from_hours(24 * 90);
+pub const AGENT_CLOCK_BEHIND: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 90);
 
 /// Whether an agent's receive time is implausible next to the control
 /// plane's own.

@@ -13,9 +13,8 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::model::{
     ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
-    NewWorkspace, PolicyText, PurgeOutcome, RecordId, RecordQuery, SequenceRange,
-    SessionActivity, SessionRecordQuery, SessionSummary, StoredRecord, TokenHash, Workspace,
-    WorkspaceActivity,
+    NewWorkspace, PolicyText, PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity,
+    SessionRecordQuery, SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
 };
 
 /// What store operations return. Boxed so that `dyn Store` works: the server

@@ -71,12 +71,7 @@ impl Committer {
     }
 }
 
-async fn run(
-    pool: PgPool,
-    replica: i32,
-    max_url_bytes: usize,
-    mut queue: mpsc::Receiver<Call>,
-) {
+async fn run(pool: PgPool, replica: i32, max_url_bytes: usize, mut queue: mpsc::Receiver<Call>) {
     while let Some(first) = queue.recv().await {
         let mut records = first.request.record_count();
         let mut group = vec![first];
@@ -101,12 +96,12 @@ async fn run(
                         max_url_bytes,
                         &[(call.agent, &*call.request)],
                     )
-                        .await
-                        .and_then(|outcomes| {
-                            outcomes.into_iter().next().ok_or_else(|| {
-                                sqlx::Error::Protocol("a commit returned no outcome".into())
-                            })
-                        });
+                    .await
+                    .and_then(|outcomes| {
+                        outcomes.into_iter().next().ok_or_else(|| {
+                            sqlx::Error::Protocol("a commit returned no outcome".into())
+                        })
+                    });
                     let _ = call.reply.send(result);
                 }
             }

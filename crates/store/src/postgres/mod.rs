@@ -43,9 +43,9 @@ use crate::StoreError;
 use crate::migrations::{Step, migrator};
 use crate::model::{
     ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
-    NewWorkspace, PolicyText, PurgeOutcome, RecordId, RecordQuery, SequenceRange,
-    SessionActivity, SessionRecordQuery, SessionSummary, StoreOptions, StoredRecord, TokenHash,
-    Workspace, WorkspaceActivity,
+    NewWorkspace, PolicyText, PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity,
+    SessionRecordQuery, SessionSummary, StoreOptions, StoredRecord, TokenHash, Workspace,
+    WorkspaceActivity,
 };
 use crate::store::{Store, StoreFuture};
 use committer::Committer;

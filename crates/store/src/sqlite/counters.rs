@@ -58,7 +58,14 @@ pub(super) struct Counters {
 
 impl Counters {
     /// Counts one record of `agent`.
-    pub(super) fn add(&mut self, agent: i64, occurred: i64, allowed: bool, conflict: bool, url: &str) {
+    pub(super) fn add(
+        &mut self,
+        agent: i64,
+        occurred: i64,
+        allowed: bool,
+        conflict: bool,
+        url: &str,
+    ) {
         let m = self
             .minutes
             .entry((agent, minute_of(occurred)))
@@ -127,7 +134,9 @@ impl Counters {
             )
             .ctx(ctx)?;
         for ((agent, hour, host), n) in &self.hosts {
-            hosts.execute(params![agent, hour, host, n * sign]).ctx(ctx)?;
+            hosts
+                .execute(params![agent, hour, host, n * sign])
+                .ctx(ctx)?;
         }
         drop(hosts);
         if sign < 0 {

@@ -32,8 +32,8 @@ use crate::convert::{count_to_sql, nanos};
 use crate::ingest::{hex_sha256, is_digest};
 use crate::intervals::IntervalSet;
 use crate::model::{
-    BatchOutcome, CLIENT_BATCH_FULL, CLIENT_CHANNEL_FULL, IngestOutcome, IngestRequest,
-    LossSource, NewRecord, RecordId, bound_url,
+    BatchOutcome, CLIENT_BATCH_FULL, CLIENT_CHANNEL_FULL, IngestOutcome, IngestRequest, LossSource,
+    NewRecord, RecordId, bound_url,
 };
 
 /// Agent reasons are free text from the agent; a longer one is cut so a
@@ -282,8 +282,17 @@ impl<'r> Group<'r> {
             if let Some(s) = session
                 && !candidates.is_empty()
             {
-                let (duplicates, found) =
-                    self.classify(tx, agent, s, b, start, process, records, &bounded, &candidates)?;
+                let (duplicates, found) = self.classify(
+                    tx,
+                    agent,
+                    s,
+                    b,
+                    start,
+                    process,
+                    records,
+                    &bounded,
+                    &candidates,
+                )?;
                 outcome.duplicates = duplicates;
                 for &i in &found {
                     self.append(b, &records[i], bounded[i], true, at);
@@ -346,7 +355,15 @@ impl<'r> Group<'r> {
             *by_reason.entry(rejection.reason()).or_default() += 1;
         }
         for (reason, n) in by_reason {
-            add_loss(tx, agent, session.unwrap_or(""), LossSource::Server, reason, n, 0)?;
+            add_loss(
+                tx,
+                agent,
+                session.unwrap_or(""),
+                LossSource::Server,
+                reason,
+                n,
+                0,
+            )?;
         }
         for status in &batch.client_status {
             outcome.policies_refused += self.client_status(tx, agent, status, at_time)?;
@@ -356,7 +373,15 @@ impl<'r> Group<'r> {
                 continue;
             }
             let reason = truncate(&drop.reason, MAX_REASON_BYTES);
-            add_loss(tx, agent, "", LossSource::Agent, reason, drop.records, drop.frames)?;
+            add_loss(
+                tx,
+                agent,
+                "",
+                LossSource::Agent,
+                reason,
+                drop.records,
+                drop.frames,
+            )?;
         }
         Ok(outcome)
     }

@@ -43,9 +43,9 @@ use crate::StoreError;
 use crate::migrations::{Step, migrator};
 use crate::model::{
     ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
-    NewWorkspace, PolicyText, PurgeOutcome, RecordId, RecordQuery, SequenceRange,
-    SessionActivity, SessionRecordQuery, SessionSummary, StoreOptions, StoredRecord, TokenHash,
-    Workspace, WorkspaceActivity,
+    NewWorkspace, PolicyText, PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity,
+    SessionRecordQuery, SessionSummary, StoreOptions, StoredRecord, TokenHash, Workspace,
+    WorkspaceActivity,
 };
 use crate::store::{Store, StoreFuture};
 use db::Ctx;
@@ -106,7 +106,10 @@ impl Readers {
     }
 
     /// Runs `f` on an idle connection (or a new one).
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
@@ -142,7 +145,8 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL").ctx(ctx)?;
     conn.pragma_update(None, "foreign_keys", true).ctx(ctx)?;
     conn.pragma_update(None, "temp_store", "MEMORY").ctx(ctx)?;
-    conn.pragma_update(None, "cache_size", -CACHE_KIB).ctx(ctx)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)
+        .ctx(ctx)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -237,7 +241,8 @@ impl SqliteStore {
     /// slow-query hunts).
     pub async fn records_plan(&self, query: &RecordQuery) -> Result<Vec<String>, StoreError> {
         let query = query.clone();
-        self.read(move |conn| read::records_plan(conn, &query)).await
+        self.read(move |conn| read::records_plan(conn, &query))
+            .await
     }
 
     /// Queues a writer job and waits for its result.

@@ -109,13 +109,7 @@ pub(super) fn pass(
         for (i, r) in block.records.iter().take(take as usize).enumerate() {
             let received = block.batches[batch_of[i]].received_ns;
             let occurred = r.event_time.known().map_or(received, nanos);
-            counters.add(
-                agent,
-                occurred,
-                r.decision.is_allowed(),
-                r.conflict,
-                &r.url,
-            );
+            counters.add(agent, occurred, r.decision.is_allowed(), r.conflict, &r.url);
             if let Some(session) = &session {
                 let s = sessions.entry((agent, session.clone())).or_default();
                 if r.conflict {
@@ -258,10 +252,14 @@ fn remove_range(
             )
             .ctx(ctx)?;
         if f < first {
-            insert.execute(params![agent, session, f, first - 1]).ctx(ctx)?;
+            insert
+                .execute(params![agent, session, f, first - 1])
+                .ctx(ctx)?;
         }
         if l > last {
-            insert.execute(params![agent, session, last + 1, l]).ctx(ctx)?;
+            insert
+                .execute(params![agent, session, last + 1, l])
+                .ctx(ctx)?;
         }
     }
     Ok(())

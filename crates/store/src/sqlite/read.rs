@@ -22,8 +22,8 @@ use crate::block::{self, Block};
 use crate::convert::{count_from_sql, from_nanos, nanos};
 use crate::losses;
 use crate::model::{
-    Loss, Order, RecordId, RecordQuery, SequencePosition, SessionRecordQuery,
-    SessionSummary, StoredRecord, agent_time_suspect,
+    Loss, Order, RecordId, RecordQuery, SequencePosition, SessionRecordQuery, SessionSummary,
+    StoredRecord, agent_time_suspect,
 };
 
 /// Blocks fetched per step of a query.
@@ -143,10 +143,7 @@ pub(super) fn stored_record(
 /// The internal keys of the agents a query's workspace, owner and agent name
 /// filters allow; `None` when the query has none of them (any agent).
 /// Deleted workspaces' agents count: their records stay.
-fn matching_agents(
-    conn: &Connection,
-    query: &RecordQuery,
-) -> Result<Option<Vec<i64>>, StoreError> {
+fn matching_agents(conn: &Connection, query: &RecordQuery) -> Result<Option<Vec<i64>>, StoreError> {
     if query.workspace_id.is_none() && query.owner.is_none() && query.agent_name.is_none() {
         return Ok(None);
     }
@@ -181,7 +178,9 @@ pub(super) fn agent_keys(conn: &Connection, workspace_id: Uuid) -> Result<Vec<i6
         )
         .ctx(ctx)?;
     let rows = stmt
-        .query_map(params![workspace_id.as_bytes().as_slice()], |row| row.get(0))
+        .query_map(params![workspace_id.as_bytes().as_slice()], |row| {
+            row.get(0)
+        })
         .ctx(ctx)?;
     rows.collect::<Result<_, _>>().ctx(ctx)
 }
@@ -259,8 +258,7 @@ fn matches(
             .event_time
             .known()
             .map_or(block.batches[batch_of[i]].received_ns, nanos);
-        if query.since.is_some_and(|s| t < nanos(s)) || query.until.is_some_and(|u| t >= nanos(u))
-        {
+        if query.since.is_some_and(|s| t < nanos(s)) || query.until.is_some_and(|u| t >= nanos(u)) {
             return false;
         }
     }
@@ -575,8 +573,7 @@ pub(super) fn session_summary(
         summary.distinct_sequence_numbers += distinct;
         summary.first_sequence_number = min_opt(summary.first_sequence_number, first);
         summary.last_sequence_number = summary.last_sequence_number.max(last);
-        if let Some((final_seq, p_records, p_conflicts, p_first, p_last, conflicts, policy)) = row
-        {
+        if let Some((final_seq, p_records, p_conflicts, p_first, p_last, conflicts, policy)) = row {
             let (p_records, p_conflicts) = (count_from_sql(p_records), count_from_sql(p_conflicts));
             summary.distinct_sequence_numbers += p_records;
             summary.conflicts += count_from_sql(conflicts) + p_conflicts;

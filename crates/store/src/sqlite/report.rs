@@ -161,7 +161,12 @@ fn whole_buckets(since: Option<i64>, until: Option<i64>, size: i64) -> (i64, i64
 
 /// The parts of `since..until` outside the whole buckets `b0..b1` of
 /// `size`.
-fn edges(since: Option<i64>, until: Option<i64>, (b0, b1): (i64, i64), size: i64) -> Vec<(i64, i64)> {
+fn edges(
+    since: Option<i64>,
+    until: Option<i64>,
+    (b0, b1): (i64, i64),
+    size: i64,
+) -> Vec<(i64, i64)> {
     match (since, until) {
         (Some(s), Some(u)) if b1 <= b0 => vec![(s, u)],
         _ => {
@@ -231,7 +236,13 @@ pub(super) fn workspace_activity(
         for (s, u) in edge_list {
             let w = Window::count(conn, agent, s, u)?;
             let m = w.minute;
-            add(m.allowed, m.denied, m.conflicts, m.min_occurred, m.max_occurred);
+            add(
+                m.allowed,
+                m.denied,
+                m.conflicts,
+                m.min_occurred,
+                m.max_occurred,
+            );
         }
         if query.top_hosts > 0 {
             let (h0, h1) = whole_buckets(since, until, HOUR);
@@ -262,7 +273,8 @@ pub(super) fn workspace_activity(
         out.last_time = Some(from_nanos(last)?);
     }
     if out.denied > 0 {
-        out.top_denied_hosts = top_hosts(hosts.into_iter().filter(|(_, n)| *n > 0), query.top_hosts);
+        out.top_denied_hosts =
+            top_hosts(hosts.into_iter().filter(|(_, n)| *n > 0), query.top_hosts);
     }
     Ok(out)
 }
@@ -289,7 +301,11 @@ pub(super) fn minute_activity(
             .ctx(ctx)?;
         let rows = stmt
             .query_map(params![agent, m0, m1], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
             })
             .ctx(ctx)?;
         for row in rows {

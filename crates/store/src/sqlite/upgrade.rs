@@ -75,7 +75,9 @@ pub(super) fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
         .query_row("SELECT max(id) FROM records", [], |row| row.get(0))
         .ctx(ctx)?;
     let first_unprinted: Option<i64> = tx
-        .query_row("SELECT min(record_id) FROM line_outbox", [], |row| row.get(0))
+        .query_row("SELECT min(record_id) FROM line_outbox", [], |row| {
+            row.get(0)
+        })
         .ctx(ctx)?;
     let printed_through = first_unprinted.map_or(max_id.unwrap_or(0), |first| first - 1);
 

@@ -208,10 +208,12 @@ impl Writer {
             let mut done = Vec::with_capacity(jobs.len());
             for job in jobs {
                 done.push(match job {
-                    Job::Ingest(request, _) => match cached_agent(&tx, &mut agents, request.agent_id)? {
-                        None => Done::Ingest(Err(StoreError::UnknownAgent(request.agent_id))),
-                        Some(agent) => Done::Ingest(Ok(group.add(&tx, agent, request)?)),
-                    },
+                    Job::Ingest(request, _) => {
+                        match cached_agent(&tx, &mut agents, request.agent_id)? {
+                            None => Done::Ingest(Err(StoreError::UnknownAgent(request.agent_id))),
+                            Some(agent) => Done::Ingest(Ok(group.add(&tx, agent, request)?)),
+                        }
+                    }
                     Job::Purge(cutoff, max_rows, _) => {
                         let pass = purge::pass(&tx, nanos(*cutoff), *max_rows, &lines.due)?;
                         for &(first, last) in &pass.ids {
@@ -225,15 +227,19 @@ impl Writer {
                         }
                         Done::Unit(Ok(()))
                     }
-                    Job::Contact(agent_id, at, _) => match cached_agent(&tx, &mut agents, *agent_id)? {
-                        None => Done::Unit(Err(StoreError::UnknownAgent(*agent_id))),
-                        Some(agent) => {
-                            tx.prepare_cached("UPDATE agents SET last_contact_at = ?1 WHERE id = ?2")
+                    Job::Contact(agent_id, at, _) => {
+                        match cached_agent(&tx, &mut agents, *agent_id)? {
+                            None => Done::Unit(Err(StoreError::UnknownAgent(*agent_id))),
+                            Some(agent) => {
+                                tx.prepare_cached(
+                                    "UPDATE agents SET last_contact_at = ?1 WHERE id = ?2",
+                                )
                                 .and_then(|mut s| s.execute(params![nanos(*at), agent]))
                                 .ctx("noting an agent's contact")?;
-                            Done::Unit(Ok(()))
+                                Done::Unit(Ok(()))
+                            }
                         }
-                    },
+                    }
                     Job::Close(_) => Done::Unit(Ok(())),
                 });
             }

@@ -9,9 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use warden_proto::domain::{AgentDrop, AuditRecord, Decision, EventTime};
 use warden_store::{Order, RecordQuery, Store, StoredRecord};
 
-use super::{
-    StoreFactory, all_records, batch, create, create_owned, record, records, request,
-};
+use super::{StoreFactory, all_records, batch, create, create_owned, record, records, request};
 
 fn base() -> Timestamp {
     Timestamp::new(1_765_000_000, 0).unwrap()
