@@ -13,6 +13,8 @@
 //! The conformance suite in `tests/conformance` states the behaviour every
 //! backend must have; instantiate it for a new backend with its own factory.
 
+#![warn(missing_docs, unreachable_pub)]
+
 // Macros first: `macro_rules!` are visible to the modules declared after them.
 #[macro_use]
 mod record_sql;

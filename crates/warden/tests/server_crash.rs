@@ -72,7 +72,12 @@ async fn a_killed_server_prints_what_it_had_not_noted_again_marked_and_nothing_t
 
     // Killed once a good part of the records is in, with more on the way.
     let total = CLIENTS as u64 * RECORDS as u64;
-    while server.process.lines().iter().filter(|l| l.starts_with("[API]")).count()
+    while server
+        .process
+        .lines()
+        .iter()
+        .filter(|l| l.starts_with("[API]"))
+        .count()
         < (total / 3) as usize
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -93,7 +98,12 @@ async fn a_killed_server_prints_what_it_had_not_noted_again_marked_and_nothing_t
     assert_eq!(stored, total, "every record stored once");
     let mut seen_new: BTreeSet<(String, i32)> = BTreeSet::new();
     eventually("the server printed a line per stored record", || {
-        let printed = server.process.lines().iter().filter(|l| l.starts_with("[API]")).count();
+        let printed = server
+            .process
+            .lines()
+            .iter()
+            .filter(|l| l.starts_with("[API]"))
+            .count();
         let first = first_life.iter().filter(|l| l.starts_with("[API]")).count();
         async move { (printed + first) as u64 >= stored }
     })
@@ -127,7 +137,10 @@ async fn a_killed_server_prints_what_it_had_not_noted_again_marked_and_nothing_t
     // Every stored record has a line; one that has two has one replay.
     assert_eq!(lines.len() as u64, total, "a stored record has no line");
     for (key, (new, replayed)) in &lines {
-        assert!(*new <= 1 && *replayed <= 1 && new + replayed >= 1, "{key:?}");
+        assert!(
+            *new <= 1 && *replayed <= 1 && new + replayed >= 1,
+            "{key:?}"
+        );
     }
     let repeated = lines.values().filter(|(n, r)| n + r == 2).count();
     eprintln!(

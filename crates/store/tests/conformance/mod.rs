@@ -948,7 +948,10 @@ pub async fn long_urls_are_stored_cut_with_their_length(factory: &impl StoreFact
     let outcome = store
         .ingest(request(
             &dev,
-            vec![batch(Some(SESSION), vec![record(0, &long), record(1, "https://x/")])],
+            vec![batch(
+                Some(SESSION),
+                vec![record(0, &long), record(1, "https://x/")],
+            )],
         ))
         .await
         .unwrap();
@@ -960,11 +963,17 @@ pub async fn long_urls_are_stored_cut_with_their_length(factory: &impl StoreFact
     assert_eq!(cut.url_original_bytes, Some(70_000));
     assert!(cut.url.len() <= warden_store::DEFAULT_MAX_URL_BYTES);
     assert!(long.starts_with(&cut.url));
-    assert!(!cut.url.ends_with('é') && cut.url.ends_with('a'), "cut at a char boundary");
+    assert!(
+        !cut.url.ends_with('é') && cut.url.ends_with('a'),
+        "cut at a char boundary"
+    );
     assert_eq!(whole.url_original_bytes, None);
     // Sent again, the long record is a duplicate, not a conflict.
     let again = store
-        .ingest(request(&dev, vec![batch(Some(SESSION), vec![record(0, &long)])]))
+        .ingest(request(
+            &dev,
+            vec![batch(Some(SESSION), vec![record(0, &long)])],
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -1010,7 +1019,10 @@ pub async fn policies_are_kept_by_digest_and_checked(factory: &impl StoreFactory
     let outcome = store.ingest(request(&dev, vec![b])).await.unwrap();
     assert_eq!(outcome.batches[0].policies_refused, 1);
     let policy = store.policy(&digest).await.unwrap().unwrap();
-    assert_eq!((policy.digest.as_str(), policy.text.as_str()), (digest.as_str(), text));
+    assert_eq!(
+        (policy.digest.as_str(), policy.text.as_str()),
+        (digest.as_str(), text)
+    );
     assert_eq!(store.policy(&sha256_hex("allow *")).await.unwrap(), None);
     assert_eq!(store.policy("nope").await.unwrap(), None);
     // The first text stored for a digest wins (a second one could only be
@@ -1026,11 +1038,22 @@ pub async fn policies_are_kept_by_digest_and_checked(factory: &impl StoreFactory
         ..Default::default()
     });
     store.ingest(request(&dev, vec![again])).await.unwrap();
-    assert_eq!(store.policy(&digest).await.unwrap().unwrap().first_seen, policy.first_seen);
+    assert_eq!(
+        store.policy(&digest).await.unwrap().unwrap().first_seen,
+        policy.first_seen
+    );
     // Records and the session carry the digest.
     let stored = all_records(&*store, &dev).await;
-    assert!(stored.iter().all(|r| r.policy_digest.as_deref() == Some(digest.as_str())));
-    let summary = store.session_summary(dev.id, SESSION).await.unwrap().unwrap();
+    assert!(
+        stored
+            .iter()
+            .all(|r| r.policy_digest.as_deref() == Some(digest.as_str()))
+    );
+    let summary = store
+        .session_summary(dev.id, SESSION)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(summary.policy_digest.as_deref(), Some(digest.as_str()));
 }
 
@@ -1055,7 +1078,10 @@ pub async fn an_agent_clock_is_evidence_not_trusted(factory: &impl StoreFactory)
     store.ingest(request(&dev, batches)).await.unwrap();
     let stored = all_records(&*store, &dev).await;
     assert_eq!(
-        stored.iter().map(|r| r.agent_time_suspect).collect::<Vec<_>>(),
+        stored
+            .iter()
+            .map(|r| r.agent_time_suspect)
+            .collect::<Vec<_>>(),
         [true, true, false]
     );
     for (r, claim) in stored.iter().zip(claims) {
@@ -1063,7 +1089,13 @@ pub async fn an_agent_clock_is_evidence_not_trusted(factory: &impl StoreFactory)
         assert_eq!(r.received_at, at(10));
     }
     // Retention goes by the control plane's time: nothing is old yet.
-    assert!(store.purge_records_before(at(5), 100).await.unwrap().is_empty());
+    assert!(
+        store
+            .purge_records_before(at(5), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(all_records(&*store, &dev).await.len(), 3);
 }
 
@@ -1095,7 +1127,10 @@ pub async fn minute_activity_counts_records_per_minute(factory: &impl StoreFacto
         .minute_activity(dev.id, minute(0), minute(4))
         .await
         .unwrap();
-    let got: Vec<_> = chart.iter().map(|m| (m.minute, m.allowed, m.denied)).collect();
+    let got: Vec<_> = chart
+        .iter()
+        .map(|m| (m.minute, m.allowed, m.denied))
+        .collect();
     assert_eq!(
         got,
         [(minute(0), 1, 1), (minute(1), 2, 1), (minute(3), 0, 1)]
