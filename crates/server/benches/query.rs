@@ -78,7 +78,7 @@ fn host(n: u64) -> String {
         "static.crates.io",
         "objects.githubusercontent.com",
     ];
-    if n % 4 != 0 {
+    if !n.is_multiple_of(4) {
         POPULAR[(n / 4 % 8) as usize].to_owned()
     } else {
         format!("svc-{}.example{}.com", n % 977, n % 13)
@@ -91,13 +91,30 @@ fn url(n: u64) -> String {
     // A cheap mix, so that neighbouring records differ.
     let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
     let path = match x % 5 {
-        0 => format!("/repos/org-{}/project-{}/pulls/{}", x % 300, x % 1700, x % 90_000),
+        0 => format!(
+            "/repos/org-{}/project-{}/pulls/{}",
+            x % 300,
+            x % 1700,
+            x % 90_000
+        ),
         1 => format!("/simple/package-{}/", x % 20_000),
-        2 => format!("/packages/{:02x}/{:02x}/{:016x}/pkg-{}.whl", x % 256, (x >> 8) % 256, x, x % 5000),
-        3 => format!("/api/v1/crates/crate-{}/{}.{}.{}/download", x % 9000, x % 4, x % 30, x % 12),
+        2 => format!(
+            "/packages/{:02x}/{:02x}/{:016x}/pkg-{}.whl",
+            x % 256,
+            (x >> 8) % 256,
+            x,
+            x % 5000
+        ),
+        3 => format!(
+            "/api/v1/crates/crate-{}/{}.{}.{}/download",
+            x % 9000,
+            x % 4,
+            x % 30,
+            x % 12
+        ),
         _ => format!("/v2/objects/{:032x}", u128::from(x) * 0x1_0000_0001),
     };
-    let query = if x % 3 == 0 {
+    let query = if x.is_multiple_of(3) {
         format!("?ref={:08x}&page={}", x >> 20, x % 40)
     } else {
         String::new()
@@ -162,14 +179,25 @@ async fn generate(records: i64) -> Data {
                         .map(|i| {
                             let k = (n + i) as u64;
                             AuditRecord {
-                                decision: if k % 10 == 0 { Decision::Deny } else { Decision::Allow },
+                                decision: if k.is_multiple_of(10) {
+                                    Decision::Deny
+                                } else {
+                                    Decision::Allow
+                                },
                                 event_time: EventTime::Known(
-                                    Timestamp::new(T0 + (n + i) / 1000, ((k % 1000) * 1_000_000) as i32)
-                                        .unwrap(),
+                                    Timestamp::new(
+                                        T0 + (n + i) / 1000,
+                                        ((k % 1000) * 1_000_000) as i32,
+                                    )
+                                    .unwrap(),
                                 ),
-                                method: if k % 7 == 0 { "POST" } else { "GET" }.into(),
+                                method: if k.is_multiple_of(7) { "POST" } else { "GET" }.into(),
                                 url: url(k),
-                                matched_rule: if k % 10 == 0 { String::new() } else { format!("domain={}", host(k >> 3)) },
+                                matched_rule: if k.is_multiple_of(10) {
+                                    String::new()
+                                } else {
+                                    format!("domain={}", host(k >> 3))
+                                },
                                 sequence_number: (first_seq + i) as i32,
                             }
                         })
@@ -193,7 +221,9 @@ async fn generate(records: i64) -> Data {
         call += 1;
     }
     store.close().await.unwrap();
-    let bytes = std::fs::metadata(dir.path().join("warden.db")).unwrap().len();
+    let bytes = std::fs::metadata(dir.path().join("warden.db"))
+        .unwrap()
+        .len();
     println!(
         "generated {records} records in {} workspaces in {:.1} s ({:.0} records/s through ingest); \
          database {:.1} MB, {:.1} bytes per record (no search index: a URL search reads blocks)",
@@ -288,6 +318,7 @@ fn query(c: &mut Criterion) {
             })
         });
     });
+    group.finish();
     // A URL search that matches a handful of records: every block's URLs
     // are read (there is no search index).
     let rare = url(records as u64 / 2);
@@ -334,6 +365,9 @@ fn query(c: &mut Criterion) {
     };
     let page = runtime.block_on(client.records(&params)).unwrap();
     assert_eq!(page.records.len(), 100);
+    let mut group = c.benchmark_group(format!("query_sqlite_{records}_records_http"));
+    group.sample_size(50);
+    group.measurement_time(Duration::from_secs(5));
     group.bench_function("http/newest_100_denied_of_one_workspace", |b| {
         b.iter(|| runtime.block_on(client.records(&params)).unwrap());
     });

@@ -425,9 +425,12 @@ fn decompress(frame: &[u8]) -> Result<Vec<u8>, StoreError> {
     zstd::stream::decode_all(frame).map_err(|_| corrupt("cannot decompress"))
 }
 
-/// The block's URLs, decompressed, as (start, end) byte ranges into the
-/// returned buffer: what a URL search reads without decoding the rest.
-pub(crate) fn urls(data: &[u8]) -> Result<(Vec<u8>, Vec<(usize, usize)>), StoreError> {
+/// A block's URLs, decompressed, and each one's (start, end) byte range in
+/// that buffer.
+pub(crate) type Urls = (Vec<u8>, Vec<(usize, usize)>);
+
+/// The block's URLs: what a URL search reads without decoding the rest.
+pub(crate) fn urls(data: &[u8]) -> Result<Urls, StoreError> {
     let (_, urls) = sections(data)?;
     let raw = decompress(urls)?;
     let mut ranges = Vec::new();

@@ -148,6 +148,14 @@ struct SessionWork<'r> {
     policy_digest: Option<&'r str>,
 }
 
+/// A session's records in a group: ids and effective times.
+struct Span {
+    first_id: RecordId,
+    last_id: RecordId,
+    first_occurred: i64,
+    last_occurred: i64,
+}
+
 /// Where a new record went: block and position.
 type Place = (usize, u32);
 
@@ -671,28 +679,27 @@ impl<'r> Group<'r> {
             }
         }
         // Sessions' counters: the blocks of a session in this group.
-        let mut per_session: BTreeMap<(i64, &str), (u64, i64, i64, i64, i64)> = BTreeMap::new();
+        let mut spans: BTreeMap<(i64, &str), Span> = BTreeMap::new();
         for building in &self.blocks {
             let (Some(session), false) = (building.session, building.block.records.is_empty())
             else {
                 continue;
             };
             let last = building.first_id + building.block.records.len() as i64 - 1;
-            let e = per_session.entry((building.agent, session)).or_insert((
-                0,
-                i64::MAX,
-                i64::MIN,
-                i64::MAX,
-                i64::MIN,
-            ));
-            e.1 = e.1.min(building.first_id);
-            e.2 = e.2.max(last);
-            e.3 = e.3.min(building.min_occurred);
-            e.4 = e.4.max(building.max_occurred);
+            let e = spans.entry((building.agent, session)).or_insert(Span {
+                first_id: i64::MAX,
+                last_id: i64::MIN,
+                first_occurred: i64::MAX,
+                last_occurred: i64::MIN,
+            });
+            e.first_id = e.first_id.min(building.first_id);
+            e.last_id = e.last_id.max(last);
+            e.first_occurred = e.first_occurred.min(building.min_occurred);
+            e.last_occurred = e.last_occurred.max(building.max_occurred);
         }
         let mut upsert = tx.prepare_cached(ADD_SESSION).ctx("counting a session")?;
         for (&(agent, session), work) in &self.sessions {
-            let ids = per_session.get(&(agent, session));
+            let ids = spans.get(&(agent, session));
             if ids.is_none() && work.policy_digest.is_none() {
                 continue;
             }
@@ -701,10 +708,10 @@ impl<'r> Group<'r> {
                     agent,
                     session,
                     count_to_sql(work.conflicts),
-                    ids.map(|e| e.1),
-                    ids.map(|e| e.2),
-                    ids.map(|e| e.3),
-                    ids.map(|e| e.4),
+                    ids.map(|e| e.first_id),
+                    ids.map(|e| e.last_id),
+                    ids.map(|e| e.first_occurred),
+                    ids.map(|e| e.last_occurred),
                     work.policy_digest,
                 ])
                 .ctx("counting a session")?;

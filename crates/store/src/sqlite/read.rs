@@ -66,39 +66,36 @@ pub(super) struct Agents(HashMap<i64, AgentInfo>);
 
 impl Agents {
     pub(super) fn get(&mut self, conn: &Connection, key: i64) -> Result<&AgentInfo, StoreError> {
-        if !self.0.contains_key(&key) {
-            let ctx = "reading an agent";
-            let info = conn
-                .prepare_cached(
-                    "SELECT a.uuid, a.name, w.uuid, w.name, w.owner FROM agents a \
-                     JOIN workspaces w ON w.id = a.workspace_id WHERE a.id = ?1",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![key], |row| {
-                        Ok((
-                            row.get::<_, Vec<u8>>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, Vec<u8>>(2)?,
-                            row.get::<_, String>(3)?,
-                            row.get::<_, String>(4)?,
-                        ))
-                    })
+        use std::collections::hash_map::Entry;
+        let slot = match self.0.entry(key) {
+            Entry::Occupied(known) => return Ok(known.into_mut()),
+            Entry::Vacant(slot) => slot,
+        };
+        let ctx = "reading an agent";
+        let info = conn
+            .prepare_cached(
+                "SELECT a.uuid, a.name, w.uuid, w.name, w.owner FROM agents a \
+                 JOIN workspaces w ON w.id = a.workspace_id WHERE a.id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![key], |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Vec<u8>>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, String>(4)?,
+                    ))
                 })
-                .ctx(ctx)?;
-            self.0.insert(
-                key,
-                AgentInfo {
-                    agent_id: crate::convert::uuid(&info.0)?,
-                    agent_name: info.1,
-                    workspace_id: crate::convert::uuid(&info.2)?,
-                    workspace_name: info.3,
-                    workspace_owner: info.4,
-                },
-            );
-        }
-        self.0
-            .get(&key)
-            .ok_or_else(|| StoreError::Corrupt(format!("agent {key} vanished")))
+            })
+            .ctx(ctx)?;
+        Ok(slot.insert(AgentInfo {
+            agent_id: crate::convert::uuid(&info.0)?,
+            agent_name: info.1,
+            workspace_id: crate::convert::uuid(&info.2)?,
+            workspace_name: info.3,
+            workspace_owner: info.4,
+        }))
     }
 }
 
