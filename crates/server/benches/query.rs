@@ -210,7 +210,7 @@ async fn generate(records: i64) -> Data {
             n += size;
             in_call += size;
         }
-        store
+        let outcome = store
             .ingest(Arc::new(IngestRequest {
                 agent_id: w.agent.id,
                 at: Timestamp::new(T0 + n / 1000, 0).unwrap(),
@@ -218,6 +218,9 @@ async fn generate(records: i64) -> Data {
             }))
             .await
             .unwrap();
+        // As a server's printer would: the server started below then has no
+        // lines to print again.
+        store.mark_printed(outcome.record_ids).await.unwrap();
         call += 1;
     }
     store.close().await.unwrap();
