@@ -55,6 +55,11 @@ pub struct Args {
     /// Delete records received longer ago than this (e.g. 30d; default: keep all).
     #[arg(long, env = "WARDEN_RETENTION", value_parser = warden_server::retention::parse_period)]
     retention: Option<Duration>,
+    /// Store longer URLs cut to this many bytes, with their original length
+    /// (flagged in the API and on the line; never dropped).
+    #[arg(long, env = "WARDEN_MAX_URL_BYTES", default_value_t = warden_store::DEFAULT_MAX_URL_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(256..=(1 << 24)))]
+    max_url_bytes: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +113,7 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
     config.insecure_listen = args.insecure_listen;
     config.shutdown_grace = args.shutdown_grace;
     config.retention = args.retention.map(warden_server::retention::Retention::new);
+    config.limits.max_url_bytes = usize::try_from(args.max_url_bytes).unwrap_or(usize::MAX);
     Ok(Prepared {
         config,
         addr,
