@@ -21,7 +21,9 @@ mod record_sql;
 
 mod block;
 mod convert;
+mod counters;
 pub mod error;
+mod group;
 mod hosts;
 mod ingest;
 mod intervals;

@@ -138,7 +138,7 @@ pub(super) fn pass(
         unprinted.remove(last + 1, i64::MAX);
         out.outcome.unprinted_lines += unprinted.len();
     }
-    counters.write(tx, -1)?;
+    super::counters::write(counters, tx, -1)?;
     for ((agent, session), purged) in &sessions {
         for (first, last) in purged.seqs.ranges() {
             remove_range(tx, *agent, session, first, last)?;

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, params};
 use uuid::Uuid;
 
-use super::counters::{HOUR, MINUTE, Window};
+use super::counters::{HOUR, MINUTE};
 use super::db::Ctx;
 use super::read::agent_keys;
 use crate::StoreError;
@@ -234,7 +234,7 @@ pub(super) fn workspace_activity(
         // The partial minutes at the edges.
         let edge_list = edges(since, until, (m0, m1), MINUTE);
         for (s, u) in edge_list {
-            let w = Window::count(conn, agent, s, u)?;
+            let w = super::counters::window(conn, agent, s, u)?;
             let m = w.minute;
             add(
                 m.allowed,
@@ -262,7 +262,7 @@ pub(super) fn workspace_activity(
                 *hosts.entry(host).or_default() += count_from_sql(n);
             }
             for (s, u) in edges(since, until, (h0, h1), HOUR) {
-                for (host, n) in Window::count(conn, agent, s, u)?.hosts {
+                for (host, n) in super::counters::window(conn, agent, s, u)?.hosts {
                     *hosts.entry(host).or_default() += n;
                 }
             }

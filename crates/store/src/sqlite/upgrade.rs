@@ -188,7 +188,7 @@ pub(super) fn upgrade(conn: &mut Connection) -> Result<(), StoreError> {
     if let Some(done) = pending.take() {
         flush(&tx, done)?;
     }
-    counters.write(&tx, 1)?;
+    super::counters::write(counters, &tx, 1)?;
     for ((agent, session), sums) in &sessions {
         for (first, last) in sums.seqs.ranges() {
             tx.execute(

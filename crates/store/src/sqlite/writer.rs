@@ -30,10 +30,11 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::db::{self, Ctx, NEXT_RECORD_ID, PRINTED_THROUGH};
-use super::ingest::Group;
+use super::ingest::{self, Queries};
 use super::purge;
 use crate::StoreError;
 use crate::convert::nanos;
+use crate::group::Group;
 use crate::intervals::IntervalSet;
 use crate::model::{IngestOutcome, IngestRequest, PurgeOutcome, RecordId, StoreOptions};
 
@@ -211,7 +212,9 @@ impl Writer {
                     Job::Ingest(request, _) => {
                         match cached_agent(&tx, &mut agents, request.agent_id)? {
                             None => Done::Ingest(Err(StoreError::UnknownAgent(request.agent_id))),
-                            Some(agent) => Done::Ingest(Ok(group.add(&tx, agent, request)?)),
+                            Some(agent) => {
+                                Done::Ingest(Ok(group.add(&mut Queries(&tx), agent, request)?))
+                            }
                         }
                     }
                     Job::Purge(cutoff, max_rows, _) => {
@@ -243,9 +246,12 @@ impl Writer {
                     Job::Close(_) => Done::Unit(Ok(())),
                 });
             }
-            let finished = group.finish(&tx, self.next_id)?;
+            let mut finished = group.finish(self.next_id);
+            let outcomes = std::mem::take(&mut finished.outcomes);
+            let ids = finished.ids;
+            ingest::write(&tx, finished)?;
             let mut next_id = self.next_id;
-            if let Some((first, last)) = finished.ids {
+            if let Some((first, last)) = ids {
                 lines.due.insert(first, last);
                 next_id = last + 1;
                 db::set_state(&tx, NEXT_RECORD_ID, next_id).ctx(ctx)?;
@@ -256,8 +262,7 @@ impl Writer {
                 db::set_state(&tx, PRINTED_THROUGH, through).ctx(ctx)?;
             }
             tx.commit().ctx(ctx)?;
-            let mut outcomes: Vec<Option<IngestOutcome>> =
-                finished.outcomes.into_iter().map(Some).collect();
+            let mut outcomes: Vec<Option<IngestOutcome>> = outcomes.into_iter().map(Some).collect();
             let done = done
                 .into_iter()
                 .map(|d| {

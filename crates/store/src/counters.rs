@@ -1,0 +1,142 @@
+//! Counters kept as records commit and as retention removes them, shared by
+//! both backends: a workspace's (its agent's) records per minute of
+//! effective time, its denials per hour and host. Summaries and the
+//! activity chart read these instead of the records; only the partial
+//! buckets at the edges of a time range are counted from blocks
+//! ([`Window`]). Each backend writes them with its own SQL.
+
+use std::collections::HashMap;
+
+use crate::block::Block;
+use crate::hosts::host_of_url;
+
+/// Nanoseconds in a minute and an hour.
+pub(crate) const MINUTE: i64 = 60_000_000_000;
+pub(crate) const HOUR: i64 = 60 * MINUTE;
+
+/// The minute bucket (its start over [`MINUTE`]) of an effective time.
+pub(crate) fn minute_of(t: i64) -> i64 {
+    t.div_euclid(MINUTE)
+}
+
+/// The hour bucket of an effective time.
+pub(crate) fn hour_of(t: i64) -> i64 {
+    t.div_euclid(HOUR)
+}
+
+/// One minute's counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Minute {
+    pub allowed: i64,
+    pub denied: i64,
+    pub conflicts: i64,
+    pub min_occurred: i64,
+    pub max_occurred: i64,
+}
+
+impl Default for Minute {
+    fn default() -> Self {
+        Minute {
+            allowed: 0,
+            denied: 0,
+            conflicts: 0,
+            min_occurred: i64::MAX,
+            max_occurred: i64::MIN,
+        }
+    }
+}
+
+/// Counts to add to (or take from) the tables.
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// (agent, minute) -> counts.
+    pub minutes: HashMap<(i64, i64), Minute>,
+    /// (agent, hour, host) -> denied records.
+    pub hosts: HashMap<(i64, i64, String), i64>,
+}
+
+impl Counters {
+    /// Counts one record of `agent`.
+    pub(crate) fn add(
+        &mut self,
+        agent: i64,
+        occurred: i64,
+        allowed: bool,
+        conflict: bool,
+        url: &str,
+    ) {
+        let m = self
+            .minutes
+            .entry((agent, minute_of(occurred)))
+            .or_default();
+        if allowed {
+            m.allowed += 1;
+        } else {
+            m.denied += 1;
+            *self
+                .hosts
+                .entry((agent, hour_of(occurred), host_of_url(url)))
+                .or_default() += 1;
+        }
+        if conflict {
+            m.conflicts += 1;
+        }
+        m.min_occurred = m.min_occurred.min(occurred);
+        m.max_occurred = m.max_occurred.max(occurred);
+    }
+
+    /// Whether there is nothing to write.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.minutes.is_empty() && self.hosts.is_empty()
+    }
+}
+
+/// An agent's records in a time window, counted from its blocks: the
+/// partial buckets at the edges of a range.
+#[derive(Default)]
+pub(crate) struct Window {
+    pub minute: Minute,
+    /// Denied records by host.
+    pub hosts: HashMap<String, u64>,
+}
+
+impl Window {
+    /// Counts the records of a decoded block with an effective time in
+    /// `since..until` (nanoseconds).
+    pub(crate) fn add_block(&mut self, block: &Block<'_>, since: i64, until: i64) {
+        let batch_of = block.batch_of_each();
+        for (i, r) in block.records.iter().enumerate() {
+            let received = block.batches[batch_of[i]].received_ns;
+            let t = r.event_time.known().map_or(received, crate::convert::nanos);
+            if t < since || t >= until {
+                continue;
+            }
+            let m = &mut self.minute;
+            if r.decision.is_allowed() {
+                m.allowed += 1;
+            } else {
+                m.denied += 1;
+                *self.hosts.entry(host_of_url(&r.url)).or_default() += 1;
+            }
+            if r.conflict {
+                m.conflicts += 1;
+            }
+            m.min_occurred = m.min_occurred.min(t);
+            m.max_occurred = m.max_occurred.max(t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_floor_negative_times_too() {
+        assert_eq!(minute_of(0), 0);
+        assert_eq!(minute_of(MINUTE - 1), 0);
+        assert_eq!(minute_of(-1), -1);
+        assert_eq!(hour_of(HOUR), 1);
+        assert_eq!(minute_of(i64::MIN), i64::MIN.div_euclid(MINUTE));
+    }
+}
