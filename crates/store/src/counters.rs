@@ -84,11 +84,6 @@ impl Counters {
         m.min_occurred = m.min_occurred.min(occurred);
         m.max_occurred = m.max_occurred.max(occurred);
     }
-
-    /// Whether there is nothing to write.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.minutes.is_empty() && self.hosts.is_empty()
-    }
 }
 
 /// An agent's records in a time window, counted from its blocks: the
@@ -127,6 +122,40 @@ impl Window {
     }
 }
 
+/// Buckets of `size` nanoseconds wholly inside `since..until`: the first
+/// and one past the last (`None` bounds: all of them).
+pub(crate) fn whole_buckets(since: Option<i64>, until: Option<i64>, size: i64) -> (i64, i64) {
+    let first = since.map_or(i64::MIN, |s| {
+        let b = s.div_euclid(size);
+        if s.rem_euclid(size) == 0 { b } else { b + 1 }
+    });
+    let end = until.map_or(i64::MAX, |u| u.div_euclid(size));
+    (first, end.max(first))
+}
+
+/// The parts of `since..until` outside the whole buckets `b0..b1` of
+/// `size`.
+pub(crate) fn edges(
+    since: Option<i64>,
+    until: Option<i64>,
+    (b0, b1): (i64, i64),
+    size: i64,
+) -> Vec<(i64, i64)> {
+    match (since, until) {
+        (Some(s), Some(u)) if b1 <= b0 => vec![(s, u)],
+        _ => {
+            let mut out = Vec::new();
+            if let Some(s) = since {
+                out.push((s, b0.saturating_mul(size)));
+            }
+            if let Some(u) = until {
+                out.push((b1.saturating_mul(size), u));
+            }
+            out
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +167,13 @@ mod tests {
         assert_eq!(minute_of(-1), -1);
         assert_eq!(hour_of(HOUR), 1);
         assert_eq!(minute_of(i64::MIN), i64::MIN.div_euclid(MINUTE));
+    }
+
+    #[test]
+    fn whole_buckets_leave_the_partial_edges_out() {
+        assert_eq!(whole_buckets(Some(0), Some(120), 60), (0, 2));
+        assert_eq!(whole_buckets(Some(1), Some(119), 60), (1, 1));
+        assert_eq!(whole_buckets(Some(-61), Some(60), 60), (-1, 1));
+        assert_eq!(whole_buckets(None, None, 60), (i64::MIN, i64::MAX));
     }
 }

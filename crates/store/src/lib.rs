@@ -15,10 +15,6 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
-// Macros first: `macro_rules!` are visible to the modules declared after them.
-#[macro_use]
-mod record_sql;
-
 mod block;
 mod convert;
 mod counters;
@@ -31,7 +27,7 @@ mod losses;
 mod migrations;
 pub mod model;
 pub mod postgres;
-mod purge;
+mod records;
 mod sessions;
 pub mod sqlite;
 pub mod store;

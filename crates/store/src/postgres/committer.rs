@@ -21,6 +21,7 @@ use sqlx::postgres::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ingest::commit;
+use crate::StoreError;
 use crate::model::{IngestOutcome, IngestRequest};
 
 /// Stop adding calls to a group past this many records or calls, so one
@@ -30,7 +31,7 @@ const GROUP_MAX_CALLS: usize = 64;
 /// Calls queued before callers wait (backpressure on ingest).
 const QUEUE: usize = 1024;
 
-type Reply = oneshot::Sender<Result<IngestOutcome, sqlx::Error>>;
+type Reply = oneshot::Sender<Result<IngestOutcome, StoreError>>;
 
 /// One ingest call: the agent's internal key, the request, where the
 /// outcome goes.
@@ -59,7 +60,7 @@ impl Committer {
         &self,
         agent: i64,
         request: Arc<IngestRequest>,
-    ) -> Option<Result<IngestOutcome, sqlx::Error>> {
+    ) -> Option<Result<IngestOutcome, StoreError>> {
         let (reply, outcome) = oneshot::channel();
         let call = Call {
             agent,
@@ -99,7 +100,7 @@ async fn run(pool: PgPool, replica: i32, max_url_bytes: usize, mut queue: mpsc::
                     .await
                     .and_then(|outcomes| {
                         outcomes.into_iter().next().ok_or_else(|| {
-                            sqlx::Error::Protocol("a commit returned no outcome".into())
+                            StoreError::Corrupt("a commit returned no outcome".into())
                         })
                     });
                     let _ = call.reply.send(result);

@@ -74,6 +74,11 @@ const MIGRATIONS: &[Step] = &[
         "bounds and policies",
         include_str!("../../migrations/postgres/0005_bounds_and_policies.sql"),
     ),
+    (
+        6,
+        "blocks",
+        include_str!("../../migrations/postgres/0006_blocks.sql"),
+    ),
 ];
 
 /// Wraps a database error with what was being done; a closed pool is
@@ -272,7 +277,7 @@ impl Store for PgStore {
                 .await?
                 .ok_or(StoreError::UnknownAgent(request.agent_id))?;
             let outcome = match self.committer.ingest(agent, request).await {
-                Some(outcome) => outcome.map_err(db("committing to the database"))?,
+                Some(outcome) => outcome?,
                 None => return Err(StoreError::Closed),
             };
             crate::ingest::notify_commits(&self.commits, &outcome);
@@ -316,11 +321,7 @@ impl Store for PgStore {
         cutoff: Timestamp,
         max_rows: u32,
     ) -> StoreFuture<'_, PurgeOutcome> {
-        Box::pin(async move {
-            purge::purge(&self.pool, cutoff, max_rows)
-                .await
-                .map_err(db("purging old records"))
-        })
+        Box::pin(async move { purge::purge(&self.pool, cutoff, max_rows).await })
     }
 
     fn records(&self, query: RecordQuery) -> StoreFuture<'_, Vec<StoredRecord>> {

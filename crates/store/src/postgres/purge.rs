@@ -1,143 +1,146 @@
-//! PostgreSQL's statements for the shared retention pass
-//! ([`crate::purge`]).
+//! Retention on PostgreSQL, as on SQLite (see `sqlite::purge`): a block goes
+//! once its newest record was received before the cutoff, oldest first, at
+//! most `max_rows` records a pass; a block with more records than the pass
+//! has left is split (its later records are written back as a block of their
+//! own, with their ids). What goes is taken off the counters, folded into the
+//! sessions' purge counts, taken out of the sessions' ranges and of the line
+//! outbox (counted as unprinted lines).
 //!
-//! A pass is its own short transaction and does not take the commit lock:
-//! ingest keeps going beside it (it never changes stored records, and reads
-//! of rows being deleted see them until the pass commits). Passes exclude
-//! each other with a transaction advisory lock taken with `try`: when another
-//! replica is purging, a pass returns at once with nothing done and that
-//! replica finishes the work. Exclusion is what lets a pass read the records
-//! it will delete without locking them row by row, which would write every
-//! row twice.
+//! A pass is one short transaction under the commit lock: it rewrites
+//! sequence ranges and counters that ingest reads and writes under that
+//! lock, and it keeps passes of several replicas apart.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
-use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
 
-use super::outbox;
+use super::ingest::{BEGIN_LOCKED, add_hosts, insert_blocks};
+use super::report::window;
 use super::text::{decode_opt, encode};
-use crate::convert::count_to_sql;
+use super::{col, db, outbox};
+use crate::StoreError;
+use crate::block::{self, Block};
+use crate::convert::{count_to_sql, nanos};
+use crate::counters::{Counters, MINUTE};
+use crate::group::BlockRow;
+use crate::intervals::IntervalSet;
 use crate::model::{PurgeOutcome, RecordId};
-use crate::purge::{Doomed, PurgeTx, PurgedSession, purge as pass};
+
+const CTX: &str = "purging old records";
+
+/// What a pass removed from one session.
+#[derive(Default)]
+struct Purged {
+    seqs: IntervalSet,
+    records: u64,
+    conflicts: u64,
+    first: Option<i32>,
+    last: Option<i32>,
+}
 
 /// LEAST and GREATEST ignore NULLs, which is what folding optional sequence
 /// numbers needs.
 const FOLD_SESSION: &str = "INSERT INTO sessions (agent_id, session_id, purged_records, \
     purged_conflicts, purged_first, purged_last) VALUES ($1, $2, $3, $4, $5, $6) \
     ON CONFLICT (agent_id, session_id) DO UPDATE SET \
+    conflicts = GREATEST(sessions.conflicts - excluded.purged_conflicts, 0), \
     purged_records = sessions.purged_records + excluded.purged_records, \
     purged_conflicts = sessions.purged_conflicts + excluded.purged_conflicts, \
     purged_first = LEAST(sessions.purged_first, excluded.purged_first), \
     purged_last = GREATEST(sessions.purged_last, excluded.purged_last)";
 
-/// The key of the purge lock (single-key form): "WDPURGE".
-const PURGE_LOCK: i64 = 0x0057_4450_5552_4745;
+/// The session's live bounds, counted again from its remaining blocks.
+const SESSION_BOUNDS: &str = "UPDATE sessions SET \
+    first_id = (SELECT min(first_id) FROM blocks WHERE agent_id = $1 AND session_id = $2), \
+    last_id = (SELECT max(last_id) FROM blocks WHERE agent_id = $1 AND session_id = $2), \
+    first_occurred = (SELECT min(min_occurred) FROM blocks WHERE agent_id = $1 \
+        AND session_id = $2), \
+    last_occurred = (SELECT max(max_occurred) FROM blocks WHERE agent_id = $1 \
+        AND session_id = $2) \
+    WHERE agent_id = $1 AND session_id = $2";
 
-/// One retention pass in its own transaction; nothing when another pass
-/// (of any replica) is running.
+/// One retention pass in its own transaction.
 pub(super) async fn purge(
     pool: &PgPool,
     cutoff: Timestamp,
     max_rows: u32,
-) -> Result<PurgeOutcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let alone: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(PURGE_LOCK)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-    if !alone {
-        return Ok(PurgeOutcome::default());
+) -> Result<PurgeOutcome, StoreError> {
+    let mut out = PurgeOutcome::default();
+    if max_rows == 0 {
+        return Ok(out);
     }
-    let outcome = pass(&mut PgPurge { conn: &mut tx }, cutoff, max_rows).await?;
-    tx.commit().await?;
-    Ok(outcome)
-}
-
-struct PgPurge<'a> {
-    conn: &'a mut PgConnection,
-}
-
-impl PurgeTx for PgPurge<'_> {
-    async fn old_batches(
-        &mut self,
-        cutoff: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<i64>, sqlx::Error> {
-        // The oldest batches, only as many as hold about `limit` records
-        // (each batch's id range bounds its count; the first is always
-        // taken), so that a pass reads little more than it deletes.
-        // By the control plane's receive time (the commit stamp), never the
-        // agent's.
-        let rows = sqlx::query(
-            "SELECT id FROM ( \
-                SELECT id, sum(span) OVER (ORDER BY committed_at, id \
-                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - span AS before \
-                FROM (SELECT id, committed_at, \
-                        COALESCE(last_record - first_record + 1, 0) AS span \
-                    FROM batches WHERE committed_at < $1 \
-                    ORDER BY committed_at, id LIMIT $2) AS oldest \
-             ) AS counted WHERE before < $2",
-        )
-        .bind(crate::convert::nanos(cutoff))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *self.conn)
-        .await?;
-        rows.iter().map(|row| row.try_get(0)).collect()
+    let cutoff = nanos(cutoff);
+    let mut tx = pool.begin_with(BEGIN_LOCKED).await.map_err(db(CTX))?;
+    let rows = sqlx::query(
+        "SELECT first_id, agent_id, session_id, data FROM blocks \
+         WHERE max_received < $1 ORDER BY max_received, first_id LIMIT $2",
+    )
+    .bind(cutoff)
+    .bind(i64::from(max_rows))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db(CTX))?;
+    let mut budget = u64::from(max_rows);
+    let mut counters = Counters::default();
+    let mut sessions: BTreeMap<(i64, String), Purged> = BTreeMap::new();
+    let mut deleted: Vec<RecordId> = Vec::new();
+    let mut rewritten: Vec<BlockRow> = Vec::new();
+    let mut purged_ids: Vec<RecordId> = Vec::new();
+    for row in &rows {
+        if budget == 0 {
+            break;
+        }
+        let first_id: RecordId = col(row, 0, CTX)?;
+        let agent: i64 = col(row, 1, CTX)?;
+        let session = decode_opt(col(row, 2, CTX)?);
+        let data: Vec<u8> = col(row, 3, CTX)?;
+        let block = block::decode(&data)?;
+        let n = block.records.len() as u64;
+        let take = n.min(budget);
+        budget -= take;
+        let batch_of = block.batch_of_each();
+        for (i, r) in block.records.iter().take(take as usize).enumerate() {
+            let received = block.batches[batch_of[i]].received_ns;
+            let occurred = r.event_time.known().map_or(received, nanos);
+            counters.add(agent, occurred, r.decision.is_allowed(), r.conflict, &r.url);
+            if let Some(session) = &session {
+                let s = sessions.entry((agent, session.clone())).or_default();
+                if r.conflict {
+                    s.conflicts += 1;
+                } else {
+                    s.records += 1;
+                    let seq = r.sequence_number;
+                    s.seqs.insert(i64::from(seq), i64::from(seq));
+                    s.first = Some(s.first.map_or(seq, |f| f.min(seq)));
+                    s.last = Some(s.last.map_or(seq, |l| l.max(seq)));
+                }
+            }
+        }
+        deleted.push(first_id);
+        if take < n {
+            let rest = block.suffix(take as usize);
+            rewritten.push(block_row(first_id + take as i64, agent, session, &rest));
+        }
+        purged_ids.extend(first_id..first_id + take as i64);
+        out.records += take;
     }
-
-    async fn doomed_records(
-        &mut self,
-        batches: &[i64],
-        limit: u32,
-    ) -> Result<Vec<Doomed>, sqlx::Error> {
-        // By each batch's id range (see the batches table), checked against
-        // batch_id, one batch after the other. Not one `ORDER BY r.id` over
-        // all of them: PostgreSQL would walk the primary key from its start,
-        // through the index entries of every record earlier passes deleted
-        // and vacuum has not cleared yet, and passes would slow down as the
-        // purge goes on.
-        let rows = sqlx::query(
-            "SELECT r.id, r.agent_id, r.session_id, r.sequence_number, r.conflict \
-             FROM batches b CROSS JOIN LATERAL ( \
-                SELECT id, agent_id, session_id, sequence_number, conflict FROM records \
-                WHERE id BETWEEN b.first_record AND b.last_record AND batch_id = b.id \
-                ORDER BY id LIMIT $2) AS r \
-             WHERE b.id = ANY($1) LIMIT $2",
-        )
-        .bind(batches)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *self.conn)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Doomed {
-                    id: row.try_get(0)?,
-                    agent: row.try_get(1)?,
-                    session: decode_opt(row.try_get(2)?),
-                    sequence_number: row.try_get(3)?,
-                    conflict: row.try_get(4)?,
-                })
-            })
-            .collect()
+    if !deleted.is_empty() {
+        sqlx::query("DELETE FROM blocks WHERE first_id = ANY($1)")
+            .bind(&deleted)
+            .execute(&mut *tx)
+            .await
+            .map_err(db(CTX))?;
     }
-
-    async fn delete_records(&mut self, ids: &[RecordId]) -> Result<(u64, u64), sqlx::Error> {
-        let lines = outbox::remove(self.conn, ids).await?;
-        let records = sqlx::query("DELETE FROM records WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(&mut *self.conn)
-            .await?
-            .rows_affected();
-        Ok((records, lines))
+    if !rewritten.is_empty() {
+        insert_blocks(&mut tx, &rewritten).await?;
     }
-
-    async fn fold_session(
-        &mut self,
-        agent: i64,
-        session: &str,
-        purged: &PurgedSession,
-    ) -> Result<(), sqlx::Error> {
+    out.unprinted_lines = outbox::remove(&mut tx, &purged_ids)
+        .await
+        .map_err(db(CTX))?;
+    take_counters(&mut tx, &counters).await?;
+    for ((agent, session), purged) in &sessions {
+        remove_ranges(&mut tx, *agent, session, &purged.seqs).await?;
         sqlx::query(FOLD_SESSION)
             .bind(agent)
             .bind(encode(session))
@@ -145,24 +148,168 @@ impl PurgeTx for PgPurge<'_> {
             .bind(count_to_sql(purged.conflicts))
             .bind(purged.first)
             .bind(purged.last)
-            .execute(&mut *self.conn)
-            .await?;
-        Ok(())
+            .execute(&mut *tx)
+            .await
+            .map_err(db(CTX))?;
+        sqlx::query(SESSION_BOUNDS)
+            .bind(agent)
+            .bind(encode(session))
+            .execute(&mut *tx)
+            .await
+            .map_err(db(CTX))?;
     }
+    // A batch id goes with its last record (a block loses records from its
+    // start, so once the last is gone, all are).
+    out.batches = sqlx::query(
+        "DELETE FROM batch_ids WHERE (agent_id, uuid) IN ( \
+            SELECT i.agent_id, i.uuid FROM batch_ids i WHERE i.received_ns < $1 AND ( \
+                i.block IS NULL OR NOT EXISTS ( \
+                    SELECT 1 FROM blocks b WHERE b.first_id <= i.block AND b.last_id >= i.block)) \
+            LIMIT $2)",
+    )
+    .bind(cutoff)
+    .bind(i64::from(max_rows))
+    .execute(&mut *tx)
+    .await
+    .map_err(db(CTX))?
+    .rows_affected();
+    tx.commit().await.map_err(db(CTX))?;
+    Ok(out)
+}
 
-    async fn delete_empty_batches(&mut self, batches: &[i64]) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(
-            // A lateral probe per batch: as a plain NOT EXISTS the planner
-            // picks a hash anti join over the whole records table.
-            "DELETE FROM batches WHERE id IN (SELECT b.id FROM batches b \
-             LEFT JOIN LATERAL (SELECT 1 AS found FROM records r \
-                WHERE r.id BETWEEN b.first_record AND b.last_record AND r.batch_id = b.id \
-                LIMIT 1) AS r ON true \
-             WHERE b.id = ANY($1) AND r.found IS NULL)",
-        )
-        .bind(batches)
-        .execute(&mut *self.conn)
-        .await?
-        .rows_affected())
+/// The index row of `block`, stored from `first_id`.
+fn block_row(
+    first_id: RecordId,
+    agent: i64,
+    session: Option<String>,
+    block: &Block<'_>,
+) -> BlockRow {
+    let batch_of = block.batch_of_each();
+    let n = block.records.len() as i64;
+    let mut row = BlockRow {
+        first_id,
+        last_id: first_id + n - 1,
+        agent,
+        session,
+        first_seq: i32::MAX,
+        last_seq: i32::MIN,
+        min_occurred: i64::MAX,
+        max_occurred: i64::MIN,
+        min_received: i64::MAX,
+        max_received: i64::MIN,
+        records: n,
+        denied: 0,
+        conflicts: 0,
+        data: block::encode(block),
+    };
+    for (i, r) in block.records.iter().enumerate() {
+        let received = block.batches[batch_of[i]].received_ns;
+        let occurred = r.event_time.known().map_or(received, nanos);
+        row.first_seq = row.first_seq.min(r.sequence_number);
+        row.last_seq = row.last_seq.max(r.sequence_number);
+        row.min_occurred = row.min_occurred.min(occurred);
+        row.max_occurred = row.max_occurred.max(occurred);
+        row.min_received = row.min_received.min(received);
+        row.max_received = row.max_received.max(received);
+        row.denied += i64::from(!r.decision.is_allowed());
+        row.conflicts += i64::from(r.conflict);
     }
+    row
+}
+
+/// Takes purged records off the counters: emptied host rows go, and the
+/// minutes touched are counted again from the blocks left.
+async fn take_counters(conn: &mut PgConnection, counters: &Counters) -> Result<(), StoreError> {
+    if !counters.hosts.is_empty() {
+        add_hosts(conn, counters, -1).await?;
+        sqlx::query("DELETE FROM denied_hosts WHERE records <= 0 AND agent_id = ANY($1)")
+            .bind(
+                counters
+                    .hosts
+                    .keys()
+                    .map(|k| k.0)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(db(CTX))?;
+    }
+    for (&(agent, minute), m) in &counters.minutes {
+        let left = window(conn, agent, minute * MINUTE, (minute + 1) * MINUTE)
+            .await?
+            .minute;
+        if left.allowed + left.denied == 0 {
+            sqlx::query("DELETE FROM activity_minutes WHERE agent_id = $1 AND minute = $2")
+                .bind(agent)
+                .bind(minute)
+                .execute(&mut *conn)
+                .await
+                .map_err(db(CTX))?;
+        } else {
+            sqlx::query(
+                "UPDATE activity_minutes SET allowed = allowed - $3, denied = denied - $4, \
+                 conflicts = conflicts - $5, min_occurred = $6, max_occurred = $7 \
+                 WHERE agent_id = $1 AND minute = $2",
+            )
+            .bind(agent)
+            .bind(minute)
+            .bind(m.allowed)
+            .bind(m.denied)
+            .bind(m.conflicts)
+            .bind(left.min_occurred)
+            .bind(left.max_occurred)
+            .execute(&mut *conn)
+            .await
+            .map_err(db(CTX))?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes purged numbers out of a session's ranges.
+async fn remove_ranges(
+    conn: &mut PgConnection,
+    agent: i64,
+    session: &str,
+    purged: &IntervalSet,
+) -> Result<(), StoreError> {
+    let (Some(low), Some(high)) = (purged.first(), purged.ranges().last().map(|r| r.1)) else {
+        return Ok(());
+    };
+    let session = encode(session);
+    let rows = sqlx::query(
+        "DELETE FROM session_seqs WHERE agent_id = $1 AND session_id = $2 \
+         AND first_seq <= $4 AND last_seq >= $3 RETURNING first_seq, last_seq",
+    )
+    .bind(agent)
+    .bind(&session)
+    .bind(low)
+    .bind(high)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db(CTX))?;
+    let mut left = IntervalSet::new();
+    for row in &rows {
+        left.insert(col(row, 0, CTX)?, col(row, 1, CTX)?);
+    }
+    for (f, l) in purged.ranges() {
+        left.remove(f, l);
+    }
+    let (firsts, lasts): (Vec<i64>, Vec<i64>) = left.ranges().unzip();
+    if !firsts.is_empty() {
+        sqlx::query(
+            "INSERT INTO session_seqs (agent_id, session_id, first_seq, last_seq) \
+             SELECT $1, $2, * FROM unnest($3::bigint[], $4::bigint[])",
+        )
+        .bind(agent)
+        .bind(&session)
+        .bind(&firsts)
+        .bind(&lasts)
+        .execute(&mut *conn)
+        .await
+        .map_err(db(CTX))?;
+    }
+    Ok(())
 }

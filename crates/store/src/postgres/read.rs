@@ -1,86 +1,95 @@
-//! Reading records, the line outbox, sessions and losses on PostgreSQL.
+//! Reading records from blocks on PostgreSQL: record queries, the lines
+//! due, a session's records and summary, losses. As on SQLite, a query picks
+//! blocks by their index rows a few at a time, decodes only those and
+//! filters their records until it has enough.
 
-use sqlx::postgres::{PgArguments, PgPool, PgRow};
+use std::collections::HashMap;
+
+use memchr::memmem;
+use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow};
 use sqlx::{Arguments, AssertSqlSafe};
 use uuid::Uuid;
-use warden_proto::domain::{Decision, Peer};
+use warden_proto::domain::Decision;
 
 use super::outbox;
 use super::text::{decode, decode_opt, encode};
 use super::{col, db};
 use crate::StoreError;
-use crate::convert::{count_from_sql, event_time, from_nanos, nanos, received_at};
+use crate::block::{self, Block};
+use crate::convert::{count_from_sql, from_nanos, nanos};
 use crate::model::{
     Loss, LossSource, Order, RecordId, RecordQuery, SequencePosition, SessionRecordQuery,
-    SessionSummary, StoredRecord, agent_time_suspect,
+    SessionSummary, StoredRecord,
 };
+use crate::records::{AgentInfo, BlockRow, matches, stored_record};
 
-fn record_from_row(row: &PgRow) -> Result<StoredRecord, StoreError> {
-    let ctx = "reading a record";
-    let event_nanos: Option<i32> = col(row, 10, ctx)?;
-    let agent_nanos: i32 = col(row, 12, ctx)?;
-    let agent_received_at = received_at(col(row, 11, ctx)?, i64::from(agent_nanos))?;
-    // The commit stamp is when the control plane took the call.
-    let received_at = from_nanos(col(row, 13, ctx)?)?;
-    let original: Option<i64> = col(row, 25, ctx)?;
-    Ok(StoredRecord {
-        id: col(row, 0, ctx)?,
-        workspace_id: col(row, 1, ctx)?,
-        workspace_name: decode(col(row, 2, ctx)?),
-        workspace_owner: decode(col(row, 3, ctx)?),
-        agent_id: col(row, 4, ctx)?,
-        agent_name: decode(col(row, 5, ctx)?),
-        batch_id: col(row, 6, ctx)?,
-        session_id: decode_opt(col(row, 7, ctx)?),
-        sequence_number: col(row, 8, ctx)?,
-        event_time: event_time(col(row, 9, ctx)?, event_nanos.map(i64::from)),
-        received_at,
-        agent_received_at,
-        agent_time_suspect: agent_time_suspect(agent_received_at, received_at),
-        committed_at: received_at,
-        decision: Decision::from_allowed(col(row, 14, ctx)?),
-        method: decode(col(row, 15, ctx)?),
-        url: decode(col(row, 16, ctx)?),
-        url_original_bytes: original.map(count_from_sql),
-        matched_rule: decode(col(row, 17, ctx)?),
-        process: decode(col(row, 18, ctx)?),
-        peer: Peer {
-            uid: u32::try_from(col::<i64>(row, 19, ctx)?).unwrap_or(u32::MAX),
-            gid: u32::try_from(col::<i64>(row, 20, ctx)?).unwrap_or(u32::MAX),
-            pid: col(row, 21, ctx)?,
-            comm: decode(col(row, 22, ctx)?),
-            exe: decode(col(row, 23, ctx)?),
-        },
-        policy_digest: col(row, 26, ctx)?,
-        conflict: col(row, 24, ctx)?,
+/// Blocks fetched per step of a query.
+const BLOCKS_PER_STEP: i64 = 32;
+
+/// The columns of a `blocks` row a reader needs, in this order.
+pub(super) const BLOCK_COLUMNS: &str = "b.first_id, b.last_id, b.agent_id, b.session_id, b.data";
+
+/// A `blocks` row as readers select it ([`BLOCK_COLUMNS`]).
+pub(super) fn block_row(row: &PgRow) -> Result<BlockRow, StoreError> {
+    let ctx = "reading a block";
+    Ok(BlockRow {
+        first_id: col(row, 0, ctx)?,
+        last_id: col(row, 1, ctx)?,
+        agent: col(row, 2, ctx)?,
+        session: decode_opt(col(row, 3, ctx)?),
+        data: col(row, 4, ctx)?,
     })
 }
 
-pub(super) async fn unprinted(
-    pool: &PgPool,
-    replica: i32,
-    after: Option<RecordId>,
-    limit: u32,
-) -> Result<Vec<StoredRecord>, StoreError> {
-    let ctx = "reading unprinted records";
-    let mut conn = pool.acquire().await.map_err(db(ctx))?;
-    let ids = outbox::due_ids(&mut conn, replica, after.unwrap_or(i64::MIN), limit)
+/// Agent keys to identities, read once per query.
+#[derive(Default)]
+pub(super) struct Agents(HashMap<i64, AgentInfo>);
+
+impl Agents {
+    pub(super) async fn get(
+        &mut self,
+        conn: &mut PgConnection,
+        key: i64,
+    ) -> Result<&AgentInfo, StoreError> {
+        use std::collections::hash_map::Entry;
+        let slot = match self.0.entry(key) {
+            Entry::Occupied(known) => return Ok(known.into_mut()),
+            Entry::Vacant(slot) => slot,
+        };
+        let ctx = "reading an agent";
+        let row = sqlx::query(
+            "SELECT a.uuid, a.name, w.uuid, w.name, w.owner FROM agents a \
+             JOIN workspaces w ON w.id = a.workspace_id WHERE a.id = $1",
+        )
+        .bind(key)
+        .fetch_one(&mut *conn)
         .await
         .map_err(db(ctx))?;
-    if ids.is_empty() {
-        return Ok(Vec::new());
+        Ok(slot.insert(AgentInfo {
+            agent_id: col(&row, 0, ctx)?,
+            agent_name: decode(col(&row, 1, ctx)?),
+            workspace_id: col(&row, 2, ctx)?,
+            workspace_name: decode(col(&row, 3, ctx)?),
+            workspace_owner: decode(col(&row, 4, ctx)?),
+        }))
     }
-    let rows = sqlx::query(concat!(
-        record_columns!(),
-        "FROM records r",
-        record_joins!(),
-        "WHERE r.id = ANY($1) ORDER BY r.id"
-    ))
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db(ctx))?;
-    rows.iter().map(record_from_row).collect()
+}
+
+/// The records of decoded blocks as the API shows them, those `keep` says.
+async fn push_records(
+    conn: &mut PgConnection,
+    names: &mut Agents,
+    row: &BlockRow,
+    block: &Block<'_>,
+    indexes: impl Iterator<Item = usize>,
+    out: &mut Vec<StoredRecord>,
+) -> Result<(), StoreError> {
+    let batch_of = block.batch_of_each();
+    for i in indexes {
+        let agent = names.get(conn, row.agent).await?;
+        out.push(stored_record(row, block, &batch_of, i, agent)?);
+    }
+    Ok(())
 }
 
 /// SQL text and its arguments, numbering placeholders as they are added.
@@ -148,118 +157,239 @@ pub(super) async fn agent_keys(pool: &PgPool, workspace_id: Uuid) -> Result<Vec<
     rows.iter().map(|row| col(row, 0, ctx)).collect()
 }
 
-pub(super) async fn records(
-    pool: &PgPool,
+/// The block query for `query`, one step between the cursors `low` and
+/// `high` (exclusive).
+fn blocks_query(
     query: &RecordQuery,
-) -> Result<Vec<StoredRecord>, StoreError> {
-    // The workspace, owner and agent filters are resolved to agent keys
-    // first: with one agent (a workspace) the query becomes
-    // `agent_id = $n`, which the (agent_id, id) indexes serve in id order.
-    let agents = matching_agents(pool, query).await?;
-    if agents.as_ref().is_some_and(Vec::is_empty) {
-        return Ok(Vec::new());
-    }
+    agents: Option<&[i64]>,
+    low: RecordId,
+    high: RecordId,
+) -> Result<Filter, StoreError> {
     let mut f = Filter {
-        sql: String::from(concat!(
-            record_columns!(),
-            "FROM records r",
-            record_joins!(),
-            "WHERE true"
-        )),
+        sql: format!("SELECT {BLOCK_COLUMNS} FROM blocks b WHERE true"),
         args: PgArguments::default(),
         count: 0,
     };
     match agents {
-        Some(keys) if keys.len() == 1 => f.push(" AND r.agent_id = $", keys[0])?,
-        Some(keys) => f.push(" AND r.agent_id = ANY($)", keys)?,
+        Some([one]) => f.push(" AND b.agent_id = $", *one)?,
+        Some(keys) => f.push(" AND b.agent_id = ANY($)", keys.to_vec())?,
         None => {}
     }
     if let Some(session) = &query.session_id {
-        f.push(" AND r.session_id = $", encode(session).into_owned())?;
+        f.push(" AND b.session_id = $", encode(session).into_owned())?;
     }
-    // Literals rather than parameters, so the partial indexes on denials
-    // apply whatever plan PostgreSQL caches.
+    // Literals, so that the partial indexes on denials apply.
     match query.decision {
-        Some(Decision::Allow) => f.sql.push_str(" AND r.allowed"),
-        Some(Decision::Deny) => f.sql.push_str(" AND NOT r.allowed"),
+        Some(Decision::Deny) => f.sql.push_str(" AND b.denied > 0"),
+        Some(Decision::Allow) => f.sql.push_str(" AND b.records > b.denied"),
         None => {}
     }
     match query.conflict {
-        Some(true) => f.sql.push_str(" AND r.conflict"),
-        Some(false) => f.sql.push_str(" AND NOT r.conflict"),
+        Some(true) => f.sql.push_str(" AND b.conflicts > 0"),
+        Some(false) => f.sql.push_str(" AND b.records > b.conflicts"),
         None => {}
     }
     if let Some(since) = query.since {
-        f.push(" AND r.occurred_ns >= $", nanos(since))?;
+        f.push(" AND b.max_occurred >= $", nanos(since))?;
     }
     if let Some(until) = query.until {
-        f.push(" AND r.occurred_ns < $", nanos(until))?;
+        f.push(" AND b.min_occurred < $", nanos(until))?;
     }
-    if let Some(text) = &query.url_contains {
-        f.push(" AND strpos(r.url, $) > 0", encode(text).into_owned())?;
-    }
-    if let Some(method) = &query.method {
-        f.push(" AND r.method = $", encode(method).into_owned())?;
-    }
-    if let Some(after) = query.after_id {
-        f.push(" AND r.id > $", after)?;
-    }
-    if let Some(before) = query.before_id {
-        f.push(" AND r.id < $", before)?;
-    }
+    f.push(" AND b.last_id > $", low)?;
+    f.push(" AND b.first_id < $", high)?;
     f.sql.push_str(match query.order {
-        Order::OldestFirst => " ORDER BY r.id",
-        Order::NewestFirst => " ORDER BY r.id DESC",
+        Order::OldestFirst => " ORDER BY b.first_id",
+        Order::NewestFirst => " ORDER BY b.first_id DESC",
     });
-    f.push(" LIMIT $", i64::from(query.limit))?;
-    let Filter { sql, args, .. } = f;
-    // Only fixed fragments and numbered placeholders; every value is bound.
-    let rows = sqlx::query_with(AssertSqlSafe(sql), args)
-        .fetch_all(pool)
-        .await
-        .map_err(db("querying records"))?;
-    rows.iter().map(record_from_row).collect()
+    f.push(" LIMIT $", BLOCKS_PER_STEP)?;
+    Ok(f)
 }
 
-/// One session's records in sequence order. Conflict rows and the others
-/// are read apart, so that each read walks its partial index
-/// (`(session_id, agent_id, sequence_number)`) in order, then merged.
+/// Whether any URL of an encoded block contains `finder`'s needle.
+fn any_url_contains(data: &[u8], finder: &memmem::Finder<'_>) -> Result<bool, StoreError> {
+    let (raw, ranges) = block::urls(data)?;
+    Ok(ranges
+        .iter()
+        .any(|&(s, e)| finder.find(&raw[s..e]).is_some()))
+}
+
+pub(super) async fn records(
+    pool: &PgPool,
+    query: &RecordQuery,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let ctx = "querying records";
+    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let agents = matching_agents(pool, query).await?;
+    if agents.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(out);
+    }
+    let mut conn = pool.acquire().await.map_err(db(ctx))?;
+    let finder = query.url_contains.as_deref().map(memmem::Finder::new);
+    let mut names = Agents::default();
+    let (mut low, mut high) = (
+        query.after_id.unwrap_or(i64::MIN),
+        query.before_id.unwrap_or(i64::MAX),
+    );
+    loop {
+        let f = blocks_query(query, agents.as_deref(), low, high)?;
+        let rows = sqlx::query_with(AssertSqlSafe(f.sql), f.args)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db(ctx))?;
+        let rows = rows.iter().map(block_row).collect::<Result<Vec<_>, _>>()?;
+        let Some(last) = rows.last() else {
+            return Ok(out);
+        };
+        match query.order {
+            Order::OldestFirst => low = last.last_id,
+            Order::NewestFirst => high = last.first_id,
+        }
+        for row in &rows {
+            if let Some(finder) = &finder
+                && !any_url_contains(&row.data, finder)?
+            {
+                continue;
+            }
+            let block = block::decode(&row.data)?;
+            let batch_of = block.batch_of_each();
+            let n = block.records.len();
+            let order: Box<dyn Iterator<Item = usize> + Send> = match query.order {
+                Order::OldestFirst => Box::new(0..n),
+                Order::NewestFirst => Box::new((0..n).rev()),
+            };
+            let picked: Vec<usize> = order
+                .filter(|&i| matches(query, row, &block, &batch_of, i))
+                .take(limit - out.len())
+                .collect();
+            push_records(
+                &mut conn,
+                &mut names,
+                row,
+                &block,
+                picked.into_iter(),
+                &mut out,
+            )
+            .await?;
+            if out.len() >= limit {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// The records with these ids (sorted), by id.
+pub(super) async fn records_by_ids(
+    conn: &mut PgConnection,
+    ids: &[RecordId],
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let ctx = "reading records by id";
+    let (Some(&low), Some(&high)) = (ids.first(), ids.last()) else {
+        return Ok(Vec::new());
+    };
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {BLOCK_COLUMNS} FROM blocks b WHERE b.last_id >= $1 AND b.first_id <= $2 \
+         ORDER BY b.first_id"
+    )))
+    .bind(low)
+    .bind(high)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db(ctx))?;
+    let wanted: std::collections::HashSet<RecordId> = ids.iter().copied().collect();
+    let mut names = Agents::default();
+    let mut out = Vec::with_capacity(ids.len());
+    for row in &rows {
+        let row = block_row(row)?;
+        let block = block::decode(&row.data)?;
+        let picked: Vec<usize> = (0..block.records.len())
+            .filter(|&i| wanted.contains(&(row.first_id + i as i64)))
+            .collect();
+        push_records(conn, &mut names, &row, &block, picked.into_iter(), &mut out).await?;
+    }
+    Ok(out)
+}
+
+pub(super) async fn unprinted(
+    pool: &PgPool,
+    replica: i32,
+    after: Option<RecordId>,
+    limit: u32,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let ctx = "reading unprinted records";
+    let mut conn = pool.acquire().await.map_err(db(ctx))?;
+    let ids = outbox::due_ids(&mut conn, replica, after.unwrap_or(i64::MIN), limit)
+        .await
+        .map_err(db(ctx))?;
+    records_by_ids(&mut conn, &ids).await
+}
+
+/// One session's records in sequence order (by sequence number, then id),
+/// after the query's position.
 pub(super) async fn session_records(
     pool: &PgPool,
     query: &SessionRecordQuery,
 ) -> Result<Vec<StoredRecord>, StoreError> {
+    let ctx = "reading a session's records";
+    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    let after = query.after.unwrap_or(SequencePosition {
+        sequence_number: i32::MIN,
+        id: i64::MIN,
+    });
+    let mut out: Vec<StoredRecord> = Vec::new();
+    let mut names = Agents::default();
     let agents = agent_keys(pool, query.workspace_id).await?;
-    if agents.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (seq, id) = query
-        .after
-        .map_or((i32::MIN, i64::MIN), |p| (p.sequence_number, p.id));
-    let mut out = Vec::new();
-    for conflict in ["NOT r.conflict", "r.conflict"] {
-        let sql = format!(
-            "{} FROM records r {} WHERE r.session_id = $1 AND r.agent_id = ANY($2) AND {conflict} \
-             AND (r.sequence_number, r.id) > ($3, $4) \
-             ORDER BY r.sequence_number, r.id LIMIT $5",
-            record_columns!(),
-            record_joins!()
-        );
-        // Only fixed fragments and numbered placeholders; every value is bound.
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(encode(&query.session_id))
-            .bind(&agents)
-            .bind(seq)
-            .bind(id)
-            .bind(i64::from(query.limit))
-            .fetch_all(pool)
-            .await
-            .map_err(db("reading a session's records"))?;
-        for row in &rows {
-            out.push(record_from_row(row)?);
+    let mut conn = pool.acquire().await.map_err(db(ctx))?;
+    for agent in agents {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {BLOCK_COLUMNS}, b.first_seq FROM blocks b WHERE b.agent_id = $1 \
+             AND b.session_id = $2 AND b.last_seq >= $3 ORDER BY b.first_seq, b.first_id"
+        )))
+        .bind(agent)
+        .bind(encode(&query.session_id).into_owned())
+        .bind(after.sequence_number)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db(ctx))?;
+        let mut mine: Vec<StoredRecord> = Vec::new();
+        for r in &rows {
+            let first_seq: i32 = col(r, 5, ctx)?;
+            // Blocks come by their lowest number: once `limit` records are
+            // below this block's lowest, no later block can come before them.
+            if mine.len() >= limit {
+                mine.sort_by_key(SequencePosition::of);
+                mine.truncate(limit);
+                if mine.last().is_some_and(|l| l.sequence_number < first_seq) {
+                    break;
+                }
+            }
+            let row = block_row(r)?;
+            let block = block::decode(&row.data)?;
+            let picked: Vec<usize> = (0..block.records.len())
+                .filter(|&i| {
+                    SequencePosition {
+                        sequence_number: block.records[i].sequence_number,
+                        id: row.first_id + i as i64,
+                    } > after
+                })
+                .collect();
+            push_records(
+                &mut conn,
+                &mut names,
+                &row,
+                &block,
+                picked.into_iter(),
+                &mut mine,
+            )
+            .await?;
         }
+        out.extend(mine);
     }
     out.sort_by_key(SequencePosition::of);
-    out.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
+    out.truncate(limit);
     Ok(out)
 }
 
@@ -306,26 +436,22 @@ pub(super) async fn workspace_losses(
     losses(pool, workspace_id, None).await
 }
 
-/// One row about a session over a workspace's agents: live records (each
-/// count can use its partial index), then what the `sessions` rows know.
+/// One row about a session over a workspace's agents: its stored numbers
+/// (ranges), then what the `sessions` rows know.
 const SESSION_SUMMARY: &str = "WITH agent AS (SELECT a.id FROM agents a \
         JOIN workspaces w ON w.id = a.workspace_id WHERE w.uuid = $1) \
-    SELECT \
-        (SELECT count(*) FROM records WHERE session_id = $2 \
-            AND agent_id IN (SELECT id FROM agent) AND NOT conflict), \
-        (SELECT min(sequence_number) FROM records WHERE session_id = $2 \
-            AND agent_id IN (SELECT id FROM agent) AND NOT conflict), \
-        (SELECT max(sequence_number) FROM records WHERE session_id = $2 \
-            AND agent_id IN (SELECT id FROM agent) AND NOT conflict), \
-        (SELECT count(*) FROM records WHERE session_id = $2 \
-            AND agent_id IN (SELECT id FROM agent) AND conflict), \
+    SELECT q.distinct_seqs, q.first_seq, q.last_seq, s.conflicts, \
         s.rows, s.final_seq, s.purged_records, s.purged_conflicts, s.purged_first, \
         s.purged_last, s.policy_digest \
-    FROM (SELECT count(*) AS rows, max(final_sequence_number) AS final_seq, \
+    FROM (SELECT coalesce(sum(last_seq - first_seq + 1), 0)::bigint AS distinct_seqs, \
+            min(first_seq)::integer AS first_seq, max(last_seq)::integer AS last_seq \
+        FROM session_seqs WHERE session_id = $2 AND agent_id IN (SELECT id FROM agent)) q, \
+        (SELECT count(*) AS rows, max(final_sequence_number) AS final_seq, \
             sum(purged_records)::bigint AS purged_records, \
             sum(purged_conflicts)::bigint AS purged_conflicts, \
             min(purged_first) AS purged_first, max(purged_last) AS purged_last, \
-            max(policy_digest) AS policy_digest \
+            max(policy_digest) AS policy_digest, \
+            coalesce(sum(conflicts), 0)::bigint AS conflicts \
         FROM sessions WHERE session_id = $2 AND agent_id IN (SELECT id FROM agent)) s";
 
 pub(super) async fn session_summary(

@@ -1,26 +1,30 @@
-//! Reports over stored records on PostgreSQL: a session's gaps, a
-//! workspace's sessions, a workspace's activity in a time range, the last
-//! record id.
+//! Reports on PostgreSQL, read from the counters kept as records commit
+//! rather than from the records, as on SQLite: a session's gaps (its
+//! sequence ranges), a workspace's sessions (one `sessions` row each), a
+//! workspace's activity in a time range (minute and hour buckets, with the
+//! partial buckets at the edges counted from blocks), the per-minute chart,
+//! the last record id.
 
-use sqlx::postgres::PgPool;
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use sqlx::postgres::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::read::agent_keys;
-use super::text::{decode, encode};
+use super::text::{decode, decode_opt, encode};
 use super::{col, db};
 use crate::StoreError;
+use crate::block;
 use crate::convert::{count_from_sql, from_nanos, nanos};
+use crate::counters::{HOUR, MINUTE, Window, edges, whole_buckets};
 use crate::hosts::top_hosts;
+use crate::intervals::IntervalSet;
 use crate::model::{
-    ActivityQuery, Loss, RecordId, SequenceRange, SessionActivity, WorkspaceActivity,
+    ActivityQuery, Loss, MinuteActivity, RecordId, SequenceRange, SessionActivity,
+    WorkspaceActivity,
 };
 use crate::sessions::{LiveRows, LossRow, SessionRow, Sessions, loss_source};
-
-const SESSION_GAPS: &str = "SELECT prev + 1, seq - 1 FROM ( \
-        SELECT seq, lag(seq) OVER (ORDER BY seq) AS prev FROM ( \
-            SELECT DISTINCT sequence_number::bigint AS seq FROM records \
-            WHERE session_id = $1 AND agent_id = ANY($2) AND NOT conflict) d) g \
-    WHERE seq > prev + 1 ORDER BY seq LIMIT $3";
 
 pub(super) async fn session_gaps(
     pool: &PgPool,
@@ -30,200 +34,286 @@ pub(super) async fn session_gaps(
 ) -> Result<Vec<SequenceRange>, StoreError> {
     let ctx = "finding a session's gaps";
     let agents = agent_keys(pool, workspace_id).await?;
-    let rows = sqlx::query(SESSION_GAPS)
-        .bind(encode(session_id))
-        .bind(&agents)
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await
-        .map_err(db(ctx))?;
-    rows.iter()
-        .map(|row| {
-            Ok(SequenceRange {
-                first: col(row, 0, ctx)?,
-                last: col(row, 1, ctx)?,
-            })
+    let rows = sqlx::query(
+        "SELECT first_seq, last_seq FROM session_seqs \
+         WHERE agent_id = ANY($1) AND session_id = $2",
+    )
+    .bind(&agents)
+    .bind(encode(session_id))
+    .fetch_all(pool)
+    .await
+    .map_err(db(ctx))?;
+    let mut stored = IntervalSet::new();
+    for row in &rows {
+        stored.insert(col(row, 0, ctx)?, col(row, 1, ctx)?);
+    }
+    let ranges: Vec<(i64, i64)> = stored.ranges().collect();
+    Ok(ranges
+        .windows(2)
+        .map(|w| SequenceRange {
+            first: w[0].1 + 1,
+            last: w[1].0 - 1,
         })
-        .collect()
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect())
 }
-
-const LIVE_SESSIONS: &str = "SELECT session_id, \
-        count(*) FILTER (WHERE NOT conflict), count(*) FILTER (WHERE conflict), \
-        min(sequence_number) FILTER (WHERE NOT conflict), \
-        max(sequence_number) FILTER (WHERE NOT conflict), \
-        min(id), max(id), min(occurred_ns), max(occurred_ns) \
-    FROM records WHERE agent_id = ANY($1) AND session_id IS NOT NULL GROUP BY session_id";
 
 pub(super) async fn sessions(
     pool: &PgPool,
     workspace_id: Uuid,
 ) -> Result<Vec<SessionActivity>, StoreError> {
     let ctx = "listing sessions";
+    let mut out = Sessions::new(workspace_id);
     let agents = agent_keys(pool, workspace_id).await?;
-    let mut sessions = Sessions::new(workspace_id);
-    for row in sqlx::query(LIVE_SESSIONS)
-        .bind(&agents)
-        .fetch_all(pool)
+    let mut conn = pool.acquire().await.map_err(db(ctx))?;
+    for agent in agents {
+        let mut extents: HashMap<String, (u64, Option<i32>, Option<i32>)> = HashMap::new();
+        let rows = sqlx::query(
+            "SELECT session_id, sum(last_seq - first_seq + 1)::bigint, min(first_seq)::integer, \
+             max(last_seq)::integer FROM session_seqs WHERE agent_id = $1 GROUP BY session_id",
+        )
+        .bind(agent)
+        .fetch_all(&mut *conn)
         .await
-        .map_err(db(ctx))?
-    {
-        let row = &row;
-        sessions.add_live(LiveRows {
-            session_id: decode(col(row, 0, ctx)?),
-            distinct: count_from_sql(col(row, 1, ctx)?),
-            conflicts: count_from_sql(col(row, 2, ctx)?),
-            first_sequence_number: col(row, 3, ctx)?,
-            last_sequence_number: col(row, 4, ctx)?,
-            first_id: col(row, 5, ctx)?,
-            last_id: col(row, 6, ctx)?,
-            first_time: Some(from_nanos(col(row, 7, ctx)?)?),
-            last_time: Some(from_nanos(col(row, 8, ctx)?)?),
-        });
+        .map_err(db(ctx))?;
+        for row in &rows {
+            extents.insert(
+                decode(col(row, 0, ctx)?),
+                (
+                    count_from_sql(col(row, 1, ctx)?),
+                    col(row, 2, ctx)?,
+                    col(row, 3, ctx)?,
+                ),
+            );
+        }
+        let rows = sqlx::query(
+            "SELECT session_id, final_sequence_number, purged_records, purged_conflicts, \
+             purged_first, purged_last, conflicts, first_id, last_id, first_occurred, \
+             last_occurred, policy_digest FROM sessions WHERE agent_id = $1",
+        )
+        .bind(agent)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db(ctx))?;
+        for row in &rows {
+            let session = decode(col(row, 0, ctx)?);
+            let first_id: Option<RecordId> = col(row, 7, ctx)?;
+            let last_id: Option<RecordId> = col(row, 8, ctx)?;
+            let (distinct, first_seq, last_seq) =
+                extents.remove(&session).unwrap_or((0, None, None));
+            if let (Some(first_id), Some(last_id)) = (first_id, last_id) {
+                let first_time: Option<i64> = col(row, 9, ctx)?;
+                let last_time: Option<i64> = col(row, 10, ctx)?;
+                out.add_live(LiveRows {
+                    session_id: session.clone(),
+                    distinct,
+                    conflicts: count_from_sql(col(row, 6, ctx)?),
+                    first_sequence_number: first_seq,
+                    last_sequence_number: last_seq,
+                    first_id,
+                    last_id,
+                    first_time: first_time.map(from_nanos).transpose()?,
+                    last_time: last_time.map(from_nanos).transpose()?,
+                });
+            }
+            out.add_session_row(SessionRow {
+                session_id: session,
+                final_sequence_number: col(row, 1, ctx)?,
+                purged_records: count_from_sql(col(row, 2, ctx)?),
+                purged_conflicts: count_from_sql(col(row, 3, ctx)?),
+                purged_first: col(row, 4, ctx)?,
+                purged_last: col(row, 5, ctx)?,
+                policy_digest: decode_opt(col(row, 11, ctx)?),
+            });
+        }
+        let rows = sqlx::query(
+            "SELECT session_id, source, reason, records, frames FROM losses \
+             WHERE agent_id = $1 AND session_id <> ''",
+        )
+        .bind(agent)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db(ctx))?;
+        for row in &rows {
+            let source: String = col(row, 1, ctx)?;
+            out.add_loss(LossRow {
+                session_id: decode(col(row, 0, ctx)?),
+                loss: Loss {
+                    source: loss_source(&source)?,
+                    reason: decode(col(row, 2, ctx)?),
+                    records: count_from_sql(col(row, 3, ctx)?),
+                    frames: count_from_sql(col(row, 4, ctx)?),
+                },
+            });
+        }
     }
-    for row in sqlx::query(
-        "SELECT session_id, final_sequence_number, purged_records, purged_conflicts, \
-         purged_first, purged_last, policy_digest FROM sessions WHERE agent_id = ANY($1)",
-    )
-    .bind(&agents)
-    .fetch_all(pool)
-    .await
-    .map_err(db(ctx))?
-    {
-        let row = &row;
-        sessions.add_session_row(SessionRow {
-            session_id: decode(col(row, 0, ctx)?),
-            final_sequence_number: col(row, 1, ctx)?,
-            purged_records: count_from_sql(col(row, 2, ctx)?),
-            purged_conflicts: count_from_sql(col(row, 3, ctx)?),
-            purged_first: col(row, 4, ctx)?,
-            purged_last: col(row, 5, ctx)?,
-            policy_digest: col(row, 6, ctx)?,
-        });
-    }
-    for row in sqlx::query(
-        "SELECT session_id, source, reason, records, frames FROM losses \
-         WHERE agent_id = ANY($1) AND session_id <> ''",
-    )
-    .bind(&agents)
-    .fetch_all(pool)
-    .await
-    .map_err(db(ctx))?
-    {
-        let row = &row;
-        let source: String = col(row, 1, ctx)?;
-        sessions.add_loss(LossRow {
-            session_id: decode(col(row, 0, ctx)?),
-            loss: Loss {
-                source: loss_source(&source)?,
-                reason: decode(col(row, 2, ctx)?),
-                records: count_from_sql(col(row, 3, ctx)?),
-                frames: count_from_sql(col(row, 4, ctx)?),
-            },
-        });
-    }
-    Ok(sessions.finish())
+    Ok(out.finish())
 }
 
-const ACTIVITY: &str = "SELECT allowed, count(*), count(*) FILTER (WHERE conflict), \
-        min(occurred_ns), max(occurred_ns) \
-    FROM records WHERE agent_id = ANY($1) \
-        AND ($2::bigint IS NULL OR occurred_ns >= $2) AND ($3::bigint IS NULL OR occurred_ns < $3) \
-    GROUP BY allowed";
-
-/// The part of denied URLs after "://" up to the first '/', counted;
-/// hosts.rs does the rest.
-const DENIED_PREFIXES: &str = "SELECT split_part(CASE WHEN strpos(url, '://') > 0 \
-        THEN substr(url, strpos(url, '://') + 3) ELSE url END, '/', 1) AS authority, count(*) \
-    FROM records WHERE agent_id = ANY($1) AND NOT allowed \
-        AND ($2::bigint IS NULL OR occurred_ns >= $2) AND ($3::bigint IS NULL OR occurred_ns < $3) \
-    GROUP BY 1";
+/// Counts the records of `agent` with an effective time in `since..until`
+/// (nanoseconds) from its blocks.
+pub(super) async fn window(
+    conn: &mut PgConnection,
+    agent: i64,
+    since: i64,
+    until: i64,
+) -> Result<Window, StoreError> {
+    let ctx = "counting records in a time range";
+    let mut out = Window::default();
+    if since >= until {
+        return Ok(out);
+    }
+    let rows = sqlx::query(
+        "SELECT data FROM blocks WHERE agent_id = $1 AND max_occurred >= $2 \
+         AND min_occurred < $3",
+    )
+    .bind(agent)
+    .bind(since)
+    .bind(until)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db(ctx))?;
+    for row in &rows {
+        let data: Vec<u8> = col(row, 0, ctx)?;
+        out.add_block(&block::decode(&data)?, since, until);
+    }
+    Ok(out)
+}
 
 pub(super) async fn workspace_activity(
     pool: &PgPool,
-    activity: &ActivityQuery,
+    query: &ActivityQuery,
 ) -> Result<WorkspaceActivity, StoreError> {
     let ctx = "counting a workspace's records";
-    let agents = agent_keys(pool, activity.workspace_id).await?;
-    let since = activity.since.map(nanos);
-    let until = activity.until.map(nanos);
+    let since = query.since.map(nanos);
+    let until = query.until.map(nanos);
     let mut out = WorkspaceActivity::default();
-    for row in sqlx::query(ACTIVITY)
-        .bind(&agents)
-        .bind(since)
-        .bind(until)
-        .fetch_all(pool)
-        .await
-        .map_err(db(ctx))?
-    {
-        let row = &row;
-        let count = count_from_sql(col(row, 1, ctx)?);
-        if col::<bool>(row, 0, ctx)? {
-            out.allowed = count;
-        } else {
-            out.denied = count;
-        }
-        out.conflicts += count_from_sql(col(row, 2, ctx)?);
-        let first = from_nanos(col(row, 3, ctx)?)?;
-        let last = from_nanos(col(row, 4, ctx)?)?;
-        out.first_time = Some(out.first_time.map_or(first, |t| t.min(first)));
-        out.last_time = out.last_time.max(Some(last));
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    let mut hosts: BTreeMap<String, u64> = BTreeMap::new();
+    if since.zip(until).is_some_and(|(s, u)| s >= u) {
+        return Ok(out);
     }
-    if out.denied > 0 && activity.top_hosts > 0 {
-        let rows = sqlx::query(DENIED_PREFIXES)
-            .bind(&agents)
-            .bind(since)
-            .bind(until)
-            .fetch_all(pool)
+    let agents = agent_keys(pool, query.workspace_id).await?;
+    let mut conn = pool.acquire().await.map_err(db(ctx))?;
+    for agent in agents {
+        let (m0, m1) = whole_buckets(since, until, MINUTE);
+        let row = sqlx::query(
+            "SELECT sum(allowed)::bigint, sum(denied)::bigint, sum(conflicts)::bigint, \
+             min(min_occurred), max(max_occurred) FROM activity_minutes \
+             WHERE agent_id = $1 AND minute >= $2 AND minute < $3",
+        )
+        .bind(agent)
+        .bind(m0)
+        .bind(m1)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db(ctx))?;
+        let mut add = |allowed: i64, denied: i64, conflicts: i64, lo: i64, hi: i64| {
+            out.allowed += count_from_sql(allowed);
+            out.denied += count_from_sql(denied);
+            out.conflicts += count_from_sql(conflicts);
+            if allowed + denied > 0 {
+                first = first.min(lo);
+                last = last.max(hi);
+            }
+        };
+        add(
+            col::<Option<i64>>(&row, 0, ctx)?.unwrap_or(0),
+            col::<Option<i64>>(&row, 1, ctx)?.unwrap_or(0),
+            col::<Option<i64>>(&row, 2, ctx)?.unwrap_or(0),
+            col::<Option<i64>>(&row, 3, ctx)?.unwrap_or(i64::MAX),
+            col::<Option<i64>>(&row, 4, ctx)?.unwrap_or(i64::MIN),
+        );
+        // The partial minutes at the edges.
+        for (s, u) in edges(since, until, (m0, m1), MINUTE) {
+            let m = window(&mut conn, agent, s, u).await?.minute;
+            add(
+                m.allowed,
+                m.denied,
+                m.conflicts,
+                m.min_occurred,
+                m.max_occurred,
+            );
+        }
+        if query.top_hosts > 0 {
+            let (h0, h1) = whole_buckets(since, until, HOUR);
+            let rows = sqlx::query(
+                "SELECT host, sum(records)::bigint FROM denied_hosts \
+                 WHERE agent_id = $1 AND hour >= $2 AND hour < $3 GROUP BY host",
+            )
+            .bind(agent)
+            .bind(h0)
+            .bind(h1)
+            .fetch_all(&mut *conn)
             .await
             .map_err(db(ctx))?;
-        let mut prefixes = Vec::with_capacity(rows.len());
-        for row in &rows {
-            prefixes.push((decode(col(row, 0, ctx)?), count_from_sql(col(row, 1, ctx)?)));
+            for row in &rows {
+                let n: i64 = col(row, 1, ctx)?;
+                *hosts.entry(decode(col(row, 0, ctx)?)).or_default() += count_from_sql(n);
+            }
+            for (s, u) in edges(since, until, (h0, h1), HOUR) {
+                for (host, n) in window(&mut conn, agent, s, u).await?.hosts {
+                    *hosts.entry(host).or_default() += n;
+                }
+            }
         }
-        out.top_denied_hosts = top_hosts(prefixes, activity.top_hosts);
+    }
+    if out.allowed + out.denied > 0 {
+        out.first_time = Some(from_nanos(first)?);
+        out.last_time = Some(from_nanos(last)?);
+    }
+    if out.denied > 0 {
+        out.top_denied_hosts =
+            top_hosts(hosts.into_iter().filter(|(_, n)| *n > 0), query.top_hosts);
+    }
+    Ok(out)
+}
+
+/// A workspace's records per minute of effective time in `since..until`.
+pub(super) async fn minute_activity(
+    pool: &PgPool,
+    workspace_id: Uuid,
+    since: Timestamp,
+    until: Timestamp,
+) -> Result<Vec<MinuteActivity>, StoreError> {
+    let ctx = "counting records per minute";
+    let (m0, m1) = (
+        nanos(since).div_euclid(MINUTE),
+        nanos(until).div_euclid(MINUTE) + 1,
+    );
+    let agents = agent_keys(pool, workspace_id).await?;
+    let rows = sqlx::query(
+        "SELECT minute, sum(allowed)::bigint, sum(denied)::bigint FROM activity_minutes \
+         WHERE agent_id = ANY($1) AND minute >= $2 AND minute < $3 GROUP BY minute \
+         ORDER BY minute",
+    )
+    .bind(&agents)
+    .bind(m0)
+    .bind(m1)
+    .fetch_all(pool)
+    .await
+    .map_err(db(ctx))?;
+    let mut out = Vec::new();
+    for row in &rows {
+        let minute: i64 = col(row, 0, ctx)?;
+        let allowed = count_from_sql(col(row, 1, ctx)?);
+        let denied = count_from_sql(col(row, 2, ctx)?);
+        if allowed + denied > 0 {
+            out.push(MinuteActivity {
+                minute: from_nanos(minute.saturating_mul(MINUTE))?,
+                allowed,
+                denied,
+            });
+        }
     }
     Ok(out)
 }
 
 pub(super) async fn last_record_id(pool: &PgPool) -> Result<Option<RecordId>, StoreError> {
     let ctx = "reading the last record id";
-    let row = sqlx::query("SELECT max(id) FROM records")
+    let row = sqlx::query("SELECT max(last_id) FROM blocks")
         .fetch_one(pool)
         .await
         .map_err(db(ctx))?;
     col(&row, 0, ctx)
-}
-
-/// A workspace's records per minute of effective time in `since..until`.
-pub(super) async fn minute_activity(
-    pool: &PgPool,
-    workspace_id: uuid::Uuid,
-    since: jiff::Timestamp,
-    until: jiff::Timestamp,
-) -> Result<Vec<crate::model::MinuteActivity>, StoreError> {
-    let ctx = "counting records per minute";
-    let rows = sqlx::query(
-        "SELECT floor(r.occurred_ns / 60000000000.0)::bigint AS minute, \
-            count(*) FILTER (WHERE r.allowed), count(*) FILTER (WHERE NOT r.allowed) \
-         FROM records r JOIN agents a ON a.id = r.agent_id \
-         JOIN workspaces w ON w.id = a.workspace_id \
-         WHERE w.uuid = $1 AND r.occurred_ns >= $2 AND r.occurred_ns < $3 \
-         GROUP BY minute ORDER BY minute",
-    )
-    .bind(workspace_id)
-    .bind(crate::convert::nanos(since).div_euclid(60_000_000_000) * 60_000_000_000)
-    .bind(crate::convert::nanos(until))
-    .fetch_all(pool)
-    .await
-    .map_err(db(ctx))?;
-    rows.iter()
-        .map(|row| {
-            let minute: i64 = col(row, 0, ctx)?;
-            Ok(crate::model::MinuteActivity {
-                minute: crate::convert::from_nanos(minute.saturating_mul(60_000_000_000))?,
-                allowed: count_from_sql(col(row, 1, ctx)?),
-                denied: count_from_sql(col(row, 2, ctx)?),
-            })
-        })
-        .collect()
 }

@@ -18,46 +18,27 @@ use warden_proto::domain::Decision;
 
 use super::db::{self, BLOCK_COLUMNS, Ctx, PRINTED_THROUGH};
 use crate::StoreError;
-use crate::block::{self, Block};
+use crate::block;
 use crate::convert::{count_from_sql, from_nanos, nanos};
 use crate::losses;
 use crate::model::{
     Loss, Order, RecordId, RecordQuery, SequencePosition, SessionRecordQuery, SessionSummary,
-    StoredRecord, agent_time_suspect,
+    StoredRecord,
 };
+pub(super) use crate::records::{AgentInfo, BlockRow, matches, stored_record};
 
 /// Blocks fetched per step of a query.
 const BLOCKS_PER_STEP: i64 = 32;
 
 /// A `blocks` row as readers select it ([`BLOCK_COLUMNS`]).
-pub(super) struct BlockRow {
-    pub first_id: RecordId,
-    pub last_id: RecordId,
-    pub agent: i64,
-    pub session: Option<String>,
-    pub data: Vec<u8>,
-}
-
-impl BlockRow {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRow> {
-        Ok(BlockRow {
-            first_id: row.get(0)?,
-            last_id: row.get(1)?,
-            agent: row.get(2)?,
-            session: row.get(3)?,
-            data: row.get(4)?,
-        })
-    }
-}
-
-/// Who an agent is, for the records it delivered.
-#[derive(Clone, Debug)]
-pub(super) struct AgentInfo {
-    pub agent_id: Uuid,
-    pub agent_name: String,
-    pub workspace_id: Uuid,
-    pub workspace_name: String,
-    pub workspace_owner: String,
+pub(super) fn block_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRow> {
+    Ok(BlockRow {
+        first_id: row.get(0)?,
+        last_id: row.get(1)?,
+        agent: row.get(2)?,
+        session: row.get(3)?,
+        data: row.get(4)?,
+    })
 }
 
 /// Agent keys to identities, read once per query.
@@ -97,44 +78,6 @@ impl Agents {
             workspace_owner: info.4,
         }))
     }
-}
-
-/// Record `i` of a decoded block as the API shows it.
-pub(super) fn stored_record(
-    row: &BlockRow,
-    block: &Block<'_>,
-    batch_of: &[usize],
-    i: usize,
-    agent: &AgentInfo,
-) -> Result<StoredRecord, StoreError> {
-    let r = &block.records[i];
-    let batch = &block.batches[batch_of[i]];
-    let received_at = from_nanos(batch.received_ns)?;
-    Ok(StoredRecord {
-        id: row.first_id + i as i64,
-        workspace_id: agent.workspace_id,
-        workspace_name: agent.workspace_name.clone(),
-        workspace_owner: agent.workspace_owner.clone(),
-        agent_id: agent.agent_id,
-        agent_name: agent.agent_name.clone(),
-        batch_id: batch.batch_id,
-        session_id: row.session.clone(),
-        sequence_number: r.sequence_number,
-        event_time: r.event_time,
-        received_at,
-        agent_received_at: batch.agent_received_at,
-        agent_time_suspect: agent_time_suspect(batch.agent_received_at, received_at),
-        committed_at: received_at,
-        decision: r.decision,
-        method: r.method.clone().into_owned(),
-        url: r.url.clone().into_owned(),
-        url_original_bytes: r.url_original_bytes,
-        matched_rule: r.matched_rule.clone().into_owned(),
-        process: batch.process.clone().into_owned(),
-        peer: batch.peer.to_peer(),
-        policy_digest: batch.policy_digest.as_ref().map(|d| d.clone().into_owned()),
-        conflict: r.conflict,
-    })
 }
 
 /// The internal keys of the agents a query's workspace, owner and agent name
@@ -231,40 +174,6 @@ fn blocks_sql(query: &RecordQuery, agents: Option<&[i64]>) -> (String, Vec<Value
     (sql, values)
 }
 
-/// Whether record `i` of a block matches the per-record filters.
-fn matches(
-    query: &RecordQuery,
-    row: &BlockRow,
-    block: &Block<'_>,
-    batch_of: &[usize],
-    i: usize,
-) -> bool {
-    let id = row.first_id + i as i64;
-    let r = &block.records[i];
-    if query.after_id.is_some_and(|a| id <= a) || query.before_id.is_some_and(|b| id >= b) {
-        return false;
-    }
-    if query.decision.is_some_and(|d| d != r.decision)
-        || query.conflict.is_some_and(|c| c != r.conflict)
-        || query.method.as_deref().is_some_and(|m| m != r.method)
-    {
-        return false;
-    }
-    if query.since.is_some() || query.until.is_some() {
-        let t = r
-            .event_time
-            .known()
-            .map_or(block.batches[batch_of[i]].received_ns, nanos);
-        if query.since.is_some_and(|s| t < nanos(s)) || query.until.is_some_and(|u| t >= nanos(u)) {
-            return false;
-        }
-    }
-    query
-        .url_contains
-        .as_deref()
-        .is_none_or(|text| r.url.contains(text))
-}
-
 /// Whether any URL of an encoded block contains `finder`'s needle.
 fn any_url_contains(data: &[u8], finder: &memmem::Finder<'_>) -> Result<bool, StoreError> {
     let (raw, ranges) = block::urls(data)?;
@@ -303,7 +212,7 @@ pub(super) fn records(
             Value::Integer(BLOCKS_PER_STEP),
         ]);
         let rows: Vec<BlockRow> = stmt
-            .query_map(params_from_iter(step), BlockRow::from_row)
+            .query_map(params_from_iter(step), block_row)
             .ctx(ctx)?
             .collect::<Result<_, _>>()
             .ctx(ctx)?;
@@ -422,7 +331,7 @@ pub(super) fn session_records(
                     break;
                 }
             }
-            let row = BlockRow::from_row(r).ctx(ctx)?;
+            let row = block_row(r).ctx(ctx)?;
             let block = block::decode(&row.data)?;
             let batch_of = block.batch_of_each();
             for i in 0..block.records.len() {

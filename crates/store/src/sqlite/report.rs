@@ -15,6 +15,7 @@ use super::db::Ctx;
 use super::read::agent_keys;
 use crate::StoreError;
 use crate::convert::{count_from_sql, from_nanos, nanos};
+use crate::counters::{edges, whole_buckets};
 use crate::hosts::top_hosts;
 use crate::intervals::IntervalSet;
 use crate::model::{
@@ -146,40 +147,6 @@ pub(super) fn sessions(
         }
     }
     Ok(out.finish())
-}
-
-/// Buckets of `size` nanoseconds wholly inside `since..until`: the first
-/// and one past the last (`None` bounds: all of them).
-fn whole_buckets(since: Option<i64>, until: Option<i64>, size: i64) -> (i64, i64) {
-    let first = since.map_or(i64::MIN, |s| {
-        let b = s.div_euclid(size);
-        if s.rem_euclid(size) == 0 { b } else { b + 1 }
-    });
-    let end = until.map_or(i64::MAX, |u| u.div_euclid(size));
-    (first, end.max(first))
-}
-
-/// The parts of `since..until` outside the whole buckets `b0..b1` of
-/// `size`.
-fn edges(
-    since: Option<i64>,
-    until: Option<i64>,
-    (b0, b1): (i64, i64),
-    size: i64,
-) -> Vec<(i64, i64)> {
-    match (since, until) {
-        (Some(s), Some(u)) if b1 <= b0 => vec![(s, u)],
-        _ => {
-            let mut out = Vec::new();
-            if let Some(s) = since {
-                out.push((s, b0.saturating_mul(size)));
-            }
-            if let Some(u) = until {
-                out.push((b1.saturating_mul(size), u));
-            }
-            out
-        }
-    }
 }
 
 pub(super) fn workspace_activity(
@@ -331,17 +298,4 @@ pub(super) fn minute_activity(
 pub(super) fn last_record_id(conn: &Connection) -> Result<Option<RecordId>, StoreError> {
     conn.query_row("SELECT max(last_id) FROM blocks", [], |row| row.get(0))
         .ctx("reading the last record id")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn whole_buckets_leave_the_partial_edges_out() {
-        assert_eq!(whole_buckets(Some(0), Some(120), 60), (0, 2));
-        assert_eq!(whole_buckets(Some(1), Some(119), 60), (1, 1));
-        assert_eq!(whole_buckets(Some(-61), Some(60), 60), (-1, 1));
-        assert_eq!(whole_buckets(None, None, 60), (i64::MIN, i64::MAX));
-    }
 }
