@@ -33,22 +33,6 @@ pub(crate) fn uuid(bytes: &[u8]) -> Result<Uuid, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("{} bytes are not a uuid", bytes.len())))
 }
 
-/// An event time as (seconds, nanoseconds) columns; out-of-range values are
-/// kept raw because a record is evidence.
-pub(crate) fn event_parts(t: EventTime) -> (Option<i64>, Option<i32>) {
-    match t {
-        EventTime::Known(ts) => (Some(ts.as_second()), Some(ts.subsec_nanosecond())),
-        EventTime::Missing => (None, None),
-        EventTime::OutOfRange { seconds, nanos } => (Some(seconds), Some(nanos)),
-    }
-}
-
-/// [`event_parts`] with both columns as `i64` (SQLite's integers).
-pub(crate) fn event_columns(t: EventTime) -> (Option<i64>, Option<i64>) {
-    let (secs, nanos) = event_parts(t);
-    (secs, nanos.map(i64::from))
-}
-
 pub(crate) fn event_time(secs: Option<i64>, nanos: Option<i64>) -> EventTime {
     match (secs, nanos) {
         (Some(seconds), Some(nanos)) => EventTime::from_wire(Some(&wire::Timestamp {
@@ -57,24 +41,6 @@ pub(crate) fn event_time(secs: Option<i64>, nanos: Option<i64>) -> EventTime {
         })),
         _ => EventTime::Missing,
     }
-}
-
-/// A receive time the agent sent (validated to years 1..=9999).
-pub(crate) fn received_at(secs: i64, nanos: i64) -> Result<Timestamp, StoreError> {
-    i32::try_from(nanos)
-        .ok()
-        .and_then(|nanos| Timestamp::new(secs, nanos).ok())
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!("receive time {secs}s {nanos}ns is out of range"))
-        })
-}
-
-/// A record's effective time (its event time, or its receive time when it
-/// has none usable) as Unix nanoseconds, clamped to what an `i64` holds
-/// (years 1677..=2262). Clamping keeps the order, so comparisons against a
-/// bound inside that range stay exact.
-pub(crate) fn occurred_nanos(event: EventTime, received: Timestamp) -> i64 {
-    nanos(event.known().unwrap_or(received))
 }
 
 /// Counters are u64 in the domain and i64 in the databases.

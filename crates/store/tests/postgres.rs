@@ -508,3 +508,218 @@ async fn open_picks_postgres_from_the_url_and_refuses_bad_ones() {
     assert!(matches!(bad, StoreError::InvalidUrl(_)), "{bad}");
     assert!(!bad.to_string().contains("hunter2"), "{bad}");
 }
+
+// ---- upgrades --------------------------------------------------------------
+
+/// The schema of the release that stored a row per record (migrations
+/// 0001-0005, kept as test data so that later changes to the embedded ones
+/// cannot hide a broken upgrade).
+const V5_SCHEMA: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("data/pg_v5/0001_initial.sql")),
+    (
+        2,
+        "query api",
+        include_str!("data/pg_v5/0002_query_api.sql"),
+    ),
+    (
+        5,
+        "bounds and policies",
+        include_str!("data/pg_v5/0005_bounds_and_policies.sql"),
+    ),
+];
+
+/// Writes, with the old schema, what the old release stored for one agent:
+/// two batches of one session (ids 1-3, the third a conflict), one batch
+/// without a session (id 4), the lines of ids 3-4 not printed by replica 1
+/// (which is gone), a final sequence number.
+async fn old_release_database(url: &str) -> (Uuid, Uuid, Uuid) {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    let migrator = Migrator::with_migrations(
+        V5_SCHEMA
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(sql),
+                    false,
+                )
+            })
+            .collect(),
+    );
+    migrator.run_direct(None, &mut conn, false).await.unwrap();
+    let (ws, agent, batch) = (Uuid::now_v7(), Uuid::new_v4(), Uuid::new_v4());
+    let statements = [
+        format!(
+            "INSERT INTO workspaces (uuid, created_at, name, owner, startup_script) \
+             VALUES ('{ws}', 1, 'old', 'alice', '')"
+        ),
+        format!(
+            "INSERT INTO agents (uuid, workspace_id, token_issued_at, name, token_hash) \
+             VALUES ('{agent}', 1, 1, 'main', '\\x01')"
+        ),
+        format!(
+            "INSERT INTO batches (agent_id, uuid, received_secs, received_nanos, committed_at, \
+             session_id, process, peer_uid, peer_gid, peer_pid, peer_comm, peer_exe, \
+             first_record, last_record) VALUES \
+             (1, '{batch}', 1765227526, 5, 1765227527000000000, 's1', 'claude', 1000, 1000, 7, \
+              'curl', '/usr/bin/curl', 1, 3), \
+             (1, '{}', 1765227526, 5, 1765227527000000000, NULL, 'sh', 0, 0, 8, 'wget', \
+              '/usr/bin/wget', 4, 4)",
+            Uuid::new_v4()
+        ),
+        "INSERT INTO records (batch_id, agent_id, event_secs, event_nanos, occurred_ns, \
+         sequence_number, allowed, conflict, session_id, method, url, matched_rule, \
+         url_original_bytes) VALUES \
+         (1, 1, 1765227000, 9, 1765227000000000009, 1, false, false, 's1', 'GET', \
+          'https://denied.example/a', '', NULL), \
+         (1, 1, NULL, NULL, 1765227527000000000, 2, true, false, 's1', 'POST', \
+          'https://ok.example/b', 'domain=ok.example', 9000), \
+         (1, 1, 1765227001, 0, 1765227001000000000, 2, false, true, 's1', 'GET', \
+          'https://other.example/c', '', NULL), \
+         (2, 1, 1765227002, 0, 1765227002000000000, 0, false, false, NULL, 'GET', \
+          'https://denied.example/d', '', NULL)"
+            .to_owned(),
+        "INSERT INTO sessions (agent_id, session_id, final_sequence_number) VALUES (1, 's1', 2)"
+            .to_owned(),
+        "SELECT nextval('replica_numbers')".to_owned(),
+        "INSERT INTO line_outbox (first_id, last_id, replica) VALUES (3, 4, 1)".to_owned(),
+    ];
+    for sql in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+    (ws, agent, batch)
+}
+
+#[tokio::test]
+async fn a_row_per_record_database_opens_with_every_record_and_line() {
+    let pg = Postgres::new();
+    let (ws, agent, old_batch) = old_release_database(pg.pg.url()).await;
+    let store = pg.replica().await;
+
+    let all = store
+        .records(RecordQuery {
+            limit: 100,
+            order: warden_store::Order::OldestFirst,
+            ..RecordQuery::default()
+        })
+        .await
+        .unwrap();
+    let got: Vec<_> = all
+        .iter()
+        .map(|r| {
+            (
+                r.id,
+                r.session_id.as_deref(),
+                r.sequence_number,
+                r.url.as_str(),
+                r.conflict,
+                r.decision,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                1,
+                Some("s1"),
+                1,
+                "https://denied.example/a",
+                false,
+                Decision::Deny
+            ),
+            (
+                2,
+                Some("s1"),
+                2,
+                "https://ok.example/b",
+                false,
+                Decision::Allow
+            ),
+            (
+                3,
+                Some("s1"),
+                2,
+                "https://other.example/c",
+                true,
+                Decision::Deny
+            ),
+            (
+                4,
+                None,
+                0,
+                "https://denied.example/d",
+                false,
+                Decision::Deny
+            ),
+        ]
+    );
+    assert!(
+        all.iter()
+            .all(|r| r.workspace_id == ws && r.agent_id == agent)
+    );
+    assert_eq!(all[0].batch_id, old_batch);
+    assert_eq!(all[1].url_original_bytes, Some(9000));
+    assert_eq!(all[1].matched_rule, "domain=ok.example");
+    assert_eq!(all[1].event_time, EventTime::Missing);
+    assert_eq!(all[3].process, "sh");
+    assert_eq!(
+        all[0].received_at,
+        Timestamp::from_nanosecond(1_765_227_527_000_000_000).unwrap()
+    );
+
+    // The dead replica's unprinted lines are adopted, the printed ones not.
+    assert_eq!(due(&*store).await, [3, 4]);
+
+    let summary = store.session_summary(ws, "s1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            summary.records,
+            summary.conflicts,
+            summary.distinct_sequence_numbers,
+            summary.final_sequence_number
+        ),
+        (3, 1, 2, Some(2))
+    );
+    let activity = store
+        .workspace_activity(warden_store::ActivityQuery {
+            workspace_id: ws,
+            since: None,
+            until: None,
+            top_hosts: 5,
+        })
+        .await
+        .unwrap();
+    assert_eq!((activity.allowed, activity.denied), (1, 3));
+
+    // Idempotency carries over: the old batch id and the old session keys.
+    let workspace = store.workspace("old").await.unwrap().unwrap();
+    let mut again = records("s1", 1..2);
+    again.batch_id = old_batch;
+    let outcome = store
+        .ingest(request(&workspace, vec![again]))
+        .await
+        .unwrap();
+    assert!(outcome.batches[0].already_committed);
+    let mut resent = records("s1", 1..3);
+    if let Some(logs) = resent.logs.as_mut() {
+        logs.records[0].event_time = EventTime::Known(Timestamp::new(1_765_227_000, 9).unwrap());
+        logs.records[0].url = "https://denied.example/a".into();
+    }
+    let outcome = store
+        .ingest(request(&workspace, vec![resent]))
+        .await
+        .unwrap();
+    // Sequence 1 is the same record; sequence 2 differs from both stored
+    // copies: a new conflict, with an id after the old ones.
+    assert_eq!(outcome.batches[0].duplicates, 1);
+    assert_eq!(outcome.record_ids, [5]);
+    store.close().await.unwrap();
+}

@@ -27,6 +27,7 @@ mod registry;
 mod replica;
 mod report;
 mod text;
+mod upgrade;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -156,6 +157,7 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(db("connecting to the database"))?;
+        upgrade::upgrade(&pool).await?;
         let replica = liveness.replica();
         Ok(PgStore {
             committer: Committer::start(pool.clone(), replica, store_options.max_url_bytes),
