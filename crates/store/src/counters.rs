@@ -86,6 +86,17 @@ impl Counters {
     }
 }
 
+impl Counters {
+    /// The host counts summed over hours: what the all-time totals get.
+    pub(crate) fn host_totals(&self) -> Vec<((i64, &str), i64)> {
+        let mut totals: HashMap<(i64, &str), i64> = HashMap::new();
+        for ((agent, _, host), n) in &self.hosts {
+            *totals.entry((*agent, host.as_str())).or_default() += n;
+        }
+        totals.into_iter().collect()
+    }
+}
+
 /// An agent's records in a time window, counted from its blocks: the
 /// partial buckets at the edges of a range.
 #[derive(Default)]

@@ -1,14 +1,15 @@
 //! Where the control plane keeps everything: the workspace registry, the
-//! boundary records with their idempotency keys, loss counters, and the outbox
-//! of boundary log lines not printed yet.
+//! boundary records (in compressed blocks, see `block`) with their idempotency
+//! keys, loss and activity counters, and which boundary log lines are not
+//! printed yet.
 //!
 //! Callers see one [`Store`] trait in domain terms ([`model`]); each backend
 //! keeps its SQL to itself. [`SqliteStore`] is the embedded implementation
 //! for one control plane; [`PgStore`] is the shared one, for several
 //! control-plane replicas on one PostgreSQL database. [`open`] picks the
-//! backend from a [`DatabaseUrl`]. The parts of ingest and retention that do
-//! not depend on the database (idempotency and conflict rules, session
-//! counters) are written once, in `ingest` and `purge`, and run by both.
+//! backend from a [`DatabaseUrl`]. The parts of ingest that do not depend
+//! on the database (building blocks, idempotency and conflict rules, the
+//! counters) are written once, in `group` and `counters`, and run by both.
 //!
 //! The conformance suite in `tests/conformance` states the behaviour every
 //! backend must have; instantiate it for a new backend with its own factory.

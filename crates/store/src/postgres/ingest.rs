@@ -572,6 +572,23 @@ pub(super) async fn add_hosts(
     .execute(&mut *conn)
     .await
     .map_err(db("counting records"))?;
+    let t = counters.host_totals();
+    sqlx::query(
+        "INSERT INTO denied_host_totals (agent_id, host, records) \
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[]) \
+         ON CONFLICT (agent_id, host) DO UPDATE SET \
+         records = denied_host_totals.records + excluded.records",
+    )
+    .bind(t.iter().map(|(k, _)| k.0).collect::<Vec<_>>())
+    .bind(
+        t.iter()
+            .map(|(k, _)| encode(k.1).into_owned())
+            .collect::<Vec<_>>(),
+    )
+    .bind(t.iter().map(|(_, n)| *n * sign).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .map_err(db("counting records"))?;
     Ok(())
 }
 

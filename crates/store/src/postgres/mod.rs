@@ -1,22 +1,49 @@
 //! The shared store: PostgreSQL, for control planes run as several replicas
 //! behind a load balancer.
 //!
-//! - Replicas: each [`PgStore`] is one replica. It takes a replica number and
-//!   holds a session advisory lock on it while it lives ([`replica`]); the
-//!   lines of the records it commits are its to print, and the lines of a
-//!   replica whose lock is free (it died) are adopted atomically by the next
-//!   replica that starts.
-//! - Idempotency lives in the database: batch ids and session keys are unique
-//!   indexes, inserts use `ON CONFLICT DO NOTHING` and re-read, so the same
-//!   records arriving through two replicas at once are stored once, with
-//!   neither a spurious conflict nor a unique-violation error.
-//! - Record ids grow in commit order: ingest transactions are serialized by a
-//!   transaction advisory lock ([`ingest`] explains the trade-off); each
-//!   replica commits the calls that queue up meanwhile together
-//!   ([`committer`]).
-//! - Schema: `migrations/postgres`, embedded and applied at open under sqlx's
-//!   migration lock, so replicas starting together migrate once.
-//! - Text: NUL is escaped ([`text`]).
+//! # Layout
+//!
+//! Records are kept in the same blocks as on SQLite ([`crate::block`]): one
+//! `blocks` row per (group commit, agent, session), the block a compressed
+//! `bytea` (stored `EXTERNAL`: it is compressed already) beside its index
+//! columns (id range, agent, session, sequence range, effective and receive
+//! time ranges, record, denial and conflict counts). Beside them, kept in
+//! the same transaction as the blocks: `batch_ids` (the idempotency key of
+//! agent re-sends), `session_seqs` (each session's stored sequence numbers
+//! as ranges), the per-session counters in `sessions`, the per-minute and
+//! per-hour-and-host counters, the all-time per-host totals, and
+//! `store_state` (the next record id). Schema: `migrations/postgres` (0006
+//! for blocks; a database of the row-per-record release is converted once at
+//! open, [`upgrade`]).
+//!
+//! # Commit order
+//!
+//! Record ids grow in commit order across replicas, which a follower's
+//! `id > cursor` relies on. Every ingest transaction takes one transaction
+//! advisory lock (the commit lock) first, reads the next id under it,
+//! writes its blocks with ids from there and advances the next id;
+//! PostgreSQL releases the lock only once the commit is done. So id ranges
+//! are handed out and committed one transaction at a time across all
+//! replicas: when a snapshot shows a block, every block with lower ids was
+//! committed before it (retention, which rewrites ranges and counters, takes
+//! the same lock). One lock per group commit, never per record: each replica
+//! commits the calls that queue up meanwhile together ([`committer`]), and
+//! [`ingest`] keeps each transaction to a few statements whatever its size.
+//!
+//! # Replicas and lines
+//!
+//! Each [`PgStore`] is one replica. It takes a replica number and holds a
+//! session advisory lock on it while it lives ([`replica`]). The lines of
+//! the records it commits are its to print: the line outbox holds runs of
+//! record ids with their replica, one run per group commit (a group's ids
+//! are contiguous), cut down as lines are printed ([`outbox`]); the lines
+//! of a replica whose lock is free (it died) are adopted atomically by the
+//! next replica that starts.
+//!
+//! Idempotency: the commit lock serializes the same records arriving
+//! through two replicas at once, so the second transaction reads the
+//! first's batch ids and sequence ranges, and stores them once. Text is
+//! stored with NUL escaped ([`text`]).
 
 mod committer;
 mod ingest;

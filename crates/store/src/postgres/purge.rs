@@ -222,7 +222,7 @@ fn block_row(
 async fn take_counters(conn: &mut PgConnection, counters: &Counters) -> Result<(), StoreError> {
     if !counters.hosts.is_empty() {
         add_hosts(conn, counters, -1).await?;
-        sqlx::query("DELETE FROM denied_hosts WHERE records <= 0 AND agent_id = ANY($1)")
+        sqlx::query("DELETE FROM denied_host_totals WHERE records <= 0 AND agent_id = ANY($1)")
             .bind(
                 counters
                     .hosts
@@ -235,6 +235,23 @@ async fn take_counters(conn: &mut PgConnection, counters: &Counters) -> Result<(
             .execute(&mut *conn)
             .await
             .map_err(db(CTX))?;
+        let keys: Vec<&(i64, i64, String)> = counters.hosts.keys().collect();
+        sqlx::query(
+            "DELETE FROM denied_hosts h USING unnest($1::bigint[], $2::bigint[], $3::text[]) \
+                 AS k(agent, hour, host) \
+             WHERE h.agent_id = k.agent AND h.hour = k.hour AND h.host = k.host \
+                 AND h.records <= 0",
+        )
+        .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+        .bind(
+            keys.iter()
+                .map(|k| encode(&k.2).into_owned())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db(CTX))?;
     }
     for (&(agent, minute), m) in &counters.minutes {
         let left = window(conn, agent, minute * MINUTE, (minute + 1) * MINUTE)

@@ -195,7 +195,7 @@ pub(super) async fn workspace_activity(
     }
     let agents = agent_keys(pool, query.workspace_id).await?;
     let mut conn = pool.acquire().await.map_err(db(ctx))?;
-    for agent in agents {
+    for &agent in &agents {
         let (m0, m1) = whole_buckets(since, until, MINUTE);
         let row = sqlx::query(
             "SELECT sum(allowed)::bigint, sum(denied)::bigint, sum(conflicts)::bigint, \
@@ -235,7 +235,24 @@ pub(super) async fn workspace_activity(
                 m.max_occurred,
             );
         }
-        if query.top_hosts > 0 {
+        if query.top_hosts > 0 && since.is_none() && until.is_none() {
+            // All time: the totals, the most denied first from the index
+            // (all of them when several agents' counts must be added up).
+            let limit = (agents.len() == 1).then_some(i64::from(query.top_hosts));
+            let rows = sqlx::query(
+                "SELECT host, records FROM denied_host_totals WHERE agent_id = $1 \
+                 ORDER BY records DESC, host LIMIT $2",
+            )
+            .bind(agent)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db(ctx))?;
+            for row in &rows {
+                let n: i64 = col(row, 1, ctx)?;
+                *hosts.entry(decode(col(row, 0, ctx)?)).or_default() += count_from_sql(n);
+            }
+        } else if query.top_hosts > 0 {
             let (h0, h1) = whole_buckets(since, until, HOUR);
             let rows = sqlx::query(
                 "SELECT host, sum(records)::bigint FROM denied_hosts \

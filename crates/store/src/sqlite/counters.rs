@@ -61,7 +61,27 @@ pub(super) fn write(counters: Counters, tx: &Connection, sign: i64) -> Result<()
             .ctx(ctx)?;
     }
     drop(hosts);
+    let mut totals = tx
+        .prepare_cached(
+            "INSERT INTO denied_host_totals (agent_id, host, records) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (agent_id, host) DO UPDATE SET records = records + excluded.records",
+        )
+        .ctx(ctx)?;
+    for ((agent, host), n) in counters.host_totals() {
+        totals.execute(params![agent, host, n * sign]).ctx(ctx)?;
+    }
+    drop(totals);
     if sign < 0 {
+        let mut gone = tx
+            .prepare_cached(
+                "DELETE FROM denied_host_totals WHERE agent_id = ?1 AND host = ?2 \
+                 AND records <= 0",
+            )
+            .ctx(ctx)?;
+        for ((agent, host), _) in counters.host_totals() {
+            gone.execute(params![agent, host]).ctx(ctx)?;
+        }
+        drop(gone);
         let mut gone = tx
             .prepare_cached(
                 "DELETE FROM denied_hosts WHERE agent_id = ?1 AND hour = ?2 AND host = ?3 \

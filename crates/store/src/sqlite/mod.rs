@@ -82,6 +82,11 @@ const MIGRATIONS: &[Step] = &[
         "blocks",
         include_str!("../../migrations/sqlite/0005_blocks.sql"),
     ),
+    (
+        6,
+        "denied host totals",
+        include_str!("../../migrations/sqlite/0006_denied_host_totals.sql"),
+    ),
 ];
 
 /// Read-only rusqlite connections for record reads, opened as needed.

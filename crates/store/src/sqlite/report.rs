@@ -162,7 +162,8 @@ pub(super) fn workspace_activity(
     if since.zip(until).is_some_and(|(s, u)| s >= u) {
         return Ok(out);
     }
-    for agent in agent_keys(conn, query.workspace_id)? {
+    let agents = agent_keys(conn, query.workspace_id)?;
+    for &agent in &agents {
         let (m0, m1) = whole_buckets(since, until, MINUTE);
         let row = conn
             .prepare_cached(
@@ -211,7 +212,30 @@ pub(super) fn workspace_activity(
                 m.max_occurred,
             );
         }
-        if query.top_hosts > 0 {
+        if query.top_hosts > 0 && since.is_none() && until.is_none() {
+            // All time: the totals, the most denied first from the index
+            // (all of them when several agents' counts must be added up).
+            let limit = if agents.len() == 1 {
+                i64::from(query.top_hosts)
+            } else {
+                -1
+            };
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT host, records FROM denied_host_totals WHERE agent_id = ?1 \
+                     ORDER BY records DESC, host LIMIT ?2",
+                )
+                .ctx(ctx)?;
+            let rows = stmt
+                .query_map(params![agent, limit], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })
+                .ctx(ctx)?;
+            for row in rows {
+                let (host, n) = row.ctx(ctx)?;
+                *hosts.entry(host).or_default() += count_from_sql(n);
+            }
+        } else if query.top_hosts > 0 {
             let (h0, h1) = whole_buckets(since, until, HOUR);
             let mut stmt = conn
                 .prepare_cached(

@@ -65,6 +65,7 @@ macro_rules! suite {
             text_is_kept_as_sent,
             a_follow_cursor_never_misses_a_record,
             purge_removes_what_was_received_before_the_cutoff,
+            all_time_top_hosts_agree_with_the_range_counts_and_follow_purge,
             purge_works_in_bounded_passes,
             purge_keeps_session_summaries_and_losses,
             purge_never_hands_an_id_out_again,

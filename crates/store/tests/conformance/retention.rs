@@ -277,3 +277,95 @@ pub async fn purge_never_hands_an_id_out_again(factory: &impl StoreFactory) {
         next.record_ids
     );
 }
+
+/// All-time summaries read the most denied hosts from totals kept as
+/// records commit and as retention removes them; they must agree with the
+/// per-hour counts a time range reads, ties broken by host name.
+pub async fn all_time_top_hosts_agree_with_the_range_counts_and_follow_purge(
+    factory: &impl StoreFactory,
+) {
+    use warden_proto::domain::Decision;
+    use warden_store::{ActivityQuery, HostCount};
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    let t0 = received();
+    let denied = |seq: i32, host: &str, hours: i64| AuditRecord {
+        decision: Decision::Deny,
+        event_time: EventTime::Known(t0 + SignedDuration::from_hours(hours)),
+        ..record(seq, &format!("https://{host}/{seq}"))
+    };
+    // Old (purged later): b.example x2 and c.example x1; young: a.example
+    // x2, b.example x1, c.example x2, d.example x1 in other hours.
+    let old = vec![
+        denied(0, "b.example", 0),
+        denied(1, "b.example", 1),
+        denied(2, "c.example", 2),
+    ];
+    let young = vec![
+        denied(10, "a.example", 3),
+        denied(11, "a.example", 4),
+        denied(12, "b.example", 5),
+        denied(13, "C.example", 6),
+        denied(14, "c.example:443", 7),
+        denied(15, "d.example", 8),
+    ];
+    store
+        .ingest(request(&dev, vec![batch_at("old", old, t0)]))
+        .await
+        .unwrap();
+    store
+        .ingest(request(
+            &dev,
+            vec![batch_at("young", young, t0 + hour() * 48)],
+        ))
+        .await
+        .unwrap();
+    let top = |n: u32, ranged: bool| {
+        let store = &store;
+        async move {
+            store
+                .workspace_activity(ActivityQuery {
+                    workspace_id: dev.id,
+                    since: ranged.then(|| Timestamp::new(0, 0).unwrap()),
+                    until: ranged.then(|| Timestamp::new(4_000_000_000, 0).unwrap()),
+                    top_hosts: n,
+                })
+                .await
+                .unwrap()
+                .top_denied_hosts
+        }
+    };
+    let count = |host: &str, records: u64| HostCount {
+        host: host.into(),
+        records,
+    };
+    assert_eq!(
+        top(10, false).await,
+        [
+            count("b.example", 3),
+            count("c.example", 3),
+            count("a.example", 2),
+            count("d.example", 1)
+        ]
+    );
+    for n in [1, 2, 3, 10] {
+        assert_eq!(top(n, false).await, top(n, true).await, "top {n}");
+    }
+    purge_all(&*store, t0 + hour(), 2).await;
+    assert_eq!(
+        top(10, false).await,
+        [
+            count("a.example", 2),
+            count("c.example", 2),
+            count("b.example", 1),
+            count("d.example", 1)
+        ]
+    );
+    for n in [1, 2, 3, 10] {
+        assert_eq!(
+            top(n, false).await,
+            top(n, true).await,
+            "top {n} after purge"
+        );
+    }
+}
