@@ -202,7 +202,9 @@ async fn ingest(
             for call in 0..per_agent {
                 let request = Arc::new(IngestRequest {
                     agent_id: agent.agent.id,
-                    at: Timestamp::now(),
+                    // The control plane's receive time: what retention
+                    // goes by (old for the rows scenario 3 purges).
+                    at: received_at,
                     batches: vec![batch(
                         &format!("{}-{call}", Uuid::new_v4()),
                         batch_size,

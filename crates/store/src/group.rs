@@ -277,6 +277,30 @@ pub(crate) struct Plan<'r> {
     pub side: Vec<SideWrite<'r>>,
 }
 
+impl Plan<'_> {
+    /// Moves every id the plan hands out up by `by`: a plan built from id 0
+    /// before the next id was known (block data holds no ids).
+    pub(crate) fn shift(&mut self, by: RecordId) {
+        for b in &mut self.blocks {
+            b.first_id += by;
+            b.last_id += by;
+        }
+        for row in &mut self.batch_ids {
+            row.last_record = row.last_record.map(|id| id + by);
+        }
+        for s in &mut self.sessions {
+            s.first_id = s.first_id.map(|id| id + by);
+            s.last_id = s.last_id.map(|id| id + by);
+        }
+        for outcome in &mut self.outcomes {
+            for id in &mut outcome.record_ids {
+                *id += by;
+            }
+        }
+        self.ids = self.ids.map(|(first, last)| (first + by, last + by));
+    }
+}
+
 impl<'r> Group<'r> {
     pub(crate) fn new(max_url_bytes: usize) -> Group<'r> {
         Group {

@@ -63,18 +63,43 @@ pub(super) async fn commit(
     max_url_bytes: usize,
     requests: &[(i64, &IngestRequest)],
 ) -> Result<Vec<IngestOutcome>, StoreError> {
-    let mut tx = pool.begin_with(BEGIN_LOCKED).await.map_err(db(CTX))?;
-    let mut pre = Prefetched::load(&mut tx, requests).await?;
-    let next_id = next_record_id(&mut tx).await?;
-    let mut group = Group::new(max_url_bytes);
-    for (agent, request) in requests {
-        group.add(&mut pre, *agent, request)?;
-    }
-    let mut plan = group.finish(next_id);
+    let mut conn = pool.acquire().await.map_err(db(CTX))?;
+    // Built before the lock, so that building and encoding overlap with
+    // other replicas' commits; valid when what it read has not changed by
+    // the time the lock is held (checked below). A group that carries
+    // stored numbers again (its blocks are compared) is built under the lock.
+    let early = Prefetched::load(&mut conn, requests).await?;
+    let speculative = if early.blocks.is_empty() {
+        Some(build(&mut early.clone(), requests, max_url_bytes)?)
+    } else {
+        None
+    };
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, BEGIN_LOCKED)
+        .await
+        .map_err(db(CTX))?;
+    let pre = Prefetched::load(&mut tx, requests).await?;
+    let mut plan = match speculative {
+        Some(plan) if pre.same_as(&early) => plan,
+        _ => build(&mut pre.clone(), requests, max_url_bytes)?,
+    };
+    plan.shift(next_record_id(&mut tx).await?);
     let outcomes = std::mem::take(&mut plan.outcomes);
     write(&mut tx, &pre, plan, replica).await?;
     tx.commit().await.map_err(db(CTX))?;
     Ok(outcomes)
+}
+
+/// The group's plan, its ids from 0.
+fn build<'r>(
+    pre: &mut Prefetched,
+    requests: &[(i64, &'r IngestRequest)],
+    max_url_bytes: usize,
+) -> Result<Plan<'r>, StoreError> {
+    let mut group = Group::new(max_url_bytes);
+    for (agent, request) in requests {
+        group.add(pre, *agent, request)?;
+    }
+    Ok(group.finish(0))
 }
 
 /// The next record id (under the commit lock).
@@ -113,7 +138,7 @@ type SessionKey = (i64, String);
 /// The group's questions, answered for the whole group right after the
 /// commit lock was taken (nothing changes under the lock but what this
 /// transaction writes).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Prefetched {
     batches: HashSet<(i64, Uuid)>,
     /// Stored ranges overlapping each session's window (its numbers in the
@@ -126,6 +151,15 @@ pub(super) struct Prefetched {
 }
 
 impl Prefetched {
+    /// Whether a group built from `other` is valid with what this one read:
+    /// the same batch ids and ranges, and no stored blocks compared.
+    fn same_as(&self, other: &Prefetched) -> bool {
+        self.blocks.is_empty()
+            && other.blocks.is_empty()
+            && self.batches == other.batches
+            && self.ranges == other.ranges
+    }
+
     async fn load(
         conn: &mut PgConnection,
         requests: &[(i64, &IngestRequest)],
