@@ -16,7 +16,6 @@ use jiff::Timestamp;
 use sqlx::postgres::{PgConnection, PgPool};
 
 use super::ingest::{BEGIN_LOCKED, add_hosts, insert_blocks};
-use super::report::window;
 use super::text::{decode_opt, encode};
 use super::{col, db, outbox};
 use crate::StoreError;
@@ -254,9 +253,7 @@ async fn take_counters(conn: &mut PgConnection, counters: &Counters) -> Result<(
         .map_err(db(CTX))?;
     }
     for (&(agent, minute), m) in &counters.minutes {
-        let left = window(conn, agent, minute * MINUTE, (minute + 1) * MINUTE)
-            .await?
-            .minute;
+        let left = minute_left(conn, agent, minute).await?;
         if left.allowed + left.denied == 0 {
             sqlx::query("DELETE FROM activity_minutes WHERE agent_id = $1 AND minute = $2")
                 .bind(agent)
@@ -329,4 +326,41 @@ async fn remove_ranges(
         .map_err(db(CTX))?;
     }
     Ok(())
+}
+
+/// What is left of an agent's minute once purged blocks are gone: whether
+/// any record, and the effective time bounds. Blocks wholly inside the
+/// minute give their bounds from the index row; only blocks straddling its
+/// edges are decoded.
+async fn minute_left(
+    conn: &mut PgConnection,
+    agent: i64,
+    minute: i64,
+) -> Result<crate::counters::Minute, StoreError> {
+    let (since, until) = (minute * MINUTE, (minute + 1) * MINUTE);
+    let rows = sqlx::query(
+        "SELECT min_occurred, max_occurred, records, \
+         CASE WHEN min_occurred >= $2 AND max_occurred < $3 THEN NULL ELSE data END \
+         FROM blocks WHERE agent_id = $1 AND max_occurred >= $2 AND min_occurred < $3",
+    )
+    .bind(agent)
+    .bind(since)
+    .bind(until)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db(CTX))?;
+    let mut left = crate::counters::Window::default();
+    for row in &rows {
+        match col::<Option<Vec<u8>>>(row, 3, CTX)? {
+            None => {
+                let m = &mut left.minute;
+                // Only whether any is left matters, and the bounds.
+                m.allowed += i64::from(col::<i32>(row, 2, CTX)?);
+                m.min_occurred = m.min_occurred.min(col(row, 0, CTX)?);
+                m.max_occurred = m.max_occurred.max(col(row, 1, CTX)?);
+            }
+            Some(data) => left.add_block(&block::decode(&data)?, since, until),
+        }
+    }
+    Ok(left.minute)
 }
