@@ -20,6 +20,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::domain::DropReason;
 use crate::wire::{
     AckAccepted, AckRequest, BoundaryMessage, BoundaryStatus, FrameAck, ReportBoundaryLogsRequest,
     boundary_message,
@@ -145,14 +146,19 @@ pub enum FrameError {
 }
 
 impl FrameError {
+    /// The drop reason it is counted under.
+    pub fn drop_reason(&self) -> DropReason {
+        match self {
+            FrameError::UnknownTag { .. } => DropReason::UnknownTag,
+            FrameError::TooLong { .. } => DropReason::FrameTooLong,
+            FrameError::Truncated { .. } => DropReason::TruncatedFrame,
+            FrameError::Io(_) => DropReason::ReadError,
+        }
+    }
+
     /// A stable snake_case reason for metrics and drop counts.
     pub fn reason(&self) -> &'static str {
-        match self {
-            FrameError::UnknownTag { .. } => "unknown_tag",
-            FrameError::TooLong { .. } => "frame_too_long",
-            FrameError::Truncated { .. } => "truncated_frame",
-            FrameError::Io(_) => "read_error",
-        }
+        self.drop_reason().as_str()
     }
 }
 
@@ -169,7 +175,7 @@ pub struct MalformedFrame {
 
 impl MalformedFrame {
     /// The reason used in drop counts.
-    pub const REASON: &'static str = "malformed_frame";
+    pub const REASON: &'static str = DropReason::MalformedFrame.as_str();
 }
 
 /// A writer refused to produce a frame.

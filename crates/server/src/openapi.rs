@@ -347,11 +347,12 @@ fn session_info_properties() -> Value {
         "reported_lost": { "type": "integer", "format": "int64", "minimum": 0, "description": "Records reported lost (client, agent or server)." },
         "unexplained": { "type": "integer", "format": "int64", "minimum": 0, "description": "Missing numbers that no report explains." },
         "losses": array_of("Loss"),
+        "agent_dropped": { "type": "array", "items": schema("GapRange"), "description": "Sequence numbers the workspace agent reported losing (its full spool dropped them, the control plane refused them, or its spool could not write them), lowest first." },
         "purged": { "type": "integer", "format": "int64", "minimum": 0, "description": "Of records, how many retention deleted." }
     })
 }
 
-const SESSION_INFO_REQUIRED: [&str; 11] = [
+const SESSION_INFO_REQUIRED: [&str; 12] = [
     "session_id",
     "records",
     "conflicts",
@@ -362,6 +363,7 @@ const SESSION_INFO_REQUIRED: [&str; 11] = [
     "reported_lost",
     "unexplained",
     "losses",
+    "agent_dropped",
     "purged",
 ];
 

@@ -462,6 +462,11 @@ pub struct SessionInfo {
     pub unexplained: u64,
     /// The reports, by source and reason.
     pub losses: Vec<LossInfo>,
+    /// The sequence numbers the workspace agent reported losing (its full
+    /// spool dropped them, the control plane refused them, or its spool
+    /// could not write them), lowest first.
+    #[serde(default)]
+    pub agent_dropped: Vec<GapRange>,
     /// Of `records`, how many retention deleted.
     pub purged: u64,
 }
@@ -479,6 +484,14 @@ impl From<&warden_store::SessionSummary> for SessionInfo {
             reported_lost: s.reported_losses(),
             unexplained: s.unexplained(),
             losses: s.losses.iter().map(LossInfo::from).collect(),
+            agent_dropped: s
+                .agent_dropped
+                .iter()
+                .map(|r| GapRange {
+                    first: r.first,
+                    last: r.last,
+                })
+                .collect(),
             purged: s.purged,
         }
     }

@@ -32,6 +32,22 @@ pub struct SpoolConfig {
     pub segment_bytes: u64,
     /// What an append does when the bound is reached.
     pub full_policy: FullPolicy,
+    /// What the drop ledger keeps of an entry [`FullPolicy::DropOldest`]
+    /// drops, made from the entry's data before it goes: whatever the caller
+    /// needs to report the loss (which records, whose). Summaries should be
+    /// small: they stay on disk, counted against `max_bytes`, until the
+    /// caller settles the drop. At most [`MAX_SUMMARY_BYTES`] are kept. The
+    /// default keeps nothing (the ledger still has each entry's id and
+    /// record count).
+    pub drop_summary: fn(&[u8]) -> Vec<u8>,
+}
+
+/// Most bytes of a drop summary the ledger keeps.
+pub const MAX_SUMMARY_BYTES: usize = 1 << 20;
+
+/// The default [`SpoolConfig::drop_summary`]: nothing.
+pub fn no_summary(_data: &[u8]) -> Vec<u8> {
+    Vec::new()
 }
 
 /// What an append does when the spool is full.
@@ -40,7 +56,9 @@ pub enum FullPolicy {
     /// Wait until acknowledgements free enough room.
     Backpressure,
     /// Drop the oldest unacknowledged entries (whole segments) to make room,
-    /// and report what was dropped in [`crate::Appended::dropped`].
+    /// report what was dropped in [`crate::Appended::dropped`], and keep a
+    /// durable record of each dropped entry in the drop ledger until the
+    /// caller settles it ([`crate::Spool::read_dropped`]).
     DropOldest,
 }
 
@@ -52,9 +70,11 @@ impl SpoolConfig {
             max_bytes: DEFAULT_MAX_BYTES,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             full_policy: FullPolicy::Backpressure,
+            drop_summary: no_summary,
         }
     }
 
+    /// Checks the configuration before any I/O.
     pub(crate) fn validate(&self) -> Result<(), SpoolError> {
         if self.dir.as_os_str().is_empty() {
             return Err(SpoolError::InvalidConfig(
@@ -78,6 +98,13 @@ impl SpoolConfig {
     /// The segment size actually used (see [`SpoolConfig::segment_bytes`]).
     pub(crate) fn effective_segment_bytes(&self) -> u64 {
         self.segment_bytes.min(self.max_bytes / 8).max(1)
+    }
+
+    /// Most bytes the drop ledger may take (a quarter of the bound): past
+    /// that, nothing more is dropped until drops are settled, and appends
+    /// wait as under backpressure.
+    pub(crate) fn ledger_cap(&self) -> u64 {
+        self.max_bytes / 4
     }
 
     /// Entry bytes kept in memory for reads.

@@ -181,6 +181,7 @@ mod config;
 mod error;
 mod format;
 mod index;
+mod ledger;
 mod open;
 mod recovery;
 mod room;
@@ -203,7 +204,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use config::{
-    DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, FullPolicy, MIN_MAX_BYTES, SpoolConfig,
+    DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, FullPolicy, MAX_SUMMARY_BYTES, MIN_MAX_BYTES,
+    SpoolConfig, no_summary,
 };
 pub use error::SpoolError;
 
@@ -223,22 +225,41 @@ pub struct EntryId(pub u64);
 pub struct NewEntry {
     /// How many audit records the entry holds (for drop accounting and stats).
     pub records: u32,
+    /// The entry's bytes, opaque to the spool.
     pub data: Bytes,
 }
 
 /// An entry read back.
 #[derive(Clone, Debug)]
 pub struct Entry {
+    /// Its id, for [`Spool::ack`] and as a read cursor.
     pub id: EntryId,
+    /// The record count it was appended with.
     pub records: u32,
+    /// Its bytes, as appended.
     pub data: Bytes,
 }
 
 /// Entries (and the records in them) dropped to make room.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Dropped {
+    /// Entries dropped.
     pub entries: u64,
+    /// Records in them.
     pub records: u64,
+}
+
+/// An entry [`FullPolicy::DropOldest`] dropped, as the drop ledger keeps it
+/// until the caller settles the drop ([`Spool::settle_dropped`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedEntry {
+    /// The id the entry had.
+    pub id: EntryId,
+    /// Its record count.
+    pub records: u32,
+    /// What [`SpoolConfig::drop_summary`] made of its data (empty when the
+    /// data could no longer be read).
+    pub summary: Bytes,
 }
 
 impl std::ops::AddAssign for Dropped {
@@ -270,6 +291,11 @@ pub struct Recovery {
     pub truncated_bytes: u64,
     /// Durable entries found damaged and skipped.
     pub corrupt_entries: u64,
+    /// Drops in the ledger not settled yet (they will be read again).
+    pub dropped_pending: u64,
+    /// Bytes of the drop ledger that could not be read (damage; a drop
+    /// whose record is damaged is no longer known).
+    pub ledger_damaged_bytes: u64,
 }
 
 /// A snapshot of the spool.
@@ -286,8 +312,10 @@ pub struct SpoolStats {
     /// Damaged entries found since open (including those found by open).
     pub corrupt_entries: u64,
     /// Bytes counted against the bound: frames in segment files still on
-    /// disk, acknowledged or not.
+    /// disk, acknowledged or not, and the drop ledger.
     pub disk_bytes: u64,
+    /// Drops in the ledger not settled yet.
+    pub dropped_pending: u64,
     /// Appends waiting for room now.
     pub blocked_appends: u64,
 }
@@ -428,6 +456,8 @@ impl Spool {
         let _blocked = shared.room.block();
         let drop_oldest = shared.config.full_policy == FullPolicy::DropOldest;
         loop {
+            let mut shrank = pin!(shared.ledger_shrank.notified());
+            shrank.as_mut().enable();
             // Ask the writer to free what it can: segments with nothing live
             // left (including the active one), and under DropOldest the
             // oldest entries.
@@ -438,7 +468,7 @@ impl Spool {
                 reply,
             })?;
             let made = answer.await.map_err(|_| SpoolError::Closed)??;
-            dropped += made;
+            dropped += made.dropped;
             if !drop_oldest {
                 shared.room.take(bytes).await?;
                 return Ok(dropped);
@@ -453,6 +483,18 @@ impl Spool {
             }
             if shared.lock().closed {
                 return Err(SpoolError::Closed);
+            }
+            if made.ledger_full && made.dropped.entries == 0 {
+                // The ledger holds as much as it may: nothing more can be
+                // dropped until drops are settled. Wait like backpressure.
+                tokio::select! {
+                    taken = shared.room.take(bytes) => {
+                        taken?;
+                        return Ok(dropped);
+                    }
+                    () = shrank => {}
+                }
+                continue;
             }
             tokio::select! {
                 taken = shared.room.take(bytes) => {
@@ -579,13 +621,56 @@ impl Spool {
         answer.await.map_err(|_| SpoolError::Closed)?
     }
 
+    /// Drops in the ledger not settled yet with id > `after` (`None`: from
+    /// the oldest), oldest first, at most `max_entries` but at least one:
+    /// waits until there is one. What [`FullPolicy::DropOldest`] dropped is
+    /// read here until [`Spool::settle_dropped`], across restarts too.
+    pub async fn read_dropped(
+        &self,
+        after: Option<EntryId>,
+        max_entries: usize,
+    ) -> Result<Vec<DroppedEntry>, SpoolError> {
+        let shared = &self.inner.shared;
+        loop {
+            let mut changed = pin!(shared.events.notified());
+            changed.as_mut().enable();
+            {
+                let state = shared.lock();
+                if state.closed {
+                    return Err(SpoolError::Closed);
+                }
+                let pending = state.ledger.read(after.map(|id| id.0), max_entries);
+                if !pending.is_empty() {
+                    return Ok(pending);
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// Marks drops as settled (reported where they had to go): the ledger
+    /// forgets them. Unknown or settled ids are ignored. Resolves once the
+    /// settlement is written and fsynced; a settlement lost in a crash only
+    /// means the drop is read again.
+    pub async fn settle_dropped(&self, ids: &[EntryId]) -> Result<(), SpoolError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Settle {
+            ids: ids.iter().map(|id| id.0).collect(),
+            reply,
+        })?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> SpoolStats {
         self.inner.shared.stats()
     }
 
-    /// Resolves when every appended entry has been acknowledged (or dropped),
-    /// or when the spool is closed.
+    /// Resolves when every appended entry has been acknowledged (or dropped)
+    /// and every drop settled, or when the spool is closed.
     pub async fn wait_drained(&self) {
         let shared = &self.inner.shared;
         loop {
@@ -593,7 +678,11 @@ impl Spool {
             changed.as_mut().enable();
             {
                 let state = shared.lock();
-                if state.closed || (state.index.totals().entries == 0 && state.in_flight == 0) {
+                if state.closed
+                    || (state.index.totals().entries == 0
+                        && state.in_flight == 0
+                        && state.ledger.is_empty())
+                {
                     return;
                 }
             }

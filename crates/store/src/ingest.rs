@@ -12,7 +12,7 @@ use std::future::Future;
 
 use jiff::Timestamp;
 use uuid::Uuid;
-use warden_proto::domain::{AuditRecord, IngestBatch};
+use warden_proto::domain::{AgentDrop, AuditRecord, ClientLogs, IngestBatch};
 
 use crate::convert::{event_columns, nanos};
 use crate::model::{
@@ -105,6 +105,16 @@ pub(crate) trait IngestTx: Send {
         reason: &str,
         records: u64,
         frames: u64,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Records that the agent lost the sequence numbers `first..=last` of a
+    /// session (merged with what is known when reading).
+    fn add_dropped_range(
+        &mut self,
+        agent: i64,
+        session: &str,
+        first: i32,
+        last: i32,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
     /// Records the last sequence number a client said it assigned.
@@ -256,18 +266,65 @@ async fn ingest_batch<T: IngestTx>(
         if drop.records == 0 && drop.frames == 0 {
             continue;
         }
-        let reason = truncate(&drop.reason, MAX_REASON_BYTES);
+        if !first_report_of(tx, agent, committed_at, batch, drop).await? {
+            continue;
+        }
+        let reason: &str = match drop.known_reason() {
+            Some(known) => known.as_str(),
+            None => truncate(&drop.reason, MAX_REASON_BYTES),
+        };
+        let session = drop.session_id.as_deref().unwrap_or("");
         tx.add_loss(
             agent,
-            "",
+            session,
             LossSource::Agent,
             reason,
             drop.records,
             drop.frames,
         )
         .await?;
+        if !session.is_empty() {
+            for range in &drop.sequence_ranges {
+                tx.add_dropped_range(agent, session, range.first, range.last)
+                    .await?;
+            }
+        }
     }
     Ok(outcome)
+}
+
+/// Whether a drop is to be counted. A drop of a whole spooled batch names
+/// that batch; it counts only if the batch was never committed (nor
+/// reported dropped before), and its id is then taken like a committed
+/// batch's (a row without records), so a copy of the batch still on its way
+/// is acknowledged and not stored: the batch is either stored or reported,
+/// never both. Other drops always count (their report's own batch id makes
+/// re-sends harmless).
+async fn first_report_of<T: IngestTx>(
+    tx: &mut T,
+    agent: i64,
+    committed_at: i64,
+    report: &IngestBatch,
+    drop: &AgentDrop,
+) -> Result<bool, sqlx::Error> {
+    let Some(dropped) = drop.dropped_batch_id else {
+        return Ok(true);
+    };
+    let tombstone = IngestBatch {
+        batch_id: dropped,
+        received_at: report.received_at,
+        peer: report.peer.clone(),
+        logs: Some(ClientLogs {
+            session_id: drop.session_id.clone(),
+            ..ClientLogs::default()
+        }),
+        client_status: Vec::new(),
+        agent_drops: Vec::new(),
+    };
+    Ok(tx
+        .insert_batch(agent, &tombstone, committed_at)
+        .await?
+        .is_some())
 }
 
 /// Splits the candidates (records whose session key was already taken) into

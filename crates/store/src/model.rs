@@ -334,6 +334,11 @@ pub struct SessionSummary {
     pub final_sequence_number: Option<i64>,
     /// Losses attributed to this session, by source and reason.
     pub losses: Vec<Loss>,
+    /// Sequence numbers the workspace agent reported losing in this session
+    /// (its full spool dropped them, the control plane refused them, or its
+    /// spool could not write them): sorted, merged ranges. Their count is in
+    /// `losses` (source agent).
+    pub agent_dropped: Vec<SequenceRange>,
     /// Of `records`, how many retention has deleted.
     pub purged: u64,
 }
@@ -400,6 +405,22 @@ impl SequenceRange {
     /// How many numbers the range holds.
     pub fn count(&self) -> u64 {
         u64::try_from(self.last - self.first + 1).unwrap_or(0)
+    }
+
+    /// Sorts ranges and merges those that overlap or touch.
+    pub fn merge(mut ranges: Vec<SequenceRange>) -> Vec<SequenceRange> {
+        ranges.retain(|r| r.first <= r.last);
+        ranges.sort_unstable();
+        let mut out: Vec<SequenceRange> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match out.last_mut() {
+                Some(last) if r.first <= last.last.saturating_add(1) => {
+                    last.last = last.last.max(r.last);
+                }
+                _ => out.push(r),
+            }
+        }
+        out
     }
 }
 
@@ -515,8 +536,18 @@ mod tests {
                 records: 2,
                 frames: 0,
             }],
+            agent_dropped: Vec::new(),
             purged: 0,
         }
+    }
+
+    #[test]
+    fn ranges_merge_when_they_touch_or_overlap() {
+        let r = |first, last| SequenceRange { first, last };
+        assert_eq!(
+            SequenceRange::merge(vec![r(10, 12), r(0, 3), r(4, 5), r(11, 20), r(30, 29)]),
+            [r(0, 5), r(10, 20)]
+        );
     }
 
     #[test]

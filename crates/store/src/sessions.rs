@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use uuid::Uuid;
 
-use crate::model::{Loss, LossSource, RecordId, SessionActivity, SessionSummary};
+use crate::model::{Loss, LossSource, RecordId, SequenceRange, SessionActivity, SessionSummary};
 
 /// Stored records of one session (of one agent), grouped.
 pub(crate) struct LiveRows {
@@ -32,6 +32,12 @@ pub(crate) struct SessionRow {
     pub purged_conflicts: u64,
     pub purged_first: Option<i32>,
     pub purged_last: Option<i32>,
+}
+
+/// An `agent_dropped_ranges` row.
+pub(crate) struct DroppedRow {
+    pub session_id: String,
+    pub range: SequenceRange,
 }
 
 /// A per-session `losses` row.
@@ -69,6 +75,7 @@ impl Sessions {
                     last_sequence_number: None,
                     final_sequence_number: None,
                     losses: Vec::new(),
+                    agent_dropped: Vec::new(),
                     purged: 0,
                 },
                 first_record_id: None,
@@ -104,6 +111,13 @@ impl Sessions {
             .summary
             .final_sequence_number
             .max(row.final_sequence_number);
+    }
+
+    pub(crate) fn add_dropped(&mut self, row: DroppedRow) {
+        self.entry(row.session_id)
+            .summary
+            .agent_dropped
+            .push(row.range);
     }
 
     pub(crate) fn add_loss(&mut self, row: LossRow) {
@@ -142,6 +156,8 @@ impl Sessions {
                 s.summary
                     .losses
                     .sort_by(|a, b| (a.source, &a.reason).cmp(&(b.source, &b.reason)));
+                s.summary.agent_dropped =
+                    SequenceRange::merge(std::mem::take(&mut s.summary.agent_dropped));
                 s
             })
             .collect();

@@ -68,6 +68,13 @@ const MIGRATIONS: &[Step] = &[
         "query api",
         include_str!("../../migrations/postgres/0002_query_api.sql"),
     ),
+    // Numbered 4 like SQLite's, which has one more before it; versions are
+    // per backend.
+    (
+        4,
+        "agent dropped ranges",
+        include_str!("../../migrations/postgres/0004_agent_dropped_ranges.sql"),
+    ),
 ];
 
 /// Wraps a database error with what was being done; a closed pool is

@@ -5,7 +5,7 @@
 use sqlx::postgres::PgPool;
 use uuid::Uuid;
 
-use super::read::agent_keys;
+use super::read::{agent_keys, dropped_ranges};
 use super::text::{decode, encode};
 use super::{col, db};
 use crate::StoreError;
@@ -14,7 +14,7 @@ use crate::hosts::top_hosts;
 use crate::model::{
     ActivityQuery, Loss, RecordId, SequenceRange, SessionActivity, WorkspaceActivity,
 };
-use crate::sessions::{LiveRows, LossRow, SessionRow, Sessions, loss_source};
+use crate::sessions::{DroppedRow, LiveRows, LossRow, SessionRow, Sessions, loss_source};
 
 const SESSION_GAPS: &str = "SELECT prev + 1, seq - 1 FROM ( \
         SELECT seq, lag(seq) OVER (ORDER BY seq) AS prev FROM ( \
@@ -119,6 +119,9 @@ pub(super) async fn sessions(
                 frames: count_from_sql(col(row, 4, ctx)?),
             },
         });
+    }
+    for (session_id, range) in dropped_ranges(pool, workspace_id, None).await? {
+        sessions.add_dropped(DroppedRow { session_id, range });
     }
     Ok(sessions.finish())
 }

@@ -23,6 +23,11 @@ const ADD_LOSS: &str = "INSERT INTO losses (agent_id, session_id, source, reason
     frames = CASE WHEN frames > 9223372036854775807 - excluded.frames \
         THEN 9223372036854775807 ELSE frames + excluded.frames END";
 
+const ADD_DROPPED_RANGE: &str = "INSERT INTO agent_dropped_ranges \
+    (agent_id, session_id, first_seq, last_seq) VALUES (?, ?, ?, ?) \
+    ON CONFLICT (agent_id, session_id, first_seq) DO UPDATE SET \
+    last_seq = max(last_seq, excluded.last_seq)";
+
 const SET_FINAL_SEQUENCE: &str = "INSERT INTO sessions (agent_id, session_id, final_sequence_number) \
     VALUES (?, ?, ?) ON CONFLICT (agent_id, session_id) \
     DO UPDATE SET final_sequence_number = excluded.final_sequence_number";
@@ -173,6 +178,23 @@ impl IngestTx for SqliteIngest<'_> {
             .bind(reason)
             .bind(count_to_sql(records))
             .bind(count_to_sql(frames))
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn add_dropped_range(
+        &mut self,
+        agent: i64,
+        session: &str,
+        first: i32,
+        last: i32,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(ADD_DROPPED_RANGE)
+            .bind(agent)
+            .bind(session)
+            .bind(first)
+            .bind(last)
             .execute(&mut *self.conn)
             .await?;
         Ok(())

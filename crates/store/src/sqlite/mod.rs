@@ -67,6 +67,11 @@ const MIGRATIONS: &[Step] = &[
         "query api",
         include_str!("../../migrations/sqlite/0003_query_api.sql"),
     ),
+    (
+        4,
+        "agent dropped ranges",
+        include_str!("../../migrations/sqlite/0004_agent_dropped_ranges.sql"),
+    ),
 ];
 
 /// The SQLite [`Store`].

@@ -8,8 +8,8 @@ use warden_proto::domain::{Decision, Peer};
 use crate::StoreError;
 use crate::convert::{count_from_sql, event_time, from_nanos, nanos, received_at, uuid};
 use crate::model::{
-    Loss, LossSource, Order, RecordId, RecordQuery, SequencePosition, SessionRecordQuery,
-    SessionSummary, StoredRecord,
+    Loss, LossSource, Order, RecordId, RecordQuery, SequencePosition, SequenceRange,
+    SessionRecordQuery, SessionSummary, StoredRecord,
 };
 
 fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -312,6 +312,41 @@ pub(super) async fn agent_keys(
         .collect()
 }
 
+/// The agent's dropped ranges, of one session or all: (session, range).
+pub(super) async fn dropped_ranges(
+    conn: &mut SqliteConnection,
+    agent: i64,
+    session: Option<&str>,
+) -> Result<Vec<(String, SequenceRange)>, StoreError> {
+    let ctx = "reading dropped ranges";
+    let rows = match session {
+        Some(session) => sqlx::query(
+            "SELECT session_id, first_seq, last_seq FROM agent_dropped_ranges \
+             WHERE agent_id = ? AND session_id = ?",
+        )
+        .bind(agent)
+        .bind(session),
+        None => sqlx::query(
+            "SELECT session_id, first_seq, last_seq FROM agent_dropped_ranges WHERE agent_id = ?",
+        )
+        .bind(agent),
+    }
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db(ctx))?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get(0).map_err(db(ctx))?,
+                SequenceRange {
+                    first: i64::from(row.try_get::<i32, _>(1).map_err(db(ctx))?),
+                    last: i64::from(row.try_get::<i32, _>(2).map_err(db(ctx))?),
+                },
+            ))
+        })
+        .collect()
+}
+
 async fn losses(
     conn: &mut SqliteConnection,
     agent: i64,
@@ -401,6 +436,7 @@ pub(super) async fn session_summary(
         last_sequence_number: None,
         final_sequence_number: None,
         losses: Vec::new(),
+        agent_dropped: Vec::new(),
         purged: 0,
     };
     let mut seen = false;
@@ -470,9 +506,16 @@ pub(super) async fn session_summary(
                 loss.frames,
             );
         }
+        summary.agent_dropped.extend(
+            dropped_ranges(conn, agent, Some(session_id))
+                .await?
+                .into_iter()
+                .map(|(_, r)| r),
+        );
     }
     summary.records = summary.distinct_sequence_numbers + summary.conflicts;
     sort_losses(&mut summary.losses);
+    summary.agent_dropped = SequenceRange::merge(std::mem::take(&mut summary.agent_dropped));
     Ok(seen.then_some(summary))
 }
 

@@ -4,14 +4,14 @@
 use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use uuid::Uuid;
 
-use super::read::agent_keys;
+use super::read::{agent_keys, dropped_ranges};
 use crate::StoreError;
 use crate::convert::{count_from_sql, from_nanos, nanos};
 use crate::hosts::top_hosts;
 use crate::model::{
     ActivityQuery, Loss, RecordId, SequenceRange, SessionActivity, WorkspaceActivity,
 };
-use crate::sessions::{LiveRows, LossRow, SessionRow, Sessions, loss_source};
+use crate::sessions::{DroppedRow, LiveRows, LossRow, SessionRow, Sessions, loss_source};
 
 fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     StoreError::database(context)
@@ -140,6 +140,11 @@ pub(super) async fn sessions(
                 frames: count_from_sql(row.try_get(4).map_err(db(ctx))?),
             },
         });
+    }
+    for agent in &agents {
+        for (session_id, range) in dropped_ranges(conn, *agent, None).await? {
+            sessions.add_dropped(DroppedRow { session_id, range });
+        }
     }
     Ok(sessions.finish())
 }

@@ -610,11 +610,13 @@ pub async fn status_and_drops_are_applied_once_per_batch(factory: &impl StoreFac
             reason: "spool_full".into(),
             records: 10,
             frames: 1,
+            ..Default::default()
         },
         AgentDrop {
             reason: "unknown_tag".into(),
             records: 0,
             frames: 2,
+            ..Default::default()
         },
     ];
     let outcome = store.ingest(request(&dev, vec![b.clone()])).await.unwrap();
@@ -627,6 +629,7 @@ pub async fn status_and_drops_are_applied_once_per_batch(factory: &impl StoreFac
         reason: "spool_full".into(),
         records: 4,
         frames: 1,
+        ..Default::default()
     }];
     store.ingest(request(&dev, vec![more])).await.unwrap();
 

@@ -1,7 +1,12 @@
-//! `warden agent [--] [COMMAND [ARGS...]]`: parses the flags (each with its
-//! environment variable, see spec/cli.md), sets up logging to stderr, runs
-//! the workspace agent (`warden_agent::run`) until SIGTERM/SIGINT or until
-//! COMMAND exits, and turns the outcome into the exit code.
+//! `warden agent [--] [COMMAND [ARGS...]]`: makes the process non-dumpable
+//! (first: the sandboxed COMMAND usually runs as the same user), parses the
+//! flags (each with its environment variable, see spec/cli.md), reads the
+//! token (a private `--token-file` is the documented way; `--token` shows
+//! in every user's process list and is warned about loudly; either way the
+//! token is then wiped from the process's initial strings), sets up logging
+//! to stderr, runs the workspace agent (`warden_agent::run`) until
+//! SIGTERM/SIGINT or until COMMAND exits, and turns the outcome into the
+//! exit code.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use warden_agent::{AgentConfig, FullPolicy, RetryPolicy, SocketConfig, Token};
+use warden_agent::{AgentConfig, FullPolicy, RetryPolicy, SocketConfig, Token, hardening};
 
 use super::process::{forward_signals, init_logging};
 
@@ -19,9 +24,14 @@ pub struct Args {
     /// Control plane URL (http:// or https://).
     #[arg(long, env = "CODER_AGENT_URL")]
     url: String,
-    /// The agent's token.
+    /// The agent's token, from the environment (or, visible to every local
+    /// user in the process list, given as a flag: prefer --token-file).
     #[arg(long, env = "CODER_AGENT_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
+    /// A file holding the agent's token: the documented way to give it.
+    /// Must be private (no group or other permission bits), like an ssh key.
+    #[arg(long, env = "WARDEN_AGENT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Where the spool and the cached manifest live.
     #[arg(
         long,
@@ -103,11 +113,49 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
 }
 
+/// Where the token came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TokenSource {
+    File,
+    Environment,
+    Argument,
+}
+
+/// Whether `--token` was given on the command line (before COMMAND).
+fn token_on_command_line() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--token" || a.to_string_lossy().starts_with("--token="))
+}
+
 impl Args {
-    fn into_config(self) -> (AgentConfig, RetryPolicy) {
+    /// The token and where it came from: the file wins over the
+    /// environment; a file and `--token` together are a usage error.
+    fn token(&self) -> Result<(Token, TokenSource), String> {
+        let on_command_line = token_on_command_line();
+        match (&self.token_file, &self.token) {
+            (Some(_), Some(_)) if on_command_line => {
+                Err("give the token either with --token-file or with --token, not both".into())
+            }
+            (Some(file), _) => Token::from_file(file)
+                .map(|t| (t, TokenSource::File))
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e))),
+            (None, Some(token)) if on_command_line => {
+                Ok((Token::new(token.clone()), TokenSource::Argument))
+            }
+            (None, Some(token)) => Ok((Token::new(token.clone()), TokenSource::Environment)),
+            (None, None) => Err(
+                "no agent token: give --token-file FILE (a file only you can read), or set CODER_AGENT_TOKEN"
+                    .into(),
+            ),
+        }
+    }
+
+    fn into_config(self, token: Token) -> (AgentConfig, RetryPolicy) {
         let mut config = AgentConfig::new(
             self.url,
-            Token::new(self.token),
+            token,
             self.data_dir,
             PathBuf::from(self.boundary_log_proxy_socket_path),
         );
@@ -137,8 +185,36 @@ impl Args {
 }
 
 pub fn main(args: Args) -> ExitCode {
+    // Before anything else: no process of this user may read this one's
+    // memory or environment from now on.
+    let undumpable = hardening::make_undumpable();
     init_logging("info", false);
-    let (config, retry) = args.into_config();
+    if let Err(e) = undumpable {
+        tracing::warn!(error = %e, "cannot make the agent non-dumpable; processes of this user can read its memory");
+    }
+    let (token, source) = match args.token() {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("warden agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if source == TokenSource::Argument {
+        eprintln!(
+            "warden agent: WARNING: --token puts the agent token on the command line, where every local user can read it (ps, /proc/PID/cmdline) until the agent wipes it; use --token-file FILE (mode 0600) instead"
+        );
+    }
+    if source != TokenSource::File {
+        // Single-threaded still: nothing else reads the environment now.
+        match hardening::scrub_initial_strings(token.expose()) {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot wipe the agent token from the process's environment and arguments"
+            ),
+        }
+    }
+    let (config, retry) = args.into_config(token);
     if let Err(e) = config.validate() {
         eprintln!("warden agent: {e}");
         return ExitCode::from(e.exit_code());
@@ -167,9 +243,11 @@ pub fn main(args: Args) -> ExitCode {
         match warden_agent::run(config, retry, ready, shutdown).await {
             Ok(outcome) => ExitCode::from(outcome.exit_code.clamp(0, 255) as u8),
             Err(e) => {
-                // The messages carry their causes already.
-                eprintln!("warden agent: {e}");
-                ExitCode::from(e.exit_code())
+                let code = e.exit_code();
+                // The whole chain, once: each message leaves its cause to
+                // its source.
+                eprintln!("warden agent: {:#}", anyhow::Error::from(e));
+                ExitCode::from(code)
             }
         }
     })

@@ -6,8 +6,12 @@
 //! [`EventTime::OutOfRange`]; empty methods and URLs are kept as sent.
 //! Nothing here panics and nothing produces a half-filled record.
 
+mod drop_reason;
+
 use jiff::Timestamp;
 use uuid::Uuid;
+
+pub use drop_reason::DropReason;
 
 use crate::wire::{self, agentapi, boundary_log};
 
@@ -122,11 +126,16 @@ pub enum RecordRejection {
 }
 
 impl RecordRejection {
+    /// The drop reason it is counted under.
+    pub fn drop_reason(&self) -> DropReason {
+        match self {
+            RecordRejection::NoRequest { .. } => DropReason::NoRequest,
+        }
+    }
+
     /// A stable snake_case reason for metrics and drop counts.
     pub fn reason(&self) -> &'static str {
-        match self {
-            RecordRejection::NoRequest { .. } => "no_request",
-        }
+        self.drop_reason().as_str()
     }
 }
 
@@ -286,9 +295,92 @@ impl From<agentapi::ClientStatus> for ClientStatus {
 /// What the agent itself lost or refused, by reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AgentDrop {
+    /// The reason as the agent sent it; [`AgentDrop::known_reason`] parses it.
     pub reason: String,
     pub records: u64,
     pub frames: u64,
+    /// The session of the lost records, when the agent knows it.
+    pub session_id: Option<String>,
+    /// Their sequence numbers: sorted, disjoint, merged ranges (empty when
+    /// unknown). Ranges the agent sent backwards are left out.
+    pub sequence_ranges: Vec<SequenceRange>,
+    /// For a whole spooled batch the agent dropped: that batch's id. Such a
+    /// drop counts only if the batch was never committed, and then the id
+    /// counts as committed.
+    pub dropped_batch_id: Option<Uuid>,
+}
+
+impl AgentDrop {
+    /// The reason, when this build knows it.
+    pub fn known_reason(&self) -> Option<DropReason> {
+        DropReason::parse(&self.reason)
+    }
+}
+
+/// Consecutive sequence numbers, both ends included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SequenceRange {
+    pub first: i32,
+    pub last: i32,
+}
+
+impl SequenceRange {
+    /// How many numbers the range holds.
+    pub fn count(self) -> u64 {
+        (i64::from(self.last) - i64::from(self.first) + 1).unsigned_abs()
+    }
+
+    /// The ranges a list of sequence numbers makes: sorted, duplicates
+    /// removed, consecutive numbers merged. Sorts `numbers` in place.
+    pub fn from_numbers(numbers: &mut [i32]) -> Vec<SequenceRange> {
+        if !numbers.is_sorted() {
+            numbers.sort_unstable();
+        }
+        let mut ranges: Vec<SequenceRange> = Vec::new();
+        for &n in numbers.iter() {
+            match ranges.last_mut() {
+                Some(last) if n <= last.last => {}
+                Some(last) if i64::from(n) == i64::from(last.last) + 1 => last.last = n,
+                _ => ranges.push(SequenceRange { first: n, last: n }),
+            }
+        }
+        ranges
+    }
+
+    /// Sorts ranges and merges those that overlap or touch; ranges whose
+    /// `first` is above their `last` are left out.
+    pub fn normalize(mut ranges: Vec<SequenceRange>) -> Vec<SequenceRange> {
+        ranges.retain(|r| r.first <= r.last);
+        ranges.sort_unstable();
+        let mut out: Vec<SequenceRange> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match out.last_mut() {
+                Some(last) if i64::from(r.first) <= i64::from(last.last) + 1 => {
+                    last.last = last.last.max(r.last);
+                }
+                _ => out.push(r),
+            }
+        }
+        out
+    }
+}
+
+impl From<agentapi::SequenceRange> for SequenceRange {
+    fn from(r: agentapi::SequenceRange) -> Self {
+        SequenceRange {
+            first: r.first,
+            last: r.last,
+        }
+    }
+}
+
+impl From<SequenceRange> for agentapi::SequenceRange {
+    fn from(r: SequenceRange) -> Self {
+        agentapi::SequenceRange {
+            first: r.first,
+            last: r.last,
+        }
+    }
 }
 
 impl From<agentapi::AgentDrop> for AgentDrop {
@@ -297,6 +389,12 @@ impl From<agentapi::AgentDrop> for AgentDrop {
             reason: d.reason,
             records: d.records,
             frames: d.frames,
+            session_id: non_empty(d.session_id),
+            sequence_ranges: SequenceRange::normalize(
+                d.sequence_ranges.into_iter().map(Into::into).collect(),
+            ),
+            // A malformed id only loses the deduplication, never the count.
+            dropped_batch_id: Uuid::parse_str(&d.dropped_batch_id).ok(),
         }
     }
 }
@@ -537,6 +635,56 @@ mod tests {
             IngestBatch::try_from(no_time),
             Err(BatchError::BadReceivedAt(id))
         );
+    }
+
+    #[test]
+    fn sequence_numbers_become_merged_ranges() {
+        let range = |first, last| SequenceRange { first, last };
+        let mut numbers = [5, 3, 4, 9, 3, 10, i32::MAX, i32::MIN];
+        assert_eq!(
+            SequenceRange::from_numbers(&mut numbers),
+            [
+                range(i32::MIN, i32::MIN),
+                range(3, 5),
+                range(9, 10),
+                range(i32::MAX, i32::MAX)
+            ]
+        );
+        assert_eq!(SequenceRange::from_numbers(&mut []), []);
+        assert_eq!(
+            SequenceRange::normalize(vec![range(8, 9), range(1, 3), range(4, 5), range(7, 6)]),
+            [range(1, 5), range(8, 9)]
+        );
+        assert_eq!(range(i32::MIN, i32::MAX).count(), 1 << 32);
+    }
+
+    #[test]
+    fn agent_drops_keep_their_attribution() {
+        let id = Uuid::now_v7();
+        let drop = AgentDrop::from(agentapi::AgentDrop {
+            reason: "spool_full".into(),
+            records: 7,
+            frames: 1,
+            session_id: "s1".into(),
+            sequence_ranges: vec![
+                agentapi::SequenceRange { first: 4, last: 6 },
+                agentapi::SequenceRange { first: 0, last: 3 },
+            ],
+            dropped_batch_id: id.to_string(),
+        });
+        assert_eq!(drop.known_reason(), Some(DropReason::SpoolFull));
+        assert_eq!(drop.session_id.as_deref(), Some("s1"));
+        assert_eq!(drop.sequence_ranges, [SequenceRange { first: 0, last: 6 }]);
+        assert_eq!(drop.dropped_batch_id, Some(id));
+        // What an agent of 2.7 sends: no attribution.
+        let old = AgentDrop::from(agentapi::AgentDrop {
+            reason: "something_new".into(),
+            records: 1,
+            ..Default::default()
+        });
+        assert_eq!(old.known_reason(), None);
+        assert_eq!(old.session_id, None);
+        assert!(old.sequence_ranges.is_empty() && old.dropped_batch_id.is_none());
     }
 
     #[test]
