@@ -63,9 +63,14 @@ async fn a_full_spool_under_drop_oldest_loses_nothing_without_saying_which() {
     let mut server = ServerProcess::start(&dirs.server, &[], BoundaryLines::Count).await;
     let ws = server.create_workspace("drops", "dana", &[]).await;
     let mut setup = AgentSetup::new(&server.url, &ws.token, &dirs.agent, &dirs.socket);
-    setup.extra_args = ["--spool-max-bytes", "4194304", "--spool-full-policy", "drop_oldest"]
-        .map(Into::into)
-        .to_vec();
+    setup.extra_args = [
+        "--spool-max-bytes",
+        "4194304",
+        "--spool-full-policy",
+        "drop_oldest",
+    ]
+    .map(Into::into)
+    .to_vec();
     setup.shutdown_grace = "60s";
     let mut agent = setup.start(&[]).await;
     server.stop().await;
@@ -85,14 +90,16 @@ async fn a_full_spool_under_drop_oldest_loses_nothing_without_saying_which() {
             confined_process_name: "curl".into(),
             ..Default::default()
         };
-        client.send(&frame(Tag::Envelope, &Frame::Logs(request))).await;
+        client
+            .send(&frame(Tag::Envelope, &Frame::Logs(request)))
+            .await;
         if f == frames / 2 {
-            client.send(&status(CLIENT_DROPPED.len() as i64, None)).await;
+            client
+                .send(&status(CLIENT_DROPPED.len() as i64, None))
+                .await;
         }
     }
-    client
-        .send(&status(0, Some(i64::from(RECORDS) - 1)))
-        .await;
+    client.send(&status(0, Some(i64::from(RECORDS) - 1))).await;
     for _ in 0..frames + 2 {
         let ack = client.ack().await;
         assert_eq!(ack.outcome, frame_ack::Outcome::Durable as i32, "{ack:?}");
@@ -129,7 +136,11 @@ async fn a_full_spool_under_drop_oldest_loses_nothing_without_saying_which() {
     eprintln!("{}", server.session(&session, false).await);
     let report = server.session_report(&session).await;
     let info = &report["session"];
-    let count = |key: &str| info[key].as_u64().unwrap_or_else(|| panic!("{key} in {info}"));
+    let count = |key: &str| {
+        info[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} in {info}"))
+    };
     let reported = count("reported_lost");
     eprintln!(
         "drop_oldest: sent {RECORDS}, stored {}, reported lost {reported}, missing {}",
@@ -144,7 +155,11 @@ async fn a_full_spool_under_drop_oldest_loses_nothing_without_saying_which() {
         sent + client_dropped,
         "stored + reported = assigned (sent, and what the client dropped itself): {info}"
     );
-    assert_eq!(count("missing"), RECORDS as u64 - stored.len() as u64, "{info}");
+    assert_eq!(
+        count("missing"),
+        RECORDS as u64 - stored.len() as u64,
+        "{info}"
+    );
     assert_eq!(count("unexplained"), 0, "{info}");
 
     // The agent's losses are this session's, and say which records they
@@ -161,14 +176,24 @@ async fn a_full_spool_under_drop_oldest_loses_nothing_without_saying_which() {
         .map(|l| l["records"].as_u64().unwrap())
         .sum();
     assert_eq!(client_drops, client_dropped, "{info}");
-    assert_eq!(spool_full + stored.len() as u64, sent, "stored + dropped = sent: {info}");
+    assert_eq!(
+        spool_full + stored.len() as u64,
+        sent,
+        "stored + dropped = sent: {info}"
+    );
     let mut dropped = BTreeSet::new();
     for range in info["agent_dropped"].as_array().unwrap() {
-        let (first, last) = (range["first"].as_i64().unwrap(), range["last"].as_i64().unwrap());
+        let (first, last) = (
+            range["first"].as_i64().unwrap(),
+            range["last"].as_i64().unwrap(),
+        );
         dropped.extend(first as i32..=last as i32);
     }
     assert_eq!(dropped.len() as u64, spool_full, "{info}");
-    assert!(dropped.is_disjoint(&stored), "a record both stored and dropped");
+    assert!(
+        dropped.is_disjoint(&stored),
+        "a record both stored and dropped"
+    );
     let mut all: BTreeSet<i32> = stored.union(&dropped).copied().collect();
     all.extend(CLIENT_DROPPED);
     assert_eq!(

@@ -12,6 +12,7 @@
 //! frame grows only as its bytes arrive.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -26,17 +27,28 @@ pub const DEFAULT_FRAME_MEMORY: u64 = 64 << 20;
 #[derive(Clone, Debug)]
 pub struct FrameBudget {
     permits: Arc<Semaphore>,
+    /// Bytes granted to frames now (the semaphore's free count also leaves
+    /// out bytes set aside for a waiting frame before it is granted).
+    held: Arc<AtomicU64>,
     total: usize,
 }
 
 /// Bytes of the budget a frame holds; given back when dropped.
 #[derive(Debug)]
-pub struct Charge(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+pub struct Charge(Option<(OwnedSemaphorePermit, Arc<AtomicU64>)>);
 
 impl Charge {
     /// No charge (a small frame).
     pub fn none() -> Self {
         Charge(None)
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if let Some((permit, held)) = self.0.take() {
+            held.fetch_sub(permit.num_permits() as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -50,6 +62,7 @@ impl FrameBudget {
         );
         FrameBudget {
             permits: Arc::new(Semaphore::new(total)),
+            held: Arc::default(),
             total,
         }
     }
@@ -58,7 +71,10 @@ impl FrameBudget {
     pub async fn take(&self, bytes: usize) -> Charge {
         let bytes = u32::try_from(bytes.min(self.total)).unwrap_or(u32::MAX);
         match self.permits.clone().acquire_many_owned(bytes).await {
-            Ok(permit) => Charge(Some(permit)),
+            Ok(permit) => {
+                self.held.fetch_add(u64::from(bytes), Ordering::Relaxed);
+                Charge(Some((permit, self.held.clone())))
+            }
             // Never closed; no charge rather than no progress.
             Err(_) => Charge(None),
         }
@@ -66,7 +82,7 @@ impl FrameBudget {
 
     /// Bytes held by frames now.
     pub fn in_use(&self) -> u64 {
-        (self.total - self.permits.available_permits()) as u64
+        self.held.load(Ordering::Relaxed)
     }
 
     /// The budget's size.

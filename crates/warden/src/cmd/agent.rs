@@ -1,12 +1,12 @@
-//! `warden agent [--] [COMMAND [ARGS...]]`: makes the process non-dumpable
-//! (first: the sandboxed COMMAND usually runs as the same user), parses the
-//! flags (each with its environment variable, see spec/cli.md), reads the
-//! token (a private `--token-file` is the documented way; `--token` shows
-//! in every user's process list and is warned about loudly; either way the
-//! token is then wiped from the process's initial strings), sets up logging
-//! to stderr, runs the workspace agent (`warden_agent::run`) until
-//! SIGTERM/SIGINT or until COMMAND exits, and turns the outcome into the
-//! exit code.
+//! `warden agent [--] [COMMAND [ARGS...]]`: parses the flags (each with its
+//! environment variable, see spec/cli.md), reads the token (a private
+//! `--token-file` is the documented way; `--token` shows in every user's
+//! process list and is warned about loudly; a token from the environment or
+//! the command line is then wiped from the process's initial strings), makes
+//! the process non-dumpable (the sandboxed COMMAND usually runs as the same
+//! user), sets up logging to stderr, runs the workspace agent
+//! (`warden_agent::run`) until SIGTERM/SIGINT or until COMMAND exits, and
+//! turns the outcome into the exit code.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -185,13 +185,7 @@ impl Args {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    // Before anything else: no process of this user may read this one's
-    // memory or environment from now on.
-    let undumpable = hardening::make_undumpable();
     init_logging("info", false);
-    if let Err(e) = undumpable {
-        tracing::warn!(error = %e, "cannot make the agent non-dumpable; processes of this user can read its memory");
-    }
     let (token, source) = match args.token() {
         Ok(token) => token,
         Err(e) => {
@@ -204,15 +198,20 @@ pub fn main(args: Args) -> ExitCode {
             "warden agent: WARNING: --token puts the agent token on the command line, where every local user can read it (ps, /proc/PID/cmdline) until the agent wipes it; use --token-file FILE (mode 0600) instead"
         );
     }
-    if source != TokenSource::File {
-        // Single-threaded still: nothing else reads the environment now.
-        match hardening::scrub_initial_strings(token.expose()) {
-            Ok(_) => {}
-            Err(e) => tracing::warn!(
-                error = %e,
-                "cannot wipe the agent token from the process's environment and arguments"
-            ),
-        }
+    // Still one thread, so nothing else reads the environment meanwhile;
+    // and before the next step, which makes /proc/self/mem root's.
+    if source != TokenSource::File
+        && let Err(e) = hardening::scrub_initial_strings(token.expose())
+    {
+        tracing::warn!(
+            error = %e,
+            "cannot wipe the agent token from the process's environment and arguments"
+        );
+    }
+    // From now on no process of this user may read this one's memory or
+    // environment (the sandboxed COMMAND usually runs as the same user).
+    if let Err(e) = hardening::make_undumpable() {
+        tracing::warn!(error = %e, "cannot make the agent non-dumpable; processes of this user can read its memory");
     }
     let (config, retry) = args.into_config(token);
     if let Err(e) = config.validate() {

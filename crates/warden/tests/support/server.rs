@@ -118,7 +118,11 @@ impl ServerProcess {
         }
         let output = command.output().await.expect("running warden logs session");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(0), "warden logs session: {stderr}");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "warden logs session: {stderr}"
+        );
         String::from_utf8(output.stdout).expect("utf-8 output")
     }
 
