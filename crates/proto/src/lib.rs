@@ -12,6 +12,8 @@
 //! - [`quote`]: Go's `%q` quoting for text that came from outside, used
 //!   wherever such text is printed (boundary lines, agent warnings).
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod api;
 pub mod codec;
 pub mod domain;

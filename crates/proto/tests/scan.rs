@@ -199,13 +199,9 @@ proptest! {
 fn nesting_is_limited_where_the_control_plane_limits_it() {
     // An unknown group nested `n` deep in a record.
     let nested = |n: usize| {
-        let mut group = Vec::new();
-        for _ in 0..n {
-            group.push(0x2b); // field 5, start group
-        }
-        for _ in 0..n {
-            group.push(0x2c); // field 5, end group
-        }
+        // Field 5: `n` start-group keys, then `n` end-group keys.
+        let mut group = vec![0x2b; n];
+        group.extend(std::iter::repeat_n(0x2c, n));
         let mut payload = vec![0x0a];
         prost::encoding::encode_varint(group.len() as u64, &mut payload);
         payload.extend(group);
@@ -219,7 +215,7 @@ fn nesting_is_limited_where_the_control_plane_limits_it() {
             accepted = n;
         }
     }
-    assert!(accepted >= 90 && accepted < 99, "{accepted}");
+    assert!((90..99).contains(&accepted), "{accepted}");
 }
 
 #[test]

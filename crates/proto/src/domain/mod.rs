@@ -18,11 +18,14 @@ use crate::wire::{self, agentapi, boundary_log};
 /// The sandbox's decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Decision {
+    /// The request was let through.
     Allow,
+    /// The request was refused.
     Deny,
 }
 
 impl Decision {
+    /// The decision a record's `allowed` flag stands for.
     pub fn from_allowed(allowed: bool) -> Decision {
         if allowed {
             Decision::Allow
@@ -31,6 +34,7 @@ impl Decision {
         }
     }
 
+    /// Whether the request was allowed.
     pub fn is_allowed(self) -> bool {
         self == Decision::Allow
     }
@@ -47,13 +51,16 @@ impl Decision {
 /// When boundary decided, as far as the record tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventTime {
+    /// The time the record gave.
     Known(Timestamp),
     /// The record had no time.
     Missing,
     /// The record's time was impossible (nanos outside 0..1e9, or outside
     /// years 1..9999); it is treated as missing and flagged.
     OutOfRange {
+        /// The seconds sent.
         seconds: i64,
+        /// The nanoseconds sent.
         nanos: i32,
     },
 }
@@ -109,12 +116,17 @@ pub fn timestamp_to_wire(t: Timestamp) -> wire::Timestamp {
 /// One allow/deny decision, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRecord {
+    /// Allowed or denied.
     pub decision: Decision,
+    /// When it was decided, as far as the record tells.
     pub event_time: EventTime,
+    /// The HTTP method, as sent.
     pub method: String,
+    /// The URL, as sent.
     pub url: String,
     /// Empty when none was sent.
     pub matched_rule: String,
+    /// Its number in its session (0 when the client sent none).
     pub sequence_number: i32,
 }
 
@@ -122,7 +134,11 @@ pub struct AuditRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RecordRejection {
     #[error("record {sequence_number} carries no request")]
-    NoRequest { sequence_number: i32 },
+    /// No `http_request`, or one whose method, URL and rule are all empty.
+    NoRequest {
+        /// The record's sequence number.
+        sequence_number: i32,
+    },
 }
 
 impl RecordRejection {
@@ -185,7 +201,9 @@ impl From<&AuditRecord> for wire::BoundaryLog {
 pub struct ClientLogs {
     /// `None` when the client sent no session id (older clients).
     pub session_id: Option<String>,
+    /// The sandboxed process, as the client named it.
     pub confined_process_name: String,
+    /// The valid records, in frame order.
     pub records: Vec<AuditRecord>,
     /// Records refused, in frame order; they are counted, never stored.
     pub rejected: Vec<RecordRejection>,
@@ -221,8 +239,11 @@ fn non_empty(s: String) -> Option<String> {
 /// The process that wrote to the agent's socket.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Peer {
+    /// Its uid (SO_PEERCRED).
     pub uid: u32,
+    /// Its gid (SO_PEERCRED).
     pub gid: u32,
+    /// Its pid (SO_PEERCRED; 0 when unknown).
     pub pid: i32,
     /// Empty when /proc could not tell.
     pub comm: String,
@@ -259,7 +280,9 @@ impl From<Peer> for agentapi::SocketPeer {
 pub struct ClientStatus {
     /// `None` when the connection had sent no logs frame with a session id.
     pub session_id: Option<String>,
+    /// Records the client dropped because its channel was full (a delta).
     pub dropped_channel_full: i64,
+    /// Records the client dropped because its batch was full (a delta).
     pub dropped_batch_full: i64,
     /// The last sequence number of a session the client closed (-1: none).
     pub final_sequence_number: Option<i64>,
@@ -273,6 +296,7 @@ pub struct ClientStatus {
 pub struct Policy {
     /// Lower-case hex SHA-256 of `text`, as the client computed it.
     pub digest: String,
+    /// The normalised rule set.
     pub text: String,
 }
 
@@ -297,7 +321,9 @@ impl From<agentapi::ClientStatus> for ClientStatus {
 pub struct AgentDrop {
     /// The reason as the agent sent it; [`AgentDrop::known_reason`] parses it.
     pub reason: String,
+    /// Records lost (0 when the agent cannot tell).
     pub records: u64,
+    /// Frames or connections concerned.
     pub frames: u64,
     /// The session of the lost records, when the agent knows it.
     pub session_id: Option<String>,
@@ -320,7 +346,9 @@ impl AgentDrop {
 /// Consecutive sequence numbers, both ends included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SequenceRange {
+    /// The first number.
     pub first: i32,
+    /// The last number (included).
     pub last: i32,
 }
 
@@ -402,12 +430,17 @@ impl From<agentapi::AgentDrop> for AgentDrop {
 /// One spooled batch as the control plane ingests it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngestBatch {
+    /// The agent's id for the batch (the idempotency key of re-sends).
     pub batch_id: Uuid,
+    /// When the agent read the frame.
     pub received_at: Timestamp,
+    /// Who wrote it to the agent's socket.
     pub peer: Peer,
     /// `None` for a batch that only reports status or drops.
     pub logs: Option<ClientLogs>,
+    /// Client status reports.
     pub client_status: Vec<ClientStatus>,
+    /// The agent's own losses.
     pub agent_drops: Vec<AgentDrop>,
 }
 
@@ -415,8 +448,10 @@ pub struct IngestBatch {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
     #[error("batch id {0:?} is not a UUID")]
+    /// The batch id is not a UUID.
     BadBatchId(String),
     #[error("batch {0} has no valid receive time")]
+    /// The receive time is missing or impossible.
     BadReceivedAt(Uuid),
 }
 
@@ -454,10 +489,15 @@ impl IngestBatch {
 /// What an agent needs to know about its workspace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Manifest {
+    /// The workspace's id.
     pub workspace_id: Uuid,
+    /// Its name.
     pub workspace_name: String,
+    /// Its owner's name.
     pub owner_name: String,
+    /// The agent's id.
     pub agent_id: Uuid,
+    /// The agent's name.
     pub agent_name: String,
     /// Empty for none.
     pub startup_script: String,
@@ -467,7 +507,9 @@ pub struct Manifest {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("manifest {field} {value:?} is not a UUID")]
 pub struct BadManifest {
+    /// The field.
     pub field: &'static str,
+    /// What it held.
     pub value: String,
 }
 
