@@ -405,7 +405,7 @@ impl Link {
             tracing::error!(
                 url,
                 "{}; still accepting and spooling records, retrying slowly",
-                crate::error::chain(error)
+                crate::chain::display(error)
             );
         } else if matches!(error, CallError::Rejected { .. }) {
             // Reported by the caller, which knows what was refused.
@@ -413,10 +413,10 @@ impl Link {
             tracing::warn!(
                 url,
                 "{}; accepting and spooling records until it is back",
-                crate::error::chain(error)
+                crate::chain::display(error)
             );
         } else {
-            tracing::debug!(url, "{}", crate::error::chain(error));
+            tracing::debug!(url, "{}", crate::chain::display(error));
         }
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! What the spool's `drop_oldest` policy drops is not counted here: the
 //! spool keeps it in its drop ledger, which the forwarder reports
-//! ([`crate::forward::report_drops`]), so that accounting survives the
+//! (the forwarder's `report_drops`), so that accounting survives the
 //! eviction it describes. Records without a request are not reported here
 //! either: they are spooled as sent and the control plane rejects and
 //! counts them, so each is counted once.
@@ -148,7 +148,7 @@ impl DropReporter {
         }
         if let Err(e) = spool.append(entries).await {
             tracing::error!(
-                error = %crate::error::chain(&e),
+                error = %crate::chain::display(&e),
                 "cannot spool the agent's drop counts"
             );
         }

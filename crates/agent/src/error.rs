@@ -3,9 +3,8 @@
 //!
 //! The rule, as everywhere in Warden: a message says what was being done;
 //! its cause is the `#[source]`, never repeated in the message. Whoever
-//! prints an error prints the whole chain, once ([`chain`]).
+//! prints an error prints the whole chain, once ([`crate::chain`]).
 
-use std::fmt::Write;
 use std::net::SocketAddr;
 
 use crate::control::ControlError;
@@ -62,17 +61,6 @@ impl AgentError {
     }
 }
 
-/// An error and its causes, `: `-separated, for a log line.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(out, ": {cause}");
-        source = cause.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,7 +73,7 @@ mod tests {
             path: "/data/spool/00000000000000000001.seg".into(),
             source: std::sync::Arc::new(io),
         };
-        let text = chain(&AgentError::from(spool));
+        let text = crate::chain::display(&AgentError::from(spool));
         assert!(
             text.starts_with("opening the spool: spool i/o failed: fsync segment /data/spool/"),
             "{text}"

@@ -49,13 +49,15 @@
 //! [`entry`] (the spool entry format), [`batching`] (splitting frames too
 //! large for one call), [`ingest`] (the way into the spool), [`forward`]
 //! (the forwarder and the drop ledger's reporter), [`drops`] (the agent's
-//! own losses), [`files`] (private files and the data dir), [`hardening`]
+//! own losses), [`chain`] (errors in log lines), [`files`] (private files
+//! and the data dir), [`hardening`]
 //! (non-dumpable), [`commands`] (startup script and COMMAND), [`metrics`]
 //! (Prometheus), [`run`] (start and shutdown order).
 
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod batching;
+pub mod chain;
 pub mod commands;
 pub mod config;
 pub mod control;

@@ -1045,7 +1045,7 @@ async fn a_data_dir_others_can_write_is_refused() {
     .await
     .unwrap_err();
     assert_eq!(err.exit_code(), 2, "{err}");
-    let text = warden_agent::error::chain(&err);
+    let text = warden_agent::chain::display(&err);
     assert!(
         text.contains("writable by other users") && text.contains("chmod 700"),
         "{text}"

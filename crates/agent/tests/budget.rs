@@ -23,7 +23,6 @@ use warden_agent::socket::conn::ConnShared;
 use warden_agent::socket::listener;
 use warden_agent::socket::peer::Allowlist;
 use warden_agent::socket::server::Acceptor;
-use warden_proto::wire::ReportBoundaryLogsRequest;
 use warden_spool::{Spool, SpoolConfig};
 
 /// The budget: room for two largest frames.

@@ -18,7 +18,13 @@
 //! - `<first id, 20 digits>.seg`: segment files, named after the id of their
 //!   first entry, zero-padded so that names sort like ids;
 //! - `acks.log`: the acknowledgement log, ids that are dead (acknowledged or
-//!   found corrupt); `acks.log.tmp` is a compaction in progress.
+//!   found corrupt); `acks.log.tmp` is a compaction in progress;
+//! - `dropped.log`: the drop ledger, entries [`FullPolicy::DropOldest`]
+//!   dropped and not settled yet (see "Full spool" below);
+//!   `dropped.log.tmp` is a compaction in progress.
+//!
+//! The directory is 0700 and every file in it 0600, whatever existed before
+//! (an open call makes them so).
 //!
 //! All integers are little-endian; CRCs are CRC-32 (IEEE, `crc32fast`).
 //!
@@ -30,6 +36,9 @@
 //!            (header crc covers the 20 bytes after it: id .. data crc)
 //! acks.log record, 24 bytes, repeated:
 //!   "WSD1" | crc u32 (of the 16 bytes after it) | start id u64 | end id u64 (exclusive)
+//! dropped.log records, in any order:
+//!   drop:   "WSX1" | crc u32 (of all after it) | id u64 | records u32 | summary length u32 | summary
+//!   settle: "WSY1" | crc u32 (of the 16 bytes after it) | start id u64 | end id u64 (exclusive)
 //! ```
 //!
 //! The entry header has its own CRC so that its length can be trusted when
@@ -162,6 +171,32 @@
 //! refused with [`SpoolError::EntryTooLarge`], an append whose entries
 //! together are with [`SpoolError::AppendTooLarge`].
 //!
+//! # The drop ledger
+//!
+//! A drop must not be forgotten with the data it drops, so before the
+//! writer deletes anything it appends one drop record per dropped entry to
+//! `dropped.log` (its id, record count, and what
+//! [`SpoolConfig::drop_summary`] makes of its data: the caller decides what
+//! identifies an entry) and fsyncs it; only then are the entries marked
+//! dead (in `acks.log` too) and their segments deleted. A crash before the
+//! fsync drops nothing (the segments are still there); after it, the ledger
+//! has the drops, and recovery treats every id the ledger names as dead even
+//! if its segment survived. The caller reads the drops
+//! ([`Spool::read_dropped`]), reports them, and settles them
+//! ([`Spool::settle_dropped`]: an fsynced settle record); settled drops are
+//! forgotten when the ledger is compacted (rewritten with the unsettled ones
+//! only, at open and once settled records are a good part of it, or at once
+//! when appends wait for room). [`Spool::wait_drained`] also waits for the
+//! ledger to be settled.
+//!
+//! The ledger counts against `max_bytes` like the segments (a drop record's
+//! bytes are paid for by the segment it frees), and may take at most a
+//! quarter of it: when it is that full, nothing more can be dropped until
+//! drops are settled, and appends wait as under backpressure, so that the
+//! accounting of what was dropped is never what gives way. A damaged drop
+//! record is skipped at open (counted in [`Recovery::ledger_damaged_bytes`]);
+//! a damaged settle record only means a drop is read again.
+//!
 //! # Known limits
 //!
 //! - A power loss can persist the pages of an unconfirmed write out of order.
@@ -172,10 +207,14 @@
 //!   and the machine then crashes, an append that returned an error may be
 //!   delivered after the restart. Nothing confirmed is lost in any case.
 //! - An entry dropped under `DropOldest` while the forwarder holds it may
-//!   still be delivered, so drops can be over-counted, never under-counted.
+//!   still be delivered, and is in the ledger all the same: the caller must
+//!   make sure it is counted once (the agent names the dropped batch, and the
+//!   control plane counts the drop only if it never committed that batch).
 //! - A crash during an open that cuts a torn tail, before that open rewrote
 //!   `acks.log`, makes the next open count the ids it skipped as corrupt.
 //! - The index costs about 80 bytes of memory per entry on disk.
+
+#![warn(missing_docs, unreachable_pub)]
 
 mod config;
 mod error;
@@ -218,7 +257,10 @@ use writer::{Cause, Command, Writer};
 /// Identifies a spooled entry. Strictly increasing in append order, also
 /// across restarts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EntryId(pub u64);
+pub struct EntryId(
+    /// The number itself (1 for the first entry ever appended).
+    pub u64,
+);
 
 /// An entry to append.
 #[derive(Clone, Debug)]
@@ -283,6 +325,7 @@ pub struct Appended {
 pub struct Recovery {
     /// Unacknowledged entries recovered (they will be read again).
     pub entries: u64,
+    /// Records in them.
     pub records: u64,
     /// Data bytes of those entries.
     pub bytes: u64,

@@ -60,7 +60,7 @@ pub async fn report_drops(
                 retry.reset();
                 if let Err(e) = spool.settle_dropped(&ids).await {
                     tracing::error!(
-                        error = %crate::error::chain(&e),
+                        error = %crate::chain::display(&e),
                         "cannot settle reported spool drops; they will be reported again (harmless)"
                     );
                 }
@@ -96,13 +96,14 @@ pub async fn report_drops(
     }
 }
 
+/// A peer and the drops of what it wrote.
+type PeerDrops = (Option<agentapi::SocketPeer>, Vec<agentapi::AgentDrop>);
+
 /// The batches that report `drops`, and the ledger ids they settle.
 fn report(drops: &[DroppedEntry]) -> (Vec<Bytes>, Vec<EntryId>) {
     let mut batches = Vec::new();
-    let mut by_peer: HashMap<
-        Option<Vec<u8>>,
-        (Option<agentapi::SocketPeer>, Vec<agentapi::AgentDrop>),
-    > = HashMap::new();
+    // Drops by the peer that wrote them (its encoding, for a key).
+    let mut by_peer: HashMap<Option<Vec<u8>>, PeerDrops> = HashMap::new();
     for drop in drops {
         match entry::read_summary(&drop.summary) {
             Some(summary) if summary.header.kind() == Kind::Logs => {

@@ -34,7 +34,7 @@ use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use warden_proto::codec::{Frame, FrameError, MalformedFrame, Tag, decode_payload};
+use warden_proto::codec::{Frame, FrameError, Tag, decode_payload};
 use warden_proto::domain::{DropReason, Peer, SequenceRange};
 use warden_proto::quote::quote;
 use warden_proto::scan;
@@ -258,18 +258,19 @@ impl Conn {
         tracing::warn!(
             pid = p.pid, uid = p.uid, gid = p.gid, comm = %quote(&p.comm), exe = %quote(&p.exe),
             reason = %why,
-            "closing a boundary log connection: {error}"
+            "closing a boundary log connection: {}", crate::chain::display(error)
         );
     }
 
-    fn malformed(&mut self, malformed: &dyn std::fmt::Display, group: &mut Group) {
+    fn malformed(&mut self, malformed: &(dyn std::error::Error + 'static), group: &mut Group) {
         self.lost(DropReason::MalformedFrame);
         if !self.warned_malformed {
             self.warned_malformed = true;
             let p = &self.peer;
             tracing::warn!(
                 pid = p.pid, uid = p.uid, comm = %quote(&p.comm), exe = %quote(&p.exe),
-                "skipping a malformed frame (further ones on this connection are only counted): {malformed}"
+                "skipping a malformed frame (further ones on this connection are only counted): {}",
+                crate::chain::display(malformed)
             );
         }
         group.settles.push((Settled::Malformed, false));
@@ -418,7 +419,7 @@ impl Conn {
                 }
                 _ => unreachable!("an envelope holds logs or status"),
             },
-            Err(malformed) => self.malformed(&malformed as &MalformedFrame, group),
+            Err(malformed) => self.malformed(&malformed, group),
         }
     }
 
@@ -504,7 +505,7 @@ impl Conn {
                             pid = peer.pid,
                             records,
                             frames,
-                            error = %crate::error::chain(&e),
+                            error = %crate::chain::display(&e),
                             "cannot spool frames"
                         );
                         ingest.metrics().rejected(DropReason::SpoolError);
