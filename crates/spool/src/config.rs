@@ -1,6 +1,7 @@
 //! The spool's configuration and its validation.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::SpoolError;
 use crate::format::ENTRY_HEADER_LEN;
@@ -40,6 +41,11 @@ pub struct SpoolConfig {
     /// default keeps nothing (the ledger still has each entry's id and
     /// record count).
     pub drop_summary: fn(&[u8]) -> Vec<u8>,
+    /// How long a small append (less than 256 KiB gathered) may wait for
+    /// other appends to share its write and fsync: fewer, larger fsyncs at a
+    /// low steady rate, for at most this much more latency. Large appends
+    /// and a full group go at once. Default: none.
+    pub commit_delay: Duration,
 }
 
 /// Most bytes of a drop summary the ledger keeps.
@@ -71,6 +77,7 @@ impl SpoolConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             full_policy: FullPolicy::Backpressure,
             drop_summary: no_summary,
+            commit_delay: Duration::ZERO,
         }
     }
 

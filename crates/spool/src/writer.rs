@@ -45,6 +45,9 @@ use crate::{Dropped, EntryId, NewEntry, SpoolError};
 
 /// Most append bytes gathered into one group commit.
 const MAX_GROUP_BYTES: u64 = 16 * 1024 * 1024;
+/// Appends smaller than this together wait up to the commit delay for
+/// company (see [`crate::SpoolConfig::commit_delay`]).
+const LINGER_BYTES: u64 = 256 * 1024;
 /// The acknowledgement log is compacted once it is this big, and again each
 /// time it doubles.
 const MIN_COMPACT_BYTES: u64 = 64 * 1024;
@@ -70,7 +73,7 @@ pub(crate) enum Command {
     },
     Settle {
         ids: Vec<u64>,
-        reply: oneshot::Sender<Result<(), SpoolError>>,
+        reply: SettleReply,
     },
     Close {
         reply: oneshot::Sender<()>,
@@ -98,6 +101,7 @@ struct Encoded {
 }
 
 type KillReply = oneshot::Sender<Result<(), SpoolError>>;
+type SettleReply = oneshot::Sender<Result<(), SpoolError>>;
 
 struct Kill {
     ids: Vec<u64>,
@@ -146,6 +150,8 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     /// Segments whose deletion failed, to warn once about each.
     undeletable: HashSet<u64>,
+    /// How long a small append may wait for others to share its fsync.
+    commit_delay: Duration,
     /// The drop ledger; `None` after a failed write: the next use rewrites
     /// it whole from memory.
     ledger: Option<Box<dyn AppendFile>>,
@@ -160,7 +166,9 @@ impl Writer {
         lock: DirLock,
     ) -> Self {
         let segment_bytes = shared.config.effective_segment_bytes();
+        let commit_delay = shared.config.commit_delay;
         Writer {
+            commit_delay,
             shared,
             storage,
             active: None,
@@ -199,18 +207,45 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            let started = Instant::now();
+            let mut bytes = match &first {
+                Command::Append { frame_bytes, .. } => *frame_bytes,
+                _ => 0,
+            };
+            // A small append waits up to the commit delay for others to
+            // share its fsync (a large one, or a full group, goes at once).
+            let mut linger = bytes > 0 && bytes < LINGER_BYTES && !self.commit_delay.is_zero();
             let mut batch = vec![first];
-            let mut bytes = 0;
             while bytes < MAX_GROUP_BYTES {
-                match commands.try_recv() {
-                    Ok(command) => {
-                        if let Command::Append { frame_bytes, .. } = &command {
-                            bytes += frame_bytes;
+                let next = if linger {
+                    match self.commit_delay.checked_sub(started.elapsed()) {
+                        Some(left) if !left.is_zero() => commands.recv_timeout(left).ok(),
+                        _ => {
+                            linger = false;
+                            commands.try_recv().ok()
                         }
-                        batch.push(command);
                     }
-                    Err(_) => break,
+                } else {
+                    commands.try_recv().ok()
+                };
+                let Some(command) = next else {
+                    if linger {
+                        // Woken by the timeout: take what else is there.
+                        linger = false;
+                        continue;
+                    }
+                    break;
+                };
+                match &command {
+                    Command::Append { frame_bytes, .. } => bytes += frame_bytes,
+                    // Closing or freeing room must not wait.
+                    Command::Close { .. } | Command::MakeRoom { .. } => linger = false,
+                    _ => {}
                 }
+                if bytes >= LINGER_BYTES {
+                    linger = false;
+                }
+                batch.push(command);
             }
             close_reply = self.cycle(batch);
             if close_reply.is_some() {
@@ -867,7 +902,7 @@ impl Writer {
 
     /// Settles drops: one fsynced settle record per run of consecutive ids,
     /// then the ledger forgets them (and is compacted once mostly settled).
-    fn settle(&mut self, settles: Vec<(Vec<u64>, oneshot::Sender<Result<(), SpoolError>>)>) {
+    fn settle(&mut self, settles: Vec<(Vec<u64>, SettleReply)>) {
         if settles.is_empty() {
             return;
         }

@@ -7,11 +7,12 @@
 //! about [`MAX_RPC_BYTES`]. Each batch is sent as the bytes it was spooled
 //! with ([`crate::entry`]): nothing is decoded or re-encoded on the way.
 //! A call goes out at once when none is in flight; while calls are in
-//! flight, the next one waits until a full call's worth is spooled (or a
-//! call comes back), with up to [`MAX_IN_FLIGHT_RPCS`] in flight: at a low
-//! rate, records do not wait for a timer, and calls carry what arrived
-//! during the previous one instead of one frame each; at saturation, calls
-//! are full and pipelined.
+//! flight, the next one waits until a full call's worth is spooled, a call
+//! comes back, or its oldest batch has waited [`MAX_CALL_DELAY`], with up to
+//! [`MAX_IN_FLIGHT_RPCS`] in flight: at a low rate, records do not wait for
+//! a timer, and calls carry what arrived during the previous one instead of
+//! one frame each (each call costs both sides far more than its records);
+//! at saturation, calls are full and pipelined.
 //!
 //! When a call fails (the link is down, or the acknowledgement was lost),
 //! every call in flight is abandoned and, after a capped exponential backoff
@@ -66,6 +67,9 @@ pub const MAX_IN_FLIGHT_RPCS: usize = 8;
 pub const MAX_RPC_BYTES: usize = 2 * 1024 * 1024;
 /// Most batches in one call (status and drop reports carry no records).
 pub const MAX_BATCHES_PER_RPC: usize = 1000;
+/// Longest a spooled batch waits for a call in flight to come back before
+/// it goes in a call of its own.
+pub const MAX_CALL_DELAY: Duration = Duration::from_millis(10);
 
 /// Everything a delivery needs; cheap to clone.
 #[derive(Clone)]
@@ -126,12 +130,14 @@ impl Forwarder {
         let mut buffer: VecDeque<Entry> = VecDeque::new();
         let mut calls: JoinSet<Result<(), CallError>> = JoinSet::new();
         let mut retry = Retry::new(self.retry);
+        // When the oldest batch in the buffer was read.
+        let mut waiting_since: Option<Instant> = None;
         loop {
             let fill = Fill::of(&buffer);
-            let send = !buffer.is_empty()
-                && calls.len() < MAX_IN_FLIGHT_RPCS
-                && (calls.is_empty() || fill.full());
+            let room = calls.len() < MAX_IN_FLIGHT_RPCS && !buffer.is_empty();
+            let send = room && (calls.is_empty() || fill.full());
             let read = !fill.full();
+            let overdue = waiting_since.map_or_else(Instant::now, |t| t + MAX_CALL_DELAY);
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -156,6 +162,7 @@ impl Forwarder {
                     calls.abort_all();
                     while calls.join_next().await.is_some() {}
                     buffer.clear();
+                    waiting_since = None;
                     cursor = None;
                     let delay = retry.delay_after(&error);
                     tokio::select! {
@@ -164,9 +171,12 @@ impl Forwarder {
                     }
                 }
                 () = std::future::ready(()), if send => {
-                    let call = take_call(&mut buffer);
-                    let this = self.clone();
-                    calls.spawn(async move { this.deliver(call).await });
+                    self.send_call(&mut buffer, &mut calls);
+                    waiting_since = (!buffer.is_empty()).then(Instant::now);
+                }
+                () = tokio::time::sleep_until(overdue), if room && !send && waiting_since.is_some() => {
+                    self.send_call(&mut buffer, &mut calls);
+                    waiting_since = (!buffer.is_empty()).then(Instant::now);
                 }
                 read = self.spool.read_after(
                     cursor,
@@ -176,10 +186,13 @@ impl Forwarder {
                     match read {
                         Ok(entries) => {
                             cursor = entries.last().map(|e| e.id).or(cursor);
+                            if buffer.is_empty() && !entries.is_empty() {
+                                waiting_since = Some(Instant::now());
+                            }
                             buffer.extend(entries);
                         }
                         Err(e) => {
-                            tracing::error!(error = %crate::error::chain(&e), "reading the spool");
+                            tracing::error!(error = %crate::chain::display(&e), "reading the spool");
                             tokio::select! {
                                 () = stop.cancelled() => break,
                                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -191,6 +204,13 @@ impl Forwarder {
         }
         calls.abort_all();
         while calls.join_next().await.is_some() {}
+    }
+
+    /// Starts a call with the next batches of `buffer`.
+    fn send_call(&self, buffer: &mut VecDeque<Entry>, calls: &mut JoinSet<Result<(), CallError>>) {
+        let call = take_call(buffer);
+        let this = self.clone();
+        calls.spawn(async move { this.deliver(call).await });
     }
 
     /// Delivers one call's batches. A failure the control plane may recover
@@ -285,7 +305,7 @@ impl Forwarder {
         if let Err(e) = self.spool.ack(&ids).await {
             // They will be sent again; the control plane deduplicates.
             tracing::error!(
-                error = %crate::error::chain(&e),
+                error = %crate::chain::display(&e),
                 "acknowledging delivered batches in the spool"
             );
             return unconfirmed.len() + done.len();
@@ -340,7 +360,7 @@ impl Forwarder {
             },
         );
         if let Err(e) = self.spool.ack(&[entry.id]).await {
-            tracing::error!(error = %crate::error::chain(&e), "removing a refused batch from the spool");
+            tracing::error!(error = %crate::chain::display(&e), "removing a refused batch from the spool");
         }
     }
 }

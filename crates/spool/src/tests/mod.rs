@@ -20,6 +20,7 @@ pub(crate) fn config(max_bytes: u64, segment_bytes: u64, full_policy: FullPolicy
         segment_bytes,
         full_policy,
         drop_summary: crate::no_summary,
+        commit_delay: std::time::Duration::ZERO,
     }
 }
 

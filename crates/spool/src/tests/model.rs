@@ -330,8 +330,12 @@ async fn run_model(
     steps: Vec<Step>,
     segment_bytes: u64,
     cached: bool,
+    commit_delay_us: u64,
 ) -> Result<(), TestCaseError> {
-    let config = config(1 << 30, segment_bytes, FullPolicy::Backpressure);
+    let config = SpoolConfig {
+        commit_delay: std::time::Duration::from_micros(commit_delay_us),
+        ..config(1 << 30, segment_bytes, FullPolicy::Backpressure)
+    };
     let (mut h, _) = Harness::open(SimDisk::new(), config, cached).await;
     let mut m = Model::default();
     for step in steps {
@@ -471,8 +475,9 @@ proptest! {
         steps in prop::collection::vec(step(), 1..40),
         segment_bytes in 40u64..3000,
         cached in any::<bool>(),
+        commit_delay_us in prop_oneof![Just(0u64), Just(500)],
     ) {
-        runtime().block_on(run_model(steps, segment_bytes, cached))?;
+        runtime().block_on(run_model(steps, segment_bytes, cached, commit_delay_us))?;
     }
 }
 
