@@ -59,9 +59,11 @@ impl Auditor {
     ) -> Result<Auditor, ConfigError> {
         config.validate()?;
         let session_id = Uuid::new_v4();
+        let digest = config.policy.as_ref().map_or("", |p| p.digest.as_str());
         let batcher = Batcher::new(
             session_id,
             &config.confined_process_name,
+            digest,
             config.batch_max_records,
         );
         let shared = Arc::new(Shared::new(session_id, sequencer, batcher.max_record_len()));

@@ -38,6 +38,8 @@ fn entry_len(len: usize) -> usize {
 pub(crate) struct Batcher {
     session_id: String,
     process_name: String,
+    /// The session's policy digest, on every logs frame (empty: none).
+    policy_digest: String,
     max_records: usize,
     /// Request bytes of the session id and process name fields.
     header_len: usize,
@@ -48,12 +50,20 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    pub(crate) fn new(session_id: Uuid, process_name: &str, max_records: usize) -> Batcher {
+    pub(crate) fn new(
+        session_id: Uuid,
+        process_name: &str,
+        policy_digest: &str,
+        max_records: usize,
+    ) -> Batcher {
         let session_id = session_id.to_string();
-        let header_len = string_field_len(2, &session_id) + string_field_len(3, process_name);
+        let header_len = string_field_len(2, &session_id)
+            + string_field_len(3, process_name)
+            + string_field_len(100, policy_digest);
         Batcher {
             session_id,
             process_name: process_name.to_owned(),
+            policy_digest: policy_digest.to_owned(),
             max_records,
             header_len,
             logs: Vec::new(),
@@ -113,7 +123,7 @@ impl Batcher {
             logs: std::mem::take(&mut self.logs),
             session_id: self.session_id.clone(),
             confined_process_name: self.process_name.clone(),
-            ..Default::default()
+            policy_digest: self.policy_digest.clone(),
         });
         Some(encode(Tag::Envelope, &frame).map(|bytes| {
             debug_assert_eq!(bytes.len(), warden_proto::codec::HEADER_LEN + expected);
@@ -130,7 +140,7 @@ impl Batcher {
             logs: Vec::new(),
             session_id: self.session_id.clone(),
             confined_process_name: self.process_name.clone(),
-            ..Default::default()
+            policy_digest: self.policy_digest.clone(),
         });
         Ok(Pending {
             bytes: encode(Tag::Envelope, &frame)?,
@@ -186,7 +196,7 @@ mod tests {
     #[test]
     fn the_largest_single_record_fills_a_frame_exactly() {
         for name in ["", "curl", &"p".repeat(1000)] {
-            let b = Batcher::new(Uuid::new_v4(), name, 10);
+            let b = Batcher::new(Uuid::new_v4(), name, &"d".repeat(64), 10);
             let max = b.max_record_len();
             assert!(b.fits(max));
             assert!(!b.fits(max + 1));
@@ -211,8 +221,9 @@ mod tests {
         fn running_size_matches_the_encoder(
             sizes in proptest::collection::vec((0usize..3000, 0i32..i32::MAX), 1..40),
             name in ".{0,20}",
+            digest in "[0-9a-f]{0,64}",
         ) {
-            let mut b = Batcher::new(Uuid::new_v4(), &name, usize::MAX);
+            let mut b = Batcher::new(Uuid::new_v4(), &name, &digest, usize::MAX);
             let mut frames = Vec::new();
             for (url_len, seq) in sizes {
                 let q = queued(url_len, seq);

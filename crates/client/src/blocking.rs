@@ -2,6 +2,7 @@
 //! own one-thread tokio runtime for the background task.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
@@ -28,13 +29,14 @@ pub struct BlockingAuditor {
 }
 
 impl BlockingAuditor {
+    /// Starts an auditor on a runtime of its own (one worker thread).
     pub fn start(config: Config) -> Result<BlockingAuditor, ConfigError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("warden-client")
             .enable_all()
             .build()
-            .map_err(|e| ConfigError::Runtime(e.to_string()))?;
+            .map_err(|e| ConfigError::Runtime(Arc::new(e)))?;
         let auditor = Auditor::start_on(config, runtime.handle(), Sequencer::new())?;
         Ok(BlockingAuditor {
             auditor,
@@ -43,6 +45,7 @@ impl BlockingAuditor {
         })
     }
 
+    /// The session id sent with every batch.
     pub fn session_id(&self) -> Uuid {
         self.auditor.session_id()
     }

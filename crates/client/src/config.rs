@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 
+pub use warden_proto::domain::Policy;
+
 /// The variables the agent sets for every command it starts, in the order
 /// they are read.
 pub const SOCKET_ENV_VARS: [&str; 2] = [
@@ -25,7 +27,10 @@ pub enum Overflow {
     Drop,
     /// Wait for room, at most `timeout` (`None`: as long as it takes), then
     /// drop and count.
-    Block { timeout: Option<Duration> },
+    Block {
+        /// The longest wait; `None`: as long as it takes.
+        timeout: Option<Duration>,
+    },
 }
 
 /// Whether to ask the agent for end-to-end acknowledgements.
@@ -53,7 +58,9 @@ pub struct Config {
     /// written or confirmed); when it is full the task stops taking from the
     /// queue, so a long outage ends in queue drops (or waits, in block mode).
     pub buffer_records: usize,
+    /// What `record()` does when the queue is full.
     pub overflow: Overflow,
+    /// Whether to ask the agent to confirm records durable.
     pub acknowledgements: AckPolicy,
     /// How long `close()` (and dropping the auditor) may take to deliver
     /// what is left.
@@ -62,9 +69,15 @@ pub struct Config {
     /// (each delay plus up to as much random jitter, so that many clients do
     /// not redial a restarted agent in step).
     pub reconnect_min: Duration,
+    /// The longest delay between redials.
     pub reconnect_max: Duration,
     /// Sent with every batch; empty for none.
     pub confined_process_name: String,
+    /// The policy the session's decisions are made under (`warden
+    /// boundary`): its digest goes on every logs frame, and the digest with
+    /// the policy text in one status frame at the start of the session.
+    /// The digest must be a lower-case hex SHA-256 (64 characters).
+    pub policy: Option<Policy>,
 }
 
 impl Config {
@@ -84,6 +97,7 @@ impl Config {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
             confined_process_name: String::new(),
+            policy: None,
         }
     }
 
@@ -132,6 +146,15 @@ impl Config {
                 len: self.confined_process_name.len(),
                 max: MAX_PROCESS_NAME_LEN,
             });
+        }
+        if let Some(policy) = &self.policy {
+            let digest = &policy.digest;
+            let is_hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+            if digest.len() != 64 || !digest.chars().all(is_hex) {
+                return Err(ConfigError::PolicyDigest {
+                    digest: digest.chars().take(80).collect(),
+                });
+            }
         }
         Ok(())
     }
@@ -185,16 +208,16 @@ mod tests {
     #[test]
     fn impossible_settings_are_refused() {
         let ok = Config::new("/s");
-        assert_eq!(ok.validate(), Ok(()));
+        assert!(ok.validate().is_ok());
         let mut c = ok.clone();
         c.batch_max_records = 0;
-        assert_eq!(
+        assert!(matches!(
             c.validate(),
             Err(ConfigError::TooSmall {
                 field: "batch_max_records",
                 min: 1
             })
-        );
+        ));
         let mut c = ok.clone();
         c.buffer_records = 5;
         assert!(matches!(
@@ -207,11 +230,28 @@ mod tests {
             c.validate(),
             Err(ConfigError::ReconnectRange { .. })
         ));
-        let mut c = ok;
+        let mut c = ok.clone();
         c.confined_process_name = "x".repeat(MAX_PROCESS_NAME_LEN + 1);
         assert!(matches!(
             c.validate(),
             Err(ConfigError::ProcessNameTooLong { .. })
         ));
+        for digest in ["", "abc", &"A".repeat(64), &"0".repeat(65)] {
+            let mut c = ok.clone();
+            c.policy = Some(Policy {
+                digest: digest.to_owned(),
+                text: String::new(),
+            });
+            assert!(
+                matches!(c.validate(), Err(ConfigError::PolicyDigest { .. })),
+                "{digest:?}"
+            );
+        }
+        let mut c = ok;
+        c.policy = Some(Policy {
+            digest: "0123456789abcdef".repeat(4),
+            text: "allow domain=a.io".into(),
+        });
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
     }
 }

@@ -47,6 +47,7 @@ pub struct EmitReport {
     pub malformed: u64,
     /// Reading the input failed; the lines before the failure were sent.
     pub read_error: Option<String>,
+    /// What became of the records sent.
     pub summary: Summary,
 }
 
@@ -128,13 +129,13 @@ where
         read += 1;
         let record = match status {
             LineStatus::TooLong => Err(format!("longer than {MAX_LINE_BYTES} bytes")),
-            LineStatus::Complete => parse(&line),
+            LineStatus::Complete => parse_line(&line),
         };
         let record = match record {
             Ok(record) => record,
             Err(reason) => {
                 malformed += 1;
-                report(diagnostics, number, &reason);
+                write_diagnostic(diagnostics, number, &reason);
                 continue;
             }
         };
@@ -142,14 +143,14 @@ where
             Ok(_) => {}
             Err(error @ (RecordError::TooLarge { .. } | RecordError::NoRequest)) => {
                 malformed += 1;
-                report(diagnostics, number, &error.to_string());
+                write_diagnostic(diagnostics, number, &error.to_string());
             }
             // Counted in the summary.
             Err(error @ (RecordError::QueueFull { .. } | RecordError::QueueTimeout { .. })) => {
-                report(diagnostics, number, &error.to_string());
+                write_diagnostic(diagnostics, number, &error.to_string());
             }
             Err(error @ (RecordError::Closed | RecordError::SequenceExhausted)) => {
-                report(diagnostics, number, &format!("{error}; stopped reading"));
+                write_diagnostic(diagnostics, number, &format!("{error}; stopped reading"));
                 break;
             }
         }
@@ -163,8 +164,9 @@ where
     })
 }
 
-/// Parses one line into a record.
-fn parse(line: &[u8]) -> Result<Record, String> {
+/// Parses one input line (without its line end) into a record, or says
+/// why it is not one.
+pub fn parse_line(line: &[u8]) -> Result<Record, String> {
     let line: Line =
         serde_json::from_slice(line).map_err(|e| format!("not a valid record: {e}"))?;
     if let Some(time) = line.time {
@@ -182,9 +184,9 @@ fn parse(line: &[u8]) -> Result<Record, String> {
     })
 }
 
-/// Writes `line N: reason`, with control characters escaped so that input
-/// cannot forge other diagnostic lines.
-fn report(diagnostics: &mut impl Write, number: u64, reason: &str) {
+/// Writes `line N: reason` as one line, with control characters escaped so
+/// that input cannot forge other diagnostic lines.
+pub fn write_diagnostic(diagnostics: &mut impl Write, number: u64, reason: &str) {
     let reason: String = reason
         .chars()
         .flat_map(|c| {
@@ -200,8 +202,10 @@ fn report(diagnostics: &mut impl Write, number: u64, reason: &str) {
     let _ = writeln!(diagnostics, "line {number}: {reason}");
 }
 
+/// What [`read_line`] read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LineStatus {
+pub enum LineStatus {
+    /// A whole line, now in the buffer.
     Complete,
     /// Longer than the limit; its bytes were read and discarded.
     TooLong,
@@ -209,7 +213,7 @@ enum LineStatus {
 
 /// Reads one line (without its `\n` or `\r\n`) into `buf`, keeping at most
 /// `max` bytes in memory. `None` at EOF.
-async fn read_line<R: AsyncBufRead + Unpin>(
+pub async fn read_line<R: AsyncBufRead + Unpin>(
     input: &mut R,
     buf: &mut Vec<u8>,
     max: usize,
@@ -280,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_line_becomes_a_record() {
-        let r = parse(br#"{"allowed": true, "method": "GET", "url": "https://a.io", "rule": "domain=a.io", "time": "2025-12-08T20:58:46.093456789Z"}"#).unwrap();
+        let r = parse_line(br#"{"allowed": true, "method": "GET", "url": "https://a.io", "rule": "domain=a.io", "time": "2025-12-08T20:58:46.093456789Z"}"#).unwrap();
         assert_eq!(r.decision, Decision::Allow);
         assert_eq!(r.matched_rule.as_deref(), Some("domain=a.io"));
         assert_eq!(
@@ -288,13 +292,14 @@ mod tests {
             "2025-12-08T20:58:46.093456789Z"
         );
         // A rule on a denied record is kept as sent; a missing time stays missing.
-        let r = parse(br#"{"allowed": false, "method": "POST", "url": "u", "rule": "r"}"#).unwrap();
+        let r = parse_line(br#"{"allowed": false, "method": "POST", "url": "u", "rule": "r"}"#)
+            .unwrap();
         assert_eq!(
             (r.decision, r.matched_rule.as_deref(), r.time),
             (Decision::Deny, Some("r"), None)
         );
         // Offsets are converted to UTC.
-        let r = parse(br#"{"allowed": false, "method": "GET", "url": "u", "time": "2025-01-01T02:00:00+02:00"}"#).unwrap();
+        let r = parse_line(br#"{"allowed": false, "method": "GET", "url": "u", "time": "2025-01-01T02:00:00+02:00"}"#).unwrap();
         assert_eq!(r.time.unwrap().to_string(), "2025-01-01T00:00:00Z");
     }
 
@@ -310,7 +315,7 @@ mod tests {
             (br#"{"allowed": true, "method": "GET", "url": "u", "time": "0000-06-01T00:00:00Z"}"#, "outside years"),
             (b"{\"allowed\": true, \"method\": \"GET\", \"url\": \"\xff\"}", "not a valid record"),
         ] {
-            let err = parse(line).unwrap_err();
+            let err = parse_line(line).unwrap_err();
             assert!(err.contains(why), "{err:?} should mention {why:?}");
         }
     }
@@ -318,7 +323,7 @@ mod tests {
     #[test]
     fn diagnostics_cannot_forge_lines() {
         let mut out = Vec::new();
-        report(&mut out, 7, "unknown field `a\nline 8: forged`");
+        write_diagnostic(&mut out, 7, "unknown field `a\nline 8: forged`");
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 1);
         assert!(text.starts_with("line 7: "));

@@ -27,6 +27,10 @@
 //!   status frame carries the last sequence number it assigned
 //!   (`final_sequence_number`, -1 for none), so tail loss is distinguishable
 //!   from a session that simply stopped.
+//! - **It says under which policy records were decided** when the sandbox
+//!   has one ([`Config::policy`], set by `warden boundary`): the policy
+//!   digest goes on every logs frame, and the policy text once, in a status
+//!   frame at the start of the session.
 //!
 //! Recording never blocks on the network: records go into a bounded queue
 //! that one background task drains. When the queue is full a record is
@@ -95,6 +99,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod auditor;
 mod batch;
 mod blocking;
@@ -112,7 +118,8 @@ mod worker;
 pub use auditor::Auditor;
 pub use blocking::BlockingAuditor;
 pub use config::{
-    AckPolicy, Config, MAX_PROCESS_NAME_LEN, Overflow, SOCKET_ENV_VARS, socket_path_from_env,
+    AckPolicy, Config, MAX_PROCESS_NAME_LEN, Overflow, Policy, SOCKET_ENV_VARS,
+    socket_path_from_env,
 };
 pub use error::{CloseError, ConfigError, RecordError};
 pub use record::{Decision, Record};

@@ -15,6 +15,7 @@ use crate::error::RecordError;
 /// One allow/deny decision of the sandbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
+    /// Allowed or denied.
     pub decision: Decision,
     /// The HTTP method, e.g. `GET`.
     pub method: String,
@@ -54,6 +55,7 @@ impl Record {
         Record::new(Decision::Deny, method, url)
     }
 
+    /// The rule that matched (kept as given, also on a denied record).
     pub fn with_rule(mut self, rule: impl Into<String>) -> Record {
         self.matched_rule = Some(rule.into());
         self

@@ -84,6 +84,7 @@ pub struct SequenceSet {
 }
 
 impl SequenceSet {
+    /// An empty set.
     pub fn new() -> SequenceSet {
         SequenceSet::default()
     }
@@ -139,6 +140,7 @@ impl SequenceSet {
         }
     }
 
+    /// Whether `seq` is in the set.
     pub fn contains(&self, seq: i32) -> bool {
         let i = self.ranges.partition_point(|&(_, end)| end < seq);
         self.ranges.get(i).is_some_and(|&(start, _)| start <= seq)
@@ -152,6 +154,7 @@ impl SequenceSet {
             .sum()
     }
 
+    /// Whether the set holds no number.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }

@@ -23,6 +23,7 @@ pub enum AckMode {
 }
 
 impl AckMode {
+    /// How the mode reads in a summary.
     pub fn as_str(self) -> &'static str {
         match self {
             AckMode::Confirmed => "confirmed",
@@ -44,6 +45,7 @@ pub struct DropCounts {
 }
 
 impl DropCounts {
+    /// Drops for every reason.
     pub fn total(&self) -> u64 {
         self.queue_full + self.queue_timeout
     }
@@ -62,6 +64,7 @@ pub struct AgentRefusals {
 }
 
 impl AgentRefusals {
+    /// Refusals for every reason.
     pub fn total(&self) -> u64 {
         self.dropped + self.malformed + self.rejected
     }
@@ -88,7 +91,9 @@ pub enum FinalStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Summary {
+    /// The session's id.
     pub session_id: Uuid,
+    /// Whether the agent confirmed records, and why not.
     pub acknowledgements: AckMode,
     /// Sequence numbers assigned (`0..assigned`), dropped records included.
     pub assigned: u64,
@@ -101,7 +106,9 @@ pub struct Summary {
     pub confirmed: SequenceSet,
     /// Records delivered: confirmed, or written in plain mode.
     pub delivered: SequenceSet,
+    /// Records the client dropped, by reason.
     pub dropped: DropCounts,
+    /// Records the agent acknowledged without keeping them.
     pub refused: AgentRefusals,
     /// Records refused at `record()` (too large, or no request); they have
     /// no sequence number.
@@ -111,6 +118,7 @@ pub struct Summary {
     pub undelivered: u64,
     /// The sequence numbers of `undelivered` the client still held.
     pub undelivered_sequences: SequenceSet,
+    /// What became of the closing status frame.
     pub final_status: FinalStatus,
     /// Connections made to the agent.
     pub connections: u64,

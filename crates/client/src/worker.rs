@@ -10,6 +10,10 @@
 //! reference client's rule; the control plane deduplicates by session and
 //! sequence number).
 //!
+//! A session with a policy (`Config::policy`) starts with one status frame
+//! carrying the policy's digest and text; the digest also rides on every
+//! logs frame.
+//!
 //! Closing: stop numbering, wait until every numbered record was received or
 //! counted as dropped, cut the last batch, queue the final status (drops not
 //! yet reported and the last sequence number), then run until the outbox is
@@ -27,7 +31,7 @@ use warden_proto::codec::{DecodedFrame, Frame};
 use warden_proto::wire::{BoundaryStatus, FrameAck, frame_ack::Outcome};
 
 use crate::batch::{self, ACK_VERSION, Batcher};
-use crate::config::{AckPolicy, Config};
+use crate::config::{AckPolicy, Config, Policy};
 use crate::link::{self, Incoming, Link};
 use crate::outbox::{Kind, Outbox, Pending};
 use crate::record::Queued;
@@ -144,6 +148,10 @@ impl Worker {
         } else {
             AckMode::Off
         };
+        let mut outbox = Outbox::default();
+        if let Some(policy) = &config.policy {
+            outbox.push(policy_status(policy));
+        }
         Worker {
             backoff: backoff(&config),
             config,
@@ -156,7 +164,7 @@ impl Worker {
             inbox: Vec::with_capacity(RECV_CHUNK),
             batcher,
             batch_due: None,
-            outbox: Outbox::default(),
+            outbox,
             link: None,
             redial_at: Some(Instant::now()),
             outage_logged: false,
@@ -568,6 +576,29 @@ impl Ledger {
                 self.final_status = Some(FinalStatus::Confirmed);
             }
             Kind::Status { .. } | Kind::Anchor => {}
+        }
+    }
+}
+
+/// The status frame that opens a session with a policy: its digest and
+/// its text. A text too large for one frame is left out (the digest alone
+/// still names the policy), with a warning.
+fn policy_status(policy: &Policy) -> Pending {
+    let status = |text: &str| BoundaryStatus {
+        policy_digest: policy.digest.clone(),
+        policy: text.to_owned(),
+        ..Default::default()
+    };
+    match batch::status_frame(status(&policy.text)) {
+        Ok(frame) => frame,
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                bytes = policy.text.len(),
+                "the policy text does not fit in a status frame; sending its digest only"
+            );
+            batch::status_frame(status(""))
+                .expect("a status frame with a 64-character digest fits in a frame")
         }
     }
 }

@@ -6,7 +6,7 @@
 //! Written by hand because no crate reproduces it: Rust's `escape_debug` and
 //! the JSON escapers use other escape forms (`\u{1b}`, `\u001b`) and other
 //! ideas of "printable" (Rust escapes grapheme extenders and keeps some
-//! characters Go escapes), and the spec fixes Go's output exactly. The rule
+//! characters Go escapes), and `docs/stderr-format.md` fixes Go's output exactly. The rule
 //! set is small; what matters is Go's `unicode.IsPrint`, which
 //! [`is_print`] implements from a table generated out of the same Unicode
 //! version Go uses (see `scripts/gen-printable.py`).

@@ -1,8 +1,7 @@
 //! Settling the admin token at start: the store keeps only its hash, the
 //! operator's copy lives in the environment or in `<data-dir>/admin-token`.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use warden_store::{Store, TokenHash};
 
@@ -11,7 +10,7 @@ use crate::auth::{hash_token, new_admin_token};
 use crate::config::{AdminTokenSource, MIN_ADMIN_TOKEN_LEN};
 
 /// The file name of the CLI's copy of the admin token in a data dir.
-pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+pub use warden_api::client::ADMIN_TOKEN_FILE;
 
 /// Makes the store's admin token hash match `source`; returns the hash in
 /// force.
@@ -75,27 +74,13 @@ fn read_token_file(path: &Path) -> Result<Option<String>, ServerError> {
     }
 }
 
-/// Writes the token readable by the owner only, atomically (temp file and
-/// rename), so a reader never sees half a token.
+/// Writes the token readable by the owner only, atomically and durably,
+/// so a reader never sees half a token.
 fn write_token_file(path: &Path, token: &str) -> Result<(), ServerError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |cause| ServerError::Io {
-        context: format!("writing {}", path.display()),
-        cause,
-    };
-    let tmp: PathBuf = path.with_extension("tmp");
-    // A leftover temp file could carry wider permissions; mode applies only
-    // to a file this call creates.
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(token.as_bytes()).map_err(io)?;
-    file.write_all(b"\n").map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+    warden_fsutil::write_atomically(path, format!("{token}\n").as_bytes()).map_err(|cause| {
+        ServerError::Io {
+            context: format!("writing {}", path.display()),
+            cause,
+        }
+    })
 }

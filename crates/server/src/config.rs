@@ -24,6 +24,7 @@ pub struct Config {
     pub insecure_listen: bool,
     /// Where the admin token comes from.
     pub admin_token: AdminTokenSource,
+    /// Limits on what one call may carry.
     pub limits: Limits,
     /// How long a graceful shutdown waits for open calls before cutting them.
     pub shutdown_grace: Duration,
@@ -51,7 +52,9 @@ impl Config {
 /// PEM files for TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
+    /// The certificate chain, leaf first.
     pub cert: PathBuf,
+    /// The certificate's private key.
     pub key: PathBuf,
 }
 
@@ -85,6 +88,9 @@ pub struct Limits {
     pub max_records_per_call: usize,
     /// Encoded size of one gRPC message.
     pub max_message_bytes: usize,
+    /// A longer URL is stored cut to this many bytes, with its length
+    /// (`--max-url-bytes`).
+    pub max_url_bytes: usize,
 }
 
 impl Default for Limits {
@@ -92,6 +98,7 @@ impl Default for Limits {
         Limits {
             max_records_per_call: MAX_RECORDS_PER_CALL,
             max_message_bytes: warden_proto::api::MAX_MESSAGE_BYTES,
+            max_url_bytes: warden_store::DEFAULT_MAX_URL_BYTES,
         }
     }
 }

@@ -1,31 +1,35 @@
-//! Why the control plane could not start or keep running.
+//! Why the control plane could not start or keep running. Causes are the
+//! error's source, not part of its message: print the chain.
 
 use warden_store::StoreError;
 
+/// Why the control plane could not start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The configuration cannot work (exit code 2).
     #[error("{0}")]
     Config(String),
     /// A TLS certificate or key could not be loaded (exit code 2).
-    #[error("tls: {0}")]
-    Tls(String),
-    /// The store failed. (Its message is shown inline, so it is not also
-    /// the error's source: chain printers would repeat it.)
-    #[error("store: {0}")]
-    Store(StoreError),
+    #[error("tls: {what}")]
+    Tls {
+        /// What was being loaded or checked.
+        what: String,
+        /// Why it failed.
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store failed.
+    #[error("store")]
+    Store(#[from] StoreError),
     /// A file the server manages could not be read or written.
-    #[error("{context}: {cause}")]
+    #[error("{context}")]
     Io {
+        /// What the server was doing (`writing /data/admin-token`).
         context: String,
+        /// Why it failed.
+        #[source]
         cause: std::io::Error,
     },
-}
-
-impl From<StoreError> for ServerError {
-    fn from(e: StoreError) -> Self {
-        ServerError::Store(e)
-    }
 }
 
 impl ServerError {
@@ -35,7 +39,7 @@ impl ServerError {
         matches!(
             self,
             ServerError::Config(_)
-                | ServerError::Tls(_)
+                | ServerError::Tls { .. }
                 | ServerError::Store(StoreError::InvalidUrl(_) | StoreError::Unsupported(_))
         )
     }

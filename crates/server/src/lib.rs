@@ -12,29 +12,35 @@
 //! - [`retention`]: deleting records older than `--retention`;
 //! - [`line`]: the line format, Go quoting and the printer (outbox protocol);
 //! - [`http`]: health, metrics, the workspace admin API and the record
-//!   query API with its live stream; [`openapi`] describes them;
-//! - [`admin_api`] / [`admin_client`]: the admin API's JSON and a client for
-//!   the `warden workspace` commands;
-//! - [`query_api`] / [`query_client`]: the same for the record query API and
-//!   `warden logs`;
-//! - [`auth`], [`admin_token`]: tokens, hashed at rest;
+//!   query API with its live stream; [`openapi`] describes them (their
+//!   bodies and parameters are the `warden-api` crate's, shared with the
+//!   client);
+//! - [`auth`], [`admin_token`], [`names`]: tokens, hashed at rest, and the
+//!   rules for workspace names;
 //! - [`config`], [`tls`], [`metrics`].
 
-pub mod admin_api;
-pub mod admin_client;
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod admin_token;
 pub mod auth;
 pub mod config;
 mod error;
+// The ingest path's modules are exempt until their rewrite lands (their
+// owner enables the lints there).
+#[allow(missing_docs, unreachable_pub)]
 pub mod grpc;
 pub mod http;
+#[allow(missing_docs, unreachable_pub)]
 pub mod ingest;
+#[allow(missing_docs, unreachable_pub)]
 pub mod line;
+#[allow(missing_docs, unreachable_pub)]
 pub mod metrics;
+pub mod names;
 pub mod openapi;
+#[allow(missing_docs, unreachable_pub)]
 mod outbox;
-pub mod query_api;
-pub mod query_client;
+#[allow(missing_docs, unreachable_pub)]
 pub mod retention;
 mod run;
 mod serve;

@@ -5,10 +5,10 @@
 //! route added without its description fails the build's tests.
 //!
 //! Written out by hand with `serde_json::json!`: the bodies are the types
-//! of [`crate::admin_api`] and [`crate::query_api`], whose doc comments
+//! of [`warden_api::workspaces`] and [`warden_api::records`], whose doc comments
 //! these descriptions repeat.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use axum::Router;
 use axum::http::header;
@@ -16,8 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::http::AppState;
-use crate::query_api::{DEFAULT_LIMIT, DEFAULT_TOP_HOSTS, MAX_GAPS, MAX_LIMIT, MAX_TOP_HOSTS};
+use warden_api::records::{DEFAULT_LIMIT, DEFAULT_TOP_HOSTS, MAX_GAPS, MAX_LIMIT, MAX_TOP_HOSTS};
 
 /// Where the document is served.
 pub const PATH: &str = "/api/v1/openapi.json";
@@ -34,7 +33,9 @@ pub fn text() -> &'static str {
     &TEXT
 }
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
+/// The route that serves the document; it needs no state, so it fits any
+/// router.
+pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new().route(
         PATH,
         get(|| async { ([(header::CONTENT_TYPE, "application/json")], text()).into_response() }),
@@ -290,6 +291,19 @@ fn paths() -> Value {
                 }))
             }
         },
+        "/api/v1/policies/{digest}": {
+            "get": {
+                "summary": "A policy text a client reported, by its digest (the first text stored for a digest wins; texts whose SHA-256 is not their digest are refused).",
+                "operationId": "policy",
+                "parameters": [
+                    path_param("digest", "Lower-case hex SHA-256 of the text.")
+                ],
+                "responses": with_common_errors(json!({
+                    "200": ok("The policy.", "Policy"),
+                    "404": error("No policy with this digest.")
+                }))
+            }
+        },
         "/api/v1/summaries": {
             "get": {
                 "summary": "Per live workspace: records over a time range by decision, the most denied hosts, losses, unexplained loss, last contact.",
@@ -348,7 +362,8 @@ fn session_info_properties() -> Value {
         "unexplained": { "type": "integer", "format": "int64", "minimum": 0, "description": "Missing numbers that no report explains." },
         "losses": array_of("Loss"),
         "agent_dropped": { "type": "array", "items": schema("GapRange"), "description": "Sequence numbers the workspace agent reported losing (its full spool dropped them, the control plane refused them, or its spool could not write them), lowest first." },
-        "purged": { "type": "integer", "format": "int64", "minimum": 0, "description": "Of records, how many retention deleted." }
+        "purged": { "type": "integer", "format": "int64", "minimum": 0, "description": "Of records, how many retention deleted." },
+        "policy_digest": nullable(json!({ "type": "string", "description": "The digest of the policy the session's latest records were decided under." }))
     })
 }
 
@@ -386,6 +401,14 @@ fn schemas() -> Value {
         "Error": {
             "type": "object", "required": ["error"],
             "properties": { "error": { "type": "string", "description": "What went wrong, for people." } }
+        },
+        "Policy": {
+            "type": "object", "required": ["digest", "text", "first_seen"],
+            "properties": {
+                "digest": string(),
+                "text": string(),
+                "first_seen": time()
+            }
         },
         "Loss": {
             "type": "object", "required": ["source", "reason", "records", "frames"],
@@ -438,7 +461,7 @@ fn schemas() -> Value {
         },
         "Record": {
             "type": "object",
-            "description": "The json boundary line of the control plane's stderr (spec/stderr-format.md) plus id, peer and conflict; optional keys are left out when unknown or empty.",
+            "description": "The json boundary line of the control plane's stderr (docs/stderr-format.md) plus id, peer and conflict; optional keys are left out when unknown or empty.",
             "required": ["id", "ts", "level", "msg", "workspace_id", "decision", "http_method", "http_url", "received_at", "peer", "conflict"],
             "properties": {
                 "id": { "type": "integer", "format": "int64", "description": "The record's id; ids grow in commit order." },
@@ -458,6 +481,11 @@ fn schemas() -> Value {
                 "sequence": { "type": "integer", "format": "int32" },
                 "matched_rule": string(),
                 "process": { "type": "string", "description": "The confined process name the client sent." },
+                "http_url_truncated": { "type": "boolean", "description": "Present (true) when the URL was stored cut to the control plane's bound (--max-url-bytes)." },
+                "http_url_bytes": { "type": "integer", "format": "int64", "description": "The URL's length in bytes as sent, when it was cut." },
+                "agent_received_at": { "type": "string", "format": "date-time", "description": "When the agent says it read the record (the agent's clock; received_at is the control plane's)." },
+                "agent_time_suspect": { "type": "boolean", "description": "Present (true) when the agent's time is implausible next to the control plane's: never trusted." },
+                "policy_digest": { "type": "string", "description": "The digest of the policy the record was decided under (see /api/v1/policies/{digest})." },
                 "peer": schema("Peer"),
                 "conflict": { "type": "boolean", "description": "Its session and sequence number were already used by a record with other content." }
             }

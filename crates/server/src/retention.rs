@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
+use jiff::{SignedDuration, Timestamp};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -62,14 +62,8 @@ impl Retention {
 /// 24 hours and a week seven days); months and years are refused, their
 /// length varies. Zero is refused: it would delete every record at once.
 pub fn parse_period(text: &str) -> Result<Duration, String> {
-    let span: Span = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a period like 30d or 12h: {e}"))?;
-    let signed = span
-        .to_duration(SpanRelativeTo::days_are_24_hours())
-        .map_err(|e| format!("{text:?}: use days, weeks or smaller units: {e}"))?;
-    match Duration::try_from(signed) {
-        Ok(period) if !period.is_zero() => Ok(period),
+    match warden_api::time::parse_duration(text)? {
+        period if !period.is_zero() => Ok(period),
         _ => Err(format!("{text:?} is not a positive period")),
     }
 }
@@ -158,7 +152,7 @@ pub async fn run(
                 metrics.errors.inc();
                 // Once per outage; the next sweep tries again.
                 if !failing {
-                    tracing::warn!(error = %e, "retention failed; retrying at the next sweep");
+                    tracing::warn!(error = %e.chain(), "retention failed; retrying at the next sweep");
                     failing = true;
                 }
             }
@@ -259,22 +253,23 @@ mod tests {
             )
             .await
             .unwrap();
-        let request = |batches| {
+        // Retention goes by when the control plane took the call.
+        let request = |at, batches| {
             Arc::new(IngestRequest {
                 agent_id: ws.agent.id,
-                at: now,
+                at,
                 batches,
             })
         };
         let old = store
-            .ingest(request(vec![
-                batch(now - hours(48), 20),
-                batch(now - hours(48), 5),
-            ]))
+            .ingest(request(
+                now - hours(48),
+                vec![batch(now - hours(48), 20), batch(now - hours(48), 5)],
+            ))
             .await
             .unwrap();
         store
-            .ingest(request(vec![batch(now - hours(1), 3)]))
+            .ingest(request(now - hours(1), vec![batch(now - hours(1), 3)]))
             .await
             .unwrap();
         let mut printed: Vec<_> = store

@@ -70,7 +70,10 @@ impl Server {
         })?;
         check_listen(addr, config.tls.is_some(), config.insecure_listen)?;
         let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
-        let store = warden_store::open(&config.database).await?;
+        let options = warden_store::StoreOptions {
+            max_url_bytes: config.limits.max_url_bytes,
+        };
+        let store = warden_store::open_with(&config.database, options).await?;
         match Self::prepare(config, listener, addr, lines, Arc::clone(&store), tls).await {
             Ok(server) => Ok(server),
             Err(e) => {
@@ -98,12 +101,15 @@ impl Server {
             printer.shutdown().await;
             return Err(e.into());
         }
-        let ingestor = Arc::new(Ingestor::new(
-            Arc::clone(&store),
-            queue,
-            config.log_format,
-            Arc::clone(&metrics),
-        ));
+        let ingestor = Arc::new(
+            Ingestor::new(
+                Arc::clone(&store),
+                queue,
+                config.log_format,
+                Arc::clone(&metrics),
+            )
+            .with_max_url_bytes(config.limits.max_url_bytes),
+        );
         let agent_api = AgentService::new(Arc::clone(&store), Arc::clone(&ingestor), config.limits);
         let grpc_routes = tonic::service::Routes::new(agent_api.into_server())
             .prepare()

@@ -1,70 +1,31 @@
-//! TLS configurations (rustls with the ring provider, never aws-lc).
+//! The server's TLS configuration (rustls with the ring provider, never
+//! aws-lc). The client side is [`warden_api::tls`].
 
-use std::path::Path;
 use std::sync::Arc;
 
+use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use warden_api::tls::{load_certs, provider};
 
 use crate::ServerError;
 use crate::config::TlsFiles;
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
-}
-
 /// The server side: the certificate chain and key from PEM files, HTTP/2
 /// and HTTP/1.1 offered by ALPN.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServerError> {
-    let certs = load_certs(&files.cert).map_err(ServerError::Tls)?;
+    let tls = |what: String| {
+        move |cause: Box<dyn std::error::Error + Send + Sync>| ServerError::Tls { what, cause }
+    };
+    let certs = load_certs(&files.cert)
+        .map_err(|e| tls(format!("the certificate {}", files.cert.display()))(e.into()))?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| ServerError::Tls(format!("reading the key {}: {e}", files.key.display())))?;
+        .map_err(|e| tls(format!("reading the key {}", files.key.display()))(e.into()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .map_err(|e| tls("the protocol versions".into())(e.into()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Tls(format!("the certificate and key do not fit: {e}")))?;
+        .map_err(|e| tls("the certificate and key do not fit".into())(e.into()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// The client side for the admin API: trust `ca` when given, otherwise the
-/// system's roots.
-pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            for cert in load_certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err("no system root certificates found; pass --ca-cert".into());
-            }
-        }
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -4,8 +4,8 @@
 mod support;
 
 use support::*;
-use warden_server::admin_api::CreateWorkspace;
-use warden_server::admin_client::{AdminClient, ClientError};
+use warden_api::workspaces::CreateWorkspace;
+use warden_api::{ApiClient, ClientError};
 
 fn create(name: &str, owner: &str) -> CreateWorkspace {
     CreateWorkspace {
@@ -114,7 +114,7 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!(status_of(admin.delete_workspace("nope").await).0, 404);
     assert_eq!(status_of(admin.delete_workspace("a/b").await).0, 404);
 
-    let wrong = AdminClient::new(&server.url(), "wrong-token-wrong-token", None).unwrap();
+    let wrong = ApiClient::new(&server.url(), "wrong-token-wrong-token", None).unwrap();
     let (status, message) = status_of(wrong.list_workspaces().await);
     assert_eq!(status, 401);
     assert!(message.contains("admin token"), "{message}");

@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use support::*;
 use tokio::sync::watch;
-use warden_proto::wire::agentapi;
-use warden_proto::wire::{self, boundary_log};
-use warden_server::admin_api::{CreateWorkspace, WorkspaceToken};
-use warden_server::admin_client::{AdminClient, ClientError};
-use warden_server::query_api::{
+use warden_api::client::{EventStream, ParseRecord, RawRecord};
+use warden_api::records::{
     EVENT_POSITION, EVENT_RECORD, Position, Record, RecordParams, SessionListParams,
     SessionReportParams, SummaryParams,
 };
-use warden_server::query_client::{EventStream, ParseRecord, RawRecord};
+use warden_api::workspaces::{CreateWorkspace, WorkspaceToken};
+use warden_api::{ApiClient, ClientError};
+use warden_proto::wire::agentapi;
+use warden_proto::wire::{self, boundary_log};
 use warden_server::{AdminTokenSource, Config};
 use warden_store::DatabaseUrl;
 use warden_testpg::TestPg;
@@ -52,7 +52,7 @@ fn time(offset: i64) -> String {
     jiff::Timestamp::new(T0 + offset, 0).unwrap().to_string()
 }
 
-async fn create(admin: &AdminClient, name: &str, owner: &str, agent: &str) -> WorkspaceToken {
+async fn create(admin: &ApiClient, name: &str, owner: &str, agent: &str) -> WorkspaceToken {
     admin
         .create_workspace(&CreateWorkspace {
             name: name.into(),
@@ -73,7 +73,7 @@ fn parse(raw: &[RawRecord]) -> Vec<Record> {
 }
 
 /// Every record matching `params`, page by page, newest first.
-async fn all_pages(admin: &AdminClient, params: &RecordParams) -> Vec<Record> {
+async fn all_pages(admin: &ApiClient, params: &RecordParams) -> Vec<Record> {
     let mut out = Vec::new();
     let mut params = params.clone();
     loop {
@@ -432,7 +432,7 @@ async fn next_records(stream: &mut EventStream) -> Vec<Record> {
 
 /// The cursor the server gives record `id` (checked against what it sends).
 fn cursor_of(id: i64) -> String {
-    warden_server::query_api::RecordCursor(id).to_string()
+    warden_server::http::cursor::RecordCursor(id).to_string()
 }
 
 /// Follows `params` through `readers` in turn, dropping the connection
@@ -440,7 +440,7 @@ fn cursor_of(id: i64) -> String {
 /// event id, until the record with id `last` (sent once known) arrived.
 /// Signals `started` once the first stream is open.
 async fn follow_with_disconnects(
-    readers: Vec<AdminClient>,
+    readers: Vec<ApiClient>,
     params: RecordParams,
     started: tokio::sync::oneshot::Sender<()>,
     mut last: watch::Receiver<Option<i64>>,
@@ -1022,7 +1022,7 @@ async fn every_query_route_needs_the_admin_token() {
         }
     }
     // Through the client: a refusal it reports as such.
-    let wrong = AdminClient::new(&server.url(), "wrong-token-wrong-token", None).unwrap();
+    let wrong = ApiClient::new(&server.url(), "wrong-token-wrong-token", None).unwrap();
     let (status, message) = api_status(wrong.records(&RecordParams::default()).await);
     assert_eq!(
         (status, message.as_str()),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use support::*;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-use warden_server::admin_client::AdminClient;
+use warden_api::ApiClient;
 use warden_server::{LineFormat, TlsFiles};
 
 fn data(name: &str) -> PathBuf {
@@ -26,9 +26,9 @@ async fn grpc_and_the_admin_api_work_over_tls() {
     let server = Server::start_with(cfg, dir.path(), Capture::new()).await;
     let url = format!("https://localhost:{}", server.addr.port());
 
-    let admin = AdminClient::new(&url, ADMIN_TOKEN, Some(&data("ca.pem"))).unwrap();
+    let admin = ApiClient::new(&url, ADMIN_TOKEN, Some(&data("ca.pem"))).unwrap();
     let ws = admin
-        .create_workspace(&warden_server::admin_api::CreateWorkspace {
+        .create_workspace(&warden_api::workspaces::CreateWorkspace {
             name: "dev".into(),
             owner: "alice".into(),
             agent_name: None,
@@ -58,9 +58,9 @@ async fn grpc_and_the_admin_api_work_over_tls() {
     server.lines.wait_for(2).await;
 
     // Without the CA the client refuses the server; plain HTTP gets nothing.
-    let untrusting = AdminClient::new(&url, ADMIN_TOKEN, Some(&data("server.pem")));
+    let untrusting = ApiClient::new(&url, ADMIN_TOKEN, Some(&data("server.pem")));
     assert!(untrusting.unwrap().list_workspaces().await.is_err());
-    let plain = AdminClient::new(&server.url(), ADMIN_TOKEN, None).unwrap();
+    let plain = ApiClient::new(&server.url(), ADMIN_TOKEN, None).unwrap();
     assert!(plain.list_workspaces().await.is_err());
     server.stop().await.unwrap();
 }

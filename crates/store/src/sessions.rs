@@ -32,6 +32,8 @@ pub(crate) struct SessionRow {
     pub purged_conflicts: u64,
     pub purged_first: Option<i32>,
     pub purged_last: Option<i32>,
+    /// The policy the session's latest records were decided under.
+    pub policy_digest: Option<String>,
 }
 
 /// An `agent_dropped_ranges` row.
@@ -77,6 +79,7 @@ impl Sessions {
                     losses: Vec::new(),
                     agent_dropped: Vec::new(),
                     purged: 0,
+                    policy_digest: None,
                 },
                 first_record_id: None,
                 last_record_id: None,
@@ -111,6 +114,9 @@ impl Sessions {
             .summary
             .final_sequence_number
             .max(row.final_sequence_number);
+        if row.policy_digest.is_some() {
+            s.summary.policy_digest = row.policy_digest;
+        }
     }
 
     pub(crate) fn add_dropped(&mut self, row: DroppedRow) {
@@ -121,28 +127,7 @@ impl Sessions {
     }
 
     pub(crate) fn add_loss(&mut self, row: LossRow) {
-        let losses = &mut self.entry(row.session_id).summary.losses;
-        let Loss {
-            source,
-            reason,
-            records,
-            frames,
-        } = row.loss;
-        match losses
-            .iter_mut()
-            .find(|l| l.source == source && l.reason == reason)
-        {
-            Some(loss) => {
-                loss.records = loss.records.saturating_add(records);
-                loss.frames = loss.frames.saturating_add(frames);
-            }
-            None => losses.push(Loss {
-                source,
-                reason,
-                records,
-                frames,
-            }),
-        }
+        crate::losses::merge(&mut self.entry(row.session_id).summary.losses, row.loss);
     }
 
     /// Every session seen, the most recently stored-to first (by last record
@@ -153,9 +138,7 @@ impl Sessions {
             .into_values()
             .map(|mut s| {
                 s.summary.records = s.summary.distinct_sequence_numbers + s.summary.conflicts;
-                s.summary
-                    .losses
-                    .sort_by(|a, b| (a.source, &a.reason).cmp(&(b.source, &b.reason)));
+                crate::losses::sort(&mut s.summary.losses);
                 s.summary.agent_dropped =
                     SequenceRange::merge(std::mem::take(&mut s.summary.agent_dropped));
                 s
@@ -211,6 +194,7 @@ mod tests {
             purged_conflicts: 0,
             purged_first: None,
             purged_last: None,
+            policy_digest: None,
         });
         sessions.add_loss(LossRow {
             session_id: "lost".into(),

@@ -9,6 +9,8 @@
 //! Missing binaries are an error with install instructions, never a skip: a
 //! PostgreSQL test that cannot run must fail.
 
+#![warn(missing_docs, unreachable_pub)]
+
 use std::fmt;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

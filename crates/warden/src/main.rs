@@ -38,6 +38,9 @@ enum Command {
     Dev(cmd::dev::Args),
     /// Measure records/s and latency through client, agent, spool and server.
     Bench(cmd::bench::Args),
+    /// Fence in a command: an egress proxy that allows only what the rules
+    /// allow and audits every request.
+    Boundary(cmd::boundary::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,5 +60,54 @@ fn main() -> ExitCode {
         Command::Logs(args) => cmd::logs::main(args),
         Command::Dev(args) => cmd::dev::main(args),
         Command::Bench(args) => cmd::bench::main(args),
+        Command::Boundary(args) => cmd::boundary::main(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every flag of every subcommand, with the path of subcommands to it.
+    fn flags(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in command.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !arg.is_positional() && !builtin {
+                out.push((path.to_owned(), arg.clone()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            flags(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_reads_an_environment_variable() {
+        let mut all = Vec::new();
+        flags(&Cli::command(), "warden", &mut all);
+        assert!(all.len() > 60, "found only {} flags", all.len());
+        let missing: Vec<String> = all
+            .iter()
+            .filter(|(_, arg)| arg.get_env().is_none())
+            .map(|(path, arg)| format!("{path} --{}", arg.get_id()))
+            .collect();
+        assert!(missing.is_empty(), "flags without a variable: {missing:?}");
+        // And each variable names one setting: where two flags share one,
+        // they are the same setting in sibling subcommands.
+        for (path, arg) in &all {
+            let env = arg.get_env().unwrap().to_string_lossy();
+            assert!(
+                env.starts_with("WARDEN_") || env.starts_with("CODER_"),
+                "{path} --{}: {env}",
+                arg.get_id()
+            );
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

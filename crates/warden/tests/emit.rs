@@ -88,7 +88,7 @@ fn emit(args: &[&str], env_socket: Option<&Path>, stdin: String) -> Output {
         .args(args)
         .env_remove("CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH")
         .env_remove("CODER_BOUNDARY_LOG_SOCKET")
-        .env_remove("RUST_LOG")
+        .env_remove("WARDEN_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -288,36 +288,183 @@ async fn records_are_listed_filtered_and_printed_as_json_or_a_table() {
 async fn errors_say_what_is_wrong_with_usage_and_runtime_exit_codes() {
     let (dirs, mut server, _dev, _ops) = server_with_records().await;
     let data = &dirs.server;
+    // Usage and configuration: exit 2.
     for (args, needle) in [
         (&["--since", "yesterday"][..], "--since: "),
         (
             &["--since", "1h", "--until", "2h"][..],
             "must be before until",
         ),
-        (&["--workspace", "nope"][..], "no workspace named \"nope\""),
         (&["--token", "wrong-token-wrong-token"][..], "admin token"),
         (&["--decision", "maybe"][..], "invalid value 'maybe'"),
         (&["--limit", "0"][..], "--limit"),
-        (
-            &["sessions", "--workspace", "nope"][..],
-            "no workspace named",
-        ),
     ] {
         let (code, out, err) = logs(data, args, None).await;
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(out.is_empty(), "{args:?}: {out}");
     }
+    // A workspace or session that does not exist: exit 1, one line.
+    for (args, needle) in [
+        (&["--workspace", "nope"][..], "no workspace named \"nope\""),
+        (
+            &["sessions", "--workspace", "nope"][..],
+            "no workspace named \"nope\"",
+        ),
+        (
+            &["session", "no-such-session", "--workspace", "dev"][..],
+            "no-such-session",
+        ),
+        (&["session", "no-such-session"][..], "no live workspace has"),
+    ] {
+        let (code, out, err) = logs(data, args, None).await;
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_one_line(&err);
+        assert!(out.is_empty(), "{args:?}: {out}");
+    }
+    // No server: the message is one line that ends in a newline, so the
+    // shell's prompt starts on a line of its own.
     let empty = tempfile::tempdir().unwrap();
-    let (code, _, err) = logs(empty.path(), &[], None).await;
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("no server url"), "{err}");
+    for args in [&[][..], &["sessions"], &["session", "s1"]] {
+        let (code, _, err) = logs(empty.path(), args, None).await;
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains("no server url"), "{args:?}: {err}");
+        assert_one_line(&err);
+    }
 
     let url = server.url.clone();
     server.stop().await;
-    let (code, _, err) = logs(data, &["--url", &url], None).await;
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("cannot reach"), "{err}");
+    for args in [&[][..], &["sessions"]] {
+        let mut args = args.to_vec();
+        args.extend(["--url", &url]);
+        let (code, _, err) = logs(data, &args, None).await;
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains("cannot reach"), "{args:?}: {err}");
+        assert!(err.contains("Connection refused"), "the cause: {err}");
+        assert_one_line(&err);
+    }
+}
+
+/// `warden ARGS` with the server's data dir and `env` in the environment;
+/// its stdout, once it succeeded.
+async fn run_with_env(data: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = warden();
+    command.args(args).env("WARDEN_DATA_DIR", data);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(WAIT, command.output())
+        .await
+        .expect("warden did not finish")
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{args:?} {env:?}: {stderr}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `warden logs: MESSAGE\n`: one line, ended.
+fn assert_one_line(stderr: &str) {
+    assert!(stderr.starts_with("warden logs: "), "{stderr:?}");
+    assert!(stderr.ends_with('\n'), "no newline at the end: {stderr:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flag_of_logs_and_workspace_reads_its_environment_variable() {
+    let (dirs, server, _dev, _ops) = server_with_records().await;
+    let data = dirs.server.to_str().unwrap();
+    let run = |args, env| run_with_env(data, args, env);
+    // The filters, the limit and the output form.
+    let out = run(
+        &["logs"],
+        &[
+            ("WARDEN_LOGS_JSON", "true"),
+            ("WARDEN_LOGS_DECISION", "deny"),
+            ("WARDEN_LOGS_WORKSPACE", "dev"),
+            ("WARDEN_LOGS_URL_CONTAINS", "evil"),
+            ("WARDEN_LOGS_METHOD", "POST"),
+            ("WARDEN_LOGS_SINCE", "2025-12-08T20:58:50Z"),
+            ("WARDEN_LOGS_UNTIL", "2025-12-08T20:59:00Z"),
+            ("WARDEN_LOGS_OWNER", "alice"),
+            ("WARDEN_LOGS_AGENT", "main"),
+            ("WARDEN_LOGS_SESSION", "s1"),
+            ("WARDEN_LOGS_LIMIT", "5"),
+        ],
+    )
+    .await;
+    assert_eq!(urls(&json_lines(&out)), ["https://evil.example/x"]);
+    let out = run(
+        &["logs"],
+        &[("WARDEN_LOGS_JSON", "1"), ("WARDEN_LOGS_LIMIT", "2")],
+    )
+    .await;
+    assert_eq!(json_lines(&out).len(), 2);
+    // No record conflicts here: the flag from the environment filters all.
+    let out = run(
+        &["logs"],
+        &[("WARDEN_LOGS_JSON", "1"), ("WARDEN_LOGS_CONFLICT", "true")],
+    )
+    .await;
+    assert!(out.is_empty(), "{out}");
+    // The session commands share the workspace and output variables.
+    let out = run(
+        &["logs", "sessions"],
+        &[("WARDEN_LOGS_JSON", "1"), ("WARDEN_LOGS_WORKSPACE", "ops")],
+    )
+    .await;
+    let sessions = json_lines(&out);
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0]["session_id"], "s2");
+    let out = run(
+        &["logs", "session", "s1"],
+        &[
+            ("WARDEN_LOGS_JSON", "1"),
+            ("WARDEN_LOGS_SESSION_LIMIT", "1"),
+        ],
+    )
+    .await;
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["records"].as_array().unwrap().len(), 1);
+    assert_eq!(report["workspace_name"], "dev");
+    // Workspace commands.
+    let out = run(
+        &["workspace", "create"],
+        &[
+            ("WARDEN_WORKSPACE_NAME", "from-env"),
+            ("WARDEN_WORKSPACE_OWNER", "carol"),
+            ("WARDEN_WORKSPACE_AGENT", "bot"),
+            ("WARDEN_WORKSPACE_STARTUP_SCRIPT", "true"),
+            ("WARDEN_WORKSPACE_JSON", "1"),
+        ],
+    )
+    .await;
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(created["workspace_name"], "from-env");
+    assert_eq!(created["owner"], "carol");
+    assert_eq!(created["agent_name"], "bot");
+    let out = run(&["workspace", "list"], &[("WARDEN_WORKSPACE_JSON", "1")]).await;
+    let listed = json_lines(&out);
+    let mine = listed
+        .iter()
+        .find(|w| w["workspace_name"] == "from-env")
+        .unwrap();
+    assert_eq!(mine["startup_script"], "true");
+    // The connection: URL and token from the environment, no data dir.
+    let token = std::fs::read_to_string(dirs.server.join("admin-token")).unwrap();
+    let nowhere = tempfile::tempdir().unwrap();
+    let mut command = warden();
+    command
+        .args(["workspace", "list", "--json"])
+        .env("WARDEN_DATA_DIR", nowhere.path())
+        .env("WARDEN_URL", &server.url)
+        .env("WARDEN_ADMIN_TOKEN", token.trim());
+    let output = command.output().await.unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        json_lines(&String::from_utf8(output.stdout).unwrap()).len(),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use crate::grpc::PeerAddr;
 
 /// Lets a request through only with `Authorization: Bearer <admin token>`;
 /// a refusal is logged once, without the token.
-pub async fn require_admin(
+pub(super) async fn require_admin(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,

@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use warden_store::StoreError;
 
-use crate::admin_api::ApiError;
+use warden_api::workspaces::ApiError;
 
 /// An HTTP API failure.
 #[derive(Debug)]
@@ -15,6 +15,7 @@ pub struct HttpError {
 }
 
 impl HttpError {
+    /// A failure with this status and message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         HttpError {
             status,
@@ -22,10 +23,12 @@ impl HttpError {
         }
     }
 
+    /// A 400: the caller's input is wrong, as `message` says.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// A 401: no admin token, or the wrong one.
     pub fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "missing or invalid admin token")
     }
@@ -44,7 +47,7 @@ impl From<StoreError> for HttpError {
             ),
             e => {
                 // Handled here: logged once with its cause.
-                tracing::error!(error = %e, "an admin api call failed in the store");
+                tracing::error!(error = %e.chain(), "an admin api call failed in the store");
                 HttpError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "storage failure; see the control plane's log",

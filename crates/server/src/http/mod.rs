@@ -4,6 +4,8 @@
 //! contributes a router that [`router`] merges.
 
 mod admin_auth;
+mod bodies;
+pub mod cursor;
 mod error;
 mod ops;
 pub(crate) mod records;
@@ -22,7 +24,9 @@ pub use error::HttpError;
 
 /// What the HTTP handlers share.
 pub struct AppState {
+    /// Where records and the registry live.
     pub store: Arc<dyn Store>,
+    /// The server's metrics.
     pub metrics: Arc<Metrics>,
     /// The admin token's hash, settled at start.
     pub admin_token: TokenHash,
@@ -36,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
         .nest("/api/v1/workspaces", workspaces::router())
         .merge(records::router())
+        .merge(stream::router())
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             admin_auth::require_admin,

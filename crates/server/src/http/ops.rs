@@ -10,7 +10,7 @@ use axum::routing::get;
 
 use super::AppState;
 
-pub fn router() -> Router<Arc<AppState>> {
+pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -22,22 +22,25 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
+use axum::routing::get;
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use warden_api::records::{EVENT_POSITION, EVENT_RECORD, RecordParams};
 use warden_store::{Order, RecordId, RecordQuery, Store, StoreError};
 
+use super::cursor::RecordCursor;
 use super::records::{RecordOut, query, record_query};
 use super::{AppState, HttpError};
-use crate::query_api::{EVENT_POSITION, EVENT_RECORD, RecordCursor, RecordParams};
 
 /// How often a follower looks for records committed elsewhere.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often an idle stream sends a comment, so that proxies keep it open
 /// and a client notices a dead connection.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -51,7 +54,12 @@ const LAST_EVENT_ID: &str = "last-event-id";
 
 type EventResult = Result<Event, Infallible>;
 
-pub(super) async fn follow(
+/// The stream's route.
+pub(super) fn router() -> Router<Arc<AppState>> {
+    Router::new().route("/api/v1/records/stream", get(follow))
+}
+
+async fn follow(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     params: Result<Query<RecordParams>, QueryRejection>,
@@ -217,7 +225,7 @@ async fn changed(
     }
 }
 
-/// A `position` event: its data is a [`Position`](crate::query_api::Position).
+/// A `position` event: its data is a [`Position`](warden_api::records::Position).
 fn position(cursor: RecordId) -> Event {
     let cursor = RecordCursor(cursor).to_string();
     // A cursor is `r` and hex digits: nothing to escape.

@@ -11,14 +11,16 @@ use jiff::Timestamp;
 use uuid::Uuid;
 use warden_store::{NewWorkspace, Workspace};
 
-use super::{AppState, HttpError};
-use crate::admin_api::{
-    CreateWorkspace, DEFAULT_AGENT_NAME, WorkspaceInfo, WorkspaceList, WorkspaceToken, check_name,
-    check_owner, check_script,
+use warden_api::workspaces::{
+    CreateWorkspace, DEFAULT_AGENT_NAME, WorkspaceInfo, WorkspaceList, WorkspaceToken,
 };
-use crate::auth::{hash_token, new_agent_token};
 
-pub fn router() -> Router<Arc<AppState>> {
+use super::bodies::workspace_info;
+use super::{AppState, HttpError};
+use crate::auth::{hash_token, new_agent_token};
+use crate::names::{check_name, check_owner, check_script};
+
+pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(list).post(create))
         .route("/{name}", delete(remove))
@@ -74,7 +76,7 @@ async fn list(State(state): State<Arc<AppState>>) -> Result<Json<WorkspaceList>,
     let mut workspaces = Vec::new();
     for w in state.store.list_workspaces().await? {
         let losses = state.store.workspace_losses(w.id).await?;
-        workspaces.push(WorkspaceInfo::new(&w, &losses));
+        workspaces.push(workspace_info(&w, &losses));
     }
     Ok(Json(WorkspaceList { workspaces }))
 }
@@ -108,5 +110,5 @@ async fn remove(
         .await?;
     let losses = state.store.workspace_losses(workspace.id).await?;
     tracing::info!(workspace = %workspace.name, id = %workspace.id, "deleted a workspace; its agent is revoked, its records stay");
-    Ok(Json(WorkspaceInfo::new(&workspace, &losses)))
+    Ok(Json(workspace_info(&workspace, &losses)))
 }

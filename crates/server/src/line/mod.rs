@@ -1,5 +1,5 @@
 //! The boundary log line: one line on stderr per committed record, formatted
-//! per `spec/stderr-format.md`, printed once, after the commit.
+//! per `docs/stderr-format.md`, printed once, after the commit.
 //!
 //! - [`format`]: the text and JSON forms.
 //! - [`quote`]: Go's `%q` quoting, which keeps a line from being forged

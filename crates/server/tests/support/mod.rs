@@ -15,11 +15,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use warden_api::ApiClient;
+use warden_api::workspaces::{CreateWorkspace, WorkspaceToken};
 use warden_proto::api::{API_VERSION_HEADER, AUTHORIZATION_HEADER};
 use warden_proto::wire::agentapi::{self, agent_api_client::AgentApiClient};
 use warden_proto::wire::{self, boundary_log};
-use warden_server::admin_api::{CreateWorkspace, WorkspaceToken};
-use warden_server::admin_client::AdminClient;
 use warden_server::{AdminTokenSource, Config, LineFormat, LineSink, ServerError};
 use warden_store::DatabaseUrl;
 
@@ -134,8 +134,8 @@ impl Server {
             .unwrap()
     }
 
-    pub fn admin(&self) -> AdminClient {
-        AdminClient::new(&self.url(), ADMIN_TOKEN, None).unwrap()
+    pub fn admin(&self) -> ApiClient {
+        ApiClient::new(&self.url(), ADMIN_TOKEN, None).unwrap()
     }
 
     /// Registers a workspace `name` owned by alice; returns its token.

@@ -1,12 +1,13 @@
 //! `warden agent [--] [COMMAND [ARGS...]]`: parses the flags (each with its
-//! environment variable, see spec/cli.md), reads the token (a private
+//! environment variable, see `docs/cli.md`), reads the token (a private
 //! `--token-file` is the documented way; `--token` shows in every user's
 //! process list and is warned about loudly; a token from the environment or
 //! the command line is then wiped from the process's initial strings), makes
 //! the process non-dumpable (the sandboxed COMMAND usually runs as the same
 //! user), sets up logging to stderr, runs the workspace agent
 //! (`warden_agent::run`) until SIGTERM/SIGINT or until COMMAND exits, and
-//! turns the outcome into the exit code.
+//! turns the outcome into the exit code (COMMAND's, or the failure's: 1
+//! runtime, 2 usage or configuration).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use warden_agent::{AgentConfig, FullPolicy, RetryPolicy, SocketConfig, Token, hardening};
+use warden_api::time::parse_duration;
 
+use super::failure::Failure;
 use super::process::{forward_signals, init_logging};
 
 #[derive(clap::Args, Debug)]
@@ -105,14 +108,6 @@ fn default_socket_path() -> String {
         .into_owned()
 }
 
-/// Reads `10s`, `1m30s`, `250ms`, `2h` (or ISO 8601 like `PT10S`).
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a duration like 10s or 1m: {e}"))?;
-    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
-}
-
 /// Where the token came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TokenSource {
@@ -186,13 +181,15 @@ impl Args {
 
 pub fn main(args: Args) -> ExitCode {
     init_logging("info", false);
-    let (token, source) = match args.token() {
-        Ok(token) => token,
-        Err(e) => {
-            eprintln!("warden agent: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => failure.exit("agent"),
+    }
+}
+
+/// Runs the agent; COMMAND's exit code when it ran one, else 0.
+fn run(args: Args) -> Result<u8, Failure> {
+    let (token, source) = args.token().map_err(Failure::usage_msg)?;
     if source == TokenSource::Argument {
         eprintln!(
             "warden agent: WARNING: --token puts the agent token on the command line, where every local user can read it (ps, /proc/PID/cmdline) until the agent wipes it; use --token-file FILE (mode 0600) instead"
@@ -204,50 +201,33 @@ pub fn main(args: Args) -> ExitCode {
         && let Err(e) = hardening::scrub_initial_strings(token.expose())
     {
         tracing::warn!(
-            error = %e,
+            error = %warden_agent::chain::display(&e),
             "cannot wipe the agent token from the process's environment and arguments"
         );
     }
     // From now on no process of this user may read this one's memory or
     // environment (the sandboxed COMMAND usually runs as the same user).
     if let Err(e) = hardening::make_undumpable() {
-        tracing::warn!(error = %e, "cannot make the agent non-dumpable; processes of this user can read its memory");
+        tracing::warn!(
+            error = %warden_agent::chain::display(&e),
+            "cannot make the agent non-dumpable; processes of this user can read its memory"
+        );
     }
     let (config, retry) = args.into_config(token);
-    if let Err(e) = config.validate() {
-        eprintln!("warden agent: {e}");
-        return ExitCode::from(e.exit_code());
-    }
+    config.validate()?;
     // Two workers are plenty for an agent and keep its idle footprint small.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("warden agent: {e:#}");
-            return ExitCode::from(1);
-        }
-    };
+        .map_err(Failure::runtime)?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        if let Err(e) = forward_signals(shutdown.clone()) {
-            eprintln!("warden agent: {e:#}");
-            return ExitCode::from(1);
-        }
+        forward_signals(shutdown.clone()).map_err(Failure::runtime)?;
         let ready =
             |path: &Path| eprintln!("warden agent boundary log socket at {}", path.display());
-        match warden_agent::run(config, retry, ready, shutdown).await {
-            Ok(outcome) => ExitCode::from(outcome.exit_code.clamp(0, 255) as u8),
-            Err(e) => {
-                let code = e.exit_code();
-                // The whole chain, once: each message leaves its cause to
-                // its source.
-                eprintln!("warden agent: {:#}", anyhow::Error::from(e));
-                ExitCode::from(code)
-            }
-        }
+        let outcome = warden_agent::run(config, retry, ready, shutdown).await?;
+        Ok(outcome.exit_code.clamp(0, 255) as u8)
     })
 }

@@ -15,12 +15,15 @@
 //! Exit codes: 0 when every record arrived, 1 otherwise or on a failure, 2
 //! for bad flags.
 
+mod latency;
 mod lines;
 mod load;
+mod peer;
 mod procs;
 mod report;
 mod stages;
 
+use clap::builder::BoolishValueParser;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,14 +32,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use warden_api::ApiClient;
+use warden_api::time::parse_duration;
+use warden_api::workspaces::CreateWorkspace;
 use warden_client::AckPolicy;
-use warden_server::admin_api::CreateWorkspace;
-use warden_server::admin_client::AdminClient;
 
+use super::failure::{self, Failure};
+use latency::Latency;
 use lines::ServerLines;
 use load::Load;
 use procs::{Process, Usage};
-use report::{Latency, ProcessFigures, Report};
+use report::{ProcessFigures, Report};
 
 /// How long the children may take to start, and to stop.
 const START_LIMIT: Duration = Duration::from_secs(60);
@@ -79,22 +85,25 @@ pub struct Args {
     #[arg(long, env = "WARDEN_BENCH_WORK_DIR")]
     work_dir: Option<PathBuf>,
     /// Print the results as one JSON object on stdout instead of text.
-    #[arg(long, env = "WARDEN_BENCH_JSON")]
+    #[arg(long, env = "WARDEN_BENCH_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
+    /// First send the same records (clients, count, size) through a peer and
+    /// report both and the ratio: `rsyslog` forwards them over RELP to a
+    /// second rsyslog writing one line per record (needs Debian's `rsyslog`
+    /// and `rsyslog-relp`).
+    #[arg(long, env = "WARDEN_BENCH_COMPARE", value_enum)]
+    compare: Option<Peer>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Peer {
+    Rsyslog,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Acks {
     Auto,
     Off,
-}
-
-/// Reads `5ms`, `1s`, `PT0.5S`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a duration like 5ms or 1s: {e}"))?;
-    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
 }
 
 /// Where the records go.
@@ -142,33 +151,21 @@ impl Args {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    let store = match args.check() {
-        Ok(store) => store,
-        Err(error) => {
-            eprintln!("warden bench: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    match bench(&args, &store) {
-        Ok(report) => {
-            if args.json {
-                match serde_json::to_string(&report) {
-                    Ok(json) => println!("{json}"),
-                    Err(error) => {
-                        eprintln!("warden bench: encoding the results: {error}");
-                        return ExitCode::from(1);
-                    }
-                }
-            } else {
-                print!("{report}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("warden bench: {error:#}");
-            ExitCode::from(1)
-        }
+    failure::exit("bench", run(&args))
+}
+
+fn run(args: &Args) -> Result<(), Failure> {
+    let store = args.check().map_err(Failure::usage)?;
+    let report = bench(args, &store).map_err(Failure::runtime)?;
+    if args.json {
+        let json = serde_json::to_string(&report)
+            .context("encoding the results")
+            .map_err(Failure::runtime)?;
+        println!("{json}");
+    } else {
+        print!("{report}");
     }
+    Ok(())
 }
 
 fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
@@ -178,6 +175,15 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
         .prefix("warden-bench-")
         .tempdir_in(&parent)
         .with_context(|| format!("creating a work dir in {}", parent.display()))?;
+    let peer = match args.compare {
+        Some(Peer::Rsyslog) => Some(peer::rsyslog(
+            work.path(),
+            args.clients,
+            args.records,
+            args.record_size,
+        )?),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -202,7 +208,7 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
         .context("the server's URL")?;
 
     let workspace = runtime.block_on(async {
-        let admin = AdminClient::new(&url, admin_token.clone(), None)?;
+        let admin = ApiClient::new(&url, admin_token.clone(), None)?;
         let name = format!("bench-{}", jiff::Timestamp::now().as_millisecond());
         admin
             .create_workspace(&CreateWorkspace {
@@ -257,14 +263,13 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
 
     let stages = runtime
         .block_on(async {
-            match store {
+            let url = match store {
                 Store::Sqlite => {
-                    stages::sqlite(&work.path().join("server").join("warden.db")).await
+                    warden_store::DatabaseUrl::Sqlite(work.path().join("server").join("warden.db"))
                 }
-                Store::Postgres(url) => {
-                    stages::postgres(url, &workspace.workspace_id.to_string()).await
-                }
-            }
+                Store::Postgres(url) => warden_store::DatabaseUrl::Postgres(url.clone()),
+            };
+            stages::read(&url, workspace.workspace_id).await
         })
         .inspect_err(|error| eprintln!("warden bench: no per-stage figures: {error:#}"))
         .ok();
@@ -272,6 +277,7 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
 
     let seconds = last_line.duration_since(sent.started).as_secs_f64();
     let records = args.records;
+    let records_per_second = records as f64 / seconds;
     let mut latencies = server_lines.take_latencies();
     if server_lines.untimed() > 0 {
         eprintln!(
@@ -292,13 +298,17 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
             Store::Postgres(_) => "postgres".into(),
         },
         seconds,
-        records_per_second: records as f64 / seconds,
+        records_per_second,
         accepted_per_second: records as f64 / sent.accepted_after.as_secs_f64(),
         latency: Latency::of(&mut latencies),
         stages,
         agent: ProcessFigures::new(after.0.since(before.0), records),
         server: ProcessFigures::new(after.1.since(before.1), records),
         clients_process: ProcessFigures::new(after.2.since(before.2), records),
+        ratio_to_peer: peer
+            .as_ref()
+            .map(|p| records_per_second / p.records_per_second),
+        peer,
     })
 }
 
@@ -430,17 +440,10 @@ fn wait_for_lines(lines: &ServerLines, records: u64, started: Instant) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    use crate::cmd::parse_args;
 
     fn check(argv: &[&str]) -> anyhow::Result<Store> {
-        let cli = Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied()))?;
-        cli.args.check()
+        parse_args::<Args>(argv)?.check()
     }
 
     #[test]

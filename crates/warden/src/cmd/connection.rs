@@ -1,19 +1,16 @@
 //! What the operator commands that talk to a server's HTTP API (`warden
 //! workspace`, `warden logs`) share: which server and admin token (flags,
-//! environment, or the server's data dir), and how their failures become
-//! messages and exit codes.
-//!
-//! Exit codes: 0 success, 1 runtime failure (server unreachable, refused),
-//! 2 usage or configuration (no URL or token, bad input, wrong token).
+//! environment, or the server's data dir), and a small runtime to run them
+//! on. Their failures and exit codes are [`super::failure`]'s.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use warden_server::admin_client::{AdminClient, ClientError};
-use warden_server::admin_token::ADMIN_TOKEN_FILE;
+use warden_api::ApiClient;
+use warden_api::client::{ADMIN_TOKEN_FILE, SERVER_URL_FILE};
 
-use super::server::SERVER_URL_FILE;
+use super::failure::{self, Failure};
 
 /// Which server, with which admin token.
 #[derive(clap::Args, Debug)]
@@ -34,11 +31,11 @@ pub struct Connection {
 
 impl Connection {
     /// The client for the server and token the flags (or the data dir) name.
-    pub fn client(&self) -> Result<AdminClient, Failure> {
+    pub fn client(&self) -> Result<ApiClient, Failure> {
         let url = match &self.url {
             Some(url) => url.clone(),
             None => read_setting(&self.data_dir, SERVER_URL_FILE).ok_or_else(|| {
-                Failure::usage(format!(
+                Failure::usage_msg(format_args!(
                     "no server url: pass --url, set WARDEN_URL, or point --data-dir at the server's data dir (no {} there)",
                     self.data_dir.join(SERVER_URL_FILE).display()
                 ))
@@ -47,13 +44,13 @@ impl Connection {
         let token = match &self.token {
             Some(token) => token.clone(),
             None => read_setting(&self.data_dir, ADMIN_TOKEN_FILE).ok_or_else(|| {
-                Failure::usage(format!(
+                Failure::usage_msg(format_args!(
                     "no admin token: pass --token, set WARDEN_ADMIN_TOKEN, or point --data-dir at the server's data dir (no {} there)",
                     self.data_dir.join(ADMIN_TOKEN_FILE).display()
                 ))
             })?,
         };
-        Ok(AdminClient::new(&url, token, self.ca_cert.as_deref())?)
+        Ok(ApiClient::new(&url, token, self.ca_cert.as_deref())?)
     }
 }
 
@@ -64,81 +61,21 @@ fn read_setting(dir: &Path, name: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
 }
 
-/// A failure and its exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Failure {
-    /// A usage or configuration error (exit 2).
-    pub fn usage(message: impl Into<String>) -> Failure {
-        Failure {
-            code: 2,
-            message: message.into(),
-        }
-    }
-
-    /// A runtime failure (exit 1).
-    pub fn runtime(message: impl Into<String>) -> Failure {
-        Failure {
-            code: 1,
-            message: message.into(),
-        }
-    }
-
-    /// Whoever read our output stopped (`| head`): stop quietly, exit 0.
-    pub fn reader_gone() -> Failure {
-        Failure {
-            code: 0,
-            message: String::new(),
-        }
-    }
-}
-
-impl From<ClientError> for Failure {
-    fn from(e: ClientError) -> Self {
-        let code = match &e {
-            ClientError::Url { .. } | ClientError::Tls(_) => 2,
-            // Bad input or a wrong admin token: the caller's to fix.
-            ClientError::Api { status, .. } if *status == 400 || *status == 401 => 2,
-            _ => 1,
-        };
-        Failure {
-            code,
-            message: e.to_string(),
-        }
-    }
-}
-
 /// One JSON line of `value`.
 pub fn to_json(value: &impl serde::Serialize) -> Result<String, Failure> {
-    serde_json::to_string(value).map_err(|e| Failure::runtime(format!("encoding json: {e}")))
+    serde_json::to_string(value)
+        .map_err(|e| Failure::runtime(anyhow::Error::new(e).context("encoding json")))
 }
 
 /// Runs a command's async body on a small runtime; prints a failure as
 /// `warden NAME: message` and turns it into the exit code.
 pub fn run(name: &str, body: impl Future<Output = Result<(), Failure>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("warden {name}: starting the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(body) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            if !failure.message.is_empty() {
-                eprintln!("warden {name}: {}", failure.message);
-            }
-            ExitCode::from(failure.code)
-        }
-    }
+        .map_err(|e| Failure::runtime(anyhow::Error::new(e).context("starting the async runtime")))
+        .and_then(|runtime| runtime.block_on(body));
+    failure::exit(name, result)
 }
 
 #[cfg(test)]
@@ -154,17 +91,20 @@ mod tests {
             data_dir: dir.path().to_owned(),
             ca_cert: None,
         };
-        assert_eq!(connection(None).client().err().unwrap().code, 2);
+        assert_eq!(connection(None).client().err().unwrap().code(), 2);
         std::fs::write(dir.path().join(SERVER_URL_FILE), "http://127.0.0.1:9\n").unwrap();
         let missing_token = connection(None).client().err().unwrap();
-        assert_eq!(missing_token.code, 2);
+        assert_eq!(missing_token.code(), 2);
         assert!(
-            missing_token.message.contains("admin token"),
+            missing_token.message().contains("admin token"),
             "{}",
-            missing_token.message
+            missing_token.message()
         );
         std::fs::write(dir.path().join(ADMIN_TOKEN_FILE), "t0ken\n").unwrap();
         assert!(connection(None).client().is_ok());
-        assert_eq!(connection(Some("ftp://x")).client().err().unwrap().code, 2);
+        assert_eq!(
+            connection(Some("ftp://x")).client().err().unwrap().code(),
+            2
+        );
     }
 }

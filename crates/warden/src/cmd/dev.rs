@@ -22,6 +22,7 @@
 mod demo;
 mod display;
 
+use clap::builder::BoolishValueParser;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,14 +34,14 @@ use anyhow::{Context, anyhow};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use warden_agent::{AgentConfig, AgentError, RetryPolicy, Token};
-use warden_server::admin_api::{CreateWorkspace, WorkspaceToken};
-use warden_server::admin_client::{AdminClient, ClientError};
-use warden_server::admin_token::ADMIN_TOKEN_FILE;
+use warden_api::ApiClient;
+use warden_api::client::ADMIN_TOKEN_FILE;
+use warden_api::workspaces::{CreateWorkspace, WorkspaceToken};
 use warden_server::{AdminTokenSource, Config, LineFormat, ServerError};
 use warden_store::DatabaseUrl;
 
-use super::process::{create_private_dir, init_logging, on_shutdown_signal, write_file_atomically};
-use super::server::SERVER_URL_FILE;
+use super::failure::{self, Failure};
+use super::process::{create_private_dir, init_logging, on_shutdown_signal, write_server_url};
 use display::Lines;
 
 /// Longest Unix socket path (`sun_path` holds 108 bytes with the NUL).
@@ -77,42 +78,8 @@ pub struct Args {
     #[arg(long, env = "WARDEN_DEV_RATE", default_value_t = 5.0)]
     rate: f64,
     /// Run the pipeline without the demo producer.
-    #[arg(long, env = "WARDEN_DEV_NO_DEMO")]
+    #[arg(long, env = "WARDEN_DEV_NO_DEMO", value_parser = BoolishValueParser::new())]
     no_demo: bool,
-}
-
-/// A failure and the exit code it calls for.
-struct Failure {
-    code: u8,
-    error: anyhow::Error,
-}
-
-impl Failure {
-    fn usage(error: anyhow::Error) -> Failure {
-        Failure { code: 2, error }
-    }
-
-    fn runtime(error: anyhow::Error) -> Failure {
-        Failure { code: 1, error }
-    }
-}
-
-impl From<ServerError> for Failure {
-    fn from(e: ServerError) -> Failure {
-        Failure {
-            code: if e.is_config() { 2 } else { 1 },
-            error: anyhow::Error::new(e).context("control plane"),
-        }
-    }
-}
-
-impl From<AgentError> for Failure {
-    fn from(e: AgentError) -> Failure {
-        Failure {
-            code: e.exit_code(),
-            error: anyhow::Error::new(e).context("agent"),
-        }
-    }
 }
 
 /// The settings, checked before anything starts.
@@ -177,31 +144,16 @@ pub fn main(args: Args) -> ExitCode {
     // Only warnings and errors of the parts by default: the boundary lines
     // and this command's own lines are the show.
     init_logging("warn", false);
-    let plan = match Plan::new(args) {
-        Ok(plan) => plan,
-        Err(error) => {
-            eprintln!("warden dev: {error:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("warden dev: starting the async runtime: {error}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(run(plan)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("warden dev: {:#}", failure.error);
-            ExitCode::from(failure.code)
-        }
-    }
+    let result = Plan::new(args).map_err(Failure::usage).and_then(|plan| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+            .map_err(Failure::runtime)?
+            .block_on(run(plan))
+    });
+    failure::exit("dev", result)
 }
 
 /// The running parts, stopped in reverse order of their start.
@@ -210,13 +162,14 @@ struct Pipeline {
     server_stop: CancellationToken,
     agent: Option<JoinHandle<Result<warden_agent::Outcome, AgentError>>>,
     agent_stop: CancellationToken,
-    url_file: PathBuf,
+    /// `<data-dir>/server-url`, once written.
+    url_file: Option<PathBuf>,
 }
 
 async fn run(plan: Plan) -> Result<(), Failure> {
     create_private_dir(&plan.data_dir).map_err(Failure::usage)?;
     if tokio::net::UnixStream::connect(&plan.socket).await.is_ok() {
-        return Err(Failure::usage(anyhow!(
+        return Err(Failure::usage_msg(format_args!(
             "{} is served by another warden dev or agent; stop it or pass --socket and --data-dir",
             plan.socket.display()
         )));
@@ -340,22 +293,26 @@ async fn start_server(plan: &Plan, lines: Arc<Lines>) -> Result<(Pipeline, Strin
     );
     config.log_format = LineFormat::Text;
     config.shutdown_grace = SERVER_GRACE;
-    let server = warden_server::Server::start(config, listener, lines).await?;
+    let server = warden_server::Server::start(config, listener, lines)
+        .await
+        .map_err(control_plane)?;
     let url = server.url();
-    let url_file = plan.data_dir.join(SERVER_URL_FILE);
     let server_stop = CancellationToken::new();
     let handle = tokio::spawn(server.serve(server_stop.clone()));
-    let pipeline = Pipeline {
+    let mut pipeline = Pipeline {
         server: handle,
         server_stop,
         agent: None,
         agent_stop: CancellationToken::new(),
-        url_file,
+        url_file: None,
     };
     // For `warden logs --data-dir` and `warden workspace --data-dir`.
-    if let Err(error) = write_file_atomically(&pipeline.url_file, &format!("{url}\n")) {
-        let _ = pipeline.stop().await;
-        return Err(Failure::runtime(error));
+    match write_server_url(&plan.data_dir, &url) {
+        Ok(path) => pipeline.url_file = Some(path),
+        Err(error) => {
+            let _ = pipeline.stop().await;
+            return Err(Failure::runtime(error));
+        }
     }
     say(&format!(
         "control plane at {url}, data in {}",
@@ -371,14 +328,13 @@ async fn register(plan: &Plan, url: &str) -> Result<WorkspaceToken, Failure> {
     let admin_token = std::fs::read_to_string(&token_file)
         .with_context(|| format!("reading {}", token_file.display()))
         .map_err(Failure::runtime)?;
-    let admin = AdminClient::new(url, admin_token.trim(), None)
+    let admin = ApiClient::new(url, admin_token.trim(), None)
         .context("admin client")
         .map_err(Failure::runtime)?;
     let existing = admin
         .list_workspaces()
         .await
-        .context("listing workspaces")
-        .map_err(Failure::runtime)?;
+        .map_err(|e| Failure::runtime(e).context("listing workspaces"))?;
     let registered = if existing.iter().any(|w| w.workspace_name == plan.workspace) {
         admin.rotate_token(&plan.workspace).await
     } else {
@@ -391,16 +347,9 @@ async fn register(plan: &Plan, url: &str) -> Result<WorkspaceToken, Failure> {
             })
             .await
     };
-    registered.map_err(|error| {
-        // A name or owner the server refuses is the caller's to fix.
-        let usage = matches!(&error, ClientError::Api { status, .. } if status.as_u16() == 400);
-        let error = anyhow::Error::new(error)
-            .context(format!("registering workspace {:?}", plan.workspace));
-        if usage {
-            Failure::usage(error)
-        } else {
-            Failure::runtime(error)
-        }
+    // A name or owner the server refuses is the caller's to fix (exit 2).
+    registered.map_err(|e| {
+        Failure::from(e).context(format!("registering workspace {:?}", plan.workspace))
     })
 }
 
@@ -424,17 +373,24 @@ impl Pipeline {
             Ok(Ok(())) => {}
             ended => result = result.and(Err(server_ended(ended))),
         }
-        let _ = std::fs::remove_file(&self.url_file);
+        if let Some(url_file) = &self.url_file {
+            let _ = std::fs::remove_file(url_file);
+        }
         say("stopped");
         result
     }
 }
 
+/// The control plane's error, said to be its.
+fn control_plane(e: ServerError) -> Failure {
+    Failure::from(e).context("control plane")
+}
+
 fn server_ended(ended: Result<Result<(), ServerError>, tokio::task::JoinError>) -> Failure {
     match ended {
-        Ok(Err(e)) => e.into(),
+        Ok(Err(e)) => control_plane(e),
         Ok(Ok(())) => Failure::runtime(anyhow!("the control plane stopped unexpectedly")),
-        Err(e) => Failure::runtime(anyhow!("the control plane task failed: {e}")),
+        Err(e) => Failure::runtime(anyhow::Error::new(e).context("the control plane task failed")),
     }
 }
 
@@ -442,9 +398,9 @@ fn agent_ended(
     ended: Result<Result<warden_agent::Outcome, AgentError>, tokio::task::JoinError>,
 ) -> Failure {
     match ended {
-        Ok(Err(e)) => e.into(),
+        Ok(Err(e)) => Failure::from(e).context("agent"),
         Ok(Ok(_)) => Failure::runtime(anyhow!("the agent stopped unexpectedly")),
-        Err(e) => Failure::runtime(anyhow!("the agent task failed: {e}")),
+        Err(e) => Failure::runtime(anyhow::Error::new(e).context("the agent task failed")),
     }
 }
 
@@ -466,17 +422,10 @@ fn forward_signals(stop: CancellationToken) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    use crate::cmd::parse_args;
 
     fn plan(argv: &[&str]) -> anyhow::Result<Plan> {
-        let cli = Cli::try_parse_from(std::iter::once("dev").chain(argv.iter().copied()))?;
-        Plan::new(cli.args)
+        Plan::new(parse_args::<Args>(argv)?)
     }
 
     #[test]

@@ -7,18 +7,28 @@
 //! (confirmed when the agent acknowledges, written otherwise), 1 otherwise,
 //! 2 for a usage or configuration error such as no socket.
 
+use clap::builder::BoolishValueParser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
+use warden_api::time::parse_duration;
 use warden_client::jsonl::{self, EmitReport};
 use warden_client::{AckMode, AckPolicy, Auditor, Overflow, socket_path_from_env};
+
+use super::failure::{self, Failure};
+use super::process::init_logging;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The agent's boundary log socket [default: $CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH,
     /// then $CODER_BOUNDARY_LOG_SOCKET].
-    #[arg(long, value_name = "PATH")]
+    #[arg(
+        long,
+        env = "CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH",
+        value_name = "PATH"
+    )]
     socket: Option<PathBuf>,
     /// How long to wait at EOF for the records to be delivered (confirmed,
     /// when the agent acknowledges).
@@ -44,7 +54,7 @@ pub struct Args {
     )]
     process_name: String,
     /// Also print the summary as one JSON object on stdout.
-    #[arg(long, env = "WARDEN_EMIT_JSON")]
+    #[arg(long, env = "WARDEN_EMIT_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
 }
 
@@ -54,26 +64,24 @@ enum Acks {
     Off,
 }
 
-/// Parses `10s`, `1m 30s`, `PT5S` and the like.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text.parse().map_err(|e| format!("{e}"))?;
-    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
+pub fn main(args: Args) -> ExitCode {
+    // The client's own warnings only, unless WARDEN_LOG says otherwise.
+    init_logging("warn", false);
+    failure::exit("emit", emit(args))
 }
 
-pub fn main(args: Args) -> ExitCode {
-    init_tracing();
+fn emit(args: Args) -> Result<(), Failure> {
     let socket = args
         .socket
         .clone()
         .filter(|p| !p.as_os_str().is_empty())
-        .or_else(socket_path_from_env);
-    let Some(socket) = socket else {
-        eprintln!(
-            "warden emit: no agent socket: pass --socket or set \
-             CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH or CODER_BOUNDARY_LOG_SOCKET"
-        );
-        return ExitCode::from(2);
-    };
+        .or_else(socket_path_from_env)
+        .ok_or_else(|| {
+            Failure::usage_msg(
+                "no agent socket: pass --socket or set \
+                 CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH or CODER_BOUNDARY_LOG_SOCKET",
+            )
+        })?;
     let mut config = jsonl::config(socket);
     config.close_timeout = args.drain_timeout;
     config.batch_interval = args.batch_interval;
@@ -86,35 +94,21 @@ pub fn main(args: Args) -> ExitCode {
     };
     config.confined_process_name = args.process_name.clone();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("warden emit: starting the runtime: {error}");
-            return ExitCode::from(1);
-        }
-    };
+        .context("starting the runtime")
+        .map_err(Failure::runtime)?;
     let report = runtime.block_on(async {
-        let auditor = match Auditor::start(config) {
-            Ok(auditor) => auditor,
-            Err(error) => return Err((2, format!("invalid configuration: {error}"))),
-        };
+        let auditor = Auditor::start(config)
+            .map_err(|e| Failure::usage(anyhow::Error::new(e).context("invalid configuration")))?;
         let stdin = tokio::io::BufReader::with_capacity(1 << 16, tokio::io::stdin());
         // Not a locked handle: the client's own warnings go to stderr too.
         jsonl::emit(stdin, auditor, &mut std::io::stderr())
             .await
-            .map_err(|error| (1, error.to_string()))
-    });
-    let report = match report {
-        Ok(report) => report,
-        Err((code, message)) => {
-            eprintln!("warden emit: {message}");
-            return ExitCode::from(code);
-        }
-    };
+            .map_err(Failure::runtime)
+    })?;
     if let Some(error) = &report.read_error {
         eprintln!("warden emit: reading stdin: {error}");
     }
@@ -123,9 +117,10 @@ pub fn main(args: Args) -> ExitCode {
         println!("{}", json(&report));
     }
     if report.success() {
-        ExitCode::SUCCESS
+        Ok(())
     } else {
-        ExitCode::from(1)
+        // The summary above says what went wrong.
+        Err(Failure::already_reported())
     }
 }
 
@@ -152,15 +147,4 @@ fn json(report: &EmitReport) -> serde_json::Value {
         "read_error": report.read_error,
         "success": report.success(),
     })
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Another subscriber already installed is fine.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .try_init();
 }

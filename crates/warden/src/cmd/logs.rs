@@ -11,20 +11,24 @@
 //!   gaps and reported drops ([`sessions`]).
 //!
 //! Records go to stdout, everything for people to stderr. Exit codes: 0
-//! success, 1 runtime failure (server unreachable), 2 usage (bad filter,
-//! unknown workspace, no or wrong admin token).
+//! success, 1 runtime failure (server unreachable, unknown workspace or
+//! session), 2 usage (bad filter, no or wrong admin token).
 
 mod follow;
 mod output;
 mod sessions;
 
+use clap::builder::BoolishValueParser;
 use std::process::ExitCode;
 
 use jiff::Timestamp;
-use warden_server::admin_client::{AdminClient, ClientError};
-use warden_server::query_api::{MAX_LIMIT, RecordParams, parse_time};
+use warden_api::ApiClient;
+use warden_api::client::RawRecord;
+use warden_api::records::{MAX_LIMIT, RecordParams};
+use warden_api::time::parse_time;
 
-use super::connection::{self, Connection, Failure};
+use super::connection::{self, Connection};
+use super::failure::Failure;
 use output::Output;
 
 #[derive(clap::Args, Debug)]
@@ -50,37 +54,37 @@ enum Command {
 #[derive(clap::Args, Debug, Default)]
 struct Filters {
     /// Only this workspace (by name).
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_WORKSPACE")]
     workspace: Option<String>,
     /// Only workspaces of this owner.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_OWNER")]
     owner: Option<String>,
     /// Only records delivered by the agent of this name.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_AGENT")]
     agent: Option<String>,
     /// Only allowed or only denied requests.
-    #[arg(long, value_enum)]
+    #[arg(long, env = "WARDEN_LOGS_DECISION", value_enum)]
     decision: Option<Decision>,
     /// Only this client session.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_SESSION")]
     session: Option<String>,
     /// From this time on: a duration back from now (15m, 2h, 7d, 1h30m) or
     /// an RFC 3339 timestamp. Times are event times (receive times for
     /// records without one).
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_SINCE")]
     since: Option<String>,
     /// Before this time (same forms as --since).
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_UNTIL")]
     until: Option<String>,
     /// Only URLs containing this text (case-sensitive).
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_URL_CONTAINS")]
     url_contains: Option<String>,
     /// Only this HTTP method, exactly as sent (case-sensitive).
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_METHOD")]
     method: Option<String>,
     /// Only records flagged as conflicting (their session and sequence
     /// number were already used by a record with other content).
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_CONFLICT", value_parser = BoolishValueParser::new())]
     conflict: bool,
 }
 
@@ -96,15 +100,15 @@ struct QueryArgs {
     filters: Filters,
     /// How many records to show, newest first [default: 100; 10 with
     /// --follow, before it follows].
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "WARDEN_LOGS_LIMIT", value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
     /// Then print new matching records as they are stored, until Ctrl-C
     /// (the records shown first come oldest first, like tail -f).
-    #[arg(long, short = 'f')]
+    #[arg(long, short = 'f', env = "WARDEN_LOGS_FOLLOW", value_parser = BoolishValueParser::new())]
     follow: bool,
     /// One JSON object per record (the keys of the server's JSON boundary
     /// line, plus id, peer and conflict) instead of a table.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
     #[command(flatten)]
     connection: Connection,
@@ -132,7 +136,7 @@ impl Filters {
                 .map(|v| {
                     parse_time(v, now)
                         .map(|t| t.to_string())
-                        .map_err(|e| Failure::usage(format!("--{flag}: {e}")))
+                        .map_err(|e| Failure::usage_msg(format_args!("--{flag}: {e}")))
                 })
                 .transpose()
         };
@@ -158,20 +162,9 @@ impl Filters {
         // The server checks again; checking here gives the flag's name.
         params
             .check(now)
-            .map_err(|e| Failure::usage(format!("bad filter: {e}")))?;
+            .map_err(|e| Failure::usage_msg(format_args!("bad filter: {e}")))?;
         Ok(params)
     }
-}
-
-/// A failed call as a failure; an unknown workspace or session is the
-/// caller's to fix (exit 2).
-fn failure(e: ClientError) -> Failure {
-    let not_found = matches!(&e, ClientError::Api { status, .. } if *status == 404);
-    let mut failure = Failure::from(e);
-    if not_found {
-        failure.code = 2;
-    }
-    failure
 }
 
 async fn records(args: QueryArgs) -> Result<(), Failure> {
@@ -196,17 +189,17 @@ async fn records(args: QueryArgs) -> Result<(), Failure> {
 /// Up to `limit` newest matching records, newest first, and the cursor to
 /// follow on from them.
 async fn newest(
-    client: &AdminClient,
+    client: &ApiClient,
     params: &RecordParams,
     limit: u64,
-) -> Result<(Vec<warden_server::query_client::RawRecord>, String), Failure> {
+) -> Result<(Vec<RawRecord>, String), Failure> {
     let mut params = params.clone();
     let mut records = Vec::new();
     let mut head = None;
     loop {
         let left = limit - records.len() as u64;
         params.limit = Some(left.min(u64::from(MAX_LIMIT)).to_string());
-        let page = client.records(&params).await.map_err(failure)?;
+        let page = client.records(&params).await?;
         head.get_or_insert(page.head);
         records.extend(page.records);
         match page.next {
@@ -245,19 +238,23 @@ mod tests {
             ..Default::default()
         };
         let e = bad.params(now()).unwrap_err();
-        assert_eq!(e.code, 2);
-        assert!(e.message.starts_with("--since: "), "{}", e.message);
+        assert_eq!(e.code(), 2);
+        assert!(e.message().starts_with("--since: "), "{}", e.message());
         let backwards = Filters {
             since: Some("1h".into()),
             until: Some("2h".into()),
             ..Default::default()
         };
         let e = backwards.params(now()).unwrap_err();
-        assert!(e.message.contains("must be before until"), "{}", e.message);
+        assert!(
+            e.message().contains("must be before until"),
+            "{}",
+            e.message()
+        );
         let empty = Filters {
             workspace: Some(String::new()),
             ..Default::default()
         };
-        assert_eq!(empty.params(now()).unwrap_err().code, 2);
+        assert_eq!(empty.params(now()).unwrap_err().code(), 2);
     }
 }

@@ -1,11 +1,12 @@
-//! Process plumbing shared by the long-running subcommands (`server`,
-//! `agent`, `dev`): shutdown signals, operational logging, private files.
+//! Process plumbing shared by the subcommands: shutdown signals, operational
+//! logging, the data dir.
 
-use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use warden_api::client::SERVER_URL_FILE;
 
 /// Calls `on_signal` with the signal's name on the first SIGTERM or SIGINT.
 /// The handlers are installed before this returns, so a signal that arrives
@@ -65,13 +66,13 @@ pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating the data dir {}", dir.display()))
 }
 
-/// Writes `text` to `path` through a synced temporary file and a rename, so
-/// readers see the old content or the new, never a torn one.
-pub fn write_file_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let context = || format!("writing {}", path.display());
-    let mut file = std::fs::File::create(&tmp).with_context(context)?;
-    file.write_all(text.as_bytes()).with_context(context)?;
-    file.sync_all().with_context(context)?;
-    std::fs::rename(&tmp, path).with_context(context)
+/// Writes the server's URL to `<data-dir>/server-url` (atomically: a
+/// reader sees the old URL or the new one), where `warden logs` and `warden
+/// workspace` find it; returns the file, for the caller to remove on stop
+/// (a stale URL would send the CLI to a server that is gone).
+pub fn write_server_url(data_dir: &Path, url: &str) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join(SERVER_URL_FILE);
+    warden_fsutil::write_atomically(&path, format!("{url}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }

@@ -1,11 +1,12 @@
 //! `warden server`: parses the flags (each with its environment variable,
-//! see spec/cli.md), sets up logging (JSON when `--log-format json`, so every
+//! see `docs/cli.md`), sets up logging (JSON when `--log-format json`, so every
 //! stderr line is JSON), binds, writes `<data-dir>/server-url`, announces the
 //! URL and runs the control plane (`warden_server::run`) until SIGTERM or
 //! SIGINT.
 //!
 //! Exit codes: 0 after a clean shutdown, 1 runtime failure, 2 configuration.
 
+use clap::builder::BoolishValueParser;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,16 +15,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use warden_api::time::parse_duration;
 use warden_server::{AdminTokenSource, Config, LineFormat, TlsFiles, check_listen};
 use warden_store::DatabaseUrl;
 
-use super::process::{create_private_dir, forward_signals, init_logging, write_file_atomically};
+use super::failure::Failure;
+use super::process::{create_private_dir, forward_signals, init_logging, write_server_url};
 
 /// Environment variable holding the admin token (never a flag: flags show in
 /// the process list).
 const ADMIN_TOKEN_ENV: &str = "WARDEN_ADMIN_TOKEN";
-/// The file, in the data dir, where the server writes its URL.
-pub const SERVER_URL_FILE: &str = "server-url";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -46,7 +47,7 @@ pub struct Args {
     #[arg(long, env = "WARDEN_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Serve plain HTTP on a non-loopback address (agent tokens travel in clear).
-    #[arg(long, env = "WARDEN_INSECURE_LISTEN")]
+    #[arg(long, env = "WARDEN_INSECURE_LISTEN", value_parser = BoolishValueParser::new())]
     insecure_listen: bool,
     /// How long a shutdown waits for open calls (e.g. 30s).
     #[arg(long, env = "WARDEN_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
@@ -54,6 +55,11 @@ pub struct Args {
     /// Delete records received longer ago than this (e.g. 30d; default: keep all).
     #[arg(long, env = "WARDEN_RETENTION", value_parser = warden_server::retention::parse_period)]
     retention: Option<Duration>,
+    /// Store longer URLs cut to this many bytes, with their original length
+    /// (flagged in the API and on the line; never dropped).
+    #[arg(long, env = "WARDEN_MAX_URL_BYTES", default_value_t = warden_store::DEFAULT_MAX_URL_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(256..=(1 << 24)))]
+    max_url_bytes: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,36 +68,14 @@ enum Format {
     Json,
 }
 
-/// Reads `10s`, `1m30s`, `250ms` (or ISO 8601 like `PT10S`).
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a duration like 10s or 1m: {e}"))?;
-    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
-}
-
-/// A failure and the exit code it calls for.
-struct Failure {
-    code: u8,
-    error: anyhow::Error,
-}
-
-fn config_error(error: anyhow::Error) -> Failure {
-    Failure { code: 2, error }
-}
-
-fn runtime_error(error: anyhow::Error) -> Failure {
-    Failure { code: 1, error }
-}
-
 pub fn main(args: Args) -> ExitCode {
     init_logging("info", args.log_format == Format::Json);
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             // Through tracing, so that in JSON mode this line is JSON too.
-            tracing::error!("warden server: {:#}", failure.error);
-            ExitCode::from(failure.code)
+            tracing::error!("warden server: {}", failure.message());
+            ExitCode::from(failure.code())
         }
     }
 }
@@ -104,16 +88,16 @@ struct Prepared {
 }
 
 fn prepare(args: Args) -> Result<Prepared, Failure> {
-    let addr = resolve(&args.listen).map_err(config_error)?;
+    let addr = resolve(&args.listen).map_err(Failure::usage)?;
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,
     };
-    check_listen(addr, tls.is_some(), args.insecure_listen).map_err(|e| config_error(e.into()))?;
+    check_listen(addr, tls.is_some(), args.insecure_listen)?;
     let database = match &args.database_url {
         Some(url) => url
             .parse::<DatabaseUrl>()
-            .map_err(|e| config_error(anyhow::Error::new(e).context("--database-url")))?,
+            .map_err(|e| Failure::usage(anyhow::Error::new(e).context("--database-url")))?,
         None => DatabaseUrl::Sqlite(args.data_dir.join("warden.db")),
     };
     let admin_token = match std::env::var(ADMIN_TOKEN_ENV) {
@@ -129,6 +113,7 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
     config.insecure_listen = args.insecure_listen;
     config.shutdown_grace = args.shutdown_grace;
     config.retention = args.retention.map(warden_server::retention::Retention::new);
+    config.limits.max_url_bytes = usize::try_from(args.max_url_bytes).unwrap_or(usize::MAX);
     Ok(Prepared {
         config,
         addr,
@@ -138,45 +123,36 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
 
 fn serve(args: Args) -> Result<(), Failure> {
     let prepared = prepare(args)?;
-    create_private_dir(&prepared.data_dir).map_err(config_error)?;
+    create_private_dir(&prepared.data_dir).map_err(Failure::usage)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
-        .map_err(runtime_error)?;
+        .map_err(Failure::runtime)?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(prepared.addr)
             .await
             .with_context(|| format!("listening on {}", prepared.addr))
-            .map_err(runtime_error)?;
+            .map_err(Failure::runtime)?;
         let server = warden_server::Server::start(
             prepared.config,
             listener,
             Arc::new(warden_server::Stderr),
         )
-        .await
-        .map_err(server_failure)?;
+        .await?;
         // Announced only now: the store is open and the admin token file
         // exists, so a script that waits for this line can use both.
         let url = server.url();
-        let url_file = prepared.data_dir.join(SERVER_URL_FILE);
-        write_file_atomically(&url_file, &format!("{url}\n")).map_err(runtime_error)?;
+        let url_file = write_server_url(&prepared.data_dir, &url).map_err(Failure::runtime)?;
         tracing::info!("warden server listening on {url}");
 
         let shutdown = CancellationToken::new();
-        forward_signals(shutdown.clone()).map_err(runtime_error)?;
+        forward_signals(shutdown.clone()).map_err(Failure::runtime)?;
         let result = server.serve(shutdown).await;
         // A stale URL would send the CLI to a server that is gone.
         let _ = std::fs::remove_file(&url_file);
-        result.map_err(server_failure)
+        Ok(result?)
     })
-}
-
-fn server_failure(e: warden_server::ServerError) -> Failure {
-    Failure {
-        code: if e.is_config() { 2 } else { 1 },
-        error: e.into(),
-    }
 }
 
 /// `HOST:PORT` to one address (the first a name resolves to).
@@ -194,18 +170,11 @@ fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    use crate::cmd::failure::USAGE;
+    use crate::cmd::parse_args;
 
     fn parse(argv: &[&str]) -> Args {
-        Cli::try_parse_from(std::iter::once("server").chain(argv.iter().copied()))
-            .unwrap()
-            .args
+        parse_args(argv).unwrap()
     }
 
     #[test]
@@ -223,7 +192,7 @@ mod tests {
     #[test]
     fn plain_http_off_loopback_is_a_configuration_error() {
         let failure = prepare(parse(&["--listen", "0.0.0.0:0"])).err().unwrap();
-        assert_eq!(failure.code, 2);
+        assert_eq!(failure.code(), USAGE);
         assert!(prepare(parse(&["--listen", "0.0.0.0:0", "--insecure-listen"])).is_ok());
         let tls = prepare(parse(&[
             "--listen",
@@ -239,17 +208,20 @@ mod tests {
     #[test]
     fn bad_values_are_configuration_errors() {
         assert_eq!(
-            prepare(parse(&["--listen", "nowhere"])).err().unwrap().code,
-            2
+            prepare(parse(&["--listen", "nowhere"]))
+                .err()
+                .unwrap()
+                .code(),
+            USAGE
         );
         assert_eq!(
             prepare(parse(&["--database-url", "mysql://x"]))
                 .err()
                 .unwrap()
-                .code,
-            2
+                .code(),
+            USAGE
         );
-        assert!(Cli::try_parse_from(["server", "--tls-cert", "c"]).is_err());
-        assert!(Cli::try_parse_from(["server", "--log-format", "xml"]).is_err());
+        assert!(parse_args::<Args>(&["--tls-cert", "c"]).is_err());
+        assert!(parse_args::<Args>(&["--log-format", "xml"]).is_err());
     }
 }

@@ -5,14 +5,16 @@
 //!
 //! Machine-readable output (`--json`, and a new token alone) goes to stdout,
 //! everything for people to stderr. Exit codes: 0 success, 1 runtime failure
-//! (server unreachable, refused), 2 usage or configuration (no URL or token,
-//! bad input, wrong token).
+//! (server unreachable, no such workspace, name already taken), 2 usage or
+//! configuration (no URL or token, bad input, wrong token).
 
+use clap::builder::BoolishValueParser;
 use std::process::ExitCode;
 
-use warden_server::admin_api::{CreateWorkspace, WorkspaceInfo, WorkspaceToken};
+use warden_api::workspaces::{CreateWorkspace, WorkspaceInfo, WorkspaceToken};
 
-use super::connection::{self, Connection, Failure, to_json};
+use super::connection::{self, Connection, to_json};
+use super::failure::Failure;
 use super::table::{Column, Layout};
 
 #[derive(clap::Subcommand, Debug)]
@@ -30,19 +32,19 @@ pub enum Command {
 #[derive(clap::Args, Debug)]
 pub struct CreateArgs {
     /// Workspace name (letters, digits, '.', '_', '-'), unique.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_WORKSPACE_NAME")]
     name: String,
     /// Owner of the workspace.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_WORKSPACE_OWNER")]
     owner: String,
     /// Name of the workspace's agent.
-    #[arg(long, default_value = warden_server::admin_api::DEFAULT_AGENT_NAME)]
+    #[arg(long, env = "WARDEN_WORKSPACE_AGENT", default_value = warden_api::workspaces::DEFAULT_AGENT_NAME)]
     agent: String,
     /// Shell script the agent runs once its socket is up.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_WORKSPACE_STARTUP_SCRIPT")]
     startup_script: Option<String>,
     /// Print one JSON line instead of the token alone.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_WORKSPACE_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
     #[command(flatten)]
     connection: Connection,
@@ -51,7 +53,7 @@ pub struct CreateArgs {
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
     /// One JSON object per workspace instead of a table.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_WORKSPACE_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
     #[command(flatten)]
     connection: Connection,
@@ -62,7 +64,7 @@ pub struct NameArgs {
     /// The workspace's name.
     name: String,
     /// Print JSON instead of text.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_WORKSPACE_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
     #[command(flatten)]
     connection: Connection,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::process::{BoundaryLines, WardenProcess, warden};
 
-/// What the agent prints once its socket accepts connections (spec/cli.md).
+/// What the agent prints once its socket accepts connections (`docs/cli.md`).
 pub const READY: &str = "warden agent boundary log socket at";
 
 /// Everything an agent run needs; reused to restart the same agent.

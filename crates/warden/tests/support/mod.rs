@@ -13,6 +13,7 @@
 pub mod agent;
 #[path = "../../../agent/tests/support/mod.rs"]
 pub mod agent_support;
+pub mod origin;
 pub mod process;
 pub mod server;
 pub mod store;

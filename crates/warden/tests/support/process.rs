@@ -19,30 +19,19 @@ const SHOWN_LINES: usize = 400;
 /// How long the rest of stderr is read once the process exited.
 const STDERR_AFTER_EXIT: Duration = Duration::from_secs(5);
 
-/// Environment variables of the surrounding shell that would change what a
-/// `warden` child does; every child starts without them.
-const INHERITED_SETTINGS: &[&str] = &[
-    "CODER_AGENT_URL",
-    "CODER_AGENT_TOKEN",
-    "CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH",
-    "CODER_BOUNDARY_LOG_SOCKET",
-    "WARDEN_URL",
-    "WARDEN_ADMIN_TOKEN",
-    "WARDEN_DATA_DIR",
-    "WARDEN_DATABASE_URL",
-    "WARDEN_LISTEN",
-    "WARDEN_LOG_FORMAT",
-    "WARDEN_AGENT_DATA_DIR",
-    "WARDEN_CA_CERT",
-    "WARDEN_AGENT_CA_CERT",
-    "RUST_LOG",
-];
+/// Whether a variable of the surrounding shell would change what a
+/// `warden` child does (every flag reads one); every child starts without
+/// them.
+fn is_setting(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with("WARDEN_") || name.starts_with("CODER_") || name == "RUST_LOG"
+}
 
 /// `warden` (the binary under test) with a clean environment.
 pub fn warden() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_warden"));
-    for var in INHERITED_SETTINGS {
-        command.env_remove(var);
+    for (name, _) in std::env::vars_os().filter(|(name, _)| is_setting(name)) {
+        command.env_remove(name);
     }
     command.env("WARDEN_LOG", "info");
     command

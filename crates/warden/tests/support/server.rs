@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::process::{BoundaryLines, WardenProcess, warden};
 
-/// What the server prints once it serves (spec/cli.md).
+/// What the server prints once it serves (`docs/cli.md`).
 const LISTENING: &str = "warden server listening on ";
 
 /// A running `warden server` with its data dir (SQLite database, admin

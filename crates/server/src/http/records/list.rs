@@ -12,8 +12,10 @@ use axum::response::Response;
 use warden_store::Order;
 
 use super::{RecordOut, json, query, record_query};
+use warden_api::records::{RecordPage, RecordParams};
+
+use crate::http::cursor::RecordCursor;
 use crate::http::{AppState, HttpError};
-use crate::query_api::{RecordCursor, RecordPage, RecordParams};
 
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,

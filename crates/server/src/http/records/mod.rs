@@ -1,13 +1,15 @@
 //! The record query API under `/api/v1` (admin token): records newest
 //! first with keyset pages ([`list`]), a workspace's sessions and one
 //! session's report ([`sessions`]), per-workspace summaries
-//! ([`summaries`]). The live stream is [`super::stream`]. Bodies are the
-//! types of [`crate::query_api`].
+//! ([`summaries`]). The live stream (`super::stream`) builds on
+//! [`record_query`] and [`RecordOut`]. Bodies are the
+//! types of [`warden_api::records`].
 //!
 //! What the handlers share lives here: turning query parameters into a
 //! store query, finding a workspace, and rendering a stored record.
 
 mod list;
+mod policies;
 mod sessions;
 mod summaries;
 
@@ -24,23 +26,24 @@ use serde::Serialize;
 use uuid::Uuid;
 use warden_store::{RecordId, RecordQuery, StoredRecord};
 
+use warden_api::records::{RecordFilter, RecordParams};
+
 use super::{AppState, HttpError};
 use crate::line::LineRecord;
 use crate::line::format::JsonLine;
-use crate::query_api::{RecordFilter, RecordParams};
 
 /// The routes, relative to the root (they sit under `/api/v1/workspaces`
 /// beside the workspace admin routes, hence `{name}`).
-pub fn router() -> Router<Arc<AppState>> {
+pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/records", get(list::list))
-        .route("/api/v1/records/stream", get(super::stream::follow))
         .route("/api/v1/workspaces/{name}/sessions", get(sessions::list))
         .route(
             "/api/v1/workspaces/{name}/sessions/{session}",
             get(sessions::report),
         )
         .route("/api/v1/summaries", get(summaries::summaries))
+        .route("/api/v1/policies/{digest}", get(policies::policy))
 }
 
 /// A query string, or a 400 that says what is wrong with it.
@@ -151,6 +154,11 @@ pub(crate) struct RecordOut<'a> {
     id: RecordId,
     #[serde(flatten)]
     line: JsonLine<'a>,
+    agent_received_at: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    agent_time_suspect: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_digest: Option<&'a str>,
     peer: PeerOut<'a>,
     conflict: bool,
 }
@@ -169,6 +177,9 @@ impl<'a> RecordOut<'a> {
         RecordOut {
             id: r.id,
             line: JsonLine::new(&LineRecord::stored(r)),
+            agent_received_at: crate::line::format::rfc3339_nano(r.agent_received_at),
+            agent_time_suspect: r.agent_time_suspect,
+            policy_digest: r.policy_digest.as_deref(),
             peer: PeerOut {
                 uid: r.peer.uid,
                 gid: r.peer.gid,
@@ -187,7 +198,7 @@ mod tests {
 
     use super::*;
     use crate::line::{LineFormat, write_line};
-    use crate::query_api::Record;
+    use warden_api::records::Record;
 
     fn stored() -> StoredRecord {
         StoredRecord {
@@ -202,11 +213,15 @@ mod tests {
             sequence_number: 7,
             event_time: EventTime::Missing,
             received_at: Timestamp::new(1_765_227_527, 250_000_000).unwrap(),
+            agent_received_at: Timestamp::new(978_307_200, 0).unwrap(),
+            agent_time_suspect: true,
             committed_at: Timestamp::new(1_765_227_528, 0).unwrap(),
             decision: Decision::Allow,
             method: "GET".into(),
             url: "https://example.com/\u{1b}[31m".into(),
+            url_original_bytes: Some(70_000),
             matched_rule: "domain=example.com".into(),
+            policy_digest: Some("ab".repeat(32)),
             process: "claude".into(),
             peer: Peer {
                 uid: 1000,
@@ -229,6 +244,9 @@ mod tests {
         let mut expected: serde_json::Value = serde_json::from_str(&line).unwrap();
         let extra = serde_json::json!({
             "id": 42,
+            "agent_received_at": "2001-01-01T00:00:00Z",
+            "agent_time_suspect": true,
+            "policy_digest": "ab".repeat(32),
             "peer": {"uid": 1000, "gid": 1001, "pid": 77, "comm": "curl", "exe": "/usr/bin/curl"},
             "conflict": true,
         });
@@ -248,5 +266,9 @@ mod tests {
         assert_eq!(read.sequence, Some(7));
         assert_eq!(read.peer.exe, "/usr/bin/curl");
         assert!(read.conflict);
+        assert!(read.http_url_truncated && read.agent_time_suspect);
+        assert_eq!(read.http_url_bytes, Some(70_000));
+        assert_eq!(read.agent_received_at, Some(r.agent_received_at));
+        assert_eq!(read.policy_digest, r.policy_digest);
     }
 }

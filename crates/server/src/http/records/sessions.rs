@@ -12,12 +12,14 @@ use axum::response::Response;
 use warden_store::{SessionActivity, SessionRecordQuery};
 
 use super::{RecordOut, json, query, workspace_in_path};
-use crate::http::{AppState, HttpError};
-use crate::query_api::{
-    DEFAULT_LIMIT, GapRange, MAX_GAPS, SessionCursor, SessionInfo, SessionList, SessionListCursor,
-    SessionListParams, SessionListing, SessionReport, SessionReportParams, parse_count,
-    parse_limit,
+use warden_api::records::{
+    DEFAULT_LIMIT, GapRange, MAX_GAPS, SessionList, SessionListParams, SessionListing,
+    SessionReport, SessionReportParams, parse_count, parse_limit,
 };
+
+use crate::http::bodies::session_info;
+use crate::http::cursor::{SessionCursor, SessionListCursor};
+use crate::http::{AppState, HttpError};
 
 /// Where a session sits in the list: most recently stored-to first,
 /// sessions without stored records last, by id.
@@ -66,7 +68,7 @@ pub(super) async fn list(
         sessions: page
             .into_iter()
             .map(|s| SessionListing {
-                session: SessionInfo::from(&s.summary),
+                session: session_info(&s.summary),
                 first_record_at: s.first_time,
                 last_record_at: s.last_time,
             })
@@ -126,7 +128,7 @@ pub(super) async fn report(
     json(&SessionReport {
         workspace_id,
         workspace_name,
-        session: SessionInfo::from(&summary),
+        session: session_info(&summary),
         gaps: gaps
             .iter()
             .map(|g| GapRange {

@@ -12,12 +12,14 @@ use jiff::Timestamp;
 use warden_store::{ActivityQuery, Workspace};
 
 use super::{live_workspace, query};
-use crate::admin_api::LossInfo;
-use crate::http::{AppState, HttpError};
-use crate::query_api::{
+use warden_api::records::{
     DEFAULT_TOP_HOSTS, HostInfo, MAX_TOP_HOSTS, SummaryList, SummaryParams, WorkspaceSummary,
-    parse_count, parse_time,
+    parse_count,
 };
+use warden_api::time::parse_time;
+
+use crate::http::bodies::loss_infos;
+use crate::http::{AppState, HttpError};
 
 pub(super) async fn summaries(
     State(state): State<Arc<AppState>>,
@@ -97,7 +99,7 @@ async fn summarise(
                 records: h.records,
             })
             .collect(),
-        losses: losses.iter().map(LossInfo::from).collect(),
+        losses: loss_infos(&losses),
         sessions: sessions.len() as u64,
         missing: sessions.iter().map(|s| s.summary.missing()).sum(),
         reported_lost: sessions.iter().map(|s| s.summary.reported_losses()).sum(),

@@ -5,34 +5,58 @@
 //! line's arrival here is the end-to-end latency.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use jiff::fmt::temporal::DateTimeParser;
+use memchr::memmem;
 
-/// What the server prints once it serves (spec/cli.md).
+/// What the server prints once it serves (`docs/cli.md`).
 const LISTENING: &[u8] = b"warden server listening on ";
 /// Where a boundary line's event time starts. A quoted value cannot hold an
 /// unescaped quote, so this cannot match inside the URL.
-const TIME_FIELD: &[u8] = b" time=\"";
+static TIME_FIELD: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b" time=\""));
+static TIMESTAMPS: DateTimeParser = DateTimeParser::new();
 
 /// Shared between the reader thread and the bench.
-#[derive(Debug, Default)]
+///
+/// The reader handles every boundary line the server prints (hundreds of
+/// thousands per second in a saturated run) on the bench's own CPU budget,
+/// so a line costs two prebuilt substring searches, one timestamp parse, one
+/// clock read and one uncontended lock.
+#[derive(Debug)]
 pub struct ServerLines {
     url: OnceLock<String>,
     /// `workspace.id=<id> `: only this workspace's lines count.
-    workspace: OnceLock<Vec<u8>>,
+    workspace: OnceLock<memmem::Finder<'static>>,
     printed: AtomicU64,
     /// Lines whose event time could not be read.
     untimed: AtomicU64,
+    /// One instant on both clocks, so a line's arrival needs one clock read.
+    base: (Instant, Timestamp),
+    /// Only the reader thread locks it until the run is over.
+    timed: Mutex<Timed>,
+}
+
+#[derive(Debug, Default)]
+struct Timed {
     /// Event time to arrival, nanoseconds, one per line.
-    latencies: Mutex<Vec<u64>>,
-    last_line: Mutex<Option<Instant>>,
+    latencies: Vec<u64>,
+    last_line: Option<Instant>,
 }
 
 impl ServerLines {
     pub fn new() -> Arc<ServerLines> {
-        Arc::new(ServerLines::default())
+        Arc::new(ServerLines {
+            url: OnceLock::new(),
+            workspace: OnceLock::new(),
+            printed: AtomicU64::new(0),
+            untimed: AtomicU64::new(0),
+            base: (Instant::now(), Timestamp::now()),
+            timed: Mutex::default(),
+        })
     }
 
     /// The server's URL, once it said it listens.
@@ -42,9 +66,9 @@ impl ServerLines {
 
     /// Counts only lines of this workspace from now on.
     pub fn follow(&self, workspace_id: &str) {
-        let _ = self
-            .workspace
-            .set(format!("workspace.id={workspace_id} ").into_bytes());
+        let _ = self.workspace.set(
+            memmem::Finder::new(format!("workspace.id={workspace_id} ").as_bytes()).into_owned(),
+        );
     }
 
     pub fn printed(&self) -> u64 {
@@ -57,61 +81,62 @@ impl ServerLines {
 
     /// When the last counted line arrived.
     pub fn last_line(&self) -> Option<Instant> {
-        *self.last_line.lock().unwrap_or_else(|p| p.into_inner())
+        self.timed().last_line
     }
 
     /// The latencies measured so far (nanoseconds), taken out.
     pub fn take_latencies(&self) -> Vec<u64> {
-        std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut self.timed().latencies)
+    }
+
+    fn timed(&self) -> std::sync::MutexGuard<'_, Timed> {
+        self.timed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Handles one stderr line of the server.
     pub fn on_line(&self, line: &[u8]) {
-        let arrived = Timestamp::now();
         if line.starts_with(b"[API] ") {
             let Some(workspace) = self.workspace.get() else {
                 return;
             };
-            if find(line, workspace).is_none() {
+            if workspace.find(line).is_none() {
                 return;
             }
-            match event_time(line) {
-                Some(time) => {
-                    let nanos = arrived.duration_since(time).as_nanos().max(0);
-                    self.latencies
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(u64::try_from(nanos).unwrap_or(u64::MAX));
-                }
+            let arrived = Timestamp::now();
+            let latency = event_time(line).map(|time| {
+                let nanos = arrived.duration_since(time).as_nanos().max(0);
+                u64::try_from(nanos).unwrap_or(u64::MAX)
+            });
+            let since_base = arrived.duration_since(self.base.1);
+            let arrived_at = self.base.0 + Duration::try_from(since_base).unwrap_or_default();
+            let mut timed = self.timed();
+            match latency {
+                Some(nanos) => timed.latencies.push(nanos),
                 None => {
                     self.untimed.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            *self.last_line.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            timed.last_line = Some(arrived_at);
+            drop(timed);
             self.printed.fetch_add(1, Ordering::Release);
-        } else if let Some(at) = find(line, LISTENING) {
+        } else if let Some(at) = memmem::find(line, LISTENING) {
             let rest = String::from_utf8_lossy(&line[at + LISTENING.len()..]);
             if let Some(url) = rest.split_whitespace().next() {
                 let _ = self.url.set(url.to_owned());
             }
-        } else if find(line, b" WARN ").is_some() || find(line, b" ERROR ").is_some() {
+        } else if memmem::find(line, b" WARN ").is_some()
+            || memmem::find(line, b" ERROR ").is_some()
+        {
             eprint!("server: {}", String::from_utf8_lossy(line));
         }
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 /// The `time="..."` value of a text boundary line.
 fn event_time(line: &[u8]) -> Option<Timestamp> {
-    let start = find(line, TIME_FIELD)? + TIME_FIELD.len();
-    let len = line[start..].iter().position(|&b| b == b'"')?;
-    std::str::from_utf8(&line[start..start + len])
-        .ok()?
-        .parse()
-        .ok()
+    let start = TIME_FIELD.find(line)? + TIME_FIELD.needle().len();
+    let len = memchr::memchr(b'"', &line[start..])?;
+    TIMESTAMPS.parse_timestamp(&line[start..start + len]).ok()
 }
 
 #[cfg(test)]

@@ -5,39 +5,10 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::latency::Latency;
+use super::peer::PeerReport;
 use super::procs::Usage;
 use super::stages::Stages;
-
-/// Latency percentiles, milliseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct Latency {
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
-    pub samples: u64,
-}
-
-impl Latency {
-    /// Percentiles of `nanos` (nearest rank; sorts in place).
-    pub fn of(nanos: &mut [u64]) -> Latency {
-        nanos.sort_unstable();
-        let rank = |q: f64| -> f64 {
-            if nanos.is_empty() {
-                return 0.0;
-            }
-            let i = ((q * nanos.len() as f64).ceil() as usize).clamp(1, nanos.len()) - 1;
-            nanos[i] as f64 / 1e6
-        };
-        Latency {
-            p50_ms: rank(0.50),
-            p99_ms: rank(0.99),
-            p999_ms: rank(0.999),
-            max_ms: rank(1.0),
-            samples: nanos.len() as u64,
-        }
-    }
-}
 
 /// One process's share.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -87,6 +58,12 @@ pub struct Report {
     pub server: ProcessFigures,
     /// This process: the clients (and the reading of the server's lines).
     pub clients_process: ProcessFigures,
+    /// The same load through the peer (`--compare rsyslog`), run just before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerReport>,
+    /// Warden's records/s over the peer's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_peer: Option<f64>,
 }
 
 impl fmt::Display for Report {
@@ -153,6 +130,30 @@ impl fmt::Display for Report {
                 p.peak_rss_mib
             )?;
         }
+        if let (Some(peer), Some(ratio)) = (&self.peer, self.ratio_to_peer) {
+            writeln!(f, "compared with {}:", peer.peer)?;
+            writeln!(
+                f,
+                "  end to end    {:>10.0} records/s  ({} records in {:.2} s, first record sent to last line written by the receiver)",
+                peer.records_per_second, peer.records, peer.seconds
+            )?;
+            for (name, p) in [
+                ("sender", &peer.sender),
+                ("receiver", &peer.receiver),
+                ("clients", &peer.clients_process),
+            ] {
+                writeln!(
+                    f,
+                    "  {name:<8}      cpu {:>6.2} s ({:>5.2} µs/record), peak rss {:>6.1} MiB",
+                    p.cpu_seconds, p.cpu_us_per_record, p.peak_rss_mib
+                )?;
+            }
+            writeln!(
+                f,
+                "  warden / peer {ratio:>10.2}x  ({:.0} / {:.0} records/s)",
+                self.records_per_second, peer.records_per_second
+            )?;
+        }
         Ok(())
     }
 }
@@ -162,18 +163,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let mut nanos: Vec<u64> = (1..=1000).rev().map(|i| i * 1_000_000).collect();
-        let l = Latency::of(&mut nanos);
-        assert_eq!(l.p50_ms, 500.0);
-        assert_eq!(l.p99_ms, 990.0);
-        assert_eq!(l.p999_ms, 999.0);
-        assert_eq!(l.max_ms, 1000.0);
-        assert_eq!(l.samples, 1000);
-        assert_eq!(Latency::of(&mut []), Latency::default());
-    }
 
     #[test]
     fn cpu_per_record_is_in_microseconds() {

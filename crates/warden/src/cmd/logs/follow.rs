@@ -9,12 +9,11 @@
 
 use std::time::Duration;
 
-use warden_server::admin_client::{AdminClient, ClientError};
-use warden_server::query_api::{EVENT_RECORD, RecordParams};
+use warden_api::records::{EVENT_RECORD, RecordParams};
+use warden_api::{ApiClient, ClientError};
 
-use super::failure;
 use super::output::Output;
-use crate::cmd::connection::Failure;
+use crate::cmd::failure::{Failure, one_line};
 
 /// Smallest column widths of a followed table, before any row is known:
 /// time, workspace, decision, method.
@@ -25,7 +24,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Follows from `cursor` until Ctrl-C.
 pub async fn follow(
-    client: &AdminClient,
+    client: &ApiClient,
     params: &RecordParams,
     mut cursor: String,
     out: &mut Output,
@@ -54,7 +53,7 @@ pub async fn follow(
 /// One connection: prints records until it ends; returns why it ended
 /// (to retry) or a failure that retrying will not fix.
 async fn read(
-    client: &AdminClient,
+    client: &ApiClient,
     params: &RecordParams,
     cursor: &mut String,
     out: &mut Output,
@@ -63,8 +62,8 @@ async fn read(
 ) -> Result<String, Failure> {
     let mut stream = match client.stream_records(params, Some(cursor)).await {
         Ok(stream) => stream,
-        Err(e @ ClientError::Api { .. }) if !is_transient(&e) => return Err(failure(e)),
-        Err(e) => return Ok(e.to_string()),
+        Err(e @ ClientError::Api { .. }) if !is_transient(&e) => return Err(e.into()),
+        Err(e) => return Ok(one_line(&e)),
     };
     if lost.take().is_some() {
         eprintln!("warden logs: reconnected");
@@ -82,7 +81,7 @@ async fn read(
                 }
             }
             Ok(None) => return Ok("the server ended the stream".into()),
-            Err(e) => return Ok(format!("the stream broke: {e}")),
+            Err(e) => return Ok(format!("the stream broke: {}", one_line(&e))),
         }
     }
 }

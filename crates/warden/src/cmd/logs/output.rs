@@ -4,10 +4,10 @@
 
 use std::io::{ErrorKind, Write};
 
-use jiff::Timestamp;
-use warden_server::query_api::Record;
+use warden_api::records::Record;
+use warden_api::time::stamp;
 
-use crate::cmd::connection::Failure;
+use crate::cmd::failure::Failure;
 use crate::cmd::table::{Column, Layout, clean, terminal_width};
 
 /// The record table: time, where it came from, what was decided, the
@@ -133,23 +133,9 @@ impl Output {
 pub const MARKS: &str = "In the table, * after a time: the record had no event time, the time shown is when the agent received it; ! after a decision: a conflicting record (its session and sequence number were used before by a record with other content).";
 
 fn parse(text: &str) -> Result<Record, Failure> {
-    serde_json::from_str(text)
-        .map_err(|e| Failure::runtime(format!("unexpected record from the server: {e}")))
-}
-
-/// `YYYY-MM-DD HH:MM:SS.mmm` in UTC, like the boundary line's stamp.
-pub fn stamp(t: Timestamp) -> String {
-    let dt = jiff::tz::Offset::UTC.to_datetime(t);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.subsec_nanosecond() / 1_000_000
-    )
+    serde_json::from_str(text).map_err(|e| {
+        Failure::runtime(anyhow::Error::new(e).context("unexpected record from the server"))
+    })
 }
 
 /// Writes to stdout and flushes (a follower's lines must show at once).
@@ -161,7 +147,9 @@ pub fn write_out(text: &str) -> Result<(), Failure> {
     {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::BrokenPipe => Err(Failure::reader_gone()),
-        Err(e) => Err(Failure::runtime(format!("writing to stdout: {e}"))),
+        Err(e) => Err(Failure::runtime(
+            anyhow::Error::new(e).context("writing to stdout"),
+        )),
     }
 }
 

@@ -2,32 +2,34 @@
 //! workspace's) and `warden logs session ID` (one session: summary, gaps as
 //! ranges, records in sequence order): where lost records show.
 
+use clap::builder::BoolishValueParser;
 use serde::Serialize;
 use uuid::Uuid;
-use warden_server::admin_client::AdminClient;
-use warden_server::query_api::{
+use warden_api::ApiClient;
+use warden_api::client::RawRecord;
+use warden_api::records::{
     GapRange, MAX_LIMIT, SessionInfo, SessionListParams, SessionListing, SessionReport,
     SessionReportParams,
 };
-use warden_server::query_client::RawRecord;
+use warden_api::time::stamp;
 
-use super::failure;
-use super::output::{Output, Table, stamp, write_out};
-use crate::cmd::connection::{Connection, Failure, to_json};
+use super::output::{Output, Table, write_out};
+use crate::cmd::connection::{Connection, to_json};
+use crate::cmd::failure::Failure;
 use crate::cmd::table::{Column, Layout, clean, terminal_width};
 
 #[derive(clap::Args, Debug)]
 pub struct SessionsArgs {
     /// Only this workspace (by name, or by id for a deleted one); default:
     /// every live workspace.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_WORKSPACE")]
     workspace: Option<String>,
     /// At most this many sessions per workspace, the most recently active
     /// first.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "WARDEN_LOGS_SESSIONS_LIMIT", value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
     /// One JSON object per session instead of a table.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
     #[command(flatten)]
     connection: Connection,
@@ -39,13 +41,13 @@ pub struct SessionArgs {
     id: String,
     /// The session's workspace (by name, or by id for a deleted one);
     /// default: the one live workspace that has the session.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_WORKSPACE")]
     workspace: Option<String>,
     /// At most this many of its records, in sequence order.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "WARDEN_LOGS_SESSION_LIMIT", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     limit: u64,
     /// One JSON object (summary, gaps, records) instead of text.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_LOGS_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
     #[command(flatten)]
     connection: Connection,
@@ -79,8 +81,7 @@ pub async fn list(args: SessionsArgs) -> Result<(), Failure> {
         Some(name) => vec![name.clone()],
         None => client
             .list_workspaces()
-            .await
-            .map_err(failure)?
+            .await?
             .into_iter()
             .map(|w| w.workspace_name)
             .collect(),
@@ -122,7 +123,7 @@ pub async fn list(args: SessionsArgs) -> Result<(), Failure> {
 
 /// A workspace's sessions, page by page, up to `limit`.
 async fn sessions_of(
-    client: &AdminClient,
+    client: &ApiClient,
     workspace: &str,
     limit: Option<u64>,
 ) -> Result<(Uuid, Option<String>, Vec<SessionListing>), Failure> {
@@ -131,7 +132,7 @@ async fn sessions_of(
     loop {
         let left = limit.map_or(u64::from(MAX_LIMIT), |l| l - out.len() as u64);
         params.limit = Some(left.min(u64::from(MAX_LIMIT)).to_string());
-        let page = client.sessions(workspace, &params).await.map_err(failure)?;
+        let page = client.sessions(workspace, &params).await?;
         out.extend(page.sessions);
         let full = limit.is_some_and(|l| out.len() as u64 >= l);
         match page.next {
@@ -171,10 +172,7 @@ pub async fn report(args: SessionArgs) -> Result<(), Failure> {
         limit: Some(args.limit.min(u64::from(MAX_LIMIT)).to_string()),
         ..Default::default()
     };
-    let mut report = client
-        .session_report(&workspace, &args.id, &params)
-        .await
-        .map_err(failure)?;
+    let mut report = client.session_report(&workspace, &args.id, &params).await?;
     // The rest of the records, up to the limit.
     while (report.records.len() as u64) < args.limit
         && let Some(next) = report.next.take()
@@ -182,10 +180,7 @@ pub async fn report(args: SessionArgs) -> Result<(), Failure> {
         params.cursor = Some(next);
         let left = args.limit - report.records.len() as u64;
         params.limit = Some(left.min(u64::from(MAX_LIMIT)).to_string());
-        let page = client
-            .session_report(&workspace, &args.id, &params)
-            .await
-            .map_err(failure)?;
+        let page = client.session_report(&workspace, &args.id, &params).await?;
         report.records.extend(page.records);
         report.next = page.next;
     }
@@ -209,27 +204,27 @@ pub async fn report(args: SessionArgs) -> Result<(), Failure> {
 }
 
 /// The live workspace that has session `id`: asks each one.
-async fn find_workspace(client: &AdminClient, id: &str) -> Result<String, Failure> {
+async fn find_workspace(client: &ApiClient, id: &str) -> Result<String, Failure> {
     let probe = SessionReportParams {
         limit: Some("1".into()),
         max_gaps: Some("0".into()),
         ..Default::default()
     };
     let mut found = Vec::new();
-    for w in client.list_workspaces().await.map_err(failure)? {
+    for w in client.list_workspaces().await? {
         match client.session_report(&w.workspace_name, id, &probe).await {
             Ok(_) => found.push(w.workspace_name),
-            Err(warden_server::admin_client::ClientError::Api { status, .. }) if status == 404 => {}
-            Err(e) => return Err(failure(e)),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
         }
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(Failure::runtime(format!(
+        0 => Err(Failure::runtime_msg(format_args!(
             "no live workspace has a session {}",
             clean(id)
         ))),
-        _ => Err(Failure::usage(format!(
+        _ => Err(Failure::usage_msg(format_args!(
             "workspaces {} all have a session {}: pass --workspace",
             found.join(", "),
             clean(id)
@@ -265,6 +260,7 @@ fn summary_text(workspace: &str, report: &SessionReport<RawRecord>) -> String {
         losses,
         agent_dropped,
         purged,
+        policy_digest,
     } = &report.session;
     let name = report.workspace_name.as_deref().unwrap_or(workspace);
     let mut text = format!(
@@ -308,6 +304,9 @@ fn summary_text(workspace: &str, report: &SessionReport<RawRecord>) -> String {
         ));
     }
     text.push_str(&format!("unexplained  {unexplained}\n"));
+    if let Some(digest) = policy_digest {
+        text.push_str(&format!("policy       {}\n", clean(digest)));
+    }
     text
 }
 

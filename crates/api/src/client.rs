@@ -1,14 +1,22 @@
-//! A small client for the admin API, for the `warden workspace` and
-//! `warden logs` commands and tests: one HTTP/1.1 request per connection
-//! over hyper, TLS (rustls, ring) when the URL is `https://`. Enough for an
-//! operator's command without pulling in a full HTTP client. The record
-//! query calls are in [`crate::query_client`].
+//! A small client for the HTTP API, for the `warden workspace` and `warden
+//! logs` commands, `warden dev`, `warden bench` and tests: one HTTP/1.1
+//! request per connection over hyper, TLS (rustls, ring) when the URL is
+//! `https://`. Enough for an operator's command without pulling in a full
+//! HTTP client. The workspace calls are here, the record query calls and
+//! the record stream in [`records`].
+
+mod records;
+mod sse;
+
+pub use http::StatusCode;
+pub use records::{EventStream, ParseRecord, RawRecord};
+pub use sse::{SseEvent, SseParser};
 
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Uri, header};
+use http::{Method, Request, Response, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -17,34 +25,99 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::admin_api::{ApiError, CreateWorkspace, WorkspaceInfo, WorkspaceList, WorkspaceToken};
+use crate::workspaces::{ApiError, CreateWorkspace, WorkspaceInfo, WorkspaceList, WorkspaceToken};
 
-/// Why an admin call failed.
+/// Why a call failed. Causes are the error's source, not part of its
+/// message: print the chain.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The server URL cannot be used.
     #[error("invalid server url {url:?}: {reason}")]
-    Url { url: String, reason: &'static str },
-    #[error("tls: {0}")]
-    Tls(String),
-    #[error("cannot reach {authority}: {cause}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// TLS could not be set up (a CA file, the system roots, the server's
+    /// name) or the handshake failed.
+    #[error("tls")]
+    Tls(#[source] TlsError),
+    /// No connection to the server.
+    #[error("cannot reach {authority}")]
     Connect {
+        /// `HOST:PORT` of the server.
         authority: String,
+        /// Why the connection failed.
+        #[source]
         cause: std::io::Error,
     },
-    #[error("talking to the server: {0}")]
+    /// The connection failed during the exchange.
+    #[error("talking to the server")]
     Http(#[from] hyper::Error),
+    /// The server did not answer in time.
     #[error("no answer from the server within {0:?}")]
     Timeout(Duration),
     /// The server refused the call; `message` is its explanation.
     #[error("{message} (http {status})")]
-    Api { status: StatusCode, message: String },
-    #[error("unexpected answer from the server: {0}")]
-    Decode(String),
+    Api {
+        /// The response's status.
+        status: StatusCode,
+        /// The server's explanation (the `error` of its body).
+        message: String,
+    },
+    /// The request could not be encoded.
+    #[error("cannot encode the request")]
+    Encode(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The answer is not what the API promises.
+    #[error("unexpected answer from the server")]
+    Decode(#[source] DecodeError),
 }
+
+impl ClientError {
+    /// Whether the server said the workspace, session or other thing named
+    /// does not exist (`404`).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Api { status, .. } if *status == StatusCode::NOT_FOUND)
+    }
+}
+
+/// Why TLS failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The trusted certificates could not be loaded.
+    #[error(transparent)]
+    Config(#[from] crate::tls::ConfigError),
+    /// The host is not a valid TLS server name.
+    #[error("{0:?} is not a valid server name for tls")]
+    ServerName(String),
+    /// The handshake failed (an untrusted or invalid certificate, say).
+    #[error("handshake with the server")]
+    Handshake(#[source] std::io::Error),
+}
+
+/// An answer that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is not the JSON the call promises.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// An event stream line grew past any sensible size.
+    #[error("an event stream line is longer than {0} bytes")]
+    LineTooLong(usize),
+}
+
+/// The file in a server's data dir that holds the server's URL (written by
+/// `warden server` once it listens, removed when it stops): how a client on
+/// the same machine finds it.
+pub const SERVER_URL_FILE: &str = "server-url";
+/// The file in a server's data dir that holds the admin token the server
+/// generated (mode 0600).
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// A client for one server and admin token.
 #[derive(Clone)]
-pub struct AdminClient {
+pub struct ApiClient {
     authority: String,
     host: String,
     port: u16,
@@ -54,16 +127,16 @@ pub struct AdminClient {
     timeout: Duration,
 }
 
-impl std::fmt::Debug for AdminClient {
+impl std::fmt::Debug for ApiClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminClient")
+        f.debug_struct("ApiClient")
             .field("authority", &self.authority)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl AdminClient {
+impl ApiClient {
     /// A client for the server at `url` (`http://HOST:PORT` or `https://...`,
     /// optionally with a path prefix). `ca_cert` is trusted for `https://`
     /// instead of the system roots.
@@ -80,7 +153,8 @@ impl AdminClient {
         let tls = match uri.scheme_str() {
             Some("http") => None,
             Some("https") => Some(TlsConnector::from(
-                crate::tls::client_config(ca_cert).map_err(ClientError::Tls)?,
+                crate::tls::client_config(ca_cert)
+                    .map_err(|e| ClientError::Tls(TlsError::Config(e)))?,
             )),
             _ => return Err(bad("the scheme must be http or https")),
         };
@@ -93,7 +167,7 @@ impl AdminClient {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        Ok(AdminClient {
+        Ok(ApiClient {
             authority: format!("{host}:{port}"),
             host: bare_host,
             port,
@@ -109,7 +183,7 @@ impl AdminClient {
         &self,
         request: &CreateWorkspace,
     ) -> Result<WorkspaceToken, ClientError> {
-        let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Encode(Box::new(e)))?;
         self.call(Method::POST, "/api/v1/workspaces", Some(body))
             .await
     }
@@ -132,7 +206,7 @@ impl AdminClient {
         self.call(Method::DELETE, &path, None).await
     }
 
-    pub(crate) async fn call<T: DeserializeOwned>(
+    async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -145,13 +219,13 @@ impl AdminClient {
         if !status.is_success() {
             return Err(api_error(status, &bytes));
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.into()))
     }
 
     /// A GET whose answer is read as it arrives (an event stream): the
     /// response once its headers are in, with a successful status; the
     /// connection lives as long as its body is read.
-    pub(crate) async fn open(
+    async fn open(
         &self,
         path: &str,
         accept: &str,
@@ -224,11 +298,11 @@ impl AdminClient {
             None => send(stream, request).await,
             Some(connector) => {
                 let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-                    .map_err(|e| ClientError::Tls(format!("{}: {e}", self.host)))?;
+                    .map_err(|_| ClientError::Tls(TlsError::ServerName(self.host.clone())))?;
                 let stream = connector
                     .connect(name, stream)
                     .await
-                    .map_err(|e| ClientError::Tls(e.to_string()))?;
+                    .map_err(|e| ClientError::Tls(TlsError::Handshake(e)))?;
                 send(stream, request).await
             }
         }
@@ -258,9 +332,9 @@ where
     Ok(sender.send_request(request).await?)
 }
 
-/// Percent-encodes a path segment or a query value (everything but RFC
-/// 3986 unreserved characters).
-pub(crate) fn encode_segment(s: &str) -> String {
+/// Percent-encodes a path segment (everything but RFC 3986 unreserved
+/// characters).
+fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -278,18 +352,18 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        let c = AdminClient::new("http://127.0.0.1:7080", "t", None).unwrap();
+        let c = ApiClient::new("http://127.0.0.1:7080", "t", None).unwrap();
         assert_eq!(
             (c.host.as_str(), c.port, c.base_path.as_str()),
             ("127.0.0.1", 7080, "")
         );
-        let c = AdminClient::new("http://[::1]:9/prefix/", "t", None).unwrap();
+        let c = ApiClient::new("http://[::1]:9/prefix/", "t", None).unwrap();
         assert_eq!(
             (c.host.as_str(), c.authority.as_str(), c.base_path.as_str()),
             ("::1", "[::1]:9", "/prefix")
         );
-        assert!(AdminClient::new("ftp://x", "t", None).is_err());
-        assert!(AdminClient::new("not a url", "t", None).is_err());
+        assert!(ApiClient::new("ftp://x", "t", None).is_err());
+        assert!(ApiClient::new("not a url", "t", None).is_err());
     }
 
     #[test]
@@ -300,7 +374,7 @@ mod tests {
 
     #[test]
     fn the_token_is_not_in_debug_output() {
-        let c = AdminClient::new("http://127.0.0.1:1", "sekrit-token", None).unwrap();
+        let c = ApiClient::new("http://127.0.0.1:1", "sekrit-token", None).unwrap();
         assert!(!format!("{c:?}").contains("sekrit"));
     }
 }

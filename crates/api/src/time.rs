@@ -1,0 +1,135 @@
+//! The forms time takes in text, written once for the server and the CLI:
+//! durations (flags such as `--shutdown-grace`, `--retention`), points in
+//! time given as a timestamp or a duration before now (`since`/`until` of
+//! the query API, `warden logs --since`), and the `YYYY-MM-DD HH:MM:SS.mmm`
+//! stamp of the boundary line and of `warden logs` tables.
+
+use std::fmt::Write as _;
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
+
+/// Reads a duration: units `ns`, `us`, `ms`, `s`, `m`, `h`, `d` (24 hours)
+/// and `w` (7 days), combined and with a fraction on the last one, as in
+/// `250ms`, `10s`, `1m30s`, `1h 30m`, `1.5h`, `7d`; or ISO 8601 (`PT10S`,
+/// `P7D`). Months and years are refused (their length varies), and so are
+/// negative durations.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let signed = parse_signed(text.trim())
+        .ok_or_else(|| format!("{text:?} is not a duration like 250ms, 10s, 1m30s, 2h or 7d"))?;
+    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
+}
+
+/// A duration in any form [`parse_duration`] takes, signed; `None` when
+/// `text` is not one.
+fn parse_signed(text: &str) -> Option<SignedDuration> {
+    let span: Span = text.parse().ok()?;
+    span.to_duration(SpanRelativeTo::days_are_24_hours()).ok()
+}
+
+/// A point in time given as an RFC 3339 timestamp
+/// (`2025-12-08T20:58:46Z`, any offset) or as a duration before `now` in
+/// any form [`parse_duration`] takes (`15m`, `2h`, `7d`, `1h30m`).
+pub fn parse_time(text: &str, now: Timestamp) -> Result<Timestamp, String> {
+    let text = text.trim();
+    if let Some(duration) = parse_signed(text).filter(|d| !d.is_negative()) {
+        return now
+            .checked_sub(duration)
+            .map_err(|_| format!("{text:?} reaches back too far"));
+    }
+    Timestamp::from_str(text).map_err(|_| {
+        format!(
+            "{text:?} is neither a duration (like 15m, 2h, 7d) nor an RFC 3339 timestamp (like 2025-12-08T20:58:46Z)"
+        )
+    })
+}
+
+/// Appends `YYYY-MM-DD HH:MM:SS.mmm` in UTC, milliseconds truncated (not
+/// rounded): the boundary line's leading stamp (`docs/stderr-format.md`).
+/// Inlinable: the server's line formatter calls it for every record.
+#[inline]
+pub fn push_stamp(out: &mut String, t: Timestamp) {
+    let dt = jiff::tz::Offset::UTC.to_datetime(t);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.subsec_nanosecond() / 1_000_000
+    );
+}
+
+/// [`push_stamp`] into a new string.
+pub fn stamp(t: Timestamp) -> String {
+    let mut out = String::with_capacity(23);
+    push_stamp(&mut out, t);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2025-12-08T20:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn durations_take_every_unit_up_to_weeks() {
+        let s = Duration::from_secs;
+        for (text, want) in [
+            ("10s", s(10)),
+            ("1m30s", s(90)),
+            ("1m 30s", s(90)),
+            ("250ms", Duration::from_millis(250)),
+            ("2h", s(7200)),
+            ("1.5h", s(5400)),
+            ("7d", s(7 * 86_400)),
+            ("2w", s(14 * 86_400)),
+            ("1d12h", s(36 * 3600)),
+            ("PT10S", s(10)),
+            ("P7D", s(7 * 86_400)),
+            ("0s", s(0)),
+            (" 5m ", s(300)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text:?}");
+        }
+        for bad in [
+            "", "15", "m", "15x", "-5m", "5m ago", "1 month", "2y", "soon",
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn times_are_durations_before_now_or_timestamps() {
+        let at = |s: &str| parse_time(s, now()).unwrap().to_string();
+        assert_eq!(at("15m"), "2025-12-08T19:45:00Z");
+        assert_eq!(at("2h"), "2025-12-08T18:00:00Z");
+        assert_eq!(at("7d"), "2025-12-01T20:00:00Z");
+        assert_eq!(at("1w"), "2025-12-01T20:00:00Z");
+        assert_eq!(at("1h30m"), "2025-12-08T18:30:00Z");
+        assert_eq!(at("1.5h"), "2025-12-08T18:30:00Z");
+        assert_eq!(at("0s"), "2025-12-08T20:00:00Z");
+        assert_eq!(at("2025-12-08T21:58:46.5+01:00"), "2025-12-08T20:58:46.5Z");
+        for bad in ["", "15", "m", "15x", "yesterday", "2025-12-08", "-5m"] {
+            let e = parse_time(bad, now()).unwrap_err();
+            assert!(e.contains("neither a duration"), "{bad:?}: {e}");
+        }
+        assert!(parse_time("1000000w", now()).is_err());
+    }
+
+    #[test]
+    fn stamps_truncate_to_milliseconds_in_utc() {
+        let t: Timestamp = "2025-12-08T21:58:46.093999999+01:00".parse().unwrap();
+        assert_eq!(stamp(t), "2025-12-08 20:58:46.093");
+        assert_eq!(stamp(Timestamp::UNIX_EPOCH), "1970-01-01 00:00:00.000");
+    }
+}
