@@ -52,6 +52,7 @@ macro_rules! suite {
             records_without_session_rely_on_the_batch_id,
             rejected_records_are_counted_not_stored,
             status_and_drops_are_applied_once_per_batch,
+            a_dropped_batch_is_stored_or_reported_never_both,
             sessions_show_gaps_and_tail_loss,
             ingest_for_an_unknown_agent_fails,
             unprinted_records_survive_a_restart,
@@ -665,6 +666,107 @@ pub async fn status_and_drops_are_applied_once_per_batch(factory: &impl StoreFac
         .unwrap();
     assert_eq!(summary.reported_losses(), 4);
     assert_eq!(summary.records, 0);
+}
+
+/// The agent's drop ledger (`drop_oldest`): a drop that names a spooled
+/// batch counts only if that batch was never committed, takes its id so that
+/// a copy still on its way is not stored, and says which sequence numbers of
+/// which session were lost; stored + reported = sent for the session.
+pub async fn a_dropped_batch_is_stored_or_reported_never_both(factory: &impl StoreFactory) {
+    use warden_proto::domain::SequenceRange as Range;
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    let drop_of = |dropped: &IngestBatch, first: i32, last: i32| {
+        let mut report = batch(None, Vec::new());
+        report.logs = None;
+        report.agent_drops = vec![AgentDrop {
+            reason: "spool_full".into(),
+            records: u64::try_from(last - first + 1).unwrap(),
+            frames: 1,
+            session_id: Some(SESSION.into()),
+            sequence_ranges: vec![Range { first, last }],
+            dropped_batch_id: Some(dropped.batch_id),
+        }];
+        report
+    };
+    // Committed, then reported dropped (the forwarder held it when the
+    // spool dropped it): the drop does not count.
+    let stored = batch(Some(SESSION), records(0..5));
+    store
+        .ingest(request(&dev, vec![stored.clone()]))
+        .await
+        .unwrap();
+    store
+        .ingest(request(&dev, vec![drop_of(&stored, 0, 4)]))
+        .await
+        .unwrap();
+    // Reported dropped first: counted once however often it is reported,
+    // and the batch itself, arriving late, is acknowledged but not stored.
+    let lost = batch(Some(SESSION), records(5..10));
+    store
+        .ingest(request(&dev, vec![drop_of(&lost, 5, 9)]))
+        .await
+        .unwrap();
+    store
+        .ingest(request(&dev, vec![drop_of(&lost, 5, 9)]))
+        .await
+        .unwrap();
+    let late = store.ingest(request(&dev, vec![lost])).await.unwrap();
+    assert!(late.batches[0].already_committed);
+    assert_eq!(late.batches[0].stored(), 0);
+    // Both in one call, the drop first: the same.
+    let gone = batch(Some(SESSION), records(10..12));
+    let both = store
+        .ingest(request(&dev, vec![drop_of(&gone, 10, 11), gone]))
+        .await
+        .unwrap();
+    assert!(both.batches[1].already_committed);
+    // A drop of frames the agent could not spool names no batch; its ranges
+    // merge with those they touch.
+    let mut refused = batch(None, Vec::new());
+    refused.logs = None;
+    refused.agent_drops = vec![AgentDrop {
+        reason: "spool_error".into(),
+        records: 3,
+        frames: 1,
+        session_id: Some(SESSION.into()),
+        sequence_ranges: vec![
+            Range {
+                first: 12,
+                last: 12,
+            },
+            Range {
+                first: 14,
+                last: 15,
+            },
+        ],
+        dropped_batch_id: None,
+    }];
+    store.ingest(request(&dev, vec![refused])).await.unwrap();
+    let mut tail = batch(Some(SESSION), records(13..14));
+    tail.logs
+        .as_mut()
+        .unwrap()
+        .records
+        .push(record(16, "https://example.com/16"));
+    store.ingest(request(&dev, vec![tail])).await.unwrap();
+
+    let s = store
+        .session_summary(dev.id, SESSION)
+        .await
+        .unwrap()
+        .unwrap();
+    // Sent 0..=16: 7 stored (0..5, 13, 16), 10 reported (5..12, 12, 14, 15).
+    assert_eq!(s.records, 7);
+    assert_eq!(s.reported_losses(), 10);
+    assert_eq!(s.missing(), 10);
+    assert_eq!(s.unexplained(), 0);
+    let r = |first, last| warden_store::SequenceRange { first, last };
+    assert_eq!(s.agent_dropped, [r(5, 12), r(14, 15)]);
+    let listed = store.sessions(dev.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].summary.agent_dropped, s.agent_dropped);
+    assert_eq!(listed[0].summary.reported_losses(), 10);
 }
 
 pub async fn sessions_show_gaps_and_tail_loss(factory: &impl StoreFactory) {
