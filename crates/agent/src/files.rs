@@ -170,23 +170,6 @@ pub fn write_private(dir: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Replaces `path` with `data` atomically: a private temporary file next to
-/// it, fsynced, renamed over it, and the directory fsynced, so a crash
-/// leaves the old content or the new, never a torn file.
-pub fn replace_private(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let mut file = create_private(&tmp)?;
-    file.write_all(data)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,9 +243,14 @@ mod tests {
         let manifest = dir.join("manifest.binpb");
         fs::write(&manifest, b"old").unwrap();
         fs::set_permissions(&manifest, Permissions::from_mode(0o644)).unwrap();
-        replace_private(&manifest, b"new").unwrap();
+        // The manifest cache is replaced with the workspace's one helper.
+        warden_fsutil::write_atomically(&manifest, b"new").unwrap();
         assert_eq!(fs::read(&manifest).unwrap(), b"new");
         assert_eq!(mode(&manifest), 0o600);
-        assert!(!dir.join("manifest.binpb.tmp").exists());
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            2,
+            "no temporary file left"
+        );
     }
 }

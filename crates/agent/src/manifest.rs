@@ -3,7 +3,8 @@
 //! commands still start.
 //!
 //! The cache is the manifest's protobuf encoding (`manifest.binpb`, 0600),
-//! written to a temporary file, fsynced and renamed over the old one, so a
+//! replaced with `warden_fsutil::write_atomically` (a private temporary file,
+//! fsynced, renamed over the old one, the directory fsynced), so a
 //! crash leaves either the old or the new manifest, never a torn one.
 
 use std::path::{Path, PathBuf};
@@ -61,7 +62,7 @@ impl ManifestCache {
     /// Replaces the cached manifest atomically.
     pub fn store(&self, manifest: &Manifest) -> std::io::Result<()> {
         let bytes = agentapi::Manifest::from(manifest).encode_to_vec();
-        crate::files::replace_private(&self.path, &bytes)
+        warden_fsutil::write_atomically(&self.path, &bytes)
     }
 }
 
