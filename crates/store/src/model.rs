@@ -481,6 +481,19 @@ pub struct WorkspaceActivity {
     pub top_denied_hosts: Vec<HostCount>,
 }
 
+/// Records of one minute, counted by decision: what
+/// [`Store::records_per_minute`](crate::Store::records_per_minute) returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinuteCounts {
+    /// The start of the minute (UTC, a whole minute since the epoch).
+    pub minute: Timestamp,
+    pub allowed: u64,
+    pub denied: u64,
+}
+
+/// The length of a [`MinuteCounts`] minute, in nanoseconds.
+pub const MINUTE_NANOS: i64 = 60_000_000_000;
+
 /// Denied records of one host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostCount {

@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::model::{
-    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace,
-    PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity, SessionRecordQuery,
-    SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
+    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteCounts,
+    NewWorkspace, PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity,
+    SessionRecordQuery, SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
 };
 
 /// What store operations return. Boxed so that `dyn Store` works: the server
@@ -55,6 +55,11 @@ pub trait Store: Send + Sync + 'static {
     /// Sets the admin token's hash unless one exists; returns the one in
     /// force (so replicas sharing a database agree on the first one).
     fn init_admin_token_hash(&self, hash: TokenHash) -> StoreFuture<'_, TokenHash>;
+
+    /// Sets the key that signs the web page's session cookies to
+    /// `candidate` unless one exists; returns the one in force (so replicas
+    /// sharing a database accept each other's cookies).
+    fn init_web_session_key(&self, candidate: [u8; 32]) -> StoreFuture<'_, [u8; 32]>;
 
     /// Registers a workspace with its agent. Fails with
     /// [`StoreError::NameTaken`] when a live workspace has the name.
@@ -168,6 +173,14 @@ pub trait Store: Send + Sync + 'static {
     /// A workspace's records in a time range, counted by decision, with the
     /// most denied hosts.
     fn workspace_activity(&self, query: ActivityQuery) -> StoreFuture<'_, WorkspaceActivity>;
+
+    /// Records whose effective time is in `since..until`, counted per UTC
+    /// minute, oldest minute first; minutes without records are left out.
+    fn records_per_minute(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreFuture<'_, Vec<MinuteCounts>>;
 
     /// The highest record id committed so far by any instance (`None` when
     /// no record is stored). Every record with a lower id is committed and

@@ -42,9 +42,9 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::migrations::{Step, migrator};
 use crate::model::{
-    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace,
-    PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity, SessionRecordQuery,
-    SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
+    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteCounts,
+    NewWorkspace, PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity,
+    SessionRecordQuery, SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
 };
 use crate::store::{Store, StoreFuture};
 use committer::Committer;
@@ -214,6 +214,10 @@ impl Store for PgStore {
         Box::pin(registry::put_admin_token_hash(&self.pool, hash, false))
     }
 
+    fn init_web_session_key(&self, candidate: [u8; 32]) -> StoreFuture<'_, [u8; 32]> {
+        Box::pin(registry::init_web_session_key(&self.pool, candidate))
+    }
+
     fn create_workspace(&self, new: NewWorkspace, at: Timestamp) -> StoreFuture<'_, Workspace> {
         Box::pin(registry::create_workspace(&self.pool, new, at))
     }
@@ -352,6 +356,14 @@ impl Store for PgStore {
 
     fn workspace_activity(&self, query: ActivityQuery) -> StoreFuture<'_, WorkspaceActivity> {
         Box::pin(async move { report::workspace_activity(&self.pool, &query).await })
+    }
+
+    fn records_per_minute(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreFuture<'_, Vec<MinuteCounts>> {
+        Box::pin(report::records_per_minute(&self.pool, since, until))
     }
 
     fn last_record_id(&self) -> StoreFuture<'_, Option<RecordId>> {

@@ -12,7 +12,8 @@ use crate::StoreError;
 use crate::convert::{count_from_sql, from_nanos, nanos};
 use crate::hosts::top_hosts;
 use crate::model::{
-    ActivityQuery, Loss, RecordId, SequenceRange, SessionActivity, WorkspaceActivity,
+    ActivityQuery, Loss, MINUTE_NANOS, MinuteCounts, RecordId, SequenceRange, SessionActivity,
+    WorkspaceActivity,
 };
 use crate::sessions::{LiveRows, LossRow, SessionRow, Sessions, loss_source};
 
@@ -191,4 +192,37 @@ pub(super) async fn last_record_id(pool: &PgPool) -> Result<Option<RecordId>, St
         .await
         .map_err(db(ctx))?;
     col(&row, 0, ctx)
+}
+
+/// Per-minute counts over the effective-time index (`div` floors for the
+/// positive times of the range).
+pub(super) async fn records_per_minute(
+    pool: &PgPool,
+    since: jiff::Timestamp,
+    until: jiff::Timestamp,
+) -> Result<Vec<MinuteCounts>, StoreError> {
+    let ctx = "counting records per minute";
+    let rows = sqlx::query(
+        "SELECT occurred_ns / $1 AS minute, count(*) FILTER (WHERE allowed), count(*) \
+         FROM records WHERE occurred_ns >= $2 AND occurred_ns < $3 \
+         GROUP BY minute ORDER BY minute",
+    )
+    .bind(MINUTE_NANOS)
+    .bind(nanos(since))
+    .bind(nanos(until))
+    .fetch_all(pool)
+    .await
+    .map_err(db(ctx))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let minute: i64 = col(row, 0, ctx)?;
+        let allowed = count_from_sql(col(row, 1, ctx)?);
+        let all = count_from_sql(col(row, 2, ctx)?);
+        out.push(MinuteCounts {
+            minute: from_nanos(minute.saturating_mul(MINUTE_NANOS))?,
+            allowed,
+            denied: all.saturating_sub(allowed),
+        });
+    }
+    Ok(out)
 }

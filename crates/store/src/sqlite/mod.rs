@@ -36,9 +36,9 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::migrations::{Step, migrator};
 use crate::model::{
-    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace,
-    PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity, SessionRecordQuery,
-    SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
+    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteCounts,
+    NewWorkspace, PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity,
+    SessionRecordQuery, SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
 };
 use crate::store::{Store, StoreFuture};
 use writer::{Job, Writer};
@@ -225,6 +225,13 @@ impl Store for SqliteStore {
         })
     }
 
+    fn init_web_session_key(&self, candidate: [u8; 32]) -> StoreFuture<'_, [u8; 32]> {
+        Box::pin(async move {
+            self.with_writer(async |conn| registry::init_web_session_key(conn, candidate).await)
+                .await
+        })
+    }
+
     fn create_workspace(&self, new: NewWorkspace, at: Timestamp) -> StoreFuture<'_, Workspace> {
         Box::pin(async move {
             self.with_writer(async |conn| registry::create_workspace(conn, new, at).await)
@@ -346,6 +353,16 @@ impl Store for SqliteStore {
 
     fn workspace_activity(&self, query: ActivityQuery) -> StoreFuture<'_, WorkspaceActivity> {
         Box::pin(async move { report::workspace_activity(&mut *self.read().await?, &query).await })
+    }
+
+    fn records_per_minute(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreFuture<'_, Vec<MinuteCounts>> {
+        Box::pin(
+            async move { report::records_per_minute(&mut *self.read().await?, since, until).await },
+        )
     }
 
     fn last_record_id(&self) -> StoreFuture<'_, Option<RecordId>> {

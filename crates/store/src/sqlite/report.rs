@@ -9,7 +9,8 @@ use crate::StoreError;
 use crate::convert::{count_from_sql, from_nanos, nanos};
 use crate::hosts::top_hosts;
 use crate::model::{
-    ActivityQuery, Loss, RecordId, SequenceRange, SessionActivity, WorkspaceActivity,
+    ActivityQuery, Loss, MINUTE_NANOS, MinuteCounts, RecordId, SequenceRange, SessionActivity,
+    WorkspaceActivity,
 };
 use crate::sessions::{LiveRows, LossRow, SessionRow, Sessions, loss_source};
 
@@ -221,4 +222,36 @@ pub(super) async fn last_record_id(
         .await
         .and_then(|row| row.try_get(0))
         .map_err(db("reading the last record id"))
+}
+
+/// Per-minute counts over the effective-time index. Effective times inside
+/// the range are positive, so integer division floors.
+pub(super) async fn records_per_minute(
+    conn: &mut SqliteConnection,
+    since: jiff::Timestamp,
+    until: jiff::Timestamp,
+) -> Result<Vec<MinuteCounts>, StoreError> {
+    let ctx = "counting records per minute";
+    let rows = sqlx::query(
+        "SELECT occurred_ns / ?1 AS minute, sum(allowed), count(*) FROM records \
+         WHERE occurred_ns >= ?2 AND occurred_ns < ?3 GROUP BY minute ORDER BY minute",
+    )
+    .bind(MINUTE_NANOS)
+    .bind(nanos(since))
+    .bind(nanos(until))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db(ctx))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let minute: i64 = row.try_get(0).map_err(db(ctx))?;
+        let allowed = count_from_sql(row.try_get(1).map_err(db(ctx))?);
+        let all = count_from_sql(row.try_get(2).map_err(db(ctx))?);
+        out.push(MinuteCounts {
+            minute: from_nanos(minute.saturating_mul(MINUTE_NANOS))?,
+            allowed,
+            denied: all.saturating_sub(allowed),
+        });
+    }
+    Ok(out)
 }

@@ -74,6 +74,8 @@ macro_rules! suite {
             sessions_are_listed_most_recent_first,
             workspace_activity_counts_a_time_range,
             the_last_record_id_and_local_commits_follow_ingest,
+            records_are_counted_per_minute,
+            the_first_web_session_key_wins,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
