@@ -283,7 +283,7 @@ async fn the_feed_filters_are_its_query_and_reach_the_stream() {
     let mut agent = server.agent(&dev.agent_token).await;
     let now = wire_now();
     let mk = |seq: i32, allowed: bool, url: &str| wire::BoundaryLog {
-        time: Some(now.clone()),
+        time: Some(now),
         ..log(
             seq,
             allowed,
@@ -354,7 +354,7 @@ async fn the_overview_counts_the_last_hour_and_shows_loss() {
     let ops = server.workspace("ops").await;
     let now = wire_now();
     let mk = |seq: i32, allowed: bool, url: &str| wire::BoundaryLog {
-        time: Some(now.clone()),
+        time: Some(now),
         ..log(seq, allowed, "GET", url, "")
     };
     let mut agent = server.agent(&dev.agent_token).await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use warden_api::records::RecordParams;
@@ -99,7 +99,7 @@ pub(super) async fn feed(
 ) -> Response {
     let chrome = match require_session(&state, &headers, &uri) {
         Ok(chrome) => chrome,
-        Err(redirect) => return redirect,
+        Err(redirect) => return redirect.into_response(),
     };
     let filters = Filters::parse(raw.as_deref());
     let mut query = match record_query(&state, &filters.params()).await {

@@ -85,7 +85,7 @@ pub(crate) fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<Session
 
 /// The signed-in person's chrome, or the redirect to the sign-in form
 /// (which comes back here afterwards).
-fn require_session(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Chrome, Response> {
+fn require_session(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Chrome, ToSignIn> {
     match signed_in(state, headers) {
         Some(session) => Ok(Chrome {
             csrf: state.sessions.csrf_token(&session),
@@ -107,8 +107,17 @@ fn require_session(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<C
                     serde_urlencoded::to_string([("next", back.as_str())]).unwrap_or_default()
                 )
             };
-            Err(see_other(&location))
+            Err(ToSignIn(location))
         }
+    }
+}
+
+/// The redirect to the sign-in form (its `Location`).
+struct ToSignIn(String);
+
+impl IntoResponse for ToSignIn {
+    fn into_response(self) -> Response {
+        see_other(&self.0)
     }
 }
 

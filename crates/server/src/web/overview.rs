@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use jiff::{SignedDuration, Timestamp};
 use maud::{Markup, html};
 use warden_store::{ActivityQuery, LossSource, MINUTE_NANOS, MinuteCounts, StoreError, Workspace};
@@ -49,7 +49,7 @@ pub(super) async fn overview(
 ) -> Response {
     let chrome = match require_session(&state, &headers, &uri) {
         Ok(chrome) => chrome,
-        Err(redirect) => return redirect,
+        Err(redirect) => return redirect.into_response(),
     };
     let now = Timestamp::now();
     // Whole minutes: the chart's last bar is the current minute.
@@ -180,7 +180,7 @@ fn chart(minutes: &[MinuteCounts], start: Timestamp) -> Markup {
                 " · " strong #total-records { (total) } " records, "
                 strong #total-denied { (denied) } " denied"
             }
-            svg viewBox=(format!("0 0 {W} {}", H + 20)) role="img"
+            svg viewBox=(format!("0 0 {W} {H}")) preserveAspectRatio="none" role="img"
                 aria-label=(format!("{total} records, {denied} denied in the last hour; the busiest minute had {peak}")) {
                 line.axis x1="0" y1=(H) x2=(W) y2=(H) {}
                 @for (i, (allowed, denied)) in bars.iter().enumerate() {
@@ -198,9 +198,9 @@ fn chart(minutes: &[MinuteCounts], start: Timestamp) -> Markup {
                         }
                     }
                 }
-                text x="0" y=(H + 15) { "60 min ago" }
-                text x=(W) y=(H + 15) text-anchor="end" { "now" }
-                text x="2" y="12" { "peak " (peak) "/min" }
+            }
+            div.axis-labels aria-hidden="true" {
+                span { "60 min ago" } span { "peak " (peak) " per minute" } span { "now" }
             }
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use warden_store::{SessionRecordQuery, SessionSummary, StoredRecord};
@@ -34,7 +34,7 @@ pub(super) async fn workspace(
 ) -> Response {
     let chrome = match require_session(&state, &headers, &uri) {
         Ok(chrome) => chrome,
-        Err(redirect) => return redirect,
+        Err(redirect) => return redirect.into_response(),
     };
     let (id, live_name) = match workspace_in_path(&state, &name).await {
         Ok(found) => found,
@@ -149,7 +149,7 @@ pub(super) async fn session(
 ) -> Response {
     let chrome = match require_session(&state, &headers, &uri) {
         Ok(chrome) => chrome,
-        Err(redirect) => return redirect,
+        Err(redirect) => return redirect.into_response(),
     };
     let (id, live_name) = match workspace_in_path(&state, &name).await {
         Ok(found) => found,
@@ -315,10 +315,7 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 fn opt_time(t: Option<jiff::Timestamp>) -> String {
-    t.map_or_else(
-        || "never".to_owned(),
-        |t| crate::line::format::rfc3339_nano(t),
-    )
+    t.map_or_else(|| "never".to_owned(), crate::line::format::rfc3339_nano)
 }
 
 #[cfg(test)]

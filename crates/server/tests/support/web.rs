@@ -171,7 +171,7 @@ pub fn hostile_batch(session: &str, first_seq: i32) -> agentapi::Batch {
     let logs = HOSTILE
         .iter()
         .enumerate()
-        .map(|(i, url)| hostile_log(first_seq + i as i32, url, now.clone()))
+        .map(|(i, url)| hostile_log(first_seq + i as i32, url, now))
         .collect();
     let mut b = batch(Some(session), logs);
     if let Some(logs) = b.logs.as_mut() {
