@@ -170,6 +170,10 @@ try {
   check(foreign.length === 0, `requests to unexpected addresses: ${JSON.stringify(foreign)}`);
   check(violations.length === 0, `CSP violations or page errors: ${JSON.stringify(violations)}`);
   const paths = [...new Set(requests.map((u) => new URL(u).pathname))].sort();
+  // Same origin is not enough: an injected <img src=x> would fetch /x here.
+  const expected = /^\/(login|logout|overview|assets\/app\.(js|css)|api\/v1\/records\/stream|workspaces\/[^/]+(\/sessions\/[^/]+)?|favicon\.ico)?$/;
+  const unexpected = paths.filter((p) => !expected.test(p));
+  check(unexpected.length === 0, `requests for unexpected paths: ${JSON.stringify(unexpected)}`);
   process.stdout.write(`ok ${JSON.stringify({ requests: requests.length, paths })}\n`);
 } finally {
   await browser.close();
