@@ -10,6 +10,7 @@ use warden_proto::api::bearer_token;
 
 use super::{AppState, HttpError};
 use crate::auth::token_matches;
+use crate::connections::note_authenticated;
 use crate::grpc::PeerAddr;
 
 /// Lets a request through only with `Authorization: Bearer <admin token>`;
@@ -25,7 +26,10 @@ pub(super) async fn require_admin(
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token);
     match token {
-        Some(token) if token_matches(token, &state.admin_token) => next.run(request).await,
+        Some(token) if token_matches(token, &state.admin_token) => {
+            note_authenticated(request.extensions());
+            next.run(request).await
+        }
         _ => {
             let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
             tracing::warn!(

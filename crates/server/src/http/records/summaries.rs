@@ -101,10 +101,30 @@ async fn summarise(
             .collect(),
         losses: loss_infos(&losses),
         sessions: sessions.len() as u64,
-        missing: sessions.iter().map(|s| s.summary.missing()).sum(),
-        reported_lost: sessions.iter().map(|s| s.summary.reported_losses()).sum(),
-        unexplained_loss: sessions.iter().map(|s| s.summary.unexplained()).sum(),
+        missing: saturating_total(sessions.iter().map(|s| s.summary.missing())),
+        reported_lost: saturating_total(sessions.iter().map(|s| s.summary.reported_losses())),
+        unexplained_loss: saturating_total(sessions.iter().map(|s| s.summary.unexplained())),
         last_contact_at: w.agent.last_contact_at,
         last_batch_at: w.agent.last_batch_at,
     })
+}
+
+/// The sum of counts that came from agents, stopping at `u64::MAX` instead
+/// of wrapping around (or panicking) when reports were absurd.
+fn saturating_total(counts: impl Iterator<Item = u64>) -> u64 {
+    counts.fold(0, u64::saturating_add)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_saturate() {
+        assert_eq!(saturating_total([1, 2, 3].into_iter()), 6);
+        assert_eq!(
+            saturating_total([u64::MAX - 1, u64::MAX - 1].into_iter()),
+            u64::MAX
+        );
+    }
 }
