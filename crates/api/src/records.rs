@@ -281,7 +281,7 @@ pub struct Record {
     pub http_url: String,
     /// When boundary decided, if it said.
     pub event_time: Option<Timestamp>,
-    /// When the agent read the record from its socket.
+    /// When the control plane received the record (its own clock).
     pub received_at: Timestamp,
     /// The client session id, when the batch carried one.
     pub session_id: Option<String>,
@@ -291,6 +291,22 @@ pub struct Record {
     pub matched_rule: Option<String>,
     /// The `confined_process_name` the client sent.
     pub process: Option<String>,
+    /// The URL was stored cut to the control plane's bound; `http_url_bytes`
+    /// is its length as sent.
+    #[serde(default)]
+    pub http_url_truncated: bool,
+    /// The URL's length in bytes as sent, when it was stored cut.
+    #[serde(default)]
+    pub http_url_bytes: Option<u64>,
+    /// When the agent says it read the record (its clock; `received_at` is
+    /// the control plane's).
+    pub agent_received_at: Option<Timestamp>,
+    /// The agent's time is implausible next to the control plane's (far
+    /// ahead, or months behind): evidence, not trusted.
+    #[serde(default)]
+    pub agent_time_suspect: bool,
+    /// The digest of the policy the record was decided under.
+    pub policy_digest: Option<String>,
     /// The socket peer that wrote it.
     pub peer: PeerInfo,
     /// Its session and sequence number were used before by a record
@@ -325,6 +341,21 @@ pub struct SessionInfo {
     pub losses: Vec<LossInfo>,
     /// Of `records`, how many retention deleted.
     pub purged: u64,
+    /// The digest of the policy the session's latest records were decided
+    /// under (`GET /api/v1/policies/{digest}` has its text).
+    #[serde(default)]
+    pub policy_digest: Option<String>,
+}
+
+/// `GET /api/v1/policies/{digest}`: a policy text a client reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// Lower-case hex SHA-256 of `text`.
+    pub digest: String,
+    /// The normalised rule set, one rule per line (`docs/boundary-rules.md`).
+    pub text: String,
+    /// When the control plane first stored it.
+    pub first_seen: Timestamp,
 }
 
 /// A session as listed.

@@ -95,6 +95,9 @@ pub struct Limits {
     pub max_records_per_call: usize,
     /// Encoded size of one gRPC message.
     pub max_message_bytes: usize,
+    /// A longer URL is stored cut to this many bytes, with its length
+    /// (`--max-url-bytes`).
+    pub max_url_bytes: usize,
 }
 
 impl Default for Limits {
@@ -102,6 +105,7 @@ impl Default for Limits {
         Limits {
             max_records_per_call: MAX_RECORDS_PER_CALL,
             max_message_bytes: warden_proto::api::MAX_MESSAGE_BYTES,
+            max_url_bytes: warden_store::DEFAULT_MAX_URL_BYTES,
         }
     }
 }

@@ -73,7 +73,7 @@ fn store_failure(doing: &'static str, e: StoreError) -> Status {
     match e {
         StoreError::Closed => Status::unavailable("the control plane is shutting down"),
         e => {
-            tracing::error!(error = %e, "{doing} failed");
+            tracing::error!(error = %e.chain(), "{doing} failed");
             Status::internal(format!("{doing} failed; see the control plane's log"))
         }
     }
@@ -92,7 +92,7 @@ impl AgentApi for AgentService {
             .await
         {
             // The manifest is still right; only "last contact" is stale.
-            tracing::warn!(error = %e, agent = %manifest.agent_id, "could not note an agent's contact");
+            tracing::warn!(error = %e.chain(), agent = %manifest.agent_id, "could not note an agent's contact");
         }
         Ok(tonic::Response::new(agentapi::Manifest::from(&manifest)))
     }

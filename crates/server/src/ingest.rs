@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use tokio_util::task::TaskTracker;
 use warden_proto::domain::Manifest;
-use warden_store::{BatchOutcome, IngestOutcome, IngestRequest, Store, StoreError};
+use warden_store::{
+    BatchOutcome, DEFAULT_MAX_URL_BYTES, IngestOutcome, IngestRequest, Store, StoreError, bound_url,
+};
 
 use crate::line::{LineFormat, LineRecord, PrintQueue, write_line};
-use crate::plausible;
 use crate::metrics::{DecisionLabel, Metrics, ReasonLabel, agent_reason_label};
+use crate::plausible;
 
 /// Why an ingest did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,8 @@ pub struct Ingestor {
     format: LineFormat,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
+    /// The store's URL bound (lines show URLs as stored).
+    max_url_bytes: usize,
 }
 
 impl Ingestor {
@@ -48,7 +52,15 @@ impl Ingestor {
             format,
             metrics,
             tasks: TaskTracker::new(),
+            max_url_bytes: DEFAULT_MAX_URL_BYTES,
         }
+    }
+
+    /// Lines show URLs cut to `max` bytes, as a store opened with that bound
+    /// keeps them.
+    pub fn with_max_url_bytes(mut self, max: usize) -> Ingestor {
+        self.max_url_bytes = max;
+        self
     }
 
     /// Commits `request` for the agent `manifest` describes; returns once it
@@ -74,6 +86,7 @@ impl Ingestor {
             metrics: Arc::clone(&self.metrics),
             manifest,
             request: Arc::new(request),
+            max_url_bytes: self.max_url_bytes,
         };
         Ok(self.tasks.spawn(commit.run()).await??)
     }
@@ -92,6 +105,7 @@ struct Commit {
     metrics: Arc<Metrics>,
     manifest: Manifest,
     request: Arc<IngestRequest>,
+    max_url_bytes: usize,
 }
 
 impl Commit {
@@ -103,10 +117,11 @@ impl Commit {
             let Some(logs) = &batch.logs else { continue };
             for new in &result.new_records {
                 if let Some(record) = logs.records.get(new.index) {
+                    let url = bound_url(&record.url, self.max_url_bytes);
                     write_line(
                         &mut lines,
                         self.format,
-                        &LineRecord::ingested(&self.manifest, batch, record),
+                        &LineRecord::ingested(&self.manifest, batch, record, self.request.at, url),
                     );
                 }
             }
@@ -146,6 +161,14 @@ impl Commit {
             }
             m.records_duplicate.inc_by(u64::from(result.duplicates));
             m.records_conflict.inc_by(u64::from(result.conflicts()));
+            m.policies_refused
+                .inc_by(u64::from(result.policies_refused));
+            let truncated = result
+                .new_records
+                .iter()
+                .filter(|r| r.url_original_bytes.is_some())
+                .count();
+            m.urls_truncated.inc_by(truncated as u64);
             for status in &batch.client_status {
                 for (reason, n) in [
                     ("channel_full", status.dropped_channel_full),
@@ -182,6 +205,16 @@ impl Commit {
                 session = ?session,
                 rejected = result.rejected,
                 "refused boundary records that carry no request"
+            );
+        }
+        if result.policies_refused > 0 {
+            tracing::warn!(
+                workspace = %self.manifest.workspace_name,
+                agent = %self.manifest.agent_name,
+                batch = %batch.batch_id,
+                session = ?session,
+                refused = result.policies_refused,
+                "refused policy texts whose SHA-256 is not the digest they came with"
             );
         }
         let conflicts = result.conflicts();

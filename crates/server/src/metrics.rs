@@ -55,6 +55,10 @@ pub struct Metrics {
     pub records_ingested: Family<DecisionLabel, Counter>,
     pub records_duplicate: Counter,
     pub records_conflict: Counter,
+    /// Records stored with their URL cut to the bound (`--max-url-bytes`).
+    pub urls_truncated: Counter,
+    /// Policy texts refused because their SHA-256 is not their digest.
+    pub policies_refused: Counter,
     pub records_rejected: Family<ReasonLabel, Counter>,
     pub batches_resent: Counter,
     pub client_dropped: Family<ReasonLabel, Counter>,
@@ -89,6 +93,8 @@ impl Metrics {
             records_ingested: Family::default(),
             records_duplicate: Counter::default(),
             records_conflict: Counter::default(),
+            urls_truncated: Counter::default(),
+            policies_refused: Counter::default(),
             records_rejected: Family::default(),
             batches_resent: Counter::default(),
             client_dropped: Family::default(),
@@ -120,6 +126,16 @@ impl Metrics {
             "records_conflict",
             "Records whose session key matched a stored record with other content (stored, flagged)",
             m.records_conflict.clone(),
+        );
+        registry.register(
+            "records_url_truncated",
+            "Records stored with their URL cut to the bound (--max-url-bytes), with its original length",
+            m.urls_truncated.clone(),
+        );
+        registry.register(
+            "policies_refused",
+            "Policy texts refused because their SHA-256 is not the digest they came with",
+            m.policies_refused.clone(),
         );
         registry.register(
             "records_rejected",

@@ -292,6 +292,19 @@ fn paths() -> Value {
                 }))
             }
         },
+        "/api/v1/policies/{digest}": {
+            "get": {
+                "summary": "A policy text a client reported, by its digest (the first text stored for a digest wins; texts whose SHA-256 is not their digest are refused).",
+                "operationId": "policy",
+                "parameters": [
+                    path_param("digest", "Lower-case hex SHA-256 of the text.")
+                ],
+                "responses": with_common_errors(json!({
+                    "200": ok("The policy.", "Policy"),
+                    "404": error("No policy with this digest.")
+                }))
+            }
+        },
         "/api/v1/summaries": {
             "get": {
                 "summary": "Per live workspace: records over a time range by decision, the most denied hosts, losses, unexplained loss, last contact.",
@@ -349,7 +362,8 @@ fn session_info_properties() -> Value {
         "reported_lost": { "type": "integer", "format": "int64", "minimum": 0, "description": "Records reported lost (client, agent or server)." },
         "unexplained": { "type": "integer", "format": "int64", "minimum": 0, "description": "Missing numbers that no report explains." },
         "losses": array_of("Loss"),
-        "purged": { "type": "integer", "format": "int64", "minimum": 0, "description": "Of records, how many retention deleted." }
+        "purged": { "type": "integer", "format": "int64", "minimum": 0, "description": "Of records, how many retention deleted." },
+        "policy_digest": nullable(json!({ "type": "string", "description": "The digest of the policy the session's latest records were decided under." }))
     })
 }
 
@@ -386,6 +400,14 @@ fn schemas() -> Value {
         "Error": {
             "type": "object", "required": ["error"],
             "properties": { "error": { "type": "string", "description": "What went wrong, for people." } }
+        },
+        "Policy": {
+            "type": "object", "required": ["digest", "text", "first_seen"],
+            "properties": {
+                "digest": string(),
+                "text": string(),
+                "first_seen": time()
+            }
         },
         "Loss": {
             "type": "object", "required": ["source", "reason", "records", "frames"],
@@ -458,6 +480,11 @@ fn schemas() -> Value {
                 "sequence": { "type": "integer", "format": "int32" },
                 "matched_rule": string(),
                 "process": { "type": "string", "description": "The confined process name the client sent." },
+                "http_url_truncated": { "type": "boolean", "description": "Present (true) when the URL was stored cut to the control plane's bound (--max-url-bytes)." },
+                "http_url_bytes": { "type": "integer", "format": "int64", "description": "The URL's length in bytes as sent, when it was cut." },
+                "agent_received_at": { "type": "string", "format": "date-time", "description": "When the agent says it read the record (the agent's clock; received_at is the control plane's)." },
+                "agent_time_suspect": { "type": "boolean", "description": "Present (true) when the agent's time is implausible next to the control plane's: never trusted." },
+                "policy_digest": { "type": "string", "description": "The digest of the policy the record was decided under (see /api/v1/policies/{digest})." },
                 "peer": schema("Peer"),
                 "conflict": { "type": "boolean", "description": "Its session and sequence number were already used by a record with other content." }
             }

@@ -1,5 +1,7 @@
-//! At start: print the lines of records committed before the last stop but
-//! never printed (the process died between commit and print).
+//! At start: print the lines of records committed before the last stop
+//! whose printing the store has not noted (the process died between commit
+//! and print, or between print and the note). They are marked as replays
+//! (`replayed=true`): some may have been printed just before the stop.
 
 use warden_store::{Store, StoreError};
 
@@ -24,7 +26,7 @@ pub async fn replay(
         cursor = Some(last.id);
         let mut lines = String::with_capacity(page.len() * 320);
         for record in &page {
-            write_line(&mut lines, format, &LineRecord::stored(record));
+            write_line(&mut lines, format, &LineRecord::stored(record).replayed());
         }
         total += page.len() as u64;
         queue

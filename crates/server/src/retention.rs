@@ -152,7 +152,7 @@ pub async fn run(
                 metrics.errors.inc();
                 // Once per outage; the next sweep tries again.
                 if !failing {
-                    tracing::warn!(error = %e, "retention failed; retrying at the next sweep");
+                    tracing::warn!(error = %e.chain(), "retention failed; retrying at the next sweep");
                     failing = true;
                 }
             }
@@ -253,22 +253,23 @@ mod tests {
             )
             .await
             .unwrap();
-        let request = |batches| {
+        // Retention goes by when the control plane took the call.
+        let request = |at, batches| {
             Arc::new(IngestRequest {
                 agent_id: ws.agent.id,
-                at: now,
+                at,
                 batches,
             })
         };
         let old = store
-            .ingest(request(vec![
-                batch(now - hours(48), 20),
-                batch(now - hours(48), 5),
-            ]))
+            .ingest(request(
+                now - hours(48),
+                vec![batch(now - hours(48), 20), batch(now - hours(48), 5)],
+            ))
             .await
             .unwrap();
         store
-            .ingest(request(vec![batch(now - hours(1), 3)]))
+            .ingest(request(now - hours(1), vec![batch(now - hours(1), 3)]))
             .await
             .unwrap();
         let mut printed: Vec<_> = store

@@ -75,7 +75,10 @@ impl Server {
         config.connections.check()?;
         let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
         files::prepare_database(&config.database)?;
-        let store = warden_store::open(&config.database).await?;
+        let options = warden_store::StoreOptions {
+            max_url_bytes: config.limits.max_url_bytes,
+        };
+        let store = warden_store::open_with(&config.database, options).await?;
         match Self::prepare(config, listener, addr, lines, Arc::clone(&store), tls).await {
             Ok(server) => Ok(server),
             Err(e) => {
@@ -103,12 +106,15 @@ impl Server {
             printer.shutdown().await;
             return Err(e.into());
         }
-        let ingestor = Arc::new(Ingestor::new(
-            Arc::clone(&store),
-            queue,
-            config.log_format,
-            Arc::clone(&metrics),
-        ));
+        let ingestor = Arc::new(
+            Ingestor::new(
+                Arc::clone(&store),
+                queue,
+                config.log_format,
+                Arc::clone(&metrics),
+            )
+            .with_max_url_bytes(config.limits.max_url_bytes),
+        );
         let agent_api = AgentService::new(Arc::clone(&store), Arc::clone(&ingestor), config.limits);
         // The token is checked before the body is read.
         let agent_api = AgentAuth::new(agent_api.into_server(), Arc::clone(&store));

@@ -550,7 +550,9 @@ async fn lines_match_the_spec_for_every_quote_vector() {
     untimed.time = None;
     let mut no_session = batch(None, vec![untimed]);
     no_session.logs.as_mut().unwrap().confined_process_name = String::new();
+    let before = jiff::Timestamp::now();
     agent.report(vec![no_session]).await.unwrap();
+    let after = jiff::Timestamp::now();
 
     let lines = server.lines.wait_for(vectors.len() + 1).await;
     for (i, (_, expected)) in vectors.iter().enumerate() {
@@ -562,10 +564,14 @@ async fn lines_match_the_spec_for_every_quote_vector() {
             )
         );
     }
+    // Without an event time the line shows when the control plane took the
+    // call (its own clock, not the agent's receive time).
+    let untimed = &lines[vectors.len()];
+    let (stamp, time) = received_time(untimed, before, after);
     assert_eq!(
-        lines[vectors.len()],
+        *untimed,
         format!(
-            "[API] 2025-12-08 20:58:47.250 [warn] boundary: workspace.id={} decision=deny http.method=\"GET\" http.url={} time=\"2025-12-08T20:58:47.25Z\" workspace.name=\"dev\" workspace.owner=\"alice\" agent.name=\"main\" time.received=true\n",
+            "[API] {stamp} [warn] boundary: workspace.id={} decision=deny http.method=\"GET\" http.url={} time=\"{time}\" workspace.name=\"dev\" workspace.owner=\"alice\" agent.name=\"main\" time.received=true\n",
             ws.workspace_id, vectors[4].1
         )
     );
@@ -577,18 +583,47 @@ async fn lines_match_the_spec_for_every_quote_vector() {
     server.stop().await.unwrap();
 }
 
+/// The `time="..."` of a line, checked to lie within `before..=after`, and
+/// the leading stamp it makes (`YYYY-MM-DD HH:MM:SS.mmm`, truncated).
+fn received_time(line: &str, before: jiff::Timestamp, after: jiff::Timestamp) -> (String, String) {
+    let time = line
+        .split("time=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no time in {line}"))
+        .to_owned();
+    let t: jiff::Timestamp = time.parse().unwrap();
+    assert!(
+        before <= t && t <= after,
+        "{t} not within {before}..{after}"
+    );
+    let frac = time[19..].trim_start_matches('.').trim_end_matches('Z');
+    let stamp = format!(
+        "{} {}.{:0<3}",
+        &time[..10],
+        &time[11..19],
+        &frac[..frac.len().min(3)]
+    );
+    (stamp, time)
+}
+
 #[tokio::test]
 async fn json_mode_prints_one_object_per_record() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_in(dir.path(), LineFormat::Json).await;
     let ws = server.workspace("dev").await;
     let mut agent = server.agent(&ws.agent_token).await;
+    let before = jiff::Timestamp::now();
     agent
         .report(vec![batch(Some(SESSION), logs(0..2))])
         .await
         .unwrap();
+    let after = jiff::Timestamp::now();
     let lines = server.lines.wait_for(2).await;
     let v: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    // The control plane's own receive time.
+    let received: jiff::Timestamp = v["received_at"].as_str().unwrap().parse().unwrap();
+    assert!(before <= received && received <= after, "{received}");
     assert_eq!(
         v,
         serde_json::json!({
@@ -603,7 +638,7 @@ async fn json_mode_prints_one_object_per_record() {
             "http_method": "GET",
             "http_url": "https://example.com/1",
             "event_time": "2025-12-08T20:58:46.093456789Z",
-            "received_at": "2025-12-08T20:58:47.25Z",
+            "received_at": v["received_at"],
             "session_id": SESSION,
             "sequence": 1,
             "process": "claude"

@@ -90,12 +90,16 @@ async fn a_crash_between_commit_and_print_prints_the_lines_at_restart() {
             line.contains(&format!("http.url=\"https://example.com/{seq}\"")),
             "{line}"
         );
+        // Printed again at a start: marked, as its record may have been
+        // printed just before the stop.
         assert!(
-            line.ends_with(&format!("sequence={seq} process=\"claude\"\n")),
+            line.ends_with(&format!(
+                "sequence={seq} process=\"claude\" replayed=true\n"
+            )),
             "{line}"
         );
     }
-    // New records after the restart are printed once too.
+    // New records after the restart are printed once too, unmarked.
     let mut agent = second.agent(&ws.agent_token).await;
     agent
         .report(vec![batch(Some(SESSION), logs(3..4))])
@@ -104,7 +108,13 @@ async fn a_crash_between_commit_and_print_prints_the_lines_at_restart() {
     second.lines.wait_for(4).await;
     let second_lines = second.lines.clone();
     second.stop().await.unwrap();
-    assert_eq!(second_lines.lines().len(), 4);
+    let all = second_lines.lines();
+    assert_eq!(all.len(), 4);
+    assert!(
+        all[3].ends_with("sequence=3 process=\"claude\"\n"),
+        "{}",
+        all[3]
+    );
     // The frozen writer of the dead process finally gives up.
     release.send(()).unwrap();
 

@@ -1,5 +1,10 @@
 //! What can go wrong in a store, in terms a caller can act on.
 
+use std::fmt;
+
+/// The cause of a [`StoreError::Database`]: whichever driver failed.
+pub type DatabaseCause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -21,15 +26,19 @@ pub enum StoreError {
     /// The store was closed (the server is stopping).
     #[error("the store is closed")]
     Closed,
-    /// The database refused or failed an operation.
-    #[error("{context}: {cause}")]
+    /// The database refused or failed an operation; the driver's error is
+    /// the source.
+    #[error("{context}")]
     Database {
+        /// What the store was doing.
         context: &'static str,
-        cause: sqlx::Error,
+        /// The driver's error.
+        #[source]
+        cause: DatabaseCause,
     },
     /// The schema could not be brought up to date.
-    #[error("migrating the database: {0}")]
-    Migrate(sqlx::migrate::MigrateError),
+    #[error("migrating the database")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
     /// A stored value the code cannot read (a corrupt or foreign database).
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
@@ -37,7 +46,46 @@ pub enum StoreError {
 
 impl StoreError {
     /// Wraps a database error with what was being done.
-    pub fn database(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-        move |cause| StoreError::Database { context, cause }
+    pub fn database<E>(context: &'static str) -> impl FnOnce(E) -> StoreError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |cause| StoreError::Database {
+            context,
+            cause: Box::new(cause),
+        }
+    }
+
+    /// The error and its causes, `: `-separated, for a log line.
+    pub fn chain(&self) -> Chain<'_> {
+        Chain(self)
+    }
+}
+
+/// [`StoreError::chain`].
+#[derive(Debug)]
+pub struct Chain<'a>(&'a StoreError);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = std::error::Error::source(self.0);
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_is_the_source_not_the_message() {
+        let e = StoreError::database("reading a record")(std::io::Error::other("disk on fire"));
+        assert_eq!(e.to_string(), "reading a record");
+        assert_eq!(e.chain().to_string(), "reading a record: disk on fire");
     }
 }

@@ -31,6 +31,13 @@ pub(crate) fn host_of(prefix: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// The host of a whole URL: what follows `://` (or the whole text without
+/// a scheme) up to the first `/`, then [`host_of`].
+pub(crate) fn host_of_url(url: &str) -> String {
+    let rest = url.find("://").map_or(url, |i| &url[i + 3..]);
+    host_of(rest.split('/').next().unwrap_or_default())
+}
+
 /// Adds up the counts of prefixes by host; the `n` most counted, ties by
 /// host name.
 pub(crate) fn top_hosts(
@@ -71,6 +78,17 @@ mod tests {
         ] {
             assert_eq!(host_of(prefix), host, "{prefix:?}");
         }
+    }
+
+    #[test]
+    fn whole_urls_give_their_host() {
+        assert_eq!(host_of_url("https://EVIL.example:443/b?x"), "evil.example");
+        assert_eq!(host_of_url("tracker.example:443"), "tracker.example");
+        assert_eq!(
+            host_of_url("http://user@tracker.example/p"),
+            "tracker.example"
+        );
+        assert_eq!(host_of_url("https://other.example?q=1"), "other.example");
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! The ingest algorithm, written once for every backend: the batch id makes
+//! The row-per-record ingest algorithm (PostgreSQL's): the batch id makes
 //! agent re-sends no-ops, the session key catches client re-sends, and
 //! content comparison tells duplicates from conflicts. Counters ride on the
-//! batch id, so they are applied once with it.
+//! batch id, so they are applied once with it. (SQLite stores blocks and has
+//! its own, `sqlite::ingest`, with the same rules.)
 //!
 //! A backend supplies the statements ([`IngestTx`]) and runs [`ingest`]
 //! inside its transaction; how it orders commits (and so record ids) is its
@@ -17,7 +18,7 @@ use warden_proto::domain::{AuditRecord, IngestBatch};
 use crate::convert::{event_columns, nanos};
 use crate::model::{
     BatchOutcome, CLIENT_BATCH_FULL, CLIENT_CHANNEL_FULL, IngestOutcome, IngestRequest, LossSource,
-    NewRecord, RecordId,
+    NewRecord, RecordId, bound_url,
 };
 
 /// Agent reasons are free text from the agent; a longer one is cut here so a
@@ -31,9 +32,12 @@ pub(crate) struct Target<'a> {
     /// Internal key of the agent.
     pub agent: i64,
     pub session: Option<&'a str>,
-    /// The batch's receive time (a record's effective time when it has no
-    /// event time).
+    /// When the control plane took the call (a record's effective time when
+    /// it has no event time).
     pub received_at: Timestamp,
+    /// Each record's URL as stored (cut to the bound) and its length as sent
+    /// when cut, by index into the batch's records.
+    pub urls: &'a [(&'a str, Option<u64>)],
 }
 
 /// What makes two records with one session key the same record.
@@ -41,7 +45,9 @@ pub(crate) struct Target<'a> {
 pub(crate) struct Content {
     pub allowed: bool,
     pub method: String,
+    /// As stored (cut to the bound), with its length as sent when cut.
     pub url: String,
+    pub url_original_bytes: Option<u64>,
     pub matched_rule: String,
     /// Event time as stored: (seconds, nanoseconds), both `None` when missing.
     pub event: (Option<i64>, Option<i64>),
@@ -50,11 +56,12 @@ pub(crate) struct Content {
 }
 
 impl Content {
-    fn of(record: &AuditRecord, process: &str) -> Content {
+    fn of(record: &AuditRecord, url: (&str, Option<u64>), process: &str) -> Content {
         Content {
             allowed: record.decision.is_allowed(),
             method: record.method.clone(),
-            url: record.url.clone(),
+            url: url.0.to_owned(),
+            url_original_bytes: url.1,
             matched_rule: record.matched_rule.clone(),
             event: event_columns(record.event_time),
             process: process.to_owned(),
@@ -73,6 +80,7 @@ pub(crate) trait IngestTx: Send {
         agent: i64,
         batch: &IngestBatch,
         committed_at: i64,
+        policy_digest: Option<&str>,
     ) -> impl Future<Output = Result<Option<i64>, sqlx::Error>> + Send;
 
     /// Inserts `records[i]` for each `i` in `indexes`, in that order, skipping
@@ -115,6 +123,22 @@ pub(crate) trait IngestTx: Send {
         final_sequence_number: i64,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
+    /// Stores a policy text by its (checked) digest unless one is stored.
+    fn store_policy(
+        &mut self,
+        digest: &str,
+        text: &str,
+        at: i64,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// Notes the policy a session's latest records were decided under.
+    fn set_session_policy(
+        &mut self,
+        agent: i64,
+        session: &str,
+        digest: &str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
     /// Sets the agent's last contact to `at` and, with a batch, its last
     /// batch (time `at`, and id).
     fn touch_agent(
@@ -130,11 +154,20 @@ pub(crate) async fn ingest<T: IngestTx>(
     tx: &mut T,
     agent: i64,
     request: &IngestRequest,
+    max_url_bytes: usize,
 ) -> Result<IngestOutcome, sqlx::Error> {
     let committed_at = nanos(request.at);
     let mut outcome = IngestOutcome::default();
     for batch in &request.batches {
-        let result = ingest_batch(tx, agent, committed_at, batch, &mut outcome.record_ids).await?;
+        let result = ingest_batch(
+            tx,
+            agent,
+            (committed_at, request.at),
+            max_url_bytes,
+            batch,
+            &mut outcome.record_ids,
+        )
+        .await?;
         outcome.batches.push(result);
     }
     let last_batch = request.batches.last().map(|b| b.batch_id);
@@ -145,7 +178,8 @@ pub(crate) async fn ingest<T: IngestTx>(
 async fn ingest_batch<T: IngestTx>(
     tx: &mut T,
     agent: i64,
-    committed_at: i64,
+    (committed_at, at): (i64, Timestamp),
+    max_url_bytes: usize,
     batch: &IngestBatch,
     record_ids: &mut Vec<RecordId>,
 ) -> Result<BatchOutcome, sqlx::Error> {
@@ -160,20 +194,32 @@ async fn ingest_batch<T: IngestTx>(
         new_records: Vec::new(),
         duplicates: 0,
         rejected: saturate(rejected.len()),
+        policies_refused: 0,
     };
+    let policy_digest = logs
+        .and_then(|l| l.policy_digest.as_deref())
+        .filter(|d| is_digest(d));
 
-    let Some(batch_key) = tx.insert_batch(agent, batch, committed_at).await? else {
+    let Some(batch_key) = tx
+        .insert_batch(agent, batch, committed_at, policy_digest)
+        .await?
+    else {
         // The agent re-sent a committed batch: acknowledge, change nothing.
         outcome.already_committed = true;
         outcome.duplicates = saturate(records.len());
         return Ok(outcome);
     };
 
+    let urls: Vec<(&str, Option<u64>)> = records
+        .iter()
+        .map(|r| bound_url(&r.url, max_url_bytes))
+        .collect();
     let target = Target {
         batch: batch_key,
         agent,
         session,
-        received_at: batch.received_at,
+        received_at: at,
+        urls: &urls,
     };
     if !records.is_empty() {
         let indexes: Vec<usize> = (0..records.len()).collect();
@@ -187,6 +233,7 @@ async fn ingest_batch<T: IngestTx>(
                     .map(|index| NewRecord {
                         index,
                         conflict: false,
+                        url_original_bytes: urls[index].1,
                     })
                     .collect();
             }
@@ -200,6 +247,7 @@ async fn ingest_batch<T: IngestTx>(
                         outcome.new_records.push(NewRecord {
                             index,
                             conflict: false,
+                            url_original_bytes: urls[index].1,
                         });
                     } else {
                         candidates.push(index);
@@ -207,7 +255,7 @@ async fn ingest_batch<T: IngestTx>(
                 }
                 if !candidates.is_empty() {
                     let (duplicates, conflicts) =
-                        classify(tx, agent, session, process, records, &candidates).await?;
+                        classify(tx, agent, session, process, records, &urls, &candidates).await?;
                     outcome.duplicates = duplicates;
                     if !conflicts.is_empty() {
                         let inserted = tx
@@ -219,9 +267,13 @@ async fn ingest_batch<T: IngestTx>(
                             .extend(conflicts.into_iter().map(|index| NewRecord {
                                 index,
                                 conflict: true,
+                                url_original_bytes: urls[index].1,
                             }));
                         outcome.new_records.sort_by_key(|r| r.index);
                     }
+                }
+                if let Some(digest) = policy_digest {
+                    tx.set_session_policy(agent, session, digest).await?;
                 }
             }
         }
@@ -251,6 +303,18 @@ async fn ingest_batch<T: IngestTx>(
         if let (Some(final_seq), false) = (status.final_sequence_number, session.is_empty()) {
             tx.set_final_sequence(agent, session, final_seq).await?;
         }
+        if let Some(policy) = &status.policy {
+            if !is_digest(&policy.digest) || hex_sha256(&policy.text) != policy.digest {
+                outcome.policies_refused += 1;
+            } else {
+                tx.store_policy(&policy.digest, &policy.text, committed_at)
+                    .await?;
+                if !session.is_empty() {
+                    tx.set_session_policy(agent, session, &policy.digest)
+                        .await?;
+                }
+            }
+        }
     }
     for drop in &batch.agent_drops {
         if drop.records == 0 && drop.frames == 0 {
@@ -279,6 +343,7 @@ async fn classify<T: IngestTx>(
     session: &str,
     process: &str,
     records: &[AuditRecord],
+    urls: &[(&str, Option<u64>)],
     candidates: &[usize],
 ) -> Result<(u32, Vec<usize>), sqlx::Error> {
     let mut keys: Vec<i32> = candidates
@@ -295,7 +360,7 @@ async fn classify<T: IngestTx>(
     let mut conflicts = Vec::new();
     for &i in candidates {
         let record = &records[i];
-        let content = Content::of(record, process);
+        let content = Content::of(record, urls[i], process);
         let stored = known.entry(record.sequence_number).or_default();
         if stored.contains(&content) {
             duplicates = duplicates.saturating_add(1);
@@ -306,6 +371,22 @@ async fn classify<T: IngestTx>(
         }
     }
     Ok((duplicates, conflicts))
+}
+
+/// A policy digest as `warden boundary` sends it: lower-case hex SHA-256.
+pub(crate) fn is_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Lower-case hex SHA-256 of `text`.
+pub(crate) fn hex_sha256(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    let mut out = String::with_capacity(64);
+    for byte in Sha256::digest(text.as_bytes()) {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
 }
 
 fn saturate(n: usize) -> u32 {

@@ -13,14 +13,19 @@
 //! The conformance suite in `tests/conformance` states the behaviour every
 //! backend must have; instantiate it for a new backend with its own factory.
 
+#![warn(missing_docs, unreachable_pub)]
+
 // Macros first: `macro_rules!` are visible to the modules declared after them.
 #[macro_use]
 mod record_sql;
 
+mod block;
 mod convert;
 pub mod error;
 mod hosts;
 mod ingest;
+mod intervals;
+mod losses;
 mod migrations;
 pub mod model;
 pub mod postgres;
@@ -41,8 +46,16 @@ pub use url::DatabaseUrl;
 
 /// Opens (creating and migrating when needed) the store `url` names.
 pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, StoreOptions::default()).await
+}
+
+/// [`open`] with these options.
+pub async fn open_with(
+    url: &DatabaseUrl,
+    options: StoreOptions,
+) -> Result<Arc<dyn Store>, StoreError> {
     match url {
-        DatabaseUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await?)),
-        DatabaseUrl::Postgres(url) => Ok(Arc::new(PgStore::open(url).await?)),
+        DatabaseUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open_with(path, options).await?)),
+        DatabaseUrl::Postgres(url) => Ok(Arc::new(PgStore::open_with(url, options).await?)),
     }
 }

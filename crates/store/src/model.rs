@@ -27,25 +27,34 @@ impl fmt::Debug for TokenHash {
 pub struct NewWorkspace {
     /// Chosen by the caller (a UUIDv7 sorts by creation).
     pub id: Uuid,
+    /// The workspace's name, unique among live workspaces.
     pub name: String,
+    /// Who the workspace belongs to.
     pub owner: String,
     /// Empty for none.
     pub startup_script: String,
     /// Chosen by the caller, because the agent's token names it.
     pub agent_id: Uuid,
+    /// The agent's name.
     pub agent_name: String,
+    /// The hash of the agent's token.
     pub token_hash: TokenHash,
 }
 
 /// A live (not deleted) workspace and its agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workspace {
+    /// The workspace's id.
     pub id: Uuid,
+    /// Its name.
     pub name: String,
+    /// Who it belongs to.
     pub owner: String,
     /// Empty for none.
     pub startup_script: String,
+    /// When it was registered.
     pub created_at: Timestamp,
+    /// Its agent.
     pub agent: Agent,
 }
 
@@ -66,7 +75,9 @@ impl Workspace {
 /// A workspace's agent and when it was last heard from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Agent {
+    /// The agent's id (its token names it).
     pub id: Uuid,
+    /// The agent's name.
     pub name: String,
     /// When the current token was issued (creation or last rotation).
     pub token_issued_at: Timestamp,
@@ -74,13 +85,16 @@ pub struct Agent {
     pub last_contact_at: Option<Timestamp>,
     /// When the agent last delivered batches, and the last batch's id.
     pub last_batch_at: Option<Timestamp>,
+    /// The id of the last batch it delivered.
     pub last_batch_id: Option<Uuid>,
 }
 
 /// What authenticating an agent needs: who it is and its token's hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentCredentials {
+    /// Who the agent is.
     pub manifest: Manifest,
+    /// The hash of its current token.
     pub token_hash: TokenHash,
 }
 
@@ -92,6 +106,7 @@ pub struct IngestRequest {
     pub agent_id: Uuid,
     /// When the control plane received the call (last contact).
     pub at: Timestamp,
+    /// The batches, in the order the agent sent them.
     pub batches: Vec<IngestBatch>,
 }
 
@@ -117,6 +132,7 @@ pub struct IngestOutcome {
 /// What happened to one batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchOutcome {
+    /// The batch's id, as the agent sent it.
     pub batch_id: Uuid,
     /// The batch id was already stored: nothing was changed.
     pub already_committed: bool,
@@ -127,6 +143,9 @@ pub struct BatchOutcome {
     pub duplicates: u32,
     /// Records refused by validation (counted as losses, not stored).
     pub rejected: u32,
+    /// Policy texts refused because their SHA-256 is not the digest they
+    /// came with.
+    pub policies_refused: u32,
 }
 
 impl BatchOutcome {
@@ -152,34 +171,134 @@ pub struct NewRecord {
     pub index: usize,
     /// Its session key matched a stored record with other content.
     pub conflict: bool,
+    /// The URL's length as sent when it was stored truncated (see
+    /// [`bound_url`]).
+    pub url_original_bytes: Option<u64>,
 }
 
 /// A stored record with everything known about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredRecord {
+    /// The record's id (commit order).
     pub id: RecordId,
+    /// The workspace of the agent that delivered it.
     pub workspace_id: Uuid,
+    /// That workspace's name.
     pub workspace_name: String,
+    /// That workspace's owner.
     pub workspace_owner: String,
+    /// The agent that delivered it.
     pub agent_id: Uuid,
+    /// That agent's name.
     pub agent_name: String,
+    /// The batch that carried it.
     pub batch_id: Uuid,
+    /// The client's session id, when it sent one.
     pub session_id: Option<String>,
+    /// Its number in the session.
     pub sequence_number: i32,
+    /// When boundary decided, as the record says.
     pub event_time: EventTime,
-    /// When the agent read the record from its socket.
+    /// When the control plane took the call that delivered the record (its
+    /// own clock): what retention and "received" times go by.
     pub received_at: Timestamp,
+    /// When the agent says it read the record from its socket (the agent's
+    /// clock, as sent; see [`agent_time_suspect`](Self::agent_time_suspect)).
+    pub agent_received_at: Timestamp,
+    /// The agent's time is implausible: later than the control plane's
+    /// receive time by more than [`AGENT_CLOCK_AHEAD`], or earlier by more
+    /// than [`AGENT_CLOCK_BEHIND`]. It is kept as evidence, never trusted.
+    pub agent_time_suspect: bool,
     /// When the control plane committed it.
     pub committed_at: Timestamp,
+    /// Allowed or denied.
     pub decision: Decision,
+    /// The HTTP method, as sent.
     pub method: String,
+    /// As stored: at most the store's URL bound (see [`StoreOptions`]).
     pub url: String,
+    /// The URL's length in bytes as sent, when it was longer than the bound
+    /// and `url` holds its first bytes (cut at a character boundary).
+    pub url_original_bytes: Option<u64>,
+    /// The rule that allowed it (empty for none).
     pub matched_rule: String,
     /// The `confined_process_name` the client sent.
     pub process: String,
     /// The socket peer that wrote the record to the agent.
     pub peer: Peer,
+    /// The digest of the policy the record was decided under, when the
+    /// client said.
+    pub policy_digest: Option<String>,
+    /// Its session key was used before by a record with other content.
     pub conflict: bool,
+}
+
+/// An agent time this far ahead of the control plane's clock is flagged.
+pub const AGENT_CLOCK_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_secs(5 * 60);
+/// An agent time this far behind the control plane's clock is flagged: an
+/// agent spools while the control plane is away, but not for months.
+pub const AGENT_CLOCK_BEHIND: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 90);
+
+/// Whether an agent's receive time is implausible next to the control
+/// plane's own.
+pub fn agent_time_suspect(agent: Timestamp, server: Timestamp) -> bool {
+    let ahead = agent.duration_since(server);
+    ahead > AGENT_CLOCK_AHEAD || -ahead > AGENT_CLOCK_BEHIND
+}
+
+/// The default bound on a stored URL: 64 KiB.
+pub const DEFAULT_MAX_URL_BYTES: usize = 64 * 1024;
+
+/// How a store treats what it is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Longer URLs are stored cut to this many bytes (at a character
+    /// boundary) with their original length; never refused.
+    pub max_url_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_url_bytes: DEFAULT_MAX_URL_BYTES,
+        }
+    }
+}
+
+/// `url` cut to at most `max` bytes at a character boundary, and its
+/// original length when it was cut.
+pub fn bound_url(url: &str, max: usize) -> (&str, Option<u64>) {
+    if url.len() <= max {
+        return (url, None);
+    }
+    let mut end = max;
+    while !url.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&url[..end], Some(url.len() as u64))
+}
+
+/// A policy text as a client reported it, by its digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyText {
+    /// Lower-case hex SHA-256 of `text`.
+    pub digest: String,
+    /// The normalised policy text.
+    pub text: String,
+    /// When the control plane first stored it.
+    pub first_seen: Timestamp,
+}
+
+/// A workspace's records in one minute of effective time (the activity
+/// chart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinuteActivity {
+    /// The minute's start.
+    pub minute: Timestamp,
+    /// Records allowed in the minute.
+    pub allowed: u64,
+    /// Records denied in the minute.
+    pub denied: u64,
 }
 
 /// Which stored records to return. Every filter is optional; set ones must
@@ -192,10 +311,13 @@ pub struct StoredRecord {
 /// its nearest edge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordQuery {
+    /// Only this workspace's records (any of its agents).
     pub workspace_id: Option<Uuid>,
     /// The owner of the record's workspace.
     pub owner: Option<String>,
+    /// Only this session's records.
     pub session_id: Option<String>,
+    /// Only allowed or only denied records.
     pub decision: Option<Decision>,
     /// Effective time at or after this.
     pub since: Option<Timestamp>,
@@ -214,7 +336,9 @@ pub struct RecordQuery {
     pub after_id: Option<RecordId>,
     /// Only records with a smaller id (a cursor for newest-first pages).
     pub before_id: Option<RecordId>,
+    /// Oldest or newest first.
     pub order: Order,
+    /// At most this many records.
     pub limit: u32,
 }
 
@@ -244,7 +368,9 @@ impl Default for RecordQuery {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Order {
     #[default]
+    /// By ascending id.
     OldestFirst,
+    /// By descending id.
     NewestFirst,
 }
 
@@ -282,6 +408,7 @@ pub enum LossSource {
 }
 
 impl LossSource {
+    /// The name stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             LossSource::Client => "client",
@@ -290,6 +417,7 @@ impl LossSource {
         }
     }
 
+    /// The source with this name.
     pub fn parse(s: &str) -> Option<LossSource> {
         match s {
             "client" => Some(LossSource::Client),
@@ -300,16 +428,22 @@ impl LossSource {
     }
 }
 
-/// Reasons a client reports drops for (BoundaryStatus fields).
+/// A client dropped records because its queue was full (a BoundaryStatus
+/// field, like the next).
 pub const CLIENT_CHANNEL_FULL: &str = "channel_full";
+/// A client dropped records because a batch was full.
 pub const CLIENT_BATCH_FULL: &str = "batch_full";
 
 /// Records (and frames) lost for one reason, summed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Loss {
+    /// Who saw the loss.
     pub source: LossSource,
+    /// Why, as that party said.
     pub reason: String,
+    /// Records lost.
     pub records: u64,
+    /// Frames lost (undecodable or refused whole).
     pub frames: u64,
 }
 
@@ -320,14 +454,19 @@ pub struct Loss {
 /// purge does not show up as a gap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionSummary {
+    /// The workspace.
     pub workspace_id: Uuid,
+    /// The client's session id.
     pub session_id: String,
     /// Stored records, conflicts included.
     pub records: u64,
+    /// Stored records flagged as conflicting (purged ones too).
     pub conflicts: u64,
     /// Distinct sequence numbers stored (conflicts excluded).
     pub distinct_sequence_numbers: u64,
+    /// The lowest sequence number stored (purged ones too).
     pub first_sequence_number: Option<i32>,
+    /// The highest sequence number stored (purged ones too).
     pub last_sequence_number: Option<i32>,
     /// The last sequence number the client said it assigned, if it closed the
     /// session with a final status (-1: it assigned none).
@@ -336,6 +475,9 @@ pub struct SessionSummary {
     pub losses: Vec<Loss>,
     /// Of `records`, how many retention has deleted.
     pub purged: u64,
+    /// The digest of the policy the session's latest records were decided
+    /// under, when the client said.
+    pub policy_digest: Option<String>,
 }
 
 impl SessionSummary {
@@ -365,7 +507,9 @@ impl SessionSummary {
 /// conflicts with). A cursor for [`SessionRecordQuery`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SequencePosition {
+    /// The sequence number.
     pub sequence_number: i32,
+    /// The record id (among records with one number).
     pub id: RecordId,
 }
 
@@ -382,17 +526,22 @@ impl SequencePosition {
 /// The records of one session of a workspace, in sequence order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRecordQuery {
+    /// The workspace.
     pub workspace_id: Uuid,
+    /// The session.
     pub session_id: String,
     /// Only records after this position (the last one of the previous page).
     pub after: Option<SequencePosition>,
+    /// At most this many records.
     pub limit: u32,
 }
 
 /// Consecutive sequence numbers, both ends included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SequenceRange {
+    /// The first number.
     pub first: i64,
+    /// The last number.
     pub last: i64,
 }
 
@@ -443,14 +592,17 @@ impl SessionSummary {
 /// A session of a workspace as listed: its summary and when it was active.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionActivity {
+    /// What is known about the session.
     pub summary: SessionSummary,
     /// Ids of the session's first and last stored records (`None` when none
     /// is stored: only losses or a final status are known, or retention
     /// purged them all).
     pub first_record_id: Option<RecordId>,
+    /// See `first_record_id`.
     pub last_record_id: Option<RecordId>,
     /// Earliest and latest effective time of its stored records.
     pub first_time: Option<Timestamp>,
+    /// See `first_time`.
     pub last_time: Option<Timestamp>,
 }
 
@@ -458,6 +610,7 @@ pub struct SessionActivity {
 /// counts: a workspace's records whose effective time is in a range.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActivityQuery {
+    /// The workspace.
     pub workspace_id: Uuid,
     /// Effective time at or after this.
     pub since: Option<Timestamp>,
@@ -470,12 +623,15 @@ pub struct ActivityQuery {
 /// A workspace's records in a time range, counted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkspaceActivity {
+    /// Allowed records.
     pub allowed: u64,
+    /// Denied records.
     pub denied: u64,
     /// Of allowed and denied, records flagged as conflicting.
     pub conflicts: u64,
     /// Earliest and latest effective time of those records.
     pub first_time: Option<Timestamp>,
+    /// See `first_time`.
     pub last_time: Option<Timestamp>,
     /// The hosts of denied URLs, most denied first (ties by host).
     pub top_denied_hosts: Vec<HostCount>,
@@ -487,6 +643,7 @@ pub struct HostCount {
     /// Lower-case host, without user info or port; the text before the
     /// first `/` for a URL without a scheme.
     pub host: String,
+    /// Denied records of the host.
     pub records: u64,
 }
 
@@ -516,6 +673,7 @@ mod tests {
                 frames: 0,
             }],
             purged: 0,
+            policy_digest: None,
         }
     }
 

@@ -1,5 +1,5 @@
-//! SQL text both backends use to read a stored record back (the schemas name
-//! these tables and columns alike); each backend still parses rows itself.
+//! SQL text PostgreSQL uses to read a stored record back (a row per
+//! record); macros so that it can be `concat!`ed into statements.
 
 /// Columns `record_from_row` reads; `r` records, `b` batches, `a` agents,
 /// `w` workspaces.
@@ -8,7 +8,8 @@ macro_rules! record_columns {
         "SELECT r.id, w.uuid, w.name, w.owner, a.uuid, a.name, b.uuid, r.session_id, \
          r.sequence_number, r.event_secs, r.event_nanos, b.received_secs, b.received_nanos, \
          b.committed_at, r.allowed, r.method, r.url, r.matched_rule, b.process, \
-         b.peer_uid, b.peer_gid, b.peer_pid, b.peer_comm, b.peer_exe, r.conflict "
+         b.peer_uid, b.peer_gid, b.peer_pid, b.peer_comm, b.peer_exe, r.conflict, \
+         r.url_original_bytes, b.policy_digest "
     };
 }
 

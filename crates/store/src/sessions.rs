@@ -32,6 +32,8 @@ pub(crate) struct SessionRow {
     pub purged_conflicts: u64,
     pub purged_first: Option<i32>,
     pub purged_last: Option<i32>,
+    /// The policy the session's latest records were decided under.
+    pub policy_digest: Option<String>,
 }
 
 /// A per-session `losses` row.
@@ -70,6 +72,7 @@ impl Sessions {
                     final_sequence_number: None,
                     losses: Vec::new(),
                     purged: 0,
+                    policy_digest: None,
                 },
                 first_record_id: None,
                 last_record_id: None,
@@ -104,31 +107,13 @@ impl Sessions {
             .summary
             .final_sequence_number
             .max(row.final_sequence_number);
+        if row.policy_digest.is_some() {
+            s.summary.policy_digest = row.policy_digest;
+        }
     }
 
     pub(crate) fn add_loss(&mut self, row: LossRow) {
-        let losses = &mut self.entry(row.session_id).summary.losses;
-        let Loss {
-            source,
-            reason,
-            records,
-            frames,
-        } = row.loss;
-        match losses
-            .iter_mut()
-            .find(|l| l.source == source && l.reason == reason)
-        {
-            Some(loss) => {
-                loss.records = loss.records.saturating_add(records);
-                loss.frames = loss.frames.saturating_add(frames);
-            }
-            None => losses.push(Loss {
-                source,
-                reason,
-                records,
-                frames,
-            }),
-        }
+        crate::losses::merge(&mut self.entry(row.session_id).summary.losses, row.loss);
     }
 
     /// Every session seen, the most recently stored-to first (by last record
@@ -139,9 +124,7 @@ impl Sessions {
             .into_values()
             .map(|mut s| {
                 s.summary.records = s.summary.distinct_sequence_numbers + s.summary.conflicts;
-                s.summary
-                    .losses
-                    .sort_by(|a, b| (a.source, &a.reason).cmp(&(b.source, &b.reason)));
+                crate::losses::sort(&mut s.summary.losses);
                 s
             })
             .collect();
@@ -195,6 +178,7 @@ mod tests {
             purged_conflicts: 0,
             purged_first: None,
             purged_last: None,
+            policy_digest: None,
         });
         sessions.add_loss(LossRow {
             session_id: "lost".into(),

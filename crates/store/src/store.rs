@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::model::{
-    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace,
-    PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity, SessionRecordQuery,
-    SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
+    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
+    NewWorkspace, PolicyText, PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity,
+    SessionRecordQuery, SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
 };
 
 /// What store operations return. Boxed so that `dyn Store` works: the server
@@ -104,7 +104,12 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreFuture<'_, Vec<StoredRecord>>;
 
-    /// Notes that these records' lines were printed.
+    /// Notes that these records' lines were printed. A store keeps at least
+    /// a watermark: every record at or below it has had its line printed;
+    /// records above it are returned by
+    /// [`unprinted_records`](Store::unprinted_records) after a restart
+    /// (printed again, marked as replays), so callers note printed lines
+    /// often (at least every 100 ms) to keep that window small.
     fn mark_printed(&self, ids: Vec<RecordId>) -> StoreFuture<'_, ()>;
 
     /// Retention: deletes at most `max_rows` records received before
@@ -168,6 +173,21 @@ pub trait Store: Send + Sync + 'static {
     /// A workspace's records in a time range, counted by decision, with the
     /// most denied hosts.
     fn workspace_activity(&self, query: ActivityQuery) -> StoreFuture<'_, WorkspaceActivity>;
+
+    /// A workspace's records per minute of effective time in
+    /// `since..until` (minutes with records only, oldest first): the
+    /// activity chart. Read from counters kept as records commit.
+    fn minute_activity(
+        &self,
+        workspace_id: Uuid,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreFuture<'_, Vec<MinuteActivity>>;
+
+    /// The policy text a client reported with this digest (the first one
+    /// stored wins; texts whose SHA-256 is not their digest are refused at
+    /// ingest).
+    fn policy<'a>(&'a self, digest: &'a str) -> StoreFuture<'a, Option<PolicyText>>;
 
     /// The highest record id committed so far by any instance (`None` when
     /// no record is stored). Every record with a lower id is committed and

@@ -62,8 +62,8 @@ async fn opening_twice_runs_migrations_once() {
     second.ping().await.unwrap();
 }
 
-/// The query API's most common questions are answered from an index walked
-/// in id order: no scan of other workspaces' records, no sort.
+/// The query API's most common questions pick blocks from an index walked
+/// in id order: no scan of other workspaces' blocks, no sort.
 #[tokio::test]
 async fn a_workspaces_newest_records_and_denials_come_from_an_index() {
     use warden_proto::domain::Decision;
@@ -100,12 +100,12 @@ async fn a_workspaces_newest_records_and_denials_come_from_an_index() {
     assert!(
         denied
             .iter()
-            .any(|step| step.contains("records_agent_denied")),
+            .any(|step| step.contains("blocks_agent_denied")),
         "{denied:?}"
     );
     let any = store.records_plan(&plan(None)).await.unwrap();
     assert!(
-        any.iter().any(|step| step.contains("INDEX records_agent ")),
+        any.iter().any(|step| step.contains("INDEX blocks_agent ")),
         "{any:?}"
     );
     for steps in [&denied, &any] {
@@ -114,5 +114,190 @@ async fn a_workspaces_newest_records_and_denials_come_from_an_index() {
             "sorted instead of walking the index: {steps:?}"
         );
     }
+    store.close().await.unwrap();
+}
+
+/// A database written by the release that kept a row per record
+/// (migrations 0001-0003; `tests/data/v3.db`, made by that release's store
+/// API with the generator kept beside it as `tests/data/gen_fixture.rs`)
+/// opens with this one: every record is there with the same id and fields,
+/// sessions, losses and the lines still due are as that release answered
+/// (`tests/data/v3.expected`), and ingest goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_row_per_record_release_keeps_everything() {
+    use warden_proto::domain::{AuditRecord, ClientLogs, Decision, EventTime, IngestBatch, Peer};
+    use warden_store::IngestRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    std::fs::copy(format!("{fixture}/v3.db"), &path).unwrap();
+    let expected = std::fs::read_to_string(format!("{fixture}/v3.expected")).unwrap();
+    let store = SqliteStore::open(&path).await.unwrap();
+
+    let records = store
+        .records(warden_store::RecordQuery {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut want_records = Vec::new();
+    let mut want_sessions = Vec::new();
+    let mut want_losses = Vec::new();
+    let mut want_unprinted = String::new();
+    for line in expected.lines() {
+        let (kind, rest) = line.split_once('\t').unwrap();
+        match kind {
+            "record" => want_records.push(rest.to_owned()),
+            "session" => want_sessions.push(rest.to_owned()),
+            "loss" => want_losses.push(rest.to_owned()),
+            "unprinted" => want_unprinted = rest.to_owned(),
+            other => panic!("unknown line kind {other}"),
+        }
+    }
+    // The old release's receive time was the agent's; the control plane's
+    // was the commit stamp. Both are kept, under their new names.
+    let got_records: Vec<String> = records
+        .iter()
+        .map(|r| {
+            format!(
+                "{}\t{}\t{}\t{:?}\t{}\t{}\t{}\t{:?}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                r.id,
+                r.workspace_name,
+                r.batch_id,
+                r.session_id,
+                r.sequence_number,
+                r.decision.as_str(),
+                r.conflict,
+                r.event_time,
+                r.agent_received_at.as_nanosecond(),
+                r.received_at.as_nanosecond(),
+                r.method,
+                r.url,
+                r.matched_rule,
+                r.process,
+                r.peer.uid,
+                r.peer.gid,
+                r.peer.pid,
+                r.peer.exe,
+            )
+        })
+        .collect();
+    assert_eq!(got_records.len(), 353);
+    assert_eq!(got_records, want_records);
+
+    let mut got_sessions = Vec::new();
+    let mut got_losses = Vec::new();
+    for name in ["dev", "ops"] {
+        let w = store.workspace(name).await.unwrap().unwrap();
+        for s in store.sessions(w.id).await.unwrap() {
+            let m = &s.summary;
+            got_sessions.push(format!(
+                "{name}\t{}\t{}\t{}\t{}\t{:?}\t{:?}\t{:?}\t{}\t{}\t{}\t{:?}\t{:?}",
+                m.session_id,
+                m.records,
+                m.conflicts,
+                m.distinct_sequence_numbers,
+                m.first_sequence_number,
+                m.last_sequence_number,
+                m.final_sequence_number,
+                m.purged,
+                m.reported_losses(),
+                m.missing(),
+                s.first_record_id,
+                s.last_record_id
+            ));
+        }
+        for l in store.workspace_losses(w.id).await.unwrap() {
+            got_losses.push(format!(
+                "{name}\t{}\t{}\t{}\t{}",
+                l.source.as_str(),
+                l.reason,
+                l.records,
+                l.frames
+            ));
+        }
+    }
+    assert_eq!(got_sessions, want_sessions);
+    assert_eq!(got_losses, want_losses);
+    let due: Vec<String> = store
+        .unprinted_records(None, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    assert_eq!(due.join(","), want_unprinted);
+
+    // Ingest goes on: old numbers are duplicates or conflicts against the
+    // converted blocks, new ones get ids above every old one.
+    let dev = store.workspace("dev").await.unwrap().unwrap();
+    let old = records
+        .iter()
+        .find(|r| r.session_id.as_deref() == Some("s1") && r.sequence_number == 20)
+        .unwrap();
+    let resent = AuditRecord {
+        decision: old.decision,
+        event_time: old.event_time,
+        method: old.method.clone(),
+        url: old.url.clone(),
+        matched_rule: old.matched_rule.clone(),
+        sequence_number: 20,
+    };
+    let forged = AuditRecord {
+        url: "https://evil.example/changed".into(),
+        sequence_number: 21,
+        ..resent.clone()
+    };
+    let new = AuditRecord {
+        event_time: EventTime::Missing,
+        decision: Decision::Deny,
+        sequence_number: 300,
+        ..resent.clone()
+    };
+    let outcome = store
+        .ingest(std::sync::Arc::new(IngestRequest {
+            agent_id: dev.agent.id,
+            at: jiff::Timestamp::now(),
+            batches: vec![IngestBatch {
+                batch_id: uuid::Uuid::now_v7(),
+                received_at: jiff::Timestamp::now(),
+                peer: Peer {
+                    uid: old.peer.uid,
+                    gid: old.peer.gid,
+                    pid: old.peer.pid,
+                    comm: old.peer.comm.clone(),
+                    exe: old.peer.exe.clone(),
+                },
+                logs: Some(ClientLogs {
+                    session_id: Some("s1".into()),
+                    confined_process_name: old.process.clone(),
+                    records: vec![resent, forged, new],
+                    ..Default::default()
+                }),
+                client_status: Vec::new(),
+                agent_drops: Vec::new(),
+            }],
+        }))
+        .await
+        .unwrap();
+    let result = &outcome.batches[0];
+    assert_eq!(
+        (result.stored(), result.duplicates, result.conflicts()),
+        (1, 1, 1)
+    );
+    assert!(outcome.record_ids.iter().all(|&id| id > 363));
+    store.close().await.unwrap();
+    // A second open converts nothing again.
+    let store = SqliteStore::open(&path).await.unwrap();
+    let all = store
+        .records(warden_store::RecordQuery {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 355);
     store.close().await.unwrap();
 }

@@ -50,5 +50,6 @@ pub(crate) fn session_info(s: &SessionSummary) -> SessionInfo {
         unexplained: s.unexplained(),
         losses: loss_infos(&s.losses),
         purged: s.purged,
+        policy_digest: s.policy_digest.clone(),
     }
 }

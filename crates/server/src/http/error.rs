@@ -47,7 +47,7 @@ impl From<StoreError> for HttpError {
             ),
             e => {
                 // Handled here: logged once with its cause.
-                tracing::error!(error = %e, "an admin api call failed in the store");
+                tracing::error!(error = %e.chain(), "an admin api call failed in the store");
                 HttpError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "storage failure; see the control plane's log",

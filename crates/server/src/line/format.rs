@@ -40,14 +40,23 @@ pub struct LineRecord<'a> {
     pub sequence_number: i32,
     pub matched_rule: &'a str,
     pub process: &'a str,
+    /// The URL's length as sent when `url` holds only its first bytes.
+    pub url_original_bytes: Option<u64>,
+    /// The line is printed again at a start: its record may have been
+    /// printed just before the last stop (see `spec/stderr-format.md`).
+    pub replayed: bool,
 }
 
 impl<'a> LineRecord<'a> {
-    /// A record just committed from a batch the agent of `manifest` sent.
+    /// A record just committed from a batch the agent of `manifest` sent in
+    /// a call the control plane took at `received_at`; `url` as stored (see
+    /// [`warden_store::bound_url`]).
     pub fn ingested(
         manifest: &'a Manifest,
         batch: &'a IngestBatch,
         record: &'a AuditRecord,
+        received_at: Timestamp,
+        (url, url_original_bytes): (&'a str, Option<u64>),
     ) -> Self {
         let logs = batch.logs.as_ref();
         LineRecord {
@@ -57,13 +66,15 @@ impl<'a> LineRecord<'a> {
             agent_name: &manifest.agent_name,
             decision: record.decision,
             method: &record.method,
-            url: &record.url,
+            url,
             event_time: record.event_time.known(),
-            received_at: batch.received_at,
+            received_at,
             session_id: logs.and_then(|l| l.session_id.as_deref()),
             sequence_number: record.sequence_number,
             matched_rule: &record.matched_rule,
             process: logs.map_or("", |l| &l.confined_process_name),
+            url_original_bytes,
+            replayed: false,
         }
     }
 
@@ -83,6 +94,16 @@ impl<'a> LineRecord<'a> {
             sequence_number: record.sequence_number,
             matched_rule: &record.matched_rule,
             process: &record.process,
+            url_original_bytes: record.url_original_bytes,
+            replayed: false,
+        }
+    }
+
+    /// The same line, marked as printed again at a start.
+    pub fn replayed(self) -> Self {
+        LineRecord {
+            replayed: true,
+            ..self
         }
     }
 
@@ -148,6 +169,12 @@ fn write_text(out: &mut String, r: &LineRecord<'_>) {
     if r.event_time.is_none() {
         out.push_str(" time.received=true");
     }
+    if let Some(bytes) = r.url_original_bytes {
+        let _ = write!(out, " http.url.truncated=true http.url.bytes={bytes}");
+    }
+    if r.replayed {
+        out.push_str(" replayed=true");
+    }
     out.push('\n');
 }
 
@@ -179,6 +206,14 @@ pub struct JsonLine<'a> {
     matched_rule: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     process: &'a str,
+    /// Present (true) when the URL was stored cut to the control plane's
+    /// bound; `http_url_bytes` is then its length as sent.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    http_url_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_url_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replayed: bool,
 }
 
 /// Go's `time.RFC3339Nano` in UTC (see [`push_rfc3339_nano`]).
@@ -208,6 +243,9 @@ impl<'a> JsonLine<'a> {
             sequence: r.session_id.map(|_| r.sequence_number),
             matched_rule: r.matched_rule,
             process: r.process,
+            http_url_truncated: r.url_original_bytes.is_some(),
+            http_url_bytes: r.url_original_bytes,
+            replayed: r.replayed,
         }
     }
 }
@@ -270,6 +308,8 @@ mod tests {
             sequence_number: 12,
             matched_rule: "",
             process: "",
+            url_original_bytes: None,
+            replayed: false,
         }
     }
 
@@ -338,6 +378,33 @@ mod tests {
             text(&r),
             "[API] 2025-12-08 20:58:47.000 [warn] boundary: workspace.id=6f1c0a52-8a3e-4c1f-9d7b-2b1e5e0c9a11 decision=deny http.method=\"GET\" http.url=\"https://evil.example/x\" time=\"2025-12-08T20:58:47Z\" workspace.name=\"dev\" workspace.owner=\"alice\" agent.name=\"main\" time.received=true\n"
         );
+    }
+
+    #[test]
+    fn replays_and_truncated_urls_say_so_at_the_end() {
+        let r = LineRecord {
+            url_original_bytes: Some(70_000),
+            ..example()
+        }
+        .replayed();
+        assert!(
+            text(&r).ends_with(
+                " sequence=12 http.url.truncated=true http.url.bytes=70000 replayed=true\n"
+            ),
+            "{}",
+            text(&r)
+        );
+        let mut s = String::new();
+        write_line(&mut s, LineFormat::Json, &r);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["replayed"], true);
+        assert_eq!(v["http_url_truncated"], true);
+        assert_eq!(v["http_url_bytes"], 70_000);
+        // Neither appears on an ordinary line.
+        let mut s = String::new();
+        write_line(&mut s, LineFormat::Json, &example());
+        assert!(!s.contains("replayed") && !s.contains("truncated"), "{s}");
+        assert!(!text(&example()).contains("replayed"));
     }
 
     #[test]

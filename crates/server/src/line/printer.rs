@@ -1,19 +1,20 @@
 //! Writes committed records' lines from a dedicated thread, then tells the
 //! store which lines are out.
 //!
-//! The order is the outbox protocol: records and their outbox rows are
-//! committed together; the lines are written; only then are the outbox rows
-//! removed. A crash before the removal prints those lines again at the next
-//! start, a crash before the write prints them for the first time, so no
-//! committed record misses its line. (The window for a second print is the
-//! time between a write and the next writer transaction, which folds the
-//! removals in.)
+//! The order is the outbox protocol: records are committed (due for
+//! printing); the lines are written; only then does the store note them
+//! printed. A crash before the note prints those lines again at the next
+//! start (marked `replayed=true`), a crash before the write prints them for
+//! the first time, so no committed record misses its line. Notes are sent at
+//! most every [`MARK_EVERY`] (and always when printing stops), which bounds
+//! the window of lines a crash prints twice to about that long.
 //!
 //! Writing happens on its own thread because stderr can block (a full pipe)
 //! and must not stall the async runtime; the bounded queue in front of it
 //! slows ingest down instead of buffering without limit.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -26,6 +27,10 @@ use crate::metrics::Metrics;
 const QUEUE: usize = 256;
 /// Jobs written with one call when they queue up, up to this many bytes.
 const COALESCE_BYTES: usize = 1 << 20;
+/// How often printed lines are noted in the store (at most): often enough
+/// that a crash repeats little (`spec/stderr-format.md` asks for at least
+/// every 100 ms), rarely enough that noting costs nothing per line.
+pub const MARK_EVERY: Duration = Duration::from_millis(50);
 
 /// Lines of one commit and the ids of their records.
 struct Job {
@@ -154,12 +159,28 @@ fn write_loop(
 }
 
 async fn mark_loop(mut marks: mpsc::UnboundedReceiver<Vec<RecordId>>, store: Arc<dyn Store>) {
-    while let Some(mut ids) = marks.recv().await {
-        while let Ok(more) = marks.try_recv() {
-            ids.extend(more);
+    let mut printed: Vec<RecordId> = Vec::new();
+    let mut next = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            ids = marks.recv() => match ids {
+                Some(ids) => printed.extend(ids),
+                // Printing stopped: note what is left, now.
+                None => break,
+            },
+            _ = tokio::time::sleep_until(next), if !printed.is_empty() => {
+                note(&*store, std::mem::take(&mut printed)).await;
+                next = tokio::time::Instant::now() + MARK_EVERY;
+            }
         }
-        if let Err(e) = store.mark_printed(ids).await {
-            tracing::warn!(error = %e, "could not note printed boundary lines; they may be printed again at the next start");
-        }
+    }
+    if !printed.is_empty() {
+        note(&*store, printed).await;
+    }
+}
+
+async fn note(store: &dyn Store, ids: Vec<RecordId>) {
+    if let Err(e) = store.mark_printed(ids).await {
+        tracing::warn!(error = %e.chain(), "could not note printed boundary lines; they may be printed again at the next start");
     }
 }

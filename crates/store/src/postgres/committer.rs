@@ -48,9 +48,9 @@ pub(super) struct Committer {
 impl Committer {
     /// Starts the task; it ends once every [`Committer`] is dropped and the
     /// queue is drained.
-    pub(super) fn start(pool: PgPool, replica: i32) -> Committer {
+    pub(super) fn start(pool: PgPool, replica: i32, max_url_bytes: usize) -> Committer {
         let (calls, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, replica, queue));
+        tokio::spawn(run(pool, replica, max_url_bytes, queue));
         Committer { calls }
     }
 
@@ -71,7 +71,7 @@ impl Committer {
     }
 }
 
-async fn run(pool: PgPool, replica: i32, mut queue: mpsc::Receiver<Call>) {
+async fn run(pool: PgPool, replica: i32, max_url_bytes: usize, mut queue: mpsc::Receiver<Call>) {
     while let Some(first) = queue.recv().await {
         let mut records = first.request.record_count();
         let mut group = vec![first];
@@ -82,7 +82,7 @@ async fn run(pool: PgPool, replica: i32, mut queue: mpsc::Receiver<Call>) {
         }
         let requests: Vec<(i64, &IngestRequest)> =
             group.iter().map(|c| (c.agent, &*c.request)).collect();
-        match commit(&pool, replica, &requests).await {
+        match commit(&pool, replica, max_url_bytes, &requests).await {
             Ok(outcomes) => {
                 for (call, outcome) in group.into_iter().zip(outcomes) {
                     let _ = call.reply.send(Ok(outcome));
@@ -90,13 +90,18 @@ async fn run(pool: PgPool, replica: i32, mut queue: mpsc::Receiver<Call>) {
             }
             Err(_) if group.len() > 1 => {
                 for call in group {
-                    let result = commit(&pool, replica, &[(call.agent, &*call.request)])
-                        .await
-                        .and_then(|outcomes| {
-                            outcomes.into_iter().next().ok_or_else(|| {
-                                sqlx::Error::Protocol("a commit returned no outcome".into())
-                            })
-                        });
+                    let result = commit(
+                        &pool,
+                        replica,
+                        max_url_bytes,
+                        &[(call.agent, &*call.request)],
+                    )
+                    .await
+                    .and_then(|outcomes| {
+                        outcomes.into_iter().next().ok_or_else(|| {
+                            sqlx::Error::Protocol("a commit returned no outcome".into())
+                        })
+                    });
                     let _ = call.reply.send(result);
                 }
             }

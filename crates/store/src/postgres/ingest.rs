@@ -58,8 +58,8 @@ use crate::model::{IngestOutcome, IngestRequest, LossSource, RecordId};
 const BEGIN_LOCKED: &str = "BEGIN; SELECT pg_advisory_xact_lock(6288224987594443092)";
 
 const INSERT_BATCH: &str = "INSERT INTO batches (agent_id, uuid, received_secs, received_nanos, \
-    committed_at, session_id, process, peer_uid, peer_gid, peer_pid, peer_comm, peer_exe) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+    committed_at, session_id, process, peer_uid, peer_gid, peer_pid, peer_comm, peer_exe, \
+    policy_digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
     ON CONFLICT (agent_id, uuid) DO NOTHING RETURNING id";
 
 /// Inserts records of one batch from column arrays, in array order (so ids
@@ -73,13 +73,13 @@ macro_rules! insert_records {
             "WITH inserted AS ( \
                 INSERT INTO records (batch_id, agent_id, session_id, conflict, \
                     sequence_number, event_secs, event_nanos, occurred_ns, allowed, method, url, \
-                    matched_rule) \
+                    matched_rule, url_original_bytes) \
                 SELECT $1, $2, $3, $4, u.seq, u.secs, u.nanos, u.occurred, u.allowed, u.method, \
-                    u.url, u.rule \
+                    u.url, u.rule, u.original \
                 FROM unnest($5::integer[], $6::bigint[], $7::integer[], $8::bigint[], \
-                    $9::boolean[], $10::text[], $11::text[], $12::text[]) \
+                    $9::boolean[], $10::text[], $11::text[], $12::text[], $16::bigint[]) \
                     WITH ORDINALITY AS u(seq, secs, nanos, occurred, allowed, method, url, rule, \
-                    ord) ",
+                    original, ord) ",
             $filter,
             " ORDER BY u.ord \
                 RETURNING id, sequence_number \
@@ -129,13 +129,13 @@ const TOUCH_AGENTS: &str = "UPDATE agents a SET last_contact_at = u.contact, \
 
 /// Two halves so each can use its partial index.
 const STORED_CONTENTS: &str = "SELECT r.sequence_number, r.allowed, r.method, r.url, \
-        r.matched_rule, r.event_secs, r.event_nanos, b.process \
+        r.matched_rule, r.event_secs, r.event_nanos, b.process, r.url_original_bytes \
     FROM records r JOIN batches b ON b.id = r.batch_id \
     WHERE r.session_id = $2 AND r.agent_id = $1 AND r.sequence_number = ANY($3) \
         AND NOT r.conflict \
     UNION ALL \
     SELECT r.sequence_number, r.allowed, r.method, r.url, r.matched_rule, r.event_secs, \
-        r.event_nanos, b.process \
+        r.event_nanos, b.process, r.url_original_bytes \
     FROM records r JOIN batches b ON b.id = r.batch_id \
     WHERE r.session_id = $2 AND r.agent_id = $1 AND r.sequence_number = ANY($3) AND r.conflict";
 
@@ -157,6 +157,7 @@ const SET_FINAL_SEQUENCE: &str = "INSERT INTO sessions (agent_id, session_id, \
 pub(super) async fn commit(
     pool: &PgPool,
     replica: i32,
+    max_url_bytes: usize,
     requests: &[(i64, &IngestRequest)],
 ) -> Result<Vec<IngestOutcome>, sqlx::Error> {
     let mut tx = pool.begin_with(BEGIN_LOCKED).await?;
@@ -167,7 +168,7 @@ pub(super) async fn commit(
     };
     let mut outcomes = Vec::with_capacity(requests.len());
     for (agent, request) in requests {
-        outcomes.push(ingest(&mut statements, *agent, request).await?);
+        outcomes.push(ingest(&mut statements, *agent, request, max_url_bytes).await?);
     }
     statements.touch_agents().await?;
     tx.commit().await?;
@@ -259,6 +260,7 @@ impl IngestTx for PgIngest<'_> {
         agent: i64,
         batch: &IngestBatch,
         committed_at: i64,
+        policy_digest: Option<&str>,
     ) -> Result<Option<i64>, sqlx::Error> {
         let logs = batch.logs.as_ref();
         let row = sqlx::query(INSERT_BATCH)
@@ -276,6 +278,7 @@ impl IngestTx for PgIngest<'_> {
             .bind(batch.peer.pid)
             .bind(encode(&batch.peer.comm))
             .bind(encode(&batch.peer.exe))
+            .bind(policy_digest)
             .fetch_optional(&mut *self.conn)
             .await?;
         row.map(|row| row.try_get(0)).transpose()
@@ -308,6 +311,7 @@ impl IngestTx for PgIngest<'_> {
         let mut method: Vec<Cow<'_, str>> = Vec::with_capacity(n);
         let mut url: Vec<Cow<'_, str>> = Vec::with_capacity(n);
         let mut rule: Vec<Cow<'_, str>> = Vec::with_capacity(n);
+        let mut original: Vec<Option<i64>> = Vec::with_capacity(n);
         for &i in &indexes {
             let record = &records[i];
             let (s, ns) = event_parts(record.event_time);
@@ -317,7 +321,9 @@ impl IngestTx for PgIngest<'_> {
             occurred.push(occurred_nanos(record.event_time, target.received_at));
             allowed.push(record.decision.is_allowed());
             method.push(encode(&record.method));
-            url.push(encode(&record.url));
+            let (stored, cut_from) = target.urls[i];
+            url.push(encode(stored));
+            original.push(cut_from.map(count_to_sql));
             rule.push(encode(&record.matched_rule));
         }
         let filter = if filtered {
@@ -339,10 +345,13 @@ impl IngestTx for PgIngest<'_> {
             .bind(url)
             .bind(rule)
             .bind(self.replica);
-        let query = match filter {
-            Untaken::Range(low, high) => query.bind(low).bind(high),
-            Untaken::All | Untaken::List => query,
+        // $14 and $15 are the range's bounds (unused otherwise); $16 the
+        // original URL lengths.
+        let (low, high) = match filter {
+            Untaken::Range(low, high) => (low, high),
+            Untaken::All | Untaken::List => (0, 0),
         };
+        let query = query.bind(low).bind(high).bind(original);
         let rows = query.fetch_all(&mut *self.conn).await?;
         rows.iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
@@ -368,6 +377,9 @@ impl IngestTx for PgIngest<'_> {
                     allowed: row.try_get(1)?,
                     method: decode(row.try_get(2)?),
                     url: decode(row.try_get(3)?),
+                    url_original_bytes: row
+                        .try_get::<Option<i64>, _>(8)?
+                        .map(crate::convert::count_from_sql),
                     matched_rule: decode(row.try_get(4)?),
                     event: (row.try_get(5)?, nanos.map(i64::from)),
                     process: decode(row.try_get(7)?),
@@ -410,6 +422,37 @@ impl IngestTx for PgIngest<'_> {
             .bind(final_sequence_number)
             .execute(&mut *self.conn)
             .await?;
+        Ok(())
+    }
+
+    async fn store_policy(&mut self, digest: &str, text: &str, at: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO policies (digest, text, first_seen) VALUES ($1, $2, $3) \
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(digest)
+        .bind(encode(text))
+        .bind(at)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_session_policy(
+        &mut self,
+        agent: i64,
+        session: &str,
+        digest: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO sessions (agent_id, session_id, policy_digest) VALUES ($1, $2, $3) \
+             ON CONFLICT (agent_id, session_id) DO UPDATE SET policy_digest = excluded.policy_digest",
+        )
+        .bind(agent)
+        .bind(encode(session))
+        .bind(digest)
+        .execute(&mut *self.conn)
+        .await?;
         Ok(())
     }
 

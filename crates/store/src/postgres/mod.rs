@@ -42,9 +42,10 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::migrations::{Step, migrator};
 use crate::model::{
-    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace,
-    PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity, SessionRecordQuery,
-    SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
+    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
+    NewWorkspace, PolicyText, PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity,
+    SessionRecordQuery, SessionSummary, StoreOptions, StoredRecord, TokenHash, Workspace,
+    WorkspaceActivity,
 };
 use crate::store::{Store, StoreFuture};
 use committer::Committer;
@@ -68,6 +69,11 @@ const MIGRATIONS: &[Step] = &[
         "query api",
         include_str!("../../migrations/postgres/0002_query_api.sql"),
     ),
+    (
+        5,
+        "bounds and policies",
+        include_str!("../../migrations/postgres/0005_bounds_and_policies.sql"),
+    ),
 ];
 
 /// Wraps a database error with what was being done; a closed pool is
@@ -75,7 +81,7 @@ const MIGRATIONS: &[Step] = &[
 fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |cause| match cause {
         sqlx::Error::PoolClosed => StoreError::Closed,
-        cause => StoreError::Database { context, cause },
+        cause => StoreError::database(context)(cause),
     }
 }
 
@@ -115,9 +121,14 @@ impl std::fmt::Debug for PgStore {
 
 impl PgStore {
     /// Connects to the database `url` names (`postgres://...`), applies
-    /// migrations as needed and registers this replica. Must be called
-    /// inside a Tokio runtime.
+    /// migrations as needed and registers this replica, with the default
+    /// [`StoreOptions`]. Must be called inside a Tokio runtime.
     pub async fn open(url: &str) -> Result<PgStore, StoreError> {
+        PgStore::open_with(url, StoreOptions::default()).await
+    }
+
+    /// [`open`](PgStore::open) with these options.
+    pub async fn open_with(url: &str, store_options: StoreOptions) -> Result<PgStore, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::InvalidUrl(format!("{}: {e}", crate::url::redact(url))))?
             .application_name("warden");
@@ -142,7 +153,7 @@ impl PgStore {
             .map_err(db("connecting to the database"))?;
         let replica = liveness.replica();
         Ok(PgStore {
-            committer: Committer::start(pool.clone(), replica),
+            committer: Committer::start(pool.clone(), replica, store_options.max_url_bytes),
             pool,
             replica,
             liveness: Mutex::new(Some(liveness)),
@@ -352,6 +363,24 @@ impl Store for PgStore {
 
     fn workspace_activity(&self, query: ActivityQuery) -> StoreFuture<'_, WorkspaceActivity> {
         Box::pin(async move { report::workspace_activity(&self.pool, &query).await })
+    }
+
+    fn minute_activity(
+        &self,
+        workspace_id: Uuid,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreFuture<'_, Vec<MinuteActivity>> {
+        Box::pin(report::minute_activity(
+            &self.pool,
+            workspace_id,
+            since,
+            until,
+        ))
+    }
+
+    fn policy<'a>(&'a self, digest: &'a str) -> StoreFuture<'a, Option<PolicyText>> {
+        Box::pin(read::policy(&self.pool, digest))
     }
 
     fn last_record_id(&self) -> StoreFuture<'_, Option<RecordId>> {

@@ -67,18 +67,19 @@ impl PurgeTx for PgPurge<'_> {
         // The oldest batches, only as many as hold about `limit` records
         // (each batch's id range bounds its count; the first is always
         // taken), so that a pass reads little more than it deletes.
+        // By the control plane's receive time (the commit stamp), never the
+        // agent's.
         let rows = sqlx::query(
             "SELECT id FROM ( \
-                SELECT id, sum(span) OVER (ORDER BY received_secs, received_nanos, id \
+                SELECT id, sum(span) OVER (ORDER BY committed_at, id \
                     ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - span AS before \
-                FROM (SELECT id, received_secs, received_nanos, \
+                FROM (SELECT id, committed_at, \
                         COALESCE(last_record - first_record + 1, 0) AS span \
-                    FROM batches WHERE (received_secs, received_nanos) < ($1, $2) \
-                    ORDER BY received_secs, received_nanos, id LIMIT $3) AS oldest \
-             ) AS counted WHERE before < $3",
+                    FROM batches WHERE committed_at < $1 \
+                    ORDER BY committed_at, id LIMIT $2) AS oldest \
+             ) AS counted WHERE before < $2",
         )
-        .bind(cutoff.as_second())
-        .bind(cutoff.subsec_nanosecond())
+        .bind(crate::convert::nanos(cutoff))
         .bind(i64::from(limit))
         .fetch_all(&mut *self.conn)
         .await?;

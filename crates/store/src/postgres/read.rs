@@ -12,13 +12,17 @@ use crate::StoreError;
 use crate::convert::{count_from_sql, event_time, from_nanos, nanos, received_at};
 use crate::model::{
     Loss, LossSource, Order, RecordId, RecordQuery, SequencePosition, SessionRecordQuery,
-    SessionSummary, StoredRecord,
+    SessionSummary, StoredRecord, agent_time_suspect,
 };
 
 fn record_from_row(row: &PgRow) -> Result<StoredRecord, StoreError> {
     let ctx = "reading a record";
     let event_nanos: Option<i32> = col(row, 10, ctx)?;
-    let received_nanos: i32 = col(row, 12, ctx)?;
+    let agent_nanos: i32 = col(row, 12, ctx)?;
+    let agent_received_at = received_at(col(row, 11, ctx)?, i64::from(agent_nanos))?;
+    // The commit stamp is when the control plane took the call.
+    let received_at = from_nanos(col(row, 13, ctx)?)?;
+    let original: Option<i64> = col(row, 25, ctx)?;
     Ok(StoredRecord {
         id: col(row, 0, ctx)?,
         workspace_id: col(row, 1, ctx)?,
@@ -30,11 +34,14 @@ fn record_from_row(row: &PgRow) -> Result<StoredRecord, StoreError> {
         session_id: decode_opt(col(row, 7, ctx)?),
         sequence_number: col(row, 8, ctx)?,
         event_time: event_time(col(row, 9, ctx)?, event_nanos.map(i64::from)),
-        received_at: received_at(col(row, 11, ctx)?, i64::from(received_nanos))?,
-        committed_at: from_nanos(col(row, 13, ctx)?)?,
+        received_at,
+        agent_received_at,
+        agent_time_suspect: agent_time_suspect(agent_received_at, received_at),
+        committed_at: received_at,
         decision: Decision::from_allowed(col(row, 14, ctx)?),
         method: decode(col(row, 15, ctx)?),
         url: decode(col(row, 16, ctx)?),
+        url_original_bytes: original.map(count_from_sql),
         matched_rule: decode(col(row, 17, ctx)?),
         process: decode(col(row, 18, ctx)?),
         peer: Peer {
@@ -44,6 +51,7 @@ fn record_from_row(row: &PgRow) -> Result<StoredRecord, StoreError> {
             comm: decode(col(row, 22, ctx)?),
             exe: decode(col(row, 23, ctx)?),
         },
+        policy_digest: col(row, 26, ctx)?,
         conflict: col(row, 24, ctx)?,
     })
 }
@@ -92,10 +100,9 @@ impl Filter {
         self.count += 1;
         let placeholder = format!("${}", self.count);
         self.sql.push_str(&fragment.replace('$', &placeholder));
-        self.args.add(value).map_err(|e| StoreError::Database {
-            context: "building a record query",
-            cause: sqlx::Error::Encode(e),
-        })
+        self.args
+            .add(value)
+            .map_err(|e| StoreError::database("building a record query")(sqlx::Error::Encode(e)))
     }
 }
 
@@ -256,29 +263,6 @@ pub(super) async fn session_records(
     Ok(out)
 }
 
-/// Adds into `out`, summing (saturating) equal (source, reason) pairs.
-fn add_loss(out: &mut Vec<Loss>, source: LossSource, reason: String, records: u64, frames: u64) {
-    match out
-        .iter_mut()
-        .find(|l| l.source == source && l.reason == reason)
-    {
-        Some(loss) => {
-            loss.records = loss.records.saturating_add(records);
-            loss.frames = loss.frames.saturating_add(frames);
-        }
-        None => out.push(Loss {
-            source,
-            reason,
-            records,
-            frames,
-        }),
-    }
-}
-
-fn sort_losses(losses: &mut [Loss]) {
-    losses.sort_by(|a, b| (a.source, &a.reason).cmp(&(b.source, &b.reason)));
-}
-
 /// Losses of a workspace's agents, of one session or all of them.
 async fn losses(
     pool: &PgPool,
@@ -301,15 +285,17 @@ async fn losses(
         let source: String = col(row, 0, ctx)?;
         let source = LossSource::parse(&source)
             .ok_or_else(|| StoreError::Corrupt(format!("loss source {source:?}")))?;
-        add_loss(
+        crate::losses::merge(
             &mut out,
-            source,
-            decode(col(row, 1, ctx)?),
-            count_from_sql(col(row, 2, ctx)?),
-            count_from_sql(col(row, 3, ctx)?),
+            Loss {
+                source,
+                reason: decode(col(row, 1, ctx)?),
+                records: count_from_sql(col(row, 2, ctx)?),
+                frames: count_from_sql(col(row, 3, ctx)?),
+            },
         );
     }
-    sort_losses(&mut out);
+    crate::losses::sort(&mut out);
     Ok(out)
 }
 
@@ -334,11 +320,12 @@ const SESSION_SUMMARY: &str = "WITH agent AS (SELECT a.id FROM agents a \
         (SELECT count(*) FROM records WHERE session_id = $2 \
             AND agent_id IN (SELECT id FROM agent) AND conflict), \
         s.rows, s.final_seq, s.purged_records, s.purged_conflicts, s.purged_first, \
-        s.purged_last \
+        s.purged_last, s.policy_digest \
     FROM (SELECT count(*) AS rows, max(final_sequence_number) AS final_seq, \
             sum(purged_records)::bigint AS purged_records, \
             sum(purged_conflicts)::bigint AS purged_conflicts, \
-            min(purged_first) AS purged_first, max(purged_last) AS purged_last \
+            min(purged_first) AS purged_first, max(purged_last) AS purged_last, \
+            max(policy_digest) AS policy_digest \
         FROM sessions WHERE session_id = $2 AND agent_id IN (SELECT id FROM agent)) s";
 
 pub(super) async fn session_summary(
@@ -363,6 +350,7 @@ pub(super) async fn session_summary(
     let purged_conflicts = count_from_sql(col::<Option<i64>>(&row, 7, ctx)?.unwrap_or(0));
     let purged_first: Option<i32> = col(&row, 8, ctx)?;
     let purged_last: Option<i32> = col(&row, 9, ctx)?;
+    let policy_digest: Option<String> = col(&row, 10, ctx)?;
     let losses = losses(pool, workspace_id, Some(session_id)).await?;
 
     let seen = distinct > 0 || conflicts > 0 || session_rows > 0 || !losses.is_empty();
@@ -382,5 +370,27 @@ pub(super) async fn session_summary(
         final_sequence_number: final_seq,
         losses,
         purged: purged_records + purged_conflicts,
+        policy_digest,
     }))
+}
+
+/// The policy text with this digest.
+pub(super) async fn policy(
+    pool: &PgPool,
+    digest: &str,
+) -> Result<Option<crate::model::PolicyText>, StoreError> {
+    let ctx = "reading a policy";
+    let row = sqlx::query("SELECT text, first_seen FROM policies WHERE digest = $1")
+        .bind(digest)
+        .fetch_optional(pool)
+        .await
+        .map_err(db(ctx))?;
+    row.map(|row| {
+        Ok(crate::model::PolicyText {
+            digest: digest.to_owned(),
+            text: decode(col(&row, 0, ctx)?),
+            first_seen: from_nanos(col(&row, 1, ctx)?)?,
+        })
+    })
+    .transpose()
 }

@@ -82,7 +82,7 @@ pub(super) async fn sessions(
     }
     for row in sqlx::query(
         "SELECT session_id, final_sequence_number, purged_records, purged_conflicts, \
-         purged_first, purged_last FROM sessions WHERE agent_id = ANY($1)",
+         purged_first, purged_last, policy_digest FROM sessions WHERE agent_id = ANY($1)",
     )
     .bind(&agents)
     .fetch_all(pool)
@@ -97,6 +97,7 @@ pub(super) async fn sessions(
             purged_conflicts: count_from_sql(col(row, 3, ctx)?),
             purged_first: col(row, 4, ctx)?,
             purged_last: col(row, 5, ctx)?,
+            policy_digest: col(row, 6, ctx)?,
         });
     }
     for row in sqlx::query(
@@ -191,4 +192,38 @@ pub(super) async fn last_record_id(pool: &PgPool) -> Result<Option<RecordId>, St
         .await
         .map_err(db(ctx))?;
     col(&row, 0, ctx)
+}
+
+/// A workspace's records per minute of effective time in `since..until`.
+pub(super) async fn minute_activity(
+    pool: &PgPool,
+    workspace_id: uuid::Uuid,
+    since: jiff::Timestamp,
+    until: jiff::Timestamp,
+) -> Result<Vec<crate::model::MinuteActivity>, StoreError> {
+    let ctx = "counting records per minute";
+    let rows = sqlx::query(
+        "SELECT floor(r.occurred_ns / 60000000000.0)::bigint AS minute, \
+            count(*) FILTER (WHERE r.allowed), count(*) FILTER (WHERE NOT r.allowed) \
+         FROM records r JOIN agents a ON a.id = r.agent_id \
+         JOIN workspaces w ON w.id = a.workspace_id \
+         WHERE w.uuid = $1 AND r.occurred_ns >= $2 AND r.occurred_ns < $3 \
+         GROUP BY minute ORDER BY minute",
+    )
+    .bind(workspace_id)
+    .bind(crate::convert::nanos(since).div_euclid(60_000_000_000) * 60_000_000_000)
+    .bind(crate::convert::nanos(until))
+    .fetch_all(pool)
+    .await
+    .map_err(db(ctx))?;
+    rows.iter()
+        .map(|row| {
+            let minute: i64 = col(row, 0, ctx)?;
+            Ok(crate::model::MinuteActivity {
+                minute: crate::convert::from_nanos(minute.saturating_mul(60_000_000_000))?,
+                allowed: count_from_sql(col(row, 1, ctx)?),
+                denied: count_from_sql(col(row, 2, ctx)?),
+            })
+        })
+        .collect()
 }

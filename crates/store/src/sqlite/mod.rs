@@ -4,27 +4,33 @@
 //!   commit, so a power loss can undo the last transactions, and the agent
 //!   deletes a batch from its spool as soon as we acknowledge it; with `FULL`
 //!   a commit that returned is on disk.
-//! - Concurrency: one writer connection, driven by the [`writer`] task (group
-//!   commit) and borrowed by the rare registry writes; a small pool of
-//!   read-only connections for everything else. WAL lets reads run beside the
-//!   writer.
-//! - Schema: `migrations/sqlite`, embedded in the binary and applied at open.
-//! - Ingest and retention run the shared algorithms ([`crate::ingest`],
-//!   [`crate::purge`]) with SQLite's statements.
+//! - Records are stored in blocks ([`crate::block`]), many to a row; see
+//!   [`ingest`] for how duplicates and conflicts are still found.
+//! - Concurrency: one writer thread owns the write connection (rusqlite) and
+//!   commits queued jobs together ([`writer`]); record reads run on a few
+//!   read-only connections on blocking threads ([`Readers`]), beside the
+//!   writer thanks to WAL. The workspace registry (rare writes) keeps its
+//!   sqlx connections.
+//! - Schema: `migrations/sqlite`, embedded and applied at open; a database of
+//!   an earlier release has its records converted once ([`upgrade`]).
 
+mod counters;
+mod db;
 mod ingest;
 mod purge;
 mod read;
 mod registry;
 mod report;
-mod sql;
+mod upgrade;
 mod writer;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use rusqlite::{Connection, OpenFlags};
 use sqlx::ConnectOptions;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -36,19 +42,23 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::migrations::{Step, migrator};
 use crate::model::{
-    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, NewWorkspace,
-    PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity, SessionRecordQuery,
-    SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
+    ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
+    NewWorkspace, PolicyText, PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity,
+    SessionRecordQuery, SessionSummary, StoreOptions, StoredRecord, TokenHash, Workspace,
+    WorkspaceActivity,
 };
 use crate::store::{Store, StoreFuture};
+use db::Ctx;
 use writer::{Job, Writer};
 
 /// Queued writer jobs before callers wait (backpressure on ingest).
 const WRITER_QUEUE: usize = 1024;
-/// Read-only connections.
-const READERS: u32 = 4;
+/// Idle read connections kept.
+const READERS: usize = 4;
 /// How long a connection waits for a lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Page cache per connection, KiB (SQLite's default is 2 MiB).
+const CACHE_KIB: i64 = 32 * 1024;
 
 /// The schema, embedded.
 const MIGRATIONS: &[Step] = &[
@@ -67,13 +77,89 @@ const MIGRATIONS: &[Step] = &[
         "query api",
         include_str!("../../migrations/sqlite/0003_query_api.sql"),
     ),
+    (
+        5,
+        "blocks",
+        include_str!("../../migrations/sqlite/0005_blocks.sql"),
+    ),
 ];
+
+/// Read-only rusqlite connections for record reads, opened as needed.
+struct Readers {
+    path: PathBuf,
+    idle: StdMutex<Vec<Connection>>,
+    closed: AtomicBool,
+}
+
+impl Readers {
+    fn open(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ctx("opening a read connection")?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .ctx("opening a read connection")?;
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)
+            .ctx("opening a read connection")?;
+        Ok(conn)
+    }
+
+    /// Runs `f` on an idle connection (or a new one).
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let result = f(&conn);
+        if !self.closed.load(Ordering::Acquire)
+            && let Ok(mut idle) = self.idle.lock()
+            && idle.len() < READERS
+        {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+}
+
+/// Opens the write connection with the store's pragmas.
+fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let ctx = "opening the database";
+    let conn = Connection::open(path).ctx(ctx)?;
+    conn.busy_timeout(BUSY_TIMEOUT).ctx(ctx)?;
+    conn.pragma_update(None, "journal_mode", "WAL").ctx(ctx)?;
+    conn.pragma_update(None, "synchronous", "FULL").ctx(ctx)?;
+    conn.pragma_update(None, "foreign_keys", true).ctx(ctx)?;
+    conn.pragma_update(None, "temp_store", "MEMORY").ctx(ctx)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)
+        .ctx(ctx)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
 
 /// The SQLite [`Store`].
 pub struct SqliteStore {
-    writer: Arc<Mutex<Option<SqliteConnection>>>,
+    /// The registry's writes (sqlx); `None` once closed.
+    registry: Arc<Mutex<Option<SqliteConnection>>>,
+    /// The registry's reads.
+    registry_reads: SqlitePool,
     jobs: mpsc::Sender<Job>,
-    readers: SqlitePool,
+    writer: StdMutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<Readers>,
     /// The highest record id this store committed (see
     /// [`Store::local_commits`]).
     commits: watch::Sender<RecordId>,
@@ -87,29 +173,27 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens the database at `path`, creating it (and its directory) and
-    /// applying migrations as needed. Must be called inside a Tokio runtime.
+    /// applying migrations as needed, with the default [`StoreOptions`].
+    /// Must be called inside a Tokio runtime.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, StoreOptions::default()).await
+    }
+
+    /// [`open`](SqliteStore::open) with these options.
+    pub async fn open_with(path: &Path, options: StoreOptions) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::InvalidUrl(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let options = SqliteConnectOptions::new()
+        let sqlx_options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            // Multi-row inserts with a conflict clause keep a statement
-            // journal; in memory it costs no file writes.
-            .pragma("temp_store", "memory")
-            // 32 MiB of page cache (the default is 2 MiB): the hot pages of
-            // the records table and its indexes stay in memory.
-            .pragma("cache_size", "-32768")
-            // One shape per multi-row insert size: keep them all prepared.
-            .statement_cache_capacity(1024);
-        let mut conn = options
+            .foreign_keys(true);
+        let mut conn = sqlx_options
             .connect()
             .await
             .map_err(StoreError::database("opening the database"))?;
@@ -119,27 +203,46 @@ impl SqliteStore {
             .run_direct(None, &mut conn, false)
             .await
             .map_err(StoreError::Migrate)?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(READERS)
+        let owned = path.to_owned();
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut conn = open_writer(&owned)?;
+            upgrade::upgrade(&mut conn)?;
+            Writer::new(conn, options)
+        })
+        .await
+        .map_err(|e| StoreError::database("starting the writer")(e))??;
+        let registry_reads = SqlitePoolOptions::new()
+            .max_connections(2)
             .min_connections(0)
-            .connect_with(options.read_only(true).create_if_missing(false))
+            .connect_with(sqlx_options.read_only(true).create_if_missing(false))
             .await
             .map_err(StoreError::database("opening read connections"))?;
-        let writer = Arc::new(Mutex::new(Some(conn)));
         let (jobs, queue) = mpsc::channel(WRITER_QUEUE);
-        tokio::spawn(Writer::new(Arc::clone(&writer)).run(queue));
+        let thread = std::thread::Builder::new()
+            .name("warden-sqlite-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(StoreError::database("starting the writer"))?;
         Ok(SqliteStore {
-            writer,
+            registry: Arc::new(Mutex::new(Some(conn))),
+            registry_reads,
             jobs,
-            readers,
+            writer: StdMutex::new(Some(thread)),
+            readers: Arc::new(Readers {
+                path: path.to_owned(),
+                idle: StdMutex::new(Vec::new()),
+                closed: AtomicBool::new(false),
+            }),
             commits: watch::Sender::new(0),
         })
     }
 
-    /// How SQLite runs [`Store::records`] for `query`: one line per step of
-    /// `EXPLAIN QUERY PLAN` (for benches, tests and slow-query hunts).
+    /// How SQLite picks the blocks of [`Store::records`] for `query`: one
+    /// line per step of `EXPLAIN QUERY PLAN` (for benches, tests and
+    /// slow-query hunts).
     pub async fn records_plan(&self, query: &RecordQuery) -> Result<Vec<String>, StoreError> {
-        read::records_plan(&mut *self.read().await?, query).await
+        let query = query.clone();
+        self.read(move |conn| read::records_plan(conn, &query))
+            .await
     }
 
     /// Queues a writer job and waits for its result.
@@ -155,22 +258,33 @@ impl SqliteStore {
         result.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn read(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, StoreError> {
-        if self.readers.is_closed() {
+    /// Runs a read on a read connection, on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(|e| StoreError::database("reading")(e))?
+    }
+
+    async fn registry_read(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, StoreError> {
+        if self.registry_reads.is_closed() {
             return Err(StoreError::Closed);
         }
-        self.readers
+        self.registry_reads
             .acquire()
             .await
             .map_err(StoreError::database("waiting for a read connection"))
     }
 
-    /// Runs a registry write on the writer connection.
+    /// Runs a registry write on the registry's connection.
     async fn with_writer<T>(
         &self,
         f: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut guard = self.writer.lock().await;
+        let mut guard = self.registry.lock().await;
         let conn = guard.as_mut().ok_or(StoreError::Closed)?;
         f(conn).await
     }
@@ -182,12 +296,11 @@ impl Store for SqliteStore {
             if self.jobs.is_closed() {
                 return Err(StoreError::Closed);
             }
-            let mut conn = self.read().await?;
-            sqlx::query("SELECT 1")
-                .execute(&mut *conn)
-                .await
-                .map_err(StoreError::database("pinging the database"))?;
-            Ok(())
+            self.read(|conn| {
+                conn.query_row("SELECT 1", [], |_| Ok(()))
+                    .ctx("pinging the database")
+            })
+            .await
         })
     }
 
@@ -195,19 +308,27 @@ impl Store for SqliteStore {
         Box::pin(async move {
             // Readers first: the last connection to close checkpoints the
             // WAL into the database and removes it, which a read-only one
-            // cannot do.
-            self.readers.close().await;
+            // cannot do; the writer thread closes its connection last.
+            self.readers.close();
+            self.registry_reads.close().await;
+            if let Some(conn) = self.registry.lock().await.take() {
+                let _ = sqlx::Connection::close(conn).await;
+            }
             let (reply, done) = oneshot::channel();
             // Already closed when the writer is gone.
             if self.jobs.send(Job::Close(reply)).await.is_ok() {
                 let _ = done.await;
+            }
+            let thread = self.writer.lock().ok().and_then(|mut t| t.take());
+            if let Some(thread) = thread {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
             }
             Ok(())
         })
     }
 
     fn admin_token_hash(&self) -> StoreFuture<'_, Option<TokenHash>> {
-        Box::pin(async move { registry::admin_token_hash(&mut *self.read().await?).await })
+        Box::pin(async move { registry::admin_token_hash(&mut *self.registry_read().await?).await })
     }
 
     fn set_admin_token_hash(&self, hash: TokenHash) -> StoreFuture<'_, ()> {
@@ -233,11 +354,13 @@ impl Store for SqliteStore {
     }
 
     fn list_workspaces(&self) -> StoreFuture<'_, Vec<Workspace>> {
-        Box::pin(async move { registry::list_workspaces(&mut *self.read().await?).await })
+        Box::pin(async move { registry::list_workspaces(&mut *self.registry_read().await?).await })
     }
 
     fn workspace<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Workspace>> {
-        Box::pin(async move { registry::live_workspace(&mut *self.read().await?, name).await })
+        Box::pin(
+            async move { registry::live_workspace(&mut *self.registry_read().await?, name).await },
+        )
     }
 
     fn rotate_agent_token<'a>(
@@ -260,9 +383,9 @@ impl Store for SqliteStore {
     }
 
     fn agent_credentials(&self, agent_id: Uuid) -> StoreFuture<'_, Option<AgentCredentials>> {
-        Box::pin(
-            async move { registry::agent_credentials(&mut *self.read().await?, agent_id).await },
-        )
+        Box::pin(async move {
+            registry::agent_credentials(&mut *self.registry_read().await?, agent_id).await
+        })
     }
 
     fn record_contact(&self, agent_id: Uuid, at: Timestamp) -> StoreFuture<'_, ()> {
@@ -282,7 +405,7 @@ impl Store for SqliteStore {
         after: Option<RecordId>,
         limit: u32,
     ) -> StoreFuture<'_, Vec<StoredRecord>> {
-        Box::pin(async move { read::unprinted(&mut *self.read().await?, after, limit).await })
+        Box::pin(self.read(move |conn| read::unprinted(conn, after, limit)))
     }
 
     fn mark_printed(&self, ids: Vec<RecordId>) -> StoreFuture<'_, ()> {
@@ -306,7 +429,7 @@ impl Store for SqliteStore {
     }
 
     fn records(&self, query: RecordQuery) -> StoreFuture<'_, Vec<StoredRecord>> {
-        Box::pin(async move { read::records(&mut *self.read().await?, &query).await })
+        Box::pin(self.read(move |conn| read::records(conn, &query)))
     }
 
     fn session_summary<'a>(
@@ -314,19 +437,16 @@ impl Store for SqliteStore {
         workspace_id: Uuid,
         session_id: &'a str,
     ) -> StoreFuture<'a, Option<SessionSummary>> {
-        Box::pin(async move {
-            read::session_summary(&mut *self.read().await?, workspace_id, session_id).await
-        })
+        let session_id = session_id.to_owned();
+        Box::pin(self.read(move |conn| read::session_summary(conn, workspace_id, &session_id)))
     }
 
     fn workspace_losses(&self, workspace_id: Uuid) -> StoreFuture<'_, Vec<Loss>> {
-        Box::pin(
-            async move { read::workspace_losses(&mut *self.read().await?, workspace_id).await },
-        )
+        Box::pin(self.read(move |conn| read::workspace_losses(conn, workspace_id)))
     }
 
     fn session_records(&self, query: SessionRecordQuery) -> StoreFuture<'_, Vec<StoredRecord>> {
-        Box::pin(async move { read::session_records(&mut *self.read().await?, &query).await })
+        Box::pin(self.read(move |conn| read::session_records(conn, &query)))
     }
 
     fn session_gaps<'a>(
@@ -335,21 +455,36 @@ impl Store for SqliteStore {
         session_id: &'a str,
         limit: u32,
     ) -> StoreFuture<'a, Vec<SequenceRange>> {
-        Box::pin(async move {
-            report::session_gaps(&mut *self.read().await?, workspace_id, session_id, limit).await
-        })
+        let session_id = session_id.to_owned();
+        Box::pin(
+            self.read(move |conn| report::session_gaps(conn, workspace_id, &session_id, limit)),
+        )
     }
 
     fn sessions(&self, workspace_id: Uuid) -> StoreFuture<'_, Vec<SessionActivity>> {
-        Box::pin(async move { report::sessions(&mut *self.read().await?, workspace_id).await })
+        Box::pin(self.read(move |conn| report::sessions(conn, workspace_id)))
     }
 
     fn workspace_activity(&self, query: ActivityQuery) -> StoreFuture<'_, WorkspaceActivity> {
-        Box::pin(async move { report::workspace_activity(&mut *self.read().await?, &query).await })
+        Box::pin(self.read(move |conn| report::workspace_activity(conn, &query)))
+    }
+
+    fn minute_activity(
+        &self,
+        workspace_id: Uuid,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> StoreFuture<'_, Vec<MinuteActivity>> {
+        Box::pin(self.read(move |conn| report::minute_activity(conn, workspace_id, since, until)))
+    }
+
+    fn policy<'a>(&'a self, digest: &'a str) -> StoreFuture<'a, Option<PolicyText>> {
+        let digest = digest.to_owned();
+        Box::pin(self.read(move |conn| read::policy(conn, &digest)))
     }
 
     fn last_record_id(&self) -> StoreFuture<'_, Option<RecordId>> {
-        Box::pin(async move { report::last_record_id(&mut *self.read().await?).await })
+        Box::pin(self.read(report::last_record_id))
     }
 
     fn local_commits(&self) -> watch::Receiver<RecordId> {

@@ -1,392 +1,527 @@
-//! Reading records, the line outbox, sessions and losses (on the read pool).
+//! Reading records from blocks: record queries, the lines due, a session's
+//! records and summary, losses. Runs on a read connection, off the async
+//! runtime (decoding blocks is CPU work).
+//!
+//! A query first picks blocks by their index rows (agent, session, id range,
+//! time range, whether they hold denials or conflicts), newest or oldest
+//! first, a few at a time; it decodes only those and filters their records
+//! until it has enough. A URL search decompresses a block's URLs alone and
+//! decodes the rest only when one matches.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use std::collections::HashMap;
+
+use memchr::memmem;
+use rusqlite::types::Value;
+use rusqlite::{Connection, params, params_from_iter};
 use uuid::Uuid;
-use warden_proto::domain::{Decision, Peer};
+use warden_proto::domain::Decision;
 
+use super::db::{self, BLOCK_COLUMNS, Ctx, PRINTED_THROUGH};
 use crate::StoreError;
-use crate::convert::{count_from_sql, event_time, from_nanos, nanos, received_at, uuid};
+use crate::block::{self, Block};
+use crate::convert::{count_from_sql, from_nanos, nanos};
+use crate::losses;
 use crate::model::{
-    Loss, LossSource, Order, RecordId, RecordQuery, SequencePosition, SessionRecordQuery,
-    SessionSummary, StoredRecord,
+    Loss, Order, RecordId, RecordQuery, SequencePosition, SessionRecordQuery, SessionSummary,
+    StoredRecord, agent_time_suspect,
 };
 
-fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    StoreError::database(context)
+/// Blocks fetched per step of a query.
+const BLOCKS_PER_STEP: i64 = 32;
+
+/// A `blocks` row as readers select it ([`BLOCK_COLUMNS`]).
+pub(super) struct BlockRow {
+    pub first_id: RecordId,
+    pub last_id: RecordId,
+    pub agent: i64,
+    pub session: Option<String>,
+    pub data: Vec<u8>,
 }
 
-fn record_from_row(row: &SqliteRow) -> Result<StoredRecord, StoreError> {
-    let get = |e: sqlx::Error| StoreError::Database {
-        context: "reading a record",
-        cause: e,
-    };
-    let allowed: bool = row.try_get(14).map_err(get)?;
+impl BlockRow {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRow> {
+        Ok(BlockRow {
+            first_id: row.get(0)?,
+            last_id: row.get(1)?,
+            agent: row.get(2)?,
+            session: row.get(3)?,
+            data: row.get(4)?,
+        })
+    }
+}
+
+/// Who an agent is, for the records it delivered.
+#[derive(Clone, Debug)]
+pub(super) struct AgentInfo {
+    pub agent_id: Uuid,
+    pub agent_name: String,
+    pub workspace_id: Uuid,
+    pub workspace_name: String,
+    pub workspace_owner: String,
+}
+
+/// Agent keys to identities, read once per query.
+#[derive(Default)]
+pub(super) struct Agents(HashMap<i64, AgentInfo>);
+
+impl Agents {
+    pub(super) fn get(&mut self, conn: &Connection, key: i64) -> Result<&AgentInfo, StoreError> {
+        use std::collections::hash_map::Entry;
+        let slot = match self.0.entry(key) {
+            Entry::Occupied(known) => return Ok(known.into_mut()),
+            Entry::Vacant(slot) => slot,
+        };
+        let ctx = "reading an agent";
+        let info = conn
+            .prepare_cached(
+                "SELECT a.uuid, a.name, w.uuid, w.name, w.owner FROM agents a \
+                 JOIN workspaces w ON w.id = a.workspace_id WHERE a.id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![key], |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Vec<u8>>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, String>(4)?,
+                    ))
+                })
+            })
+            .ctx(ctx)?;
+        Ok(slot.insert(AgentInfo {
+            agent_id: crate::convert::uuid(&info.0)?,
+            agent_name: info.1,
+            workspace_id: crate::convert::uuid(&info.2)?,
+            workspace_name: info.3,
+            workspace_owner: info.4,
+        }))
+    }
+}
+
+/// Record `i` of a decoded block as the API shows it.
+pub(super) fn stored_record(
+    row: &BlockRow,
+    block: &Block<'_>,
+    batch_of: &[usize],
+    i: usize,
+    agent: &AgentInfo,
+) -> Result<StoredRecord, StoreError> {
+    let r = &block.records[i];
+    let batch = &block.batches[batch_of[i]];
+    let received_at = from_nanos(batch.received_ns)?;
     Ok(StoredRecord {
-        id: row.try_get(0).map_err(get)?,
-        workspace_id: uuid(row.try_get::<&[u8], _>(1).map_err(get)?)?,
-        workspace_name: row.try_get(2).map_err(get)?,
-        workspace_owner: row.try_get(3).map_err(get)?,
-        agent_id: uuid(row.try_get::<&[u8], _>(4).map_err(get)?)?,
-        agent_name: row.try_get(5).map_err(get)?,
-        batch_id: uuid(row.try_get::<&[u8], _>(6).map_err(get)?)?,
-        session_id: row.try_get(7).map_err(get)?,
-        sequence_number: row.try_get(8).map_err(get)?,
-        event_time: event_time(row.try_get(9).map_err(get)?, row.try_get(10).map_err(get)?),
-        received_at: received_at(row.try_get(11).map_err(get)?, row.try_get(12).map_err(get)?)?,
-        committed_at: from_nanos(row.try_get(13).map_err(get)?)?,
-        decision: Decision::from_allowed(allowed),
-        method: row.try_get(15).map_err(get)?,
-        url: row.try_get(16).map_err(get)?,
-        matched_rule: row.try_get(17).map_err(get)?,
-        process: row.try_get(18).map_err(get)?,
-        peer: Peer {
-            uid: u32::try_from(row.try_get::<i64, _>(19).map_err(get)?).unwrap_or(u32::MAX),
-            gid: u32::try_from(row.try_get::<i64, _>(20).map_err(get)?).unwrap_or(u32::MAX),
-            pid: row.try_get(21).map_err(get)?,
-            comm: row.try_get(22).map_err(get)?,
-            exe: row.try_get(23).map_err(get)?,
-        },
-        conflict: row.try_get(24).map_err(get)?,
+        id: row.first_id + i as i64,
+        workspace_id: agent.workspace_id,
+        workspace_name: agent.workspace_name.clone(),
+        workspace_owner: agent.workspace_owner.clone(),
+        agent_id: agent.agent_id,
+        agent_name: agent.agent_name.clone(),
+        batch_id: batch.batch_id,
+        session_id: row.session.clone(),
+        sequence_number: r.sequence_number,
+        event_time: r.event_time,
+        received_at,
+        agent_received_at: batch.agent_received_at,
+        agent_time_suspect: agent_time_suspect(batch.agent_received_at, received_at),
+        committed_at: received_at,
+        decision: r.decision,
+        method: r.method.clone().into_owned(),
+        url: r.url.clone().into_owned(),
+        url_original_bytes: r.url_original_bytes,
+        matched_rule: r.matched_rule.clone().into_owned(),
+        process: batch.process.clone().into_owned(),
+        peer: batch.peer.to_peer(),
+        policy_digest: batch.policy_digest.as_ref().map(|d| d.clone().into_owned()),
+        conflict: r.conflict,
     })
-}
-
-pub(super) async fn unprinted(
-    conn: &mut SqliteConnection,
-    after: Option<RecordId>,
-    limit: u32,
-) -> Result<Vec<StoredRecord>, StoreError> {
-    let rows = sqlx::query(concat!(
-        record_columns!(),
-        "FROM line_outbox o JOIN records r ON r.id = o.record_id",
-        record_joins!(),
-        "WHERE o.record_id > ? ORDER BY o.record_id LIMIT ?"
-    ))
-    .bind(after.unwrap_or(i64::MIN))
-    .bind(i64::from(limit))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db("reading unprinted records"))?;
-    rows.iter().map(record_from_row).collect()
 }
 
 /// The internal keys of the agents a query's workspace, owner and agent name
 /// filters allow; `None` when the query has none of them (any agent).
 /// Deleted workspaces' agents count: their records stay.
-async fn matching_agents(
-    conn: &mut SqliteConnection,
-    query: &RecordQuery,
-) -> Result<Option<Vec<i64>>, StoreError> {
+fn matching_agents(conn: &Connection, query: &RecordQuery) -> Result<Option<Vec<i64>>, StoreError> {
     if query.workspace_id.is_none() && query.owner.is_none() && query.agent_name.is_none() {
         return Ok(None);
     }
-    let mut sql = String::from(
-        "SELECT a.id FROM agents a JOIN workspaces w ON w.id = a.workspace_id WHERE true",
-    );
-    if query.workspace_id.is_some() {
-        sql.push_str(" AND w.uuid = ?");
-    }
-    if query.owner.is_some() {
-        sql.push_str(" AND w.owner = ?");
-    }
-    if query.agent_name.is_some() {
-        sql.push_str(" AND a.name = ?");
-    }
-    sql.push_str(" ORDER BY a.id");
-    // Only fixed fragments above; every value is bound, in the same order.
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    if let Some(id) = query.workspace_id {
-        q = q.bind(id.as_bytes().to_vec());
-    }
-    if let Some(owner) = &query.owner {
-        q = q.bind(owner.clone());
-    }
-    if let Some(name) = &query.agent_name {
-        q = q.bind(name.clone());
-    }
-    let rows = q
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db("finding the agents a query names"))?;
-    rows.iter()
-        .map(|row| {
-            row.try_get(0)
-                .map_err(db("finding the agents a query names"))
-        })
-        .collect::<Result<Vec<i64>, _>>()
-        .map(Some)
-}
-
-/// `?, ?, ...` for `n` values.
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
-}
-
-pub(super) async fn records(
-    conn: &mut SqliteConnection,
-    query: &RecordQuery,
-) -> Result<Vec<StoredRecord>, StoreError> {
-    // The workspace, owner and agent filters are resolved to agent keys
-    // first: with one agent (a workspace) the query becomes `agent_id = ?`,
-    // which the (agent_id, id) indexes serve in id order without sorting.
-    let agents = matching_agents(conn, query).await?;
-    if agents.as_ref().is_some_and(Vec::is_empty) {
-        return Ok(Vec::new());
-    }
-    let rows = records_statement("", query, agents.as_deref())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db("querying records"))?;
-    rows.iter().map(record_from_row).collect()
-}
-
-/// How SQLite runs [`records`] for `query`: the `detail` column of
-/// `EXPLAIN QUERY PLAN`, one line per step (empty when no agent matches,
-/// as the query is not run then).
-pub(super) async fn records_plan(
-    conn: &mut SqliteConnection,
-    query: &RecordQuery,
-) -> Result<Vec<String>, StoreError> {
-    let agents = matching_agents(conn, query).await?;
-    if agents.as_ref().is_some_and(Vec::is_empty) {
-        return Ok(Vec::new());
-    }
-    let rows = records_statement("EXPLAIN QUERY PLAN ", query, agents.as_deref())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db("explaining a record query"))?;
-    rows.iter()
-        .map(|row| {
-            row.try_get("detail")
-                .map_err(db("explaining a record query"))
-        })
-        .collect()
-}
-
-/// The record query `query` describes, after `prefix`, with every value
-/// bound.
-fn records_statement(
-    prefix: &str,
-    query: &RecordQuery,
-    agents: Option<&[i64]>,
-) -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    let mut sql = String::from(prefix);
-    sql.push_str(concat!(
-        record_columns!(),
-        "FROM records r",
-        record_joins!(),
-        "WHERE true"
-    ));
-    match agents {
-        Some([_]) => sql.push_str(" AND r.agent_id = ?"),
-        Some(keys) => {
-            sql.push_str(" AND r.agent_id IN (");
-            sql.push_str(&placeholders(keys.len()));
-            sql.push(')');
-        }
-        None => {}
-    }
-    if query.session_id.is_some() {
-        sql.push_str(" AND r.session_id = ?");
-    }
-    // Literals rather than parameters, so the partial indexes on denials
-    // apply.
-    match query.decision {
-        Some(Decision::Allow) => sql.push_str(" AND r.allowed = 1"),
-        Some(Decision::Deny) => sql.push_str(" AND r.allowed = 0"),
-        None => {}
-    }
-    match query.conflict {
-        Some(true) => sql.push_str(" AND r.conflict = 1"),
-        Some(false) => sql.push_str(" AND r.conflict = 0"),
-        None => {}
-    }
-    if query.since.is_some() {
-        sql.push_str(" AND r.occurred_ns >= ?");
-    }
-    if query.until.is_some() {
-        sql.push_str(" AND r.occurred_ns < ?");
-    }
-    if query.url_contains.is_some() {
-        // instr, not LIKE: LIKE ignores ASCII case in SQLite and treats % and
-        // _ as wildcards.
-        sql.push_str(" AND instr(r.url, ?) > 0");
-    }
-    if query.method.is_some() {
-        sql.push_str(" AND r.method = ?");
-    }
-    if query.after_id.is_some() {
-        sql.push_str(" AND r.id > ?");
-    }
-    if query.before_id.is_some() {
-        sql.push_str(" AND r.id < ?");
-    }
-    sql.push_str(match query.order {
-        Order::OldestFirst => " ORDER BY r.id LIMIT ?",
-        Order::NewestFirst => " ORDER BY r.id DESC LIMIT ?",
-    });
-    // Only fixed fragments above; every value is bound, in the same order.
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    for key in agents.into_iter().flatten() {
-        q = q.bind(*key);
-    }
-    if let Some(session) = &query.session_id {
-        q = q.bind(session.clone());
-    }
-    if let Some(since) = query.since {
-        q = q.bind(nanos(since));
-    }
-    if let Some(until) = query.until {
-        q = q.bind(nanos(until));
-    }
-    if let Some(text) = &query.url_contains {
-        q = q.bind(text.clone());
-    }
-    if let Some(method) = &query.method {
-        q = q.bind(method.clone());
-    }
-    if let Some(after) = query.after_id {
-        q = q.bind(after);
-    }
-    if let Some(before) = query.before_id {
-        q = q.bind(before);
-    }
-    q.bind(i64::from(query.limit))
-}
-
-/// One session's records in sequence order. Conflict rows and the others
-/// are read apart, so that each read walks its partial index in order
-/// (`(agent_id, session_id, sequence_number)`, rowid last), then merged.
-pub(super) async fn session_records(
-    conn: &mut SqliteConnection,
-    query: &SessionRecordQuery,
-) -> Result<Vec<StoredRecord>, StoreError> {
-    let (seq, id) = query
-        .after
-        .map_or((i32::MIN, i64::MIN), |p| (p.sequence_number, p.id));
-    let mut out = Vec::new();
-    for agent in agent_keys(conn, query.workspace_id).await? {
-        for conflict in ["0", "1"] {
-            let sql = format!(
-                "{} FROM records r {} WHERE r.agent_id = ? AND r.session_id = ? \
-                 AND r.conflict = {conflict} \
-                 AND (r.sequence_number, r.id) > (?, ?) \
-                 ORDER BY r.sequence_number, r.id LIMIT ?",
-                record_columns!(),
-                record_joins!()
-            );
-            // Only fixed fragments above; every value is bound.
-            let rows = sqlx::query(AssertSqlSafe(sql))
-                .bind(agent)
-                .bind(&query.session_id)
-                .bind(seq)
-                .bind(id)
-                .bind(i64::from(query.limit))
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db("reading a session's records"))?;
-            for row in &rows {
-                out.push(record_from_row(row)?);
-            }
-        }
-    }
-    out.sort_by_key(SequencePosition::of);
-    out.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
-    Ok(out)
+    let ctx = "finding the agents a query names";
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT a.id FROM agents a JOIN workspaces w ON w.id = a.workspace_id \
+             WHERE (?1 IS NULL OR w.uuid = ?1) AND (?2 IS NULL OR w.owner = ?2) \
+             AND (?3 IS NULL OR a.name = ?3) ORDER BY a.id",
+        )
+        .ctx(ctx)?;
+    let rows = stmt
+        .query_map(
+            params![
+                query.workspace_id.map(|w| w.as_bytes().to_vec()),
+                query.owner,
+                query.agent_name
+            ],
+            |row| row.get(0),
+        )
+        .ctx(ctx)?;
+    rows.collect::<Result<Vec<i64>, _>>().ctx(ctx).map(Some)
 }
 
 /// Internal keys of the agents of a workspace (one today; deleted ones too).
-pub(super) async fn agent_keys(
-    conn: &mut SqliteConnection,
-    workspace_id: Uuid,
-) -> Result<Vec<i64>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT a.id FROM agents a JOIN workspaces w ON w.id = a.workspace_id WHERE w.uuid = ?",
-    )
-    .bind(workspace_id.as_bytes().as_slice())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db("finding a workspace's agent"))?;
-    rows.iter()
-        .map(|row| row.try_get(0).map_err(db("finding a workspace's agent")))
-        .collect()
+pub(super) fn agent_keys(conn: &Connection, workspace_id: Uuid) -> Result<Vec<i64>, StoreError> {
+    let ctx = "finding a workspace's agent";
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT a.id FROM agents a JOIN workspaces w ON w.id = a.workspace_id \
+             WHERE w.uuid = ?1 ORDER BY a.id",
+        )
+        .ctx(ctx)?;
+    let rows = stmt
+        .query_map(params![workspace_id.as_bytes().as_slice()], |row| {
+            row.get(0)
+        })
+        .ctx(ctx)?;
+    rows.collect::<Result<_, _>>().ctx(ctx)
 }
 
-async fn losses(
-    conn: &mut SqliteConnection,
+/// The block query for `query` (one step, after a cursor), with its values.
+fn blocks_sql(query: &RecordQuery, agents: Option<&[i64]>) -> (String, Vec<Value>) {
+    let mut sql = format!("SELECT {BLOCK_COLUMNS} FROM blocks b WHERE true");
+    let mut values: Vec<Value> = Vec::new();
+    match agents {
+        Some([one]) => {
+            sql.push_str(" AND b.agent_id = ?");
+            values.push(Value::Integer(*one));
+        }
+        Some(keys) => {
+            sql.push_str(" AND b.agent_id IN (");
+            sql.push_str(&vec!["?"; keys.len()].join(", "));
+            sql.push(')');
+            values.extend(keys.iter().map(|k| Value::Integer(*k)));
+        }
+        None => {}
+    }
+    if let Some(session) = &query.session_id {
+        sql.push_str(" AND b.session_id = ?");
+        values.push(Value::Text(session.clone()));
+    }
+    // Literals, so that the partial indexes on denials apply.
+    match query.decision {
+        Some(Decision::Deny) => sql.push_str(" AND b.denied > 0"),
+        Some(Decision::Allow) => sql.push_str(" AND b.records > b.denied"),
+        None => {}
+    }
+    match query.conflict {
+        Some(true) => sql.push_str(" AND b.conflicts > 0"),
+        Some(false) => sql.push_str(" AND b.records > b.conflicts"),
+        None => {}
+    }
+    if let Some(since) = query.since {
+        sql.push_str(" AND b.max_occurred >= ?");
+        values.push(Value::Integer(nanos(since)));
+    }
+    if let Some(until) = query.until {
+        sql.push_str(" AND b.min_occurred < ?");
+        values.push(Value::Integer(nanos(until)));
+    }
+    // The cursors and the step's position are the last two values.
+    sql.push_str(" AND b.last_id > ? AND b.first_id < ?");
+    sql.push_str(match query.order {
+        Order::OldestFirst => " ORDER BY b.first_id LIMIT ?",
+        Order::NewestFirst => " ORDER BY b.first_id DESC LIMIT ?",
+    });
+    (sql, values)
+}
+
+/// Whether record `i` of a block matches the per-record filters.
+fn matches(
+    query: &RecordQuery,
+    row: &BlockRow,
+    block: &Block<'_>,
+    batch_of: &[usize],
+    i: usize,
+) -> bool {
+    let id = row.first_id + i as i64;
+    let r = &block.records[i];
+    if query.after_id.is_some_and(|a| id <= a) || query.before_id.is_some_and(|b| id >= b) {
+        return false;
+    }
+    if query.decision.is_some_and(|d| d != r.decision)
+        || query.conflict.is_some_and(|c| c != r.conflict)
+        || query.method.as_deref().is_some_and(|m| m != r.method)
+    {
+        return false;
+    }
+    if query.since.is_some() || query.until.is_some() {
+        let t = r
+            .event_time
+            .known()
+            .map_or(block.batches[batch_of[i]].received_ns, nanos);
+        if query.since.is_some_and(|s| t < nanos(s)) || query.until.is_some_and(|u| t >= nanos(u)) {
+            return false;
+        }
+    }
+    query
+        .url_contains
+        .as_deref()
+        .is_none_or(|text| r.url.contains(text))
+}
+
+/// Whether any URL of an encoded block contains `finder`'s needle.
+fn any_url_contains(data: &[u8], finder: &memmem::Finder<'_>) -> Result<bool, StoreError> {
+    let (raw, ranges) = block::urls(data)?;
+    Ok(ranges
+        .iter()
+        .any(|&(s, e)| finder.find(&raw[s..e]).is_some()))
+}
+
+pub(super) fn records(
+    conn: &Connection,
+    query: &RecordQuery,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let ctx = "querying records";
+    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let agents = matching_agents(conn, query)?;
+    if agents.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(out);
+    }
+    let (sql, values) = blocks_sql(query, agents.as_deref());
+    let mut stmt = conn.prepare(&sql).ctx(ctx)?;
+    let finder = query.url_contains.as_deref().map(memmem::Finder::new);
+    let mut names = Agents::default();
+    let (mut low, mut high) = (
+        query.after_id.unwrap_or(i64::MIN),
+        query.before_id.unwrap_or(i64::MAX),
+    );
+    loop {
+        let mut step = values.clone();
+        step.extend([
+            Value::Integer(low),
+            Value::Integer(high),
+            Value::Integer(BLOCKS_PER_STEP),
+        ]);
+        let rows: Vec<BlockRow> = stmt
+            .query_map(params_from_iter(step), BlockRow::from_row)
+            .ctx(ctx)?
+            .collect::<Result<_, _>>()
+            .ctx(ctx)?;
+        let Some(last) = rows.last() else {
+            return Ok(out);
+        };
+        match query.order {
+            Order::OldestFirst => low = last.last_id,
+            Order::NewestFirst => high = last.first_id,
+        }
+        for row in &rows {
+            if let Some(finder) = &finder
+                && !any_url_contains(&row.data, finder)?
+            {
+                continue;
+            }
+            let block = block::decode(&row.data)?;
+            let batch_of = block.batch_of_each();
+            let n = block.records.len();
+            let order: Box<dyn Iterator<Item = usize>> = match query.order {
+                Order::OldestFirst => Box::new(0..n),
+                Order::NewestFirst => Box::new((0..n).rev()),
+            };
+            for i in order {
+                if matches(query, row, &block, &batch_of, i) {
+                    let agent = names.get(conn, row.agent)?;
+                    out.push(stored_record(row, &block, &batch_of, i, agent)?);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How SQLite picks the blocks of [`records`] for `query`: the `detail`
+/// column of `EXPLAIN QUERY PLAN`, one line per step.
+pub(super) fn records_plan(
+    conn: &Connection,
+    query: &RecordQuery,
+) -> Result<Vec<String>, StoreError> {
+    let ctx = "explaining a record query";
+    let agents = matching_agents(conn, query)?;
+    if agents.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(Vec::new());
+    }
+    let (sql, mut values) = blocks_sql(query, agents.as_deref());
+    values.extend([
+        Value::Integer(i64::MIN),
+        Value::Integer(i64::MAX),
+        Value::Integer(BLOCKS_PER_STEP),
+    ]);
+    let mut stmt = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .ctx(ctx)?;
+    let rows = stmt
+        .query_map(params_from_iter(values), |row| row.get::<_, String>(3))
+        .ctx(ctx)?;
+    rows.collect::<Result<_, _>>().ctx(ctx)
+}
+
+/// Records whose line is not known to be printed (above the watermark),
+/// after `after`, by id.
+pub(super) fn unprinted(
+    conn: &Connection,
+    after: Option<RecordId>,
+    limit: u32,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let through = db::state(conn, PRINTED_THROUGH)
+        .ctx("reading the line watermark")?
+        .unwrap_or(0);
+    records(
+        conn,
+        &RecordQuery {
+            after_id: Some(after.map_or(through, |a| a.max(through))),
+            limit,
+            ..RecordQuery::default()
+        },
+    )
+}
+
+/// One session's records in sequence order (by sequence number, then id),
+/// after the query's position.
+pub(super) fn session_records(
+    conn: &Connection,
+    query: &SessionRecordQuery,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let ctx = "reading a session's records";
+    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    let after = query.after.unwrap_or(SequencePosition {
+        sequence_number: i32::MIN,
+        id: i64::MIN,
+    });
+    let mut out: Vec<StoredRecord> = Vec::new();
+    let mut names = Agents::default();
+    for agent in agent_keys(conn, query.workspace_id)? {
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {BLOCK_COLUMNS}, b.first_seq FROM blocks b WHERE b.agent_id = ?1 \
+                 AND b.session_id = ?2 AND b.last_seq >= ?3 ORDER BY b.first_seq, b.first_id"
+            ))
+            .ctx(ctx)?;
+        let mut rows = stmt
+            .query(params![agent, query.session_id, after.sequence_number])
+            .ctx(ctx)?;
+        let mut mine: Vec<StoredRecord> = Vec::new();
+        while let Some(r) = rows.next().ctx(ctx)? {
+            let first_seq: i32 = r.get(5).ctx(ctx)?;
+            // Blocks come by their lowest number: once `limit` records are
+            // below this block's lowest, no later block can come before them.
+            if mine.len() >= limit {
+                mine.sort_by_key(SequencePosition::of);
+                mine.truncate(limit);
+                if mine.last().is_some_and(|l| l.sequence_number < first_seq) {
+                    break;
+                }
+            }
+            let row = BlockRow::from_row(r).ctx(ctx)?;
+            let block = block::decode(&row.data)?;
+            let batch_of = block.batch_of_each();
+            for i in 0..block.records.len() {
+                let position = SequencePosition {
+                    sequence_number: block.records[i].sequence_number,
+                    id: row.first_id + i as i64,
+                };
+                if position > after {
+                    let info = names.get(conn, agent)?;
+                    mine.push(stored_record(&row, &block, &batch_of, i, info)?);
+                }
+            }
+        }
+        out.extend(mine);
+    }
+    out.sort_by_key(SequencePosition::of);
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// Losses of an agent, of one session or all.
+pub(super) fn losses(
+    conn: &Connection,
     agent: i64,
     session: Option<&str>,
 ) -> Result<Vec<Loss>, StoreError> {
-    let rows = match session {
-        Some(session) => sqlx::query(
-            "SELECT source, reason, records, frames FROM losses WHERE agent_id = ? AND session_id = ?",
+    let ctx = "reading losses";
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT source, reason, records, frames FROM losses \
+             WHERE agent_id = ?1 AND (?2 IS NULL OR session_id = ?2)",
         )
-        .bind(agent)
-        .bind(session),
-        None => sqlx::query("SELECT source, reason, records, frames FROM losses WHERE agent_id = ?")
-            .bind(agent),
-    }
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db("reading losses"))?;
-    let mut out: Vec<Loss> = Vec::new();
-    for row in &rows {
-        let source: &str = row.try_get(0).map_err(db("reading losses"))?;
-        let source = LossSource::parse(source)
-            .ok_or_else(|| StoreError::Corrupt(format!("loss source {source:?}")))?;
-        let reason: String = row.try_get(1).map_err(db("reading losses"))?;
-        let records = count_from_sql(row.try_get(2).map_err(db("reading losses"))?);
-        let frames = count_from_sql(row.try_get(3).map_err(db("reading losses"))?);
-        add_loss(&mut out, source, reason, records, frames);
+        .ctx(ctx)?;
+    let rows = stmt
+        .query_map(params![agent, session], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })
+        .ctx(ctx)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (source, reason, records, frames) = row.ctx(ctx)?;
+        losses::merge(
+            &mut out,
+            Loss {
+                source: crate::sessions::loss_source(&source)?,
+                reason,
+                records: count_from_sql(records),
+                frames: count_from_sql(frames),
+            },
+        );
     }
     Ok(out)
 }
 
-/// Adds into `out`, summing (saturating) equal (source, reason) pairs.
-fn add_loss(out: &mut Vec<Loss>, source: LossSource, reason: String, records: u64, frames: u64) {
-    match out
-        .iter_mut()
-        .find(|l| l.source == source && l.reason == reason)
-    {
-        Some(loss) => {
-            loss.records = loss.records.saturating_add(records);
-            loss.frames = loss.frames.saturating_add(frames);
-        }
-        None => out.push(Loss {
-            source,
-            reason,
-            records,
-            frames,
-        }),
-    }
-}
-
-pub(super) async fn workspace_losses(
-    conn: &mut SqliteConnection,
+pub(super) fn workspace_losses(
+    conn: &Connection,
     workspace_id: Uuid,
 ) -> Result<Vec<Loss>, StoreError> {
     let mut out = Vec::new();
-    for agent in agent_keys(conn, workspace_id).await? {
-        for loss in losses(conn, agent, None).await? {
-            add_loss(
-                &mut out,
-                loss.source,
-                loss.reason,
-                loss.records,
-                loss.frames,
-            );
+    for agent in agent_keys(conn, workspace_id)? {
+        for loss in losses(conn, agent, None)? {
+            losses::merge(&mut out, loss);
         }
     }
-    sort_losses(&mut out);
+    losses::sort(&mut out);
     Ok(out)
 }
 
-fn sort_losses(losses: &mut [Loss]) {
-    losses.sort_by(|a, b| (a.source, &a.reason).cmp(&(b.source, &b.reason)));
+/// A session's stored sequence numbers of one agent: how many, lowest,
+/// highest.
+pub(super) fn seq_extent(
+    conn: &Connection,
+    agent: i64,
+    session: &str,
+) -> Result<(u64, Option<i32>, Option<i32>), StoreError> {
+    let ctx = "summarising a session";
+    conn.prepare_cached(
+        "SELECT sum(last_seq - first_seq + 1), min(first_seq), max(last_seq) \
+         FROM session_seqs WHERE agent_id = ?1 AND session_id = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![agent, session], |row| {
+            Ok((
+                count_from_sql(row.get::<_, Option<i64>>(0)?.unwrap_or(0)),
+                row.get(1)?,
+                row.get(2)?,
+            ))
+        })
+    })
+    .ctx(ctx)
 }
 
-pub(super) async fn session_summary(
-    conn: &mut SqliteConnection,
+pub(super) fn session_summary(
+    conn: &Connection,
     workspace_id: Uuid,
     session_id: &str,
 ) -> Result<Option<SessionSummary>, StoreError> {
@@ -402,87 +537,79 @@ pub(super) async fn session_summary(
         final_sequence_number: None,
         losses: Vec::new(),
         purged: 0,
+        policy_digest: None,
     };
     let mut seen = false;
-    for agent in agent_keys(conn, workspace_id).await? {
-        // Two queries, so each can use its partial index.
-        let row = sqlx::query(
-            "SELECT COUNT(*), MIN(sequence_number), MAX(sequence_number) FROM records \
-             WHERE agent_id = ? AND session_id = ? AND conflict = 0",
-        )
-        .bind(agent)
-        .bind(session_id)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db(ctx))?;
-        // The key is unique over non-conflict rows: count = distinct count.
-        let distinct = count_from_sql(row.try_get(0).map_err(db(ctx))?);
-        let first: Option<i32> = row.try_get(1).map_err(db(ctx))?;
-        let last: Option<i32> = row.try_get(2).map_err(db(ctx))?;
-        let conflicts: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM records WHERE agent_id = ? AND session_id = ? AND conflict = 1",
-        )
-        .bind(agent)
-        .bind(session_id)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db(ctx))?
-        .try_get(0)
-        .map_err(db(ctx))?;
-        let session_row = sqlx::query(
-            "SELECT final_sequence_number, purged_records, purged_conflicts, purged_first, \
-             purged_last FROM sessions WHERE agent_id = ? AND session_id = ?",
-        )
-        .bind(agent)
-        .bind(session_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db(ctx))?;
-        let mut final_seq = None;
-        let mut purged = PurgedCounts::default();
-        if let Some(row) = &session_row {
-            final_seq = Some(row.try_get::<Option<i64>, _>(0).map_err(db(ctx))?);
-            purged = PurgedCounts {
-                records: count_from_sql(row.try_get(1).map_err(db(ctx))?),
-                conflicts: count_from_sql(row.try_get(2).map_err(db(ctx))?),
-                first: row.try_get(3).map_err(db(ctx))?,
-                last: row.try_get(4).map_err(db(ctx))?,
-            };
-        }
-        let losses = losses(conn, agent, Some(session_id)).await?;
-
-        seen |= distinct > 0 || conflicts > 0 || final_seq.is_some() || !losses.is_empty();
-        summary.distinct_sequence_numbers += distinct + purged.records;
-        summary.conflicts += count_from_sql(conflicts) + purged.conflicts;
-        summary.purged += purged.records + purged.conflicts;
-        summary.first_sequence_number =
-            min_opt(min_opt(summary.first_sequence_number, first), purged.first);
-        summary.last_sequence_number = summary.last_sequence_number.max(last).max(purged.last);
-        if let Some(Some(final_seq)) = final_seq {
-            summary.final_sequence_number = summary.final_sequence_number.max(Some(final_seq));
+    for agent in agent_keys(conn, workspace_id)? {
+        let (distinct, first, last) = seq_extent(conn, agent, session_id)?;
+        let row = conn
+            .prepare_cached(
+                "SELECT final_sequence_number, purged_records, purged_conflicts, purged_first, \
+                 purged_last, conflicts, policy_digest FROM sessions \
+                 WHERE agent_id = ?1 AND session_id = ?2",
+            )
+            .and_then(|mut s| {
+                rusqlite::OptionalExtension::optional(s.query_row(
+                    params![agent, session_id],
+                    |row| {
+                        Ok((
+                            row.get::<_, Option<i64>>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, i64>(2)?,
+                            row.get::<_, Option<i32>>(3)?,
+                            row.get::<_, Option<i32>>(4)?,
+                            row.get::<_, i64>(5)?,
+                            row.get::<_, Option<String>>(6)?,
+                        ))
+                    },
+                ))
+            })
+            .ctx(ctx)?;
+        let losses = losses(conn, agent, Some(session_id))?;
+        seen |= distinct > 0 || row.is_some() || !losses.is_empty();
+        summary.distinct_sequence_numbers += distinct;
+        summary.first_sequence_number = min_opt(summary.first_sequence_number, first);
+        summary.last_sequence_number = summary.last_sequence_number.max(last);
+        if let Some((final_seq, p_records, p_conflicts, p_first, p_last, conflicts, policy)) = row {
+            let (p_records, p_conflicts) = (count_from_sql(p_records), count_from_sql(p_conflicts));
+            summary.distinct_sequence_numbers += p_records;
+            summary.conflicts += count_from_sql(conflicts) + p_conflicts;
+            summary.purged += p_records + p_conflicts;
+            summary.first_sequence_number = min_opt(summary.first_sequence_number, p_first);
+            summary.last_sequence_number = summary.last_sequence_number.max(p_last);
+            summary.final_sequence_number = summary.final_sequence_number.max(final_seq);
+            summary.policy_digest = summary.policy_digest.or(policy);
         }
         for loss in losses {
-            add_loss(
-                &mut summary.losses,
-                loss.source,
-                loss.reason,
-                loss.records,
-                loss.frames,
-            );
+            losses::merge(&mut summary.losses, loss);
         }
     }
     summary.records = summary.distinct_sequence_numbers + summary.conflicts;
-    sort_losses(&mut summary.losses);
+    losses::sort(&mut summary.losses);
     Ok(seen.then_some(summary))
 }
 
-/// What retention removed from a session (its `sessions` row).
-#[derive(Default)]
-struct PurgedCounts {
-    records: u64,
-    conflicts: u64,
-    first: Option<i32>,
-    last: Option<i32>,
+/// The policy text with this digest.
+pub(super) fn policy(
+    conn: &Connection,
+    digest: &str,
+) -> Result<Option<crate::model::PolicyText>, StoreError> {
+    let row = conn
+        .prepare_cached("SELECT text, first_seen FROM policies WHERE digest = ?1")
+        .and_then(|mut s| {
+            rusqlite::OptionalExtension::optional(s.query_row(params![digest], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            }))
+        })
+        .ctx("reading a policy")?;
+    row.map(|(text, first_seen)| {
+        Ok(crate::model::PolicyText {
+            digest: digest.to_owned(),
+            text,
+            first_seen: from_nanos(first_seen)?,
+        })
+    })
+    .transpose()
 }
 
 fn min_opt(a: Option<i32>, b: Option<i32>) -> Option<i32> {

@@ -27,10 +27,7 @@ fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 }
 
 fn workspace_from_row(row: &SqliteRow) -> Result<Workspace, StoreError> {
-    let get = |e: sqlx::Error| StoreError::Database {
-        context: "reading a workspace",
-        cause: e,
-    };
+    let get = |e: sqlx::Error| StoreError::database("reading a workspace")(e);
     let last_batch: Option<Vec<u8>> = row.try_get(10).map_err(get)?;
     Ok(Workspace {
         id: uuid(row.try_get::<&[u8], _>(0).map_err(get)?)?,
@@ -82,7 +79,7 @@ pub(super) async fn create_workspace(
     new: NewWorkspace,
     at: Timestamp,
 ) -> Result<Workspace, StoreError> {
-    let mut tx = sqlx::Connection::begin(&mut *conn)
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
         .await
         .map_err(db("creating a workspace"))?;
     if live_workspace(&mut tx, &new.name).await?.is_some() {
@@ -127,7 +124,7 @@ pub(super) async fn rotate_agent_token(
     hash: TokenHash,
     at: Timestamp,
 ) -> Result<Workspace, StoreError> {
-    let mut tx = sqlx::Connection::begin(&mut *conn)
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
         .await
         .map_err(db("rotating a token"))?;
     let done = sqlx::query(
@@ -155,7 +152,7 @@ pub(super) async fn delete_workspace(
     name: &str,
     at: Timestamp,
 ) -> Result<Workspace, StoreError> {
-    let mut tx = sqlx::Connection::begin(&mut *conn)
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
         .await
         .map_err(db("deleting a workspace"))?;
     let workspace = live_workspace(&mut tx, name)
@@ -190,10 +187,7 @@ pub(super) async fn agent_credentials(
     .await
     .map_err(db("reading agent credentials"))?;
     let Some(row) = row else { return Ok(None) };
-    let get = |e: sqlx::Error| StoreError::Database {
-        context: "reading agent credentials",
-        cause: e,
-    };
+    let get = |e: sqlx::Error| StoreError::database("reading agent credentials")(e);
     let hash: &[u8] = row.try_get(5).map_err(get)?;
     let hash: [u8; 32] = hash
         .try_into()

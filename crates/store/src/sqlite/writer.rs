@@ -1,78 +1,53 @@
-//! The single writer: one task owns the write path and commits queued ingest
-//! jobs together (group commit).
+//! The single writer: one thread owns the SQLite write connection and
+//! commits queued jobs together (group commit), each group as one
+//! transaction run in one call.
 //!
-//! Why a task: SQLite allows one writer at a time, and with
-//! `synchronous=FULL` every commit costs an fsync of the WAL, which dominates
-//! ingest time. Calls that arrive while a commit is in flight are committed
-//! together in the next transaction, so N concurrent agents pay for one fsync
-//! instead of N. Each job's outcome is computed in order within the
-//! transaction, exactly as if the jobs had been committed one by one. If a
-//! grouped transaction fails, each job is retried alone so that one bad job
-//! cannot fail the others.
+//! Why one thread: SQLite allows one writer at a time, and with
+//! `synchronous=FULL` every commit costs an fsync of the WAL, which
+//! dominates ingest time. Calls that arrive while a commit is in flight are
+//! committed together in the next transaction, so N concurrent agents pay
+//! for one fsync instead of N, and the thread hand-off is paid once per group
+//! rather than once per statement. Each job's outcome is computed in order
+//! within the transaction, exactly as if the jobs had been committed one by
+//! one. If a grouped transaction fails, each job is retried alone so that one
+//! bad job cannot fail the others. A thread (rather than a lock taken by each
+//! caller) also means a commit never stops half-way because a caller went
+//! away.
 //!
-//! A task (rather than a lock taken by each caller) also means a commit never
-//! stops half-way because the caller's future was dropped.
-//!
-//! Retention passes are writer jobs too: SQLite has one writer, so a pass
-//! holds ingest up for as long as it runs, which its row bound keeps short.
-//!
-//! Record ids come from SQLite's rowid (the largest id + 1) inside this
-//! single writer, so they grow in commit order; the outbox rows of a
-//! transaction are "every record with an id above the largest before it".
+//! Record ids are handed out here, from `store_state.next_record_id`, so they
+//! grow in commit order and are never handed out twice. The writer also
+//! keeps the line watermark: the ids of the records it committed whose lines
+//! are not printed yet ([`Lines`]); every record at or below the watermark
+//! has had its line printed, and the watermark is stored with the group that
+//! moves it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use jiff::Timestamp;
-use sqlx::{Connection, Row, SqliteConnection};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::ingest::{SqliteIngest, TOUCH_AGENT};
-use super::purge::SqlitePurge;
-use super::sql::SqlCache;
+use super::db::{self, Ctx, NEXT_RECORD_ID, PRINTED_THROUGH};
+use super::ingest::Group;
+use super::purge;
 use crate::StoreError;
 use crate::convert::nanos;
-use crate::ingest::ingest;
-use crate::model::{IngestOutcome, IngestRequest, PurgeOutcome, RecordId};
-use crate::purge::purge;
+use crate::intervals::IntervalSet;
+use crate::model::{IngestOutcome, IngestRequest, PurgeOutcome, RecordId, StoreOptions};
 
 /// Stop adding jobs to a group past this many records or jobs, so one
 /// transaction stays short.
-const GROUP_MAX_RECORDS: usize = 10_000;
-const GROUP_MAX_JOBS: usize = 128;
+const GROUP_MAX_RECORDS: usize = 20_000;
+const GROUP_MAX_JOBS: usize = 256;
 
-/// How long notes of printed lines wait for an ingest to join.
-const MARK_DELAY: Duration = Duration::from_millis(20);
-
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-/// Adds queued jobs to `group` up to the group limits; a `Close` (returned)
-/// ends the group. A `Close` already in `group` is taken out and returned.
-fn collect(jobs: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) -> Option<oneshot::Sender<()>> {
-    if let Some(Job::Close(_)) = group.last()
-        && let Some(Job::Close(reply)) = group.pop()
-    {
-        return Some(reply);
-    }
-    let mut records: usize = group.iter().map(Job::records).sum();
-    while records < GROUP_MAX_RECORDS && group.len() < GROUP_MAX_JOBS {
-        match jobs.try_recv() {
-            Ok(Job::Close(reply)) => return Some(reply),
-            Ok(job) => {
-                records += job.records();
-                group.push(job);
-            }
-            Err(_) => break,
-        }
-    }
-    None
-}
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// Work for the writer.
 pub(super) enum Job {
     Ingest(Arc<IngestRequest>, Reply<IngestOutcome>),
+    /// These records' lines are printed.
     MarkPrinted(Vec<RecordId>, Reply<()>),
     Contact(Uuid, Timestamp, Reply<()>),
     /// One retention pass: records received before the time, at most so
@@ -102,185 +77,259 @@ impl Job {
 
 /// What a job produced inside a transaction.
 enum Done {
-    Ingest(Result<IngestOutcome, StoreError>),
+    Ingest(Result<usize, StoreError>),
     Purge(PurgeOutcome),
     Unit(Result<(), StoreError>),
 }
 
+/// The lines of this store's records that are due, and the watermark.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Lines {
+    /// Ids committed (or found unprinted at start) whose lines are not
+    /// printed yet.
+    pub due: IntervalSet,
+    /// Every record at or below this id has had its line printed.
+    pub printed_through: RecordId,
+}
+
+impl Lines {
+    /// The watermark `due` allows, never lower than the current one.
+    fn watermark(&self, next_id: RecordId) -> RecordId {
+        let through = match self.due.first() {
+            Some(first) => first - 1,
+            None => next_id - 1,
+        };
+        through.max(self.printed_through)
+    }
+}
+
+/// The writer thread's state.
 pub(super) struct Writer {
-    /// Shared with the registry calls, which take it for their own
-    /// transactions; `None` once closed.
-    pub(super) conn: Arc<Mutex<Option<SqliteConnection>>>,
+    conn: Connection,
     /// Agent UUID -> internal key; agents are never removed, so entries
     /// never go stale.
     agents: HashMap<Uuid, i64>,
-    sql: SqlCache,
+    next_id: RecordId,
+    lines: Lines,
+    options: StoreOptions,
 }
 
 impl Writer {
-    pub(super) fn new(conn: Arc<Mutex<Option<SqliteConnection>>>) -> Writer {
-        Writer {
+    /// Takes over the write connection; reads where ids and lines stand.
+    pub(super) fn new(conn: Connection, options: StoreOptions) -> Result<Writer, StoreError> {
+        let ctx = "reading the writer's state";
+        let max_id: Option<i64> = conn
+            .query_row("SELECT max(last_id) FROM blocks", [], |row| row.get(0))
+            .ctx(ctx)?;
+        let next_id = db::state(&conn, NEXT_RECORD_ID)
+            .ctx(ctx)?
+            .unwrap_or(1)
+            .max(max_id.unwrap_or(0) + 1);
+        let printed_through = db::state(&conn, PRINTED_THROUGH).ctx(ctx)?.unwrap_or(0);
+        let mut due = IntervalSet::new();
+        {
+            let mut stmt = conn
+                .prepare("SELECT first_id, last_id FROM blocks WHERE last_id > ?1")
+                .ctx(ctx)?;
+            let mut rows = stmt.query(params![printed_through]).ctx(ctx)?;
+            while let Some(row) = rows.next().ctx(ctx)? {
+                let (first, last): (i64, i64) = (row.get(0).ctx(ctx)?, row.get(1).ctx(ctx)?);
+                due.insert(first.max(printed_through + 1), last);
+            }
+        }
+        Ok(Writer {
             conn,
             agents: HashMap::new(),
-            sql: SqlCache::default(),
-        }
+            next_id,
+            lines: Lines {
+                due,
+                printed_through,
+            },
+            options,
+        })
     }
 
-    pub(super) async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+    /// Runs jobs until a `Close` (or until every sender is gone).
+    pub(super) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         let mut closing = None;
         while closing.is_none() {
-            let Some(first) = jobs.recv().await else {
+            let Some(first) = jobs.blocking_recv() else {
                 break;
             };
             let mut group = vec![first];
             closing = collect(&mut jobs, &mut group);
-            // Notes of printed lines are not urgent: they ride along with the
-            // next ingest's transaction, which saves them an fsync of their
-            // own, unless nothing else comes soon. (A crash in between prints
-            // those lines again at the next start.)
-            if closing.is_none()
-                && group.iter().all(|job| matches!(job, Job::MarkPrinted(..)))
-                && let Ok(Some(next)) = tokio::time::timeout(MARK_DELAY, jobs.recv()).await
-            {
-                group.push(next);
-                closing = collect(&mut jobs, &mut group);
-            }
             if !group.is_empty() {
-                self.commit(group).await;
+                self.commit(group);
             }
         }
         jobs.close();
         while let Ok(job) = jobs.try_recv() {
             job.fail(StoreError::Closed);
         }
-        if let Some(conn) = self.conn.lock().await.take()
-            && let Err(e) = conn.close().await
-        {
-            tracing::warn!(error = %e, "closing the sqlite writer connection failed");
+        if let Err(e) = self.conn.close() {
+            tracing::warn!(error = %e.1, "closing the sqlite writer connection failed");
         }
         if let Some(reply) = closing {
             let _ = reply.send(());
         }
     }
 
-    async fn commit(&mut self, group: Vec<Job>) {
-        let conn = Arc::clone(&self.conn);
-        let mut guard = conn.lock().await;
-        let Some(conn) = guard.as_mut() else {
-            for job in group {
-                job.fail(StoreError::Closed);
-            }
-            return;
-        };
-        match self.apply(conn, &group).await {
+    fn commit(&mut self, group: Vec<Job>) {
+        match self.apply(&group) {
             Ok(done) => reply_all(group, done),
             Err(_) if group.len() > 1 => {
                 for job in group {
-                    match self.apply(conn, std::slice::from_ref(&job)).await {
+                    match self.apply(std::slice::from_ref(&job)) {
                         Ok(done) => reply_all(vec![job], done),
-                        Err(cause) => job.fail(commit_error(cause)),
+                        Err(cause) => job.fail(cause),
                     }
                 }
             }
             Err(cause) => {
-                // A group of one (larger groups were retried above).
                 if let Some(job) = group.into_iter().next() {
-                    job.fail(commit_error(cause));
+                    job.fail(cause);
                 }
             }
         }
     }
 
     /// Runs the jobs in one transaction; an `Err` means nothing was
-    /// committed.
-    async fn apply(
-        &mut self,
-        conn: &mut SqliteConnection,
-        jobs: &[Job],
-    ) -> Result<Vec<Done>, sqlx::Error> {
-        let mut tx = conn.begin().await?;
-        let max_before: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM records")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        let mut done = Vec::with_capacity(jobs.len());
-        let mut ingested = false;
-        for job in jobs {
-            done.push(match job {
-                Job::Ingest(request, _) => match self.agent_key(&mut tx, request.agent_id).await? {
-                    None => Done::Ingest(Err(StoreError::UnknownAgent(request.agent_id))),
-                    Some(agent) => {
-                        ingested = true;
-                        let mut statements = SqliteIngest {
-                            conn: &mut tx,
-                            sql: &mut self.sql,
-                        };
-                        Done::Ingest(Ok(ingest(&mut statements, agent, request).await?))
+    /// committed and the writer's state is as before.
+    fn apply(&mut self, jobs: &[Job]) -> Result<Vec<(Done, Option<IngestOutcome>)>, StoreError> {
+        let ctx = "committing to the database";
+        let mut agents = std::mem::take(&mut self.agents);
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .ctx(ctx)?;
+            let mut lines = self.lines.clone();
+            let mut group = Group::new(self.options.max_url_bytes);
+            let mut done = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                done.push(match job {
+                    Job::Ingest(request, _) => {
+                        match cached_agent(&tx, &mut agents, request.agent_id)? {
+                            None => Done::Ingest(Err(StoreError::UnknownAgent(request.agent_id))),
+                            Some(agent) => Done::Ingest(Ok(group.add(&tx, agent, request)?)),
+                        }
                     }
-                },
-                Job::Purge(cutoff, max_rows, _) => Done::Purge(
-                    purge(&mut SqlitePurge { conn: &mut tx }, *cutoff, *max_rows).await?,
-                ),
-                Job::MarkPrinted(ids, _) => {
-                    mark_printed(&mut tx, ids).await?;
-                    Done::Unit(Ok(()))
-                }
-                Job::Contact(agent_id, at, _) => match self.agent_key(&mut tx, *agent_id).await? {
-                    None => Done::Unit(Err(StoreError::UnknownAgent(*agent_id))),
-                    Some(agent) => {
-                        sqlx::query(TOUCH_AGENT)
-                            .bind(nanos(*at))
-                            .bind(agent)
-                            .execute(&mut *tx)
-                            .await?;
+                    Job::Purge(cutoff, max_rows, _) => {
+                        let pass = purge::pass(&tx, nanos(*cutoff), *max_rows, &lines.due)?;
+                        for &(first, last) in &pass.ids {
+                            lines.due.remove(first, last);
+                        }
+                        Done::Purge(pass.outcome)
+                    }
+                    Job::MarkPrinted(ids, _) => {
+                        for (first, last) in crate::intervals::runs(sorted(ids)) {
+                            lines.due.remove(first, last);
+                        }
                         Done::Unit(Ok(()))
                     }
-                },
-                Job::Close(_) => Done::Unit(Ok(())),
-            });
-        }
-        if ingested {
-            sqlx::query("INSERT INTO line_outbox (record_id) SELECT id FROM records WHERE id > ?")
-                .bind(max_before)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+                    Job::Contact(agent_id, at, _) => {
+                        match cached_agent(&tx, &mut agents, *agent_id)? {
+                            None => Done::Unit(Err(StoreError::UnknownAgent(*agent_id))),
+                            Some(agent) => {
+                                tx.prepare_cached(
+                                    "UPDATE agents SET last_contact_at = ?1 WHERE id = ?2",
+                                )
+                                .and_then(|mut s| s.execute(params![nanos(*at), agent]))
+                                .ctx("noting an agent's contact")?;
+                                Done::Unit(Ok(()))
+                            }
+                        }
+                    }
+                    Job::Close(_) => Done::Unit(Ok(())),
+                });
+            }
+            let finished = group.finish(&tx, self.next_id)?;
+            let mut next_id = self.next_id;
+            if let Some((first, last)) = finished.ids {
+                lines.due.insert(first, last);
+                next_id = last + 1;
+                db::set_state(&tx, NEXT_RECORD_ID, next_id).ctx(ctx)?;
+            }
+            let through = lines.watermark(next_id);
+            if through != lines.printed_through {
+                lines.printed_through = through;
+                db::set_state(&tx, PRINTED_THROUGH, through).ctx(ctx)?;
+            }
+            tx.commit().ctx(ctx)?;
+            let mut outcomes: Vec<Option<IngestOutcome>> =
+                finished.outcomes.into_iter().map(Some).collect();
+            let done = done
+                .into_iter()
+                .map(|d| {
+                    let outcome = match &d {
+                        Done::Ingest(Ok(i)) => outcomes.get_mut(*i).and_then(Option::take),
+                        _ => None,
+                    };
+                    (d, outcome)
+                })
+                .collect();
+            Ok((done, lines, next_id))
+        })();
+        self.agents = agents;
+        let (done, lines, next_id) = result?;
+        self.lines = lines;
+        self.next_id = next_id;
         Ok(done)
     }
-
-    async fn agent_key(
-        &mut self,
-        conn: &mut SqliteConnection,
-        agent: Uuid,
-    ) -> Result<Option<i64>, sqlx::Error> {
-        if let Some(key) = self.agents.get(&agent) {
-            return Ok(Some(*key));
-        }
-        let key: Option<i64> = sqlx::query("SELECT id FROM agents WHERE uuid = ?")
-            .bind(agent.as_bytes().as_slice())
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|row| row.try_get(0))
-            .transpose()?;
-        if let Some(key) = key {
-            self.agents.insert(agent, key);
-        }
-        Ok(key)
-    }
 }
 
-fn commit_error(cause: sqlx::Error) -> StoreError {
-    StoreError::Database {
-        context: "committing to the database",
-        cause,
-    }
+fn sorted(ids: &[RecordId]) -> Vec<RecordId> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids
 }
 
-fn reply_all(jobs: Vec<Job>, done: Vec<Done>) {
-    for (job, done) in jobs.into_iter().zip(done) {
+fn cached_agent(
+    tx: &Connection,
+    agents: &mut HashMap<Uuid, i64>,
+    agent: Uuid,
+) -> Result<Option<i64>, StoreError> {
+    if let Some(key) = agents.get(&agent) {
+        return Ok(Some(*key));
+    }
+    let key = db::agent_key(tx, agent).ctx("finding an agent")?;
+    if let Some(key) = key {
+        agents.insert(agent, key);
+    }
+    Ok(key)
+}
+
+/// Adds queued jobs to `group` up to the group limits; a `Close` (returned)
+/// ends the group.
+fn collect(jobs: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) -> Option<oneshot::Sender<()>> {
+    if let Some(Job::Close(_)) = group.last()
+        && let Some(Job::Close(reply)) = group.pop()
+    {
+        return Some(reply);
+    }
+    let mut records: usize = group.iter().map(Job::records).sum();
+    while records < GROUP_MAX_RECORDS && group.len() < GROUP_MAX_JOBS {
+        match jobs.try_recv() {
+            Ok(Job::Close(reply)) => return Some(reply),
+            Ok(job) => {
+                records += job.records();
+                group.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    None
+}
+
+fn reply_all(jobs: Vec<Job>, done: Vec<(Done, Option<IngestOutcome>)>) {
+    for (job, (done, outcome)) in jobs.into_iter().zip(done) {
         match (job, done) {
-            (Job::Ingest(_, reply), Done::Ingest(result)) => drop(reply.send(result)),
+            (Job::Ingest(_, reply), Done::Ingest(result)) => {
+                let result = result.and_then(|_| {
+                    outcome.ok_or_else(|| StoreError::Corrupt("an ingest lost its outcome".into()))
+                });
+                drop(reply.send(result));
+            }
             (Job::Purge(_, _, reply), Done::Purge(outcome)) => drop(reply.send(Ok(outcome))),
             (Job::MarkPrinted(_, reply) | Job::Contact(_, _, reply), Done::Unit(result)) => {
                 drop(reply.send(result))
@@ -289,27 +338,4 @@ fn reply_all(jobs: Vec<Job>, done: Vec<Done>) {
             (job, _) => job.fail(StoreError::Corrupt("writer reply mismatch".into())),
         }
     }
-}
-
-/// Removes outbox rows, a contiguous run of ids per statement.
-async fn mark_printed(conn: &mut SqliteConnection, ids: &[RecordId]) -> Result<(), sqlx::Error> {
-    let mut ids = ids.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut i = 0;
-    while i < ids.len() {
-        let start = ids[i];
-        let mut end = start;
-        while i + 1 < ids.len() && ids[i + 1] == end + 1 {
-            i += 1;
-            end = ids[i];
-        }
-        sqlx::query("DELETE FROM line_outbox WHERE record_id BETWEEN ? AND ?")
-            .bind(start)
-            .bind(end)
-            .execute(&mut *conn)
-            .await?;
-        i += 1;
-    }
-    Ok(())
 }

@@ -74,6 +74,10 @@ macro_rules! suite {
             sessions_are_listed_most_recent_first,
             workspace_activity_counts_a_time_range,
             the_last_record_id_and_local_commits_follow_ingest,
+            long_urls_are_stored_cut_with_their_length,
+            policies_are_kept_by_digest_and_checked,
+            an_agent_clock_is_evidence_not_trusted,
+            minute_activity_counts_records_per_minute,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
@@ -342,8 +346,13 @@ pub async fn ingest_stores_every_field(factory: &impl StoreFactory) {
         assert_eq!(r.session_id.as_deref(), Some(SESSION));
         assert_eq!(r.sequence_number, sent.sequence_number);
         assert_eq!(r.event_time, sent.event_time);
-        assert_eq!(r.received_at, b.received_at);
+        // The control plane's own time; the agent's is kept beside it.
+        assert_eq!(r.received_at, at(10));
+        assert_eq!(r.agent_received_at, b.received_at);
+        assert!(!r.agent_time_suspect);
         assert_eq!(r.committed_at, at(10));
+        assert_eq!(r.url_original_bytes, None);
+        assert_eq!(r.policy_digest, None);
         assert_eq!(r.decision, sent.decision);
         assert_eq!(r.method, sent.method);
         assert_eq!(r.url, sent.url);
@@ -920,4 +929,215 @@ pub async fn a_closed_store_refuses_work(factory: &impl StoreFactory) {
         store.purge_records_before(at(100), 10).await,
         Err(StoreError::Closed)
     ));
+}
+
+// ---- bounds, policies, clocks ----------------------------------------------
+
+pub async fn long_urls_are_stored_cut_with_their_length(factory: &impl StoreFactory) {
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    // 70,000 bytes, with a two-byte character across the 64 KiB bound.
+    let mut long = "https://example.com/".to_string();
+    while long.len() < warden_store::DEFAULT_MAX_URL_BYTES - 1 {
+        long.push('a');
+    }
+    long.push('é');
+    while long.len() < 70_000 {
+        long.push('b');
+    }
+    let outcome = store
+        .ingest(request(
+            &dev,
+            vec![batch(
+                Some(SESSION),
+                vec![record(0, &long), record(1, "https://x/")],
+            )],
+        ))
+        .await
+        .unwrap();
+    let news = &outcome.batches[0].new_records;
+    assert_eq!(news[0].url_original_bytes, Some(70_000));
+    assert_eq!(news[1].url_original_bytes, None);
+    let stored = all_records(&*store, &dev).await;
+    let (cut, whole) = (&stored[0], &stored[1]);
+    assert_eq!(cut.url_original_bytes, Some(70_000));
+    assert!(cut.url.len() <= warden_store::DEFAULT_MAX_URL_BYTES);
+    assert!(long.starts_with(&cut.url));
+    assert!(
+        !cut.url.ends_with('é') && cut.url.ends_with('a'),
+        "cut at a char boundary"
+    );
+    assert_eq!(whole.url_original_bytes, None);
+    // Sent again, the long record is a duplicate, not a conflict.
+    let again = store
+        .ingest(request(
+            &dev,
+            vec![batch(Some(SESSION), vec![record(0, &long)])],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.batches[0].duplicates, again.batches[0].conflicts()),
+        (1, 0)
+    );
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub async fn policies_are_kept_by_digest_and_checked(factory: &impl StoreFactory) {
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    let text = "allow domain=github.com\n";
+    let digest = sha256_hex(text);
+    let mut b = batch(Some(SESSION), records(0..2));
+    b.logs.as_mut().unwrap().policy_digest = Some(digest.clone());
+    b.client_status = vec![
+        ClientStatus {
+            session_id: Some(SESSION.into()),
+            policy: Some(warden_proto::domain::Policy {
+                digest: digest.clone(),
+                text: text.into(),
+            }),
+            ..Default::default()
+        },
+        // A text that is not what its digest says: refused.
+        ClientStatus {
+            session_id: Some("other".into()),
+            policy: Some(warden_proto::domain::Policy {
+                digest: sha256_hex("allow *"),
+                text: "allow everything, really".into(),
+            }),
+            ..Default::default()
+        },
+    ];
+    let outcome = store.ingest(request(&dev, vec![b])).await.unwrap();
+    assert_eq!(outcome.batches[0].policies_refused, 1);
+    let policy = store.policy(&digest).await.unwrap().unwrap();
+    assert_eq!(
+        (policy.digest.as_str(), policy.text.as_str()),
+        (digest.as_str(), text)
+    );
+    assert_eq!(store.policy(&sha256_hex("allow *")).await.unwrap(), None);
+    assert_eq!(store.policy("nope").await.unwrap(), None);
+    // The first text stored for a digest wins (a second one could only be
+    // the same text: anything else has another digest).
+    let mut again = batch(Some(SESSION), Vec::new());
+    again.logs = None;
+    again.client_status.push(ClientStatus {
+        session_id: Some(SESSION.into()),
+        policy: Some(warden_proto::domain::Policy {
+            digest: digest.clone(),
+            text: text.into(),
+        }),
+        ..Default::default()
+    });
+    store.ingest(request(&dev, vec![again])).await.unwrap();
+    assert_eq!(
+        store.policy(&digest).await.unwrap().unwrap().first_seen,
+        policy.first_seen
+    );
+    // Records and the session carry the digest.
+    let stored = all_records(&*store, &dev).await;
+    assert!(
+        stored
+            .iter()
+            .all(|r| r.policy_digest.as_deref() == Some(digest.as_str()))
+    );
+    let summary = store
+        .session_summary(dev.id, SESSION)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.policy_digest.as_deref(), Some(digest.as_str()));
+}
+
+pub async fn an_agent_clock_is_evidence_not_trusted(factory: &impl StoreFactory) {
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    // The control plane takes the call at(10); one agent claims 2001, one
+    // a year ahead, one a few seconds off (normal).
+    let claims = [
+        Timestamp::new(978_307_200, 0).unwrap(),
+        at(10) + jiff::SignedDuration::from_hours(24 * 365),
+        at(7),
+    ];
+    let batches = claims
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| IngestBatch {
+            received_at: t,
+            ..batch(Some(&format!("s{i}")), records(0..1))
+        })
+        .collect();
+    store.ingest(request(&dev, batches)).await.unwrap();
+    let stored = all_records(&*store, &dev).await;
+    assert_eq!(
+        stored
+            .iter()
+            .map(|r| r.agent_time_suspect)
+            .collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    for (r, claim) in stored.iter().zip(claims) {
+        assert_eq!(r.agent_received_at, claim);
+        assert_eq!(r.received_at, at(10));
+    }
+    // Retention goes by the control plane's time: nothing is old yet.
+    assert!(
+        store
+            .purge_records_before(at(5), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(all_records(&*store, &dev).await.len(), 3);
+}
+
+pub async fn minute_activity_counts_records_per_minute(factory: &impl StoreFactory) {
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    // 1_764_999_960 starts a minute; the records start 20 s into it.
+    let base = Timestamp::new(1_764_999_980, 0).unwrap();
+    let timed = |seq: i32, secs: i64| AuditRecord {
+        event_time: EventTime::Known(base + jiff::SignedDuration::from_secs(secs)),
+        ..record(seq, "https://example.com/")
+    };
+    // Odd numbers are denials: minute 0 has seqs 0, 1; minute 1 has 2, 3, 4;
+    // minute 3 has 5.
+    let sent = vec![
+        timed(0, 0),
+        timed(1, 30),
+        timed(2, 45),
+        timed(3, 60),
+        timed(4, 90),
+        timed(5, 170),
+    ];
+    store
+        .ingest(request(&dev, vec![batch(Some(SESSION), sent)]))
+        .await
+        .unwrap();
+    let minute = |m: i64| Timestamp::new(1_764_999_960 + 60 * m, 0).unwrap();
+    let chart = store
+        .minute_activity(dev.id, minute(0), minute(4))
+        .await
+        .unwrap();
+    let got: Vec<_> = chart
+        .iter()
+        .map(|m| (m.minute, m.allowed, m.denied))
+        .collect();
+    assert_eq!(
+        got,
+        [(minute(0), 1, 1), (minute(1), 2, 1), (minute(3), 0, 1)]
+    );
+    let later = store
+        .minute_activity(dev.id, minute(2), minute(4))
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 1);
 }

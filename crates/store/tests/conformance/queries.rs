@@ -9,9 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use warden_proto::domain::{AgentDrop, AuditRecord, Decision, EventTime};
 use warden_store::{Order, RecordQuery, Store, StoredRecord};
 
-use super::{
-    StoreFactory, all_records, batch, create, create_owned, received, record, records, request,
-};
+use super::{StoreFactory, all_records, batch, create, create_owned, record, records, request};
 
 fn base() -> Timestamp {
     Timestamp::new(1_765_000_000, 0).unwrap()
@@ -140,12 +138,13 @@ pub async fn record_queries_filter_by_every_field(factory: &impl StoreFactory) {
             .collect::<Vec<_>>(),
         [3]
     );
-    // The record without a time is found by its receive time.
+    // The record without a time is found by the time the control plane
+    // received it (not the agent's).
     let untimed = query(
         &*store,
         RecordQuery {
-            since: Some(received()),
-            until: Some(received() + SignedDuration::from_nanos(1)),
+            since: Some(super::at(10)),
+            until: Some(super::at(10) + SignedDuration::from_nanos(1)),
             ..Default::default()
         },
     )

@@ -4,9 +4,23 @@ use jiff::{SignedDuration, Timestamp};
 use warden_proto::domain::{AuditRecord, ClientStatus, EventTime, IngestBatch};
 use warden_store::{PurgeOutcome, RecordQuery, SessionSummary, Store};
 
-use super::{StoreFactory, all_records, batch, create, received, record, records, request};
+use std::sync::Arc;
 
-/// A batch the agent received at `at`.
+use warden_store::{IngestRequest, Workspace};
+
+use super::{StoreFactory, all_records, batch, create, received, record, records};
+
+/// The batches delivered in one call the control plane took at the first
+/// batch's receive time (retention goes by the control plane's clock).
+fn request(workspace: &Workspace, batches: Vec<IngestBatch>) -> Arc<IngestRequest> {
+    Arc::new(IngestRequest {
+        agent_id: workspace.agent.id,
+        at: batches.first().map_or_else(received, |b| b.received_at),
+        batches,
+    })
+}
+
+/// A batch the agent received (and the control plane took) at `at`.
 fn batch_at(session: &str, records: Vec<AuditRecord>, at: Timestamp) -> IngestBatch {
     IngestBatch {
         received_at: at,

@@ -263,14 +263,13 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
 
     let stages = runtime
         .block_on(async {
-            match store {
+            let url = match store {
                 Store::Sqlite => {
-                    stages::sqlite(&work.path().join("server").join("warden.db")).await
+                    warden_store::DatabaseUrl::Sqlite(work.path().join("server").join("warden.db"))
                 }
-                Store::Postgres(url) => {
-                    stages::postgres(url, &workspace.workspace_id.to_string()).await
-                }
-            }
+                Store::Postgres(url) => warden_store::DatabaseUrl::Postgres(url.clone()),
+            };
+            stages::read(&url, workspace.workspace_id).await
         })
         .inspect_err(|error| eprintln!("warden bench: no per-stage figures: {error:#}"))
         .ok();

@@ -5,6 +5,7 @@
 
 mod bench;
 
+use clap::builder::BoolishValueParser;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,11 +39,23 @@ enum Sub {
 /// Where the rules come from (see docs/boundary-rules.md).
 #[derive(clap::Args, Debug, Clone)]
 pub struct RuleArgs {
-    /// An allow rule, e.g. 'domain=*.npmjs.org method=GET,HEAD' (repeatable).
-    #[arg(long = "allow", value_name = "RULE")]
+    /// An allow rule, e.g. 'domain=*.npmjs.org method=GET,HEAD' (repeatable;
+    /// in the variable, one rule per line).
+    #[arg(
+        long = "allow",
+        env = "WARDEN_BOUNDARY_ALLOW",
+        value_delimiter = '\n',
+        value_name = "RULE"
+    )]
     allow: Vec<String>,
-    /// A deny rule; deny rules win over allow rules (repeatable).
-    #[arg(long = "deny", value_name = "RULE")]
+    /// A deny rule; deny rules win over allow rules (repeatable; in the
+    /// variable, one rule per line).
+    #[arg(
+        long = "deny",
+        env = "WARDEN_BOUNDARY_DENY",
+        value_delimiter = '\n',
+        value_name = "RULE"
+    )]
     deny: Vec<String>,
     /// YAML file with `allowlist:` and `denylist:` lists of rules (read
     /// before the flags).
@@ -80,7 +93,7 @@ struct RunArgs {
     listen: SocketAddr,
     /// Terminate TLS in CONNECT tunnels with a CA of our own and decide
     /// every request inside on method and path.
-    #[arg(long, env = "WARDEN_BOUNDARY_TLS_INTERCEPT")]
+    #[arg(long, env = "WARDEN_BOUNDARY_TLS_INTERCEPT", value_parser = BoolishValueParser::new())]
     tls_intercept: bool,
     /// Keep the interception CA in DIR (ca.crt, ca.key mode 0600) instead of
     /// generating one in memory per run.
@@ -92,14 +105,18 @@ struct RunArgs {
     upstream_ca: Vec<PathBuf>,
     /// Run COMMAND in a network namespace whose only way out is the proxy
     /// (Linux, needs root).
-    #[arg(long, env = "WARDEN_BOUNDARY_JAIL")]
+    #[arg(long, env = "WARDEN_BOUNDARY_JAIL", value_parser = BoolishValueParser::new())]
     jail: bool,
     /// Level of the stderr lines (DENY lines are warn, ALLOW lines info).
     #[arg(long, env = "WARDEN_BOUNDARY_LOG_LEVEL", value_enum, default_value_t = Level::Warn)]
     log_level: Level,
     /// The agent's boundary log socket (default: CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH,
     /// then CODER_BOUNDARY_LOG_SOCKET).
-    #[arg(long, value_name = "PATH")]
+    #[arg(
+        long,
+        env = "WARDEN_BOUNDARY_LOG_PROXY_SOCKET_PATH",
+        value_name = "PATH"
+    )]
     log_proxy_socket_path: Option<PathBuf>,
     /// Command to run with the proxy variables set; without one the proxy
     /// runs until SIGTERM or SIGINT.

@@ -77,6 +77,11 @@ pub struct Args {
     /// a page cut short says where to go on.
     #[arg(long, env = "WARDEN_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_MAX_RESPONSE_BYTES, value_parser = clap::value_parser!(u64).range(1024..).map(|n| n as usize))]
     max_response_bytes: usize,
+    /// Store longer URLs cut to this many bytes, with their original length
+    /// (flagged in the API and on the line; never dropped).
+    #[arg(long, env = "WARDEN_MAX_URL_BYTES", default_value_t = warden_store::DEFAULT_MAX_URL_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(256..=(1 << 24)))]
+    max_url_bytes: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +143,7 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
     };
     config.connections.check()?;
     config.max_response_bytes = args.max_response_bytes;
+    config.limits.max_url_bytes = usize::try_from(args.max_url_bytes).unwrap_or(usize::MAX);
     Ok(Prepared {
         config,
         addr,

@@ -1,10 +1,10 @@
-//! Reads what the server stored, straight from its SQLite file, opened
-//! read-only (the server may still be running: WAL lets a reader in).
+//! Reads what the server stored, through the store's own API on its SQLite
+//! file (the server may still be running: WAL lets a second connection in).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{ConnectOptions, Row};
+use warden_store::{Order, RecordQuery, SqliteStore, Store};
 
 /// One stored record with its batch's attribution.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,92 +25,89 @@ pub struct StoredRecord {
     pub workspace_id: String,
 }
 
-pub async fn open(database: &Path) -> SqliteConnection {
-    SqliteConnectOptions::new()
-        .filename(database)
-        .read_only(true)
-        .connect()
+pub async fn open(database: &Path) -> SqliteStore {
+    SqliteStore::open(database)
         .await
-        .unwrap_or_else(|e| panic!("opening {} read-only: {e}", database.display()))
+        .unwrap_or_else(|e| panic!("opening {}: {}", database.display(), e.chain()))
+}
+
+/// Every stored record as the store returns it, in commit order.
+async fn all(database: &Path) -> Vec<warden_store::StoredRecord> {
+    let store = open(database).await;
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .records(RecordQuery {
+                after_id: after,
+                order: Order::OldestFirst,
+                limit: 50_000,
+                ..RecordQuery::default()
+            })
+            .await
+            .expect("reading the records");
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        out.extend(page);
+    }
+    store.close().await.expect("closing the store");
+    out
 }
 
 /// Every stored record, in commit order.
 pub async fn records(database: &Path) -> Vec<StoredRecord> {
-    let mut conn = open(database).await;
-    let rows = sqlx::query(
-        "SELECT r.session_id, r.sequence_number, r.allowed, r.method, r.url, r.matched_rule, \
-         r.conflict, b.process, b.peer_pid, b.peer_comm, b.peer_exe, w.uuid AS workspace \
-         FROM records r JOIN batches b ON b.id = r.batch_id \
-         JOIN agents a ON a.id = r.agent_id JOIN workspaces w ON w.id = a.workspace_id \
-         ORDER BY r.id",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .expect("reading the records");
-    rows.iter()
-        .map(|row| StoredRecord {
-            session_id: row.get("session_id"),
-            sequence: row.get("sequence_number"),
-            allowed: row.get::<i64, _>("allowed") != 0,
-            method: row.get("method"),
-            url: row.get("url"),
-            matched_rule: row.get("matched_rule"),
-            conflict: row.get::<i64, _>("conflict") != 0,
-            process: row.get("process"),
-            peer_pid: row.get("peer_pid"),
-            peer_comm: row.get("peer_comm"),
-            peer_exe: row.get("peer_exe"),
-            workspace_id: uuid::Uuid::from_slice(row.get::<&[u8], _>("workspace"))
-                .expect("a 16-byte workspace uuid")
-                .to_string(),
+    all(database)
+        .await
+        .into_iter()
+        .map(|r| StoredRecord {
+            session_id: r.session_id,
+            sequence: r.sequence_number,
+            allowed: r.decision.is_allowed(),
+            method: r.method,
+            url: r.url,
+            matched_rule: r.matched_rule,
+            conflict: r.conflict,
+            process: r.process,
+            peer_pid: i64::from(r.peer.pid),
+            peer_comm: r.peer.comm,
+            peer_exe: r.peer.exe,
+            workspace_id: r.workspace_id.to_string(),
         })
         .collect()
 }
 
 /// How many records are stored.
 pub async fn count(database: &Path) -> u64 {
-    let mut conn = open(database).await;
-    let n: i64 = sqlx::query("SELECT COUNT(*) FROM records")
-        .fetch_one(&mut conn)
-        .await
-        .expect("counting the records")
-        .get(0);
-    n as u64
+    all(database).await.len() as u64
 }
 
 /// `(session id, sequence number, rows, conflict rows)` for every stored
 /// key, sorted.
 pub async fn session_keys(database: &Path) -> Vec<(String, i32, u32, u32)> {
-    let mut conn = open(database).await;
-    let rows = sqlx::query(
-        "SELECT session_id, sequence_number, COUNT(*) AS n, SUM(conflict) AS conflicts \
-         FROM records WHERE session_id IS NOT NULL \
-         GROUP BY session_id, sequence_number ORDER BY session_id, sequence_number",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .expect("reading the session keys");
-    rows.iter()
-        .map(|row| {
-            (
-                row.get("session_id"),
-                row.get("sequence_number"),
-                row.get::<i64, _>("n") as u32,
-                row.get::<i64, _>("conflicts") as u32,
-            )
-        })
+    let mut keys: BTreeMap<(String, i32), (u32, u32)> = BTreeMap::new();
+    for r in all(database).await {
+        if let Some(session) = r.session_id {
+            let k = keys.entry((session, r.sequence_number)).or_default();
+            k.0 += 1;
+            k.1 += u32::from(r.conflict);
+        }
+    }
+    keys.into_iter()
+        .map(|((session, seq), (rows, conflicts))| (session, seq, rows, conflicts))
         .collect()
 }
 
-/// The final sequence number each session's closing status reported.
+/// The final sequence number each session's closing status reported, over
+/// every live workspace's sessions.
 pub async fn final_sequence_numbers(database: &Path) -> Vec<(String, Option<i64>)> {
-    let mut conn = open(database).await;
-    let rows =
-        sqlx::query("SELECT session_id, final_sequence_number FROM sessions ORDER BY session_id")
-            .fetch_all(&mut conn)
-            .await
-            .expect("reading the sessions");
-    rows.iter()
-        .map(|row| (row.get("session_id"), row.get("final_sequence_number")))
-        .collect()
+    let store = open(database).await;
+    let mut out = Vec::new();
+    for w in store.list_workspaces().await.expect("listing workspaces") {
+        for s in store.sessions(w.id).await.expect("listing sessions") {
+            out.push((s.summary.session_id, s.summary.final_sequence_number));
+        }
+    }
+    store.close().await.expect("closing the store");
+    out.sort();
+    out
 }

@@ -126,13 +126,17 @@ mod tests {
             sequence_number: 0,
             event_time: EventTime::Missing,
             received_at: Timestamp::UNIX_EPOCH,
+            agent_received_at: Timestamp::UNIX_EPOCH,
+            agent_time_suspect: false,
             committed_at: Timestamp::UNIX_EPOCH,
             decision: Decision::Allow,
             method: "GET".into(),
             url: format!("https://example.com/{}", "a".repeat(url_len)),
+            url_original_bytes: None,
             matched_rule: String::new(),
             process: String::new(),
             peer: Peer::default(),
+            policy_digest: None,
             conflict: false,
         }
     }

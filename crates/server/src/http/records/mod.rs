@@ -10,6 +10,7 @@
 
 mod budget;
 mod list;
+mod policies;
 mod sessions;
 mod summaries;
 
@@ -43,6 +44,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
             get(sessions::report),
         )
         .route("/api/v1/summaries", get(summaries::summaries))
+        .route("/api/v1/policies/{digest}", get(policies::policy))
 }
 
 /// A query string, or a 400 that says what is wrong with it.
@@ -169,6 +171,11 @@ pub(crate) struct RecordOut<'a> {
     id: RecordId,
     #[serde(flatten)]
     line: JsonLine<'a>,
+    agent_received_at: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    agent_time_suspect: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_digest: Option<&'a str>,
     peer: PeerOut<'a>,
     conflict: bool,
 }
@@ -187,6 +194,9 @@ impl<'a> RecordOut<'a> {
         RecordOut {
             id: r.id,
             line: JsonLine::new(&LineRecord::stored(r)),
+            agent_received_at: crate::line::format::rfc3339_nano(r.agent_received_at),
+            agent_time_suspect: r.agent_time_suspect,
+            policy_digest: r.policy_digest.as_deref(),
             peer: PeerOut {
                 uid: r.peer.uid,
                 gid: r.peer.gid,
@@ -220,11 +230,15 @@ mod tests {
             sequence_number: 7,
             event_time: EventTime::Missing,
             received_at: Timestamp::new(1_765_227_527, 250_000_000).unwrap(),
+            agent_received_at: Timestamp::new(978_307_200, 0).unwrap(),
+            agent_time_suspect: true,
             committed_at: Timestamp::new(1_765_227_528, 0).unwrap(),
             decision: Decision::Allow,
             method: "GET".into(),
             url: "https://example.com/\u{1b}[31m".into(),
+            url_original_bytes: Some(70_000),
             matched_rule: "domain=example.com".into(),
+            policy_digest: Some("ab".repeat(32)),
             process: "claude".into(),
             peer: Peer {
                 uid: 1000,
@@ -247,6 +261,9 @@ mod tests {
         let mut expected: serde_json::Value = serde_json::from_str(&line).unwrap();
         let extra = serde_json::json!({
             "id": 42,
+            "agent_received_at": "2001-01-01T00:00:00Z",
+            "agent_time_suspect": true,
+            "policy_digest": "ab".repeat(32),
             "peer": {"uid": 1000, "gid": 1001, "pid": 77, "comm": "curl", "exe": "/usr/bin/curl"},
             "conflict": true,
         });
@@ -266,5 +283,9 @@ mod tests {
         assert_eq!(read.sequence, Some(7));
         assert_eq!(read.peer.exe, "/usr/bin/curl");
         assert!(read.conflict);
+        assert!(read.http_url_truncated && read.agent_time_suspect);
+        assert_eq!(read.http_url_bytes, Some(70_000));
+        assert_eq!(read.agent_received_at, Some(r.agent_received_at));
+        assert_eq!(read.policy_digest, r.policy_digest);
     }
 }

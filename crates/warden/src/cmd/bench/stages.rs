@@ -1,7 +1,7 @@
-//! Where a record's time goes, read back from the store after a run: every
-//! stored record carries its event time (the client made it), the time the
-//! agent read it from its socket (the batch's receive time) and the time the
-//! control plane took the call that delivered it (the batch's commit stamp,
+//! Where a record's time goes, read back through the store after a run:
+//! every stored record carries its event time (the client made it), the time
+//! the agent read it from its socket (its `agent_received_at`) and the time
+//! the control plane took the call that delivered it (its `received_at`,
 //! taken when the call arrives, before the commit). So per record:
 //!
 //! - client: event time to agent read (client queue, batching, socket);
@@ -11,11 +11,10 @@
 //! and what the end-to-end latency adds to both is the server's (decode,
 //! group commit, printing the line).
 
-use std::path::Path;
-
 use anyhow::Context;
 use serde::Serialize;
-use sqlx::{ConnectOptions, Connection, Row};
+use uuid::Uuid;
+use warden_store::{DatabaseUrl, Order, RecordQuery};
 
 use super::latency::Latency;
 
@@ -30,62 +29,45 @@ pub struct Stages {
     pub to_server: Latency,
 }
 
-/// Unix nanoseconds of (event time, agent read, server call) per record.
-type Times = Vec<(i64, i64, i64)>;
+/// Records read per page.
+const PAGE: u32 = 50_000;
 
-const SQLITE_TIMES: &str = "SELECT r.event_secs, r.event_nanos, b.received_secs, b.received_nanos, \
-     b.committed_at FROM records r JOIN batches b ON b.id = r.batch_id \
-     WHERE r.event_secs IS NOT NULL";
-
-const POSTGRES_TIMES: &str = "SELECT r.event_secs, r.event_nanos::bigint, b.received_secs, \
-     b.received_nanos::bigint, b.committed_at FROM records r \
-     JOIN batches b ON b.id = r.batch_id JOIN agents a ON a.id = b.agent_id \
-     JOIN workspaces w ON w.id = a.workspace_id \
-     WHERE r.event_secs IS NOT NULL AND w.uuid = $1::uuid";
-
-/// Reads the times of every record of a fresh SQLite database.
-pub async fn sqlite(database: &Path) -> anyhow::Result<Stages> {
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(database)
-        .read_only(true)
-        .connect()
+/// Reads the times of every record of the workspace through the store (a
+/// run's store, after the server stopped).
+pub async fn read(url: &DatabaseUrl, workspace_id: Uuid) -> anyhow::Result<Stages> {
+    let store = warden_store::open(url)
         .await
-        .with_context(|| format!("opening {}", database.display()))?;
-    let rows = sqlx::query(SQLITE_TIMES)
-        .fetch_all(&mut conn)
-        .await
-        .context("reading the record times")?;
-    let times = rows.iter().map(times_of).collect::<Result<Times, _>>()?;
-    let _ = conn.close().await;
+        .context("opening the run's store")?;
+    let mut times = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .records(RecordQuery {
+                workspace_id: Some(workspace_id),
+                after_id: after,
+                order: Order::OldestFirst,
+                limit: PAGE,
+                ..RecordQuery::default()
+            })
+            .await
+            .context("reading the record times")?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        times.extend(page.iter().filter_map(|r| {
+            let event = r.event_time.known()?;
+            Some((
+                nanos(event),
+                nanos(r.agent_received_at),
+                nanos(r.received_at),
+            ))
+        }));
+    }
+    store.close().await.context("closing the run's store")?;
     Ok(Stages::of(&times))
 }
 
-/// Reads the times of the workspace's records from PostgreSQL.
-pub async fn postgres(url: &str, workspace_id: &str) -> anyhow::Result<Stages> {
-    let mut conn = sqlx::PgConnection::connect(url)
-        .await
-        .context("connecting to PostgreSQL")?;
-    let rows = sqlx::query(POSTGRES_TIMES)
-        .bind(workspace_id)
-        .fetch_all(&mut conn)
-        .await
-        .context("reading the record times")?;
-    let times = rows.iter().map(times_of).collect::<Result<Times, _>>()?;
-    let _ = conn.close().await;
-    Ok(Stages::of(&times))
-}
-
-fn times_of<R: Row>(row: &R) -> Result<(i64, i64, i64), sqlx::Error>
-where
-    usize: sqlx::ColumnIndex<R>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let nanos = |secs: i64, nanos: i64| secs.saturating_mul(1_000_000_000).saturating_add(nanos);
-    Ok((
-        nanos(row.try_get(0)?, row.try_get(1)?),
-        nanos(row.try_get(2)?, row.try_get(3)?),
-        row.try_get(4)?,
-    ))
+fn nanos(t: jiff::Timestamp) -> i64 {
+    i64::try_from(t.as_nanosecond()).unwrap_or(i64::MAX)
 }
 
 impl Stages {

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use warden_api::time::parse_duration;
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
@@ -36,24 +37,17 @@ use tokio::process::{Child, Command};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Concurrent keep-alive connections per measurement.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, env = "WARDEN_BOUNDARY_BENCH_CONCURRENCY", default_value_t = 16)]
     concurrency: usize,
     /// How long each measurement runs (e.g. 5s).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "WARDEN_BOUNDARY_BENCH_DURATION", default_value = "5s", value_parser = parse_duration)]
     duration: Duration,
     /// Requests/s of the fixed-rate plain HTTP measurement.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "WARDEN_BOUNDARY_BENCH_RATE", default_value_t = 1000)]
     rate: u32,
     /// Leave squid out even when it is installed.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_BOUNDARY_BENCH_NO_SQUID", value_parser = clap::builder::BoolishValueParser::new())]
     no_squid: bool,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a duration like 5s: {e}"))?;
-    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
 }
 
 pub fn main(args: Args) -> ExitCode {

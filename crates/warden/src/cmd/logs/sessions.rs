@@ -259,6 +259,7 @@ fn summary_text(workspace: &str, report: &SessionReport<RawRecord>) -> String {
         unexplained,
         losses,
         purged,
+        policy_digest,
     } = &report.session;
     let name = report.workspace_name.as_deref().unwrap_or(workspace);
     let mut text = format!(
@@ -295,6 +296,9 @@ fn summary_text(workspace: &str, report: &SessionReport<RawRecord>) -> String {
         ));
     }
     text.push_str(&format!("unexplained  {unexplained}\n"));
+    if let Some(digest) = policy_digest {
+        text.push_str(&format!("policy       {}\n", clean(digest)));
+    }
     text
 }
 
