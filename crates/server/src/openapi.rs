@@ -568,7 +568,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Warden control plane HTTP API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Workspace administration and the boundary audit trail: stored records with filters and keyset pages, a live stream, session reports and per-workspace summaries. Every /api/v1 route but this document needs the admin token as a bearer token (in the Authorization header only; never in the query string). A path no route serves answers 404, and a method a path does not take 405, each with an ApiError body."
+            "description": "Workspace administration and the boundary audit trail: stored records with filters and keyset pages, a live stream, session reports and per-workspace summaries. Every /api/v1 route but this document needs the admin token as a bearer token (in the Authorization header only; never in the query string); the read routes (GET) also accept the web page's session cookie (warden_session, set by signing in at /login), which is how the page follows the stream. No route that changes something accepts the cookie. A path no route serves answers 404, and a method a path does not take 405, each with an ApiError body."
         },
         "security": [{ "adminToken": [] }],
         "paths": paths(),

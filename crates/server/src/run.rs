@@ -99,6 +99,10 @@ impl Server {
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<Server, ServerError> {
         let admin_token = admin_token::settle(&*store, &config.admin_token).await?;
+        let session_key = store
+            .init_web_session_key(crate::web::session::new_key())
+            .await?;
+        let sessions = crate::web::session::Sessions::new(session_key, tls.is_some());
         let metrics = Arc::new(Metrics::new());
         let printer = Printer::start(lines, Arc::clone(&store), Arc::clone(&metrics));
         let queue = printer.queue();
@@ -126,14 +130,17 @@ impl Server {
                 grpc::observe,
             ));
         let streams = CancellationToken::new();
+        let state = Arc::new(AppState {
+            store: Arc::clone(&store),
+            metrics: Arc::clone(&metrics),
+            admin_token,
+            sessions,
+            shutdown: streams.clone(),
+            max_response_bytes: config.max_response_bytes,
+        });
         let app = grpc_routes
-            .merge(http::router(Arc::new(AppState {
-                store: Arc::clone(&store),
-                metrics: Arc::clone(&metrics),
-                admin_token,
-                shutdown: streams.clone(),
-                max_response_bytes: config.max_response_bytes,
-            })))
+            .merge(http::router(Arc::clone(&state)))
+            .merge(crate::web::router(state))
             // Last, so they apply to every route: JSON errors for paths no
             // route serves (tonic's fallback answered them with an empty
             // gRPC error and 200) and for methods a path does not take.

@@ -95,7 +95,7 @@ async fn unknown_paths_are_404_with_a_json_error() {
         "/api/v1/nonexistent",
         "/api/v2/records",
         "/nope",
-        "/",
+        "/workspaces/dev/sessions/s/x",
         "/api/v1/records/x",
     ] {
         for headers in [vec![], vec![("authorization", admin.as_str())]] {
