@@ -95,6 +95,13 @@ pub fn bound(batch: &mut IngestBatch) -> Vec<Implausible> {
     found
 }
 
+/// The sum of counts that came from agents, stopping at `u64::MAX` instead
+/// of wrapping around (or panicking) however many absurd reports were added
+/// up: what every total of reported counts uses.
+pub fn saturating_total(counts: impl IntoIterator<Item = u64>) -> u64 {
+    counts.into_iter().fold(0, u64::saturating_add)
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FieldLabel {
     field: &'static str,
@@ -161,6 +168,13 @@ mod tests {
             final_sequence_number: final_seq,
             ..ClientStatus::default()
         }
+    }
+
+    #[test]
+    fn totals_saturate() {
+        assert_eq!(saturating_total([1, 2, 3]), 6);
+        assert_eq!(saturating_total([u64::MAX - 1, u64::MAX - 1]), u64::MAX);
+        assert_eq!(saturating_total([]), 0);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use warden_api::time::parse_time;
 
 use crate::http::bodies::loss_infos;
 use crate::http::{AppState, HttpError};
+use crate::plausible::saturating_total;
 
 pub(super) async fn summaries(
     State(state): State<Arc<AppState>>,
@@ -107,24 +108,4 @@ async fn summarise(
         last_contact_at: w.agent.last_contact_at,
         last_batch_at: w.agent.last_batch_at,
     })
-}
-
-/// The sum of counts that came from agents, stopping at `u64::MAX` instead
-/// of wrapping around (or panicking) when reports were absurd.
-fn saturating_total(counts: impl Iterator<Item = u64>) -> u64 {
-    counts.fold(0, u64::saturating_add)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn totals_saturate() {
-        assert_eq!(saturating_total([1, 2, 3].into_iter()), 6);
-        assert_eq!(
-            saturating_total([u64::MAX - 1, u64::MAX - 1].into_iter()),
-            u64::MAX
-        );
-    }
 }
