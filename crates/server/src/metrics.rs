@@ -8,6 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::connections::ConnectionMetrics;
+use crate::plausible::PlausibilityMetrics;
 use crate::retention::RetentionMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +70,8 @@ pub struct Metrics {
     pub lines_printed: Counter,
     pub line_write_errors: Counter,
     pub retention: Arc<RetentionMetrics>,
+    pub connections: Arc<ConnectionMetrics>,
+    pub plausibility: Arc<PlausibilityMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -104,6 +108,8 @@ impl Metrics {
             lines_printed: Counter::default(),
             line_write_errors: Counter::default(),
             retention: Arc::default(),
+            connections: Arc::default(),
+            plausibility: Arc::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -182,6 +188,8 @@ impl Metrics {
             m.line_write_errors.clone(),
         );
         m.retention.register(&mut registry);
+        m.connections.register(&mut registry);
+        m.plausibility.register(&mut registry);
         Metrics { registry, ..m }
     }
 

@@ -19,6 +19,7 @@ use super::layout::{Nav, html_response, page, store_failure};
 use super::require_session;
 use super::text::{path_segment, shown};
 use crate::http::AppState;
+use crate::plausible::saturating_total;
 
 /// Minutes the chart covers.
 const MINUTES: i64 = 60;
@@ -139,11 +140,11 @@ async fn gather(
         }
         let losses = state.store.workspace_losses(workspace.id).await?;
         let by = |source: LossSource| -> u64 {
-            losses
+            let counts = losses
                 .iter()
                 .filter(|l| l.source == source)
-                .map(|l| l.records)
-                .sum()
+                .map(|l| l.records);
+            saturating_total(counts)
         };
         let sessions = state.store.sessions(workspace.id).await?;
         let mut lossy: Vec<(String, u64, u64, u64)> = sessions
@@ -169,8 +170,8 @@ async fn gather(
             client_drops: by(LossSource::Client),
             agent_drops: by(LossSource::Agent),
             refused: by(LossSource::Server),
-            missing: sessions.iter().map(|s| s.summary.missing()).sum(),
-            unexplained: sessions.iter().map(|s| s.summary.unexplained()).sum(),
+            missing: saturating_total(sessions.iter().map(|s| s.summary.missing())),
+            unexplained: saturating_total(sessions.iter().map(|s| s.summary.unexplained())),
             lossy,
             lossy_total,
             workspace,
