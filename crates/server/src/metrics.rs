@@ -10,6 +10,8 @@ use prometheus_client::registry::Registry;
 
 use warden_proto::domain::DropReason;
 
+use crate::connections::ConnectionMetrics;
+use crate::plausible::PlausibilityMetrics;
 use crate::retention::RetentionMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,6 +60,8 @@ pub struct Metrics {
     pub lines_printed: Counter,
     pub line_write_errors: Counter,
     pub retention: Arc<RetentionMetrics>,
+    pub connections: Arc<ConnectionMetrics>,
+    pub plausibility: Arc<PlausibilityMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,6 +98,8 @@ impl Metrics {
             lines_printed: Counter::default(),
             line_write_errors: Counter::default(),
             retention: Arc::default(),
+            connections: Arc::default(),
+            plausibility: Arc::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -182,6 +188,8 @@ impl Metrics {
                 .agent_dropped_frames
                 .get_or_create(&ReasonLabel { reason });
         }
+        m.connections.register(&mut registry);
+        m.plausibility.register(&mut registry);
         Metrics { registry, ..m }
     }
 

@@ -8,13 +8,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warden_store::Store;
 
+use crate::agent_auth::AgentAuth;
 use crate::config::{Config, check_listen};
+use crate::connections::Connections;
 use crate::grpc::{self, AgentService};
 use crate::http::{self, AppState};
 use crate::ingest::Ingestor;
 use crate::line::{LineSink, Printer};
 use crate::metrics::Metrics;
-use crate::{ServerError, admin_token, outbox, retention, serve, tls};
+use crate::{ServerError, admin_token, files, outbox, retention, serve, tls};
 
 /// Runs the control plane on `listener` until `shutdown` is cancelled:
 /// [`Server::start`], then [`Server::serve`].
@@ -42,6 +44,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     app: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    connections: Arc<Connections>,
     /// Ends the HTTP responses that never finish on their own (record
     /// streams) once shutdown starts.
     streams: CancellationToken,
@@ -69,7 +72,9 @@ impl Server {
             cause,
         })?;
         check_listen(addr, config.tls.is_some(), config.insecure_listen)?;
+        config.connections.check()?;
         let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        files::prepare_database(&config.database)?;
         let options = warden_store::StoreOptions {
             max_url_bytes: config.limits.max_url_bytes,
         };
@@ -115,7 +120,9 @@ impl Server {
             .with_max_url_bytes(config.limits.max_url_bytes),
         );
         let agent_api = AgentService::new(Arc::clone(&store), Arc::clone(&ingestor), config.limits);
-        let grpc_routes = tonic::service::Routes::new(agent_api.into_server())
+        // The token is checked before the body is read.
+        let agent_api = AgentAuth::new(agent_api.into_server(), Arc::clone(&store));
+        let grpc_routes = tonic::service::Routes::new(agent_api)
             .prepare()
             .into_axum_router()
             .layer(axum::middleware::from_fn_with_state(
@@ -129,10 +136,17 @@ impl Server {
             admin_token,
             sessions,
             shutdown: streams.clone(),
+            max_response_bytes: config.max_response_bytes,
         });
         let app = grpc_routes
             .merge(http::router(Arc::clone(&state)))
-            .merge(crate::web::router(state));
+            .merge(crate::web::router(state))
+            // Last, so they apply to every route: JSON errors for paths no
+            // route serves (tonic's fallback answered them with an empty
+            // gRPC error and 200) and for methods a path does not take.
+            .fallback(http::not_found)
+            .method_not_allowed_fallback(http::method_not_allowed);
+        let connections = Connections::new(config.connections, Arc::clone(&metrics.connections));
         Ok(Server {
             config,
             listener,
@@ -143,6 +157,7 @@ impl Server {
             metrics,
             app,
             tls,
+            connections,
             streams,
         })
     }
@@ -171,6 +186,7 @@ impl Server {
             metrics,
             app,
             tls,
+            connections,
             streams,
             ..
         } = self;
@@ -187,7 +203,15 @@ impl Server {
             stop_streams.cancelled().await;
             streams.cancel();
         });
-        serve::serve(listener, app, tls, shutdown, config.shutdown_grace).await;
+        serve::serve(
+            listener,
+            app,
+            tls,
+            connections,
+            shutdown,
+            config.shutdown_grace,
+        )
+        .await;
         tracing::info!("stopped accepting; finishing commits in flight");
         ingestor.drain().await;
         drop(ingestor);

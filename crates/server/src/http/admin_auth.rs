@@ -15,6 +15,7 @@ use warden_proto::api::bearer_token;
 
 use super::{AppState, HttpError};
 use crate::auth::token_matches;
+use crate::connections::note_authenticated;
 use crate::grpc::PeerAddr;
 
 /// Lets a request through only with `Authorization: Bearer <admin token>`,
@@ -32,8 +33,12 @@ pub(super) async fn require_admin(
         .and_then(bearer_token);
     let reads = matches!(*request.method(), Method::GET | Method::HEAD);
     match token {
-        Some(token) if token_matches(token, &state.admin_token) => next.run(request).await,
+        Some(token) if token_matches(token, &state.admin_token) => {
+            note_authenticated(request.extensions());
+            next.run(request).await
+        }
         None if reads && crate::web::signed_in(&state, request.headers()).is_some() => {
+            note_authenticated(request.extensions());
             next.run(request).await
         }
         _ => {

@@ -7,6 +7,7 @@ mod admin_auth;
 pub(crate) mod bodies;
 pub mod cursor;
 mod error;
+mod fallback;
 mod ops;
 pub(crate) mod records;
 mod stream;
@@ -21,6 +22,7 @@ use warden_store::{Store, TokenHash};
 use crate::metrics::Metrics;
 
 pub use error::HttpError;
+pub use fallback::{method_not_allowed, not_found};
 
 /// What the HTTP handlers share.
 pub struct AppState {
@@ -36,6 +38,9 @@ pub struct AppState {
     /// Cancelled when the server starts shutting down: responses that never
     /// finish on their own (record streams) end then.
     pub shutdown: CancellationToken,
+    /// The most bytes a page of records holds (see
+    /// [`Config::max_response_bytes`](crate::Config::max_response_bytes)).
+    pub max_response_bytes: usize,
 }
 
 /// `/healthz`, `/metrics` and `/api/v1/...`.

@@ -43,7 +43,7 @@ pub struct LineRecord<'a> {
     /// The URL's length as sent when `url` holds only its first bytes.
     pub url_original_bytes: Option<u64>,
     /// The line is printed again at a start: its record may have been
-    /// printed just before the last stop (see `spec/stderr-format.md`).
+    /// printed just before the last stop (see `docs/stderr-format.md`).
     pub replayed: bool,
 }
 

@@ -42,7 +42,7 @@ use warden_server::{AdminTokenSource, Config, LineFormat, ServerError};
 use warden_store::DatabaseUrl;
 
 use super::failure::{self, Failure};
-use super::process::{create_private_dir, init_logging, on_shutdown_signal, write_server_url};
+use super::process::{init_logging, on_shutdown_signal, private_files, write_server_url};
 use display::Lines;
 
 /// Longest Unix socket path (`sun_path` holds 108 bytes with the NUL).
@@ -168,7 +168,8 @@ struct Pipeline {
 }
 
 async fn run(plan: Plan) -> Result<(), Failure> {
-    create_private_dir(&plan.data_dir).map_err(Failure::usage)?;
+    private_files();
+    warden_server::files::prepare_data_dir(&plan.data_dir)?;
     if tokio::net::UnixStream::connect(&plan.socket).await.is_ok() {
         return Err(Failure::usage_msg(format_args!(
             "{} is served by another warden dev or agent; stop it or pass --socket and --data-dir",

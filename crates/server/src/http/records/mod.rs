@@ -8,6 +8,7 @@
 //! What the handlers share lives here: turning query parameters into a
 //! store query, finding a workspace, and rendering a stored record.
 
+mod budget;
 mod list;
 mod policies;
 mod sessions;
@@ -128,6 +129,22 @@ pub(crate) async fn workspace_in_path(
                 format!("no workspace named {name_or_id:?}"),
             )
         })
+}
+
+impl From<budget::RecordsError> for HttpError {
+    fn from(e: budget::RecordsError) -> Self {
+        match e {
+            budget::RecordsError::Store(e) => e.into(),
+            budget::RecordsError::Encode(cause) => {
+                // Handled here: logged once with its cause.
+                tracing::error!(error = %cause, "encoding a record of a page failed");
+                HttpError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "encoding the response failed; see the control plane's log",
+                )
+            }
+        }
+    }
 }
 
 /// A JSON response of a body that borrows (record objects borrow their
