@@ -173,6 +173,10 @@ fn serve(args: Args) -> Result<(), Failure> {
             Arc::new(warden_server::Stderr),
         )
         .await?;
+        // SIGTERM is handled from before the announcement: whoever waits for
+        // the line may stop the server right after it.
+        let shutdown = CancellationToken::new();
+        forward_signals(shutdown.clone()).map_err(Failure::runtime)?;
         // Announced only now: the store is open and the admin token file
         // exists, so a script that waits for this line can use both.
         let url = server.url();
@@ -180,8 +184,6 @@ fn serve(args: Args) -> Result<(), Failure> {
         tracing::info!("warden server listening on {url}");
         tracing::info!("web page at {url}/ (sign in with the admin token)");
 
-        let shutdown = CancellationToken::new();
-        forward_signals(shutdown.clone()).map_err(Failure::runtime)?;
         let result = server.serve(shutdown).await;
         // A stale URL would send the CLI to a server that is gone.
         let _ = std::fs::remove_file(&url_file);
