@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/coder/boundarylogproxy/codec/v1/codec.proto",
         "proto/warden/ack/v1/ack.proto",
         "proto/warden/agentapi/v2/agent.proto",
+        "proto/warden/agent/v1/spool.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -1,5 +1,6 @@
 //! Socket-to-spool ingest: clients write frames to the agent's socket, the
-//! agent decodes them, stamps the peer, batches and appends them to a real
+//! agent reads each frame once (validates it, notes its session and
+//! sequence numbers), stamps the peer and appends it as it came to a real
 //! spool (group commit, fsync); an iteration ends when every record is
 //! durable. A drain task acknowledges what was spooled, as a fast control
 //! plane would, so the spool stays at its steady-state size.
@@ -18,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use warden_agent::drops::DropReporter;
 use warden_agent::ingest::Ingest;
 use warden_agent::metrics::Metrics;
+use warden_agent::socket::budget::{DEFAULT_FRAME_MEMORY, FrameBudget};
 use warden_agent::socket::conn::ConnShared;
 use warden_agent::socket::listener;
 use warden_agent::socket::peer::Allowlist;
@@ -86,6 +88,7 @@ async fn start() -> Bench {
         shared: Arc::new(ConnShared {
             ingest,
             idle_timeout: Duration::from_secs(600),
+            budget: FrameBudget::new(DEFAULT_FRAME_MEMORY),
         }),
         connections: TaskTracker::new(),
     };

@@ -14,8 +14,9 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use warden_proto::domain::Manifest;
 
-/// Environment variables a command must not inherit.
-const SECRET_VARS: &[&str] = &["CODER_AGENT_TOKEN"];
+/// Environment variables a command must not inherit: the agent's token, and
+/// where its token file is (not secret, but none of the command's business).
+const SECRET_VARS: &[&str] = &["CODER_AGENT_TOKEN", "WARDEN_AGENT_TOKEN_FILE"];
 
 /// The variables every command the agent starts gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +25,7 @@ pub struct CommandEnv {
 }
 
 impl CommandEnv {
+    /// The variables for a workspace whose socket is at `socket`.
     pub fn new(manifest: &Manifest, socket: &Path) -> Self {
         let socket = socket.to_string_lossy().into_owned();
         CommandEnv {
@@ -38,6 +40,7 @@ impl CommandEnv {
         }
     }
 
+    /// The variables, by name.
     pub fn vars(&self) -> &[(&'static str, String)] {
         &self.vars
     }

@@ -2,7 +2,6 @@
 //! before any I/O, so a bad flag is a usage error (exit 2) and never a
 //! half-started agent.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +9,8 @@ use std::time::Duration;
 use warden_spool::FullPolicy;
 
 use crate::error::AgentError;
+use crate::socket::budget::DEFAULT_FRAME_MEMORY;
+pub use crate::token::Token;
 
 /// Default cap on concurrently connected socket clients.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -19,28 +20,6 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default bound of the on-disk spool.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
-
-/// An agent token. Its `Debug` and `Display` never show the secret, so the
-/// configuration can be logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    pub fn new(token: impl Into<String>) -> Self {
-        Token(token.into())
-    }
-
-    /// The secret itself, for the authorization header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
 
 /// Everything `warden agent` needs to run.
 #[derive(Clone, Debug)]
@@ -84,6 +63,9 @@ pub struct SocketConfig {
     pub max_connections: usize,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// Memory all connections together may hold in large (tag-0) frames
+    /// being read or waiting for the spool; beyond it, connections wait.
+    pub frame_memory: u64,
 }
 
 impl SocketConfig {
@@ -95,6 +77,7 @@ impl SocketConfig {
             allow_exe: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            frame_memory: DEFAULT_FRAME_MEMORY,
         }
     }
 }
@@ -161,6 +144,13 @@ impl AgentConfig {
         if self.socket.idle_timeout.is_zero() {
             return bad("the idle timeout must be positive".into());
         }
+        if self.socket.frame_memory < warden_proto::codec::MAX_LEGACY_PAYLOAD as u64 {
+            return bad(format!(
+                "the frame memory {} is below one largest frame ({} bytes)",
+                self.socket.frame_memory,
+                warden_proto::codec::MAX_LEGACY_PAYLOAD
+            ));
+        }
         if self.spool_max_bytes < MIN_SPOOL_BYTES {
             return bad(format!(
                 "the spool bound {} is below the minimum of {MIN_SPOOL_BYTES} bytes",
@@ -226,6 +216,10 @@ mod tests {
             (
                 "zero idle",
                 Box::new(|c| c.socket.idle_timeout = Duration::ZERO),
+            ),
+            (
+                "tiny frame memory",
+                Box::new(|c| c.socket.frame_memory = 1024),
             ),
             ("tiny spool", Box::new(|c| c.spool_max_bytes = 1024)),
             (

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use bytes::{Buf, BufMut, Bytes};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -19,26 +20,35 @@ use warden_proto::api::{API_VERSION_HEADER, AUTHORIZATION_HEADER, ApiVersion};
 use warden_proto::domain::{BadManifest, Manifest};
 use warden_proto::wire::agentapi::{self, agent_api_client::AgentApiClient};
 
-use crate::config::Token;
+use crate::token::Token;
 
 /// The control plane could not be configured (bad URL or TLS settings).
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("control plane url {url:?}: {source}")]
+    /// The URL is not one a channel can use.
+    #[error("control plane url {url:?}")]
     BadUrl {
+        /// The URL.
         url: String,
+        /// Why.
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("reading the ca certificate {path}: {source}")]
+    /// The CA certificate cannot be read.
+    #[error("reading the ca certificate {path}")]
     CaCert {
+        /// Its path.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
-    #[error("configuring tls for {url}: {source}")]
+    /// TLS cannot be set up.
+    #[error("configuring tls for {url}")]
     Tls {
+        /// The URL.
         url: String,
+        /// Why.
         #[source]
         source: tonic::transport::Error,
     },
@@ -54,20 +64,38 @@ impl ControlError {
 /// One call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// The token is revoked or unknown (the message is the control plane's).
     #[error("the control plane refused the agent token (revoked or unknown): {0}")]
     Unauthenticated(String),
+    /// The agent may not do this.
     #[error("the control plane refused this agent: {0}")]
     PermissionDenied(String),
+    /// The control plane does not speak this API version.
     #[error("the control plane does not serve agent api version {version}: {message}")]
     VersionRejected {
+        /// What this agent speaks.
         version: ApiVersion,
+        /// The control plane's message.
         message: String,
     },
+    /// The request itself is refused; sending it again cannot help.
     #[error("the control plane refused the request as invalid ({code:?}): {message}")]
-    Rejected { code: Code, message: String },
+    Rejected {
+        /// The gRPC code.
+        code: Code,
+        /// The control plane's message.
+        message: String,
+    },
+    /// The call failed; a later one may succeed.
     #[error("control plane unavailable ({code:?}): {message}")]
-    Unavailable { code: Code, message: String },
-    #[error("the control plane sent an unusable manifest: {0}")]
+    Unavailable {
+        /// The gRPC code.
+        code: Code,
+        /// The message.
+        message: String,
+    },
+    /// The manifest cannot be used.
+    #[error("the control plane sent an unusable manifest")]
     BadManifest(#[from] BadManifest),
 }
 
@@ -141,6 +169,7 @@ impl Interceptor for Auth {
 pub struct RetryPolicy {
     /// First delay after a failure; it doubles (with jitter) up to `max_delay`.
     pub min_delay: Duration,
+    /// Longest delay.
     pub max_delay: Duration,
     /// Delay after a failure an operator must fix (revoked token, version).
     pub operator_delay: Duration,
@@ -164,6 +193,7 @@ pub struct Retry {
 }
 
 impl Retry {
+    /// Delays following `policy`.
     pub fn new(policy: RetryPolicy) -> Retry {
         Retry {
             policy,
@@ -199,11 +229,61 @@ impl Retry {
 }
 
 type Client = AgentApiClient<InterceptedService<Channel, Auth>>;
+type Raw = tonic::client::Grpc<InterceptedService<Channel, Auth>>;
+
+/// A `ReportBoundaryLogsRequest` of spooled batches, sent as they are: its
+/// encoding is each batch's bytes behind its field key and length (a
+/// repeated message field is the concatenation of the encoded messages), so
+/// nothing is decoded or re-encoded on the way out.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawBatches(pub Vec<Bytes>);
+
+impl prost::Message for RawBatches {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        for batch in &self.0 {
+            prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, buf);
+            prost::encoding::encode_varint(batch.len() as u64, buf);
+            buf.put_slice(batch);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // Only ever encoded (by the agent); decoding keeps the batches'
+        // bytes, which is what tests compare.
+        match tag {
+            1 => {
+                let mut batch = Bytes::new();
+                prost::encoding::bytes::merge(wire_type, &mut batch, buf, ctx)?;
+                self.0.push(batch);
+                Ok(())
+            }
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0
+            .iter()
+            .map(|b| 1 + prost::encoding::encoded_len_varint(b.len() as u64) + b.len())
+            .sum()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
 
 /// A handle on the control plane; cheap to clone (one shared channel).
 #[derive(Clone)]
 pub struct ControlPlane {
     client: Client,
+    raw: Raw,
     url: Arc<str>,
     link: Arc<Link>,
 }
@@ -242,9 +322,11 @@ impl ControlPlane {
                     source,
                 })?;
         }
-        let client = AgentApiClient::with_interceptor(endpoint.connect_lazy(), Auth::new(token));
+        let channel = InterceptedService::new(endpoint.connect_lazy(), Auth::new(token));
+        let client = AgentApiClient::new(channel.clone());
         Ok(ControlPlane {
             client,
+            raw: tonic::client::Grpc::new(channel),
             url: url.into(),
             link: Arc::new(Link::default()),
         })
@@ -261,13 +343,29 @@ impl ControlPlane {
         Ok(Manifest::try_from(manifest)?)
     }
 
-    /// Delivers batches; `Ok` means every batch named in the response is
-    /// durably committed by the control plane.
+    /// Delivers encoded batches as they are; `Ok` means every batch named in
+    /// the response is durably committed by the control plane.
     pub async fn report(
         &self,
-        request: agentapi::ReportBoundaryLogsRequest,
+        batches: RawBatches,
     ) -> Result<agentapi::ReportBoundaryLogsResponse, CallError> {
-        let result = self.client.clone().report_boundary_logs(request).await;
+        let mut raw = self.raw.clone();
+        let result = async {
+            raw.ready()
+                .await
+                .map_err(|e| Status::unavailable(format!("the channel is not ready: {e}")))?;
+            let mut request = Request::new(batches);
+            request.extensions_mut().insert(tonic::GrpcMethod::new(
+                "warden.agentapi.v2.AgentApi",
+                "ReportBoundaryLogs",
+            ));
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/warden.agentapi.v2.AgentApi/ReportBoundaryLogs",
+            );
+            raw.unary(request, path, tonic_prost::ProstCodec::default())
+                .await
+        }
+        .await;
         self.observe(result)
     }
 
@@ -306,17 +404,19 @@ impl Link {
         if error.needs_operator() {
             tracing::error!(
                 url,
-                "{error}; still accepting and spooling records, retrying slowly"
+                "{}; still accepting and spooling records, retrying slowly",
+                crate::chain::display(error)
             );
         } else if matches!(error, CallError::Rejected { .. }) {
             // Reported by the caller, which knows what was refused.
         } else if !was_down {
             tracing::warn!(
                 url,
-                "{error}; accepting and spooling records until it is back"
+                "{}; accepting and spooling records until it is back",
+                crate::chain::display(error)
             );
         } else {
-            tracing::debug!(url, "{error}");
+            tracing::debug!(url, "{}", crate::chain::display(error));
         }
     }
 }
@@ -380,6 +480,31 @@ mod tests {
         assert_eq!(retry.delay_after(&revoked), policy.operator_delay);
         retry.reset();
         assert!(retry.delay_after(&transient) <= 2 * policy.min_delay);
+    }
+
+    #[test]
+    fn raw_batches_encode_as_the_request_message() {
+        use prost::Message;
+        let batches: Vec<agentapi::Batch> = (0..3)
+            .map(|i| agentapi::Batch {
+                batch_id: format!("b{i}"),
+                ..Default::default()
+            })
+            .collect();
+        let raw = RawBatches(
+            batches
+                .iter()
+                .map(|b| Bytes::from(b.encode_to_vec()))
+                .collect(),
+        );
+        let bytes = raw.encode_to_vec();
+        assert_eq!(bytes.len(), raw.encoded_len());
+        let decoded = agentapi::ReportBoundaryLogsRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(decoded.batches, batches);
+        assert_eq!(
+            bytes,
+            agentapi::ReportBoundaryLogsRequest { batches }.encode_to_vec()
+        );
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! The one way into the spool: appends entries (resolving once they are
-//! fsynced), and counts what the spool's drop_oldest policy threw away to
-//! make room, so that every such loss reaches the control plane.
+//! The one way into the spool for client frames: appends entries (resolving
+//! once they are fsynced), and says so when the spool's drop_oldest policy
+//! threw older batches away to make room (the spool's drop ledger keeps
+//! what they were; the forwarder reports them).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use warden_proto::domain::DropReason;
 use warden_spool::{EntryId, NewEntry, Spool, SpoolError};
 
-use crate::drops::{DropReporter, reason};
+use crate::drops::DropReporter;
 use crate::metrics::Metrics;
 
 /// Appends to the spool and accounts for it; cheap to clone.
@@ -20,6 +22,7 @@ pub struct Ingest {
 }
 
 impl Ingest {
+    /// The way into `spool`; losses are counted by `drops`.
     pub fn new(spool: Spool, drops: DropReporter, metrics: Arc<Metrics>) -> Self {
         Ingest {
             spool,
@@ -29,20 +32,24 @@ impl Ingest {
         }
     }
 
+    /// The spool.
     pub fn spool(&self) -> &Spool {
         &self.spool
     }
 
+    /// Where the agent's own losses are counted.
     pub fn drops(&self) -> &DropReporter {
         &self.drops
     }
 
+    /// The agent's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
     /// Makes `entries` durable (together). Under the backpressure policy
-    /// this waits for room; under drop_oldest it counts what was dropped.
+    /// this waits for room; under drop_oldest older batches may go (and are
+    /// reported from the spool's drop ledger).
     pub async fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<EntryId>, SpoolError> {
         let records: u64 = entries.iter().map(|e| u64::from(e.records)).sum();
         let appended = self.spool.append(entries).await?;
@@ -52,11 +59,11 @@ impl Ingest {
                 tracing::warn!(
                     batches = dropped.entries,
                     records = dropped.records,
-                    "the spool is full: dropping the oldest batches (reported to the control plane)"
+                    "the spool is full: dropping the oldest batches (each is reported to the control plane with its session and sequence numbers)"
                 );
             }
-            self.drops
-                .record(None, reason::SPOOL_FULL, dropped.records, dropped.entries);
+            self.metrics
+                .dropped(DropReason::SpoolFull, dropped.records, dropped.entries);
         }
         self.metrics.records_accepted.inc_by(records);
         Ok(appended.ids)

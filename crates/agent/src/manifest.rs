@@ -2,11 +2,11 @@
 //! so that after a restart during an outage the socket and the workspace's
 //! commands still start.
 //!
-//! The cache is the manifest's protobuf encoding (`manifest.binpb`), written
-//! to a temporary file, fsynced and renamed over the old one, so a crash
-//! leaves either the old or the new manifest, never a torn one.
+//! The cache is the manifest's protobuf encoding (`manifest.binpb`, 0600),
+//! replaced with `warden_fsutil::write_atomically` (a private temporary file,
+//! fsynced, renamed over the old one, the directory fsynced), so a
+//! crash leaves either the old or the new manifest, never a torn one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -29,6 +29,7 @@ pub struct ManifestCache {
 }
 
 impl ManifestCache {
+    /// The cache in `data_dir`.
     pub fn new(data_dir: &Path) -> Self {
         ManifestCache {
             path: data_dir.join(CACHE_FILE),
@@ -42,7 +43,7 @@ impl ManifestCache {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
-                tracing::warn!(path = %self.path.display(), "cannot read the cached manifest: {e}");
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the cached manifest");
                 return None;
             }
         };
@@ -61,22 +62,16 @@ impl ManifestCache {
     /// Replaces the cached manifest atomically.
     pub fn store(&self, manifest: &Manifest) -> std::io::Result<()> {
         let bytes = agentapi::Manifest::from(manifest).encode_to_vec();
-        let tmp = self.path.with_extension("binpb.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        warden_fsutil::write_atomically(&self.path, &bytes)
     }
 }
 
 /// Where the manifest the agent runs with came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ManifestSource {
+    /// Fetched now.
     ControlPlane,
+    /// Read from the cache (the control plane did not answer).
     Cache,
 }
 
@@ -169,7 +164,7 @@ fn save(cache: &ManifestCache, manifest: &Manifest, previous: Option<&Manifest>)
         );
     }
     if let Err(e) = cache.store(manifest) {
-        tracing::warn!(path = %cache.path.display(), "cannot cache the manifest: {e}");
+        tracing::warn!(path = %cache.path.display(), error = %e, "cannot cache the manifest");
     }
 }
 
@@ -192,6 +187,10 @@ mod tests {
         };
         cache.store(&manifest).unwrap();
         assert_eq!(cache.load(), Some(manifest));
+        let mode = std::os::unix::fs::MetadataExt::mode(
+            &std::fs::metadata(dir.path().join(CACHE_FILE)).unwrap(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
         std::fs::write(dir.path().join(CACHE_FILE), b"\xff\xff\xff").unwrap();
         assert_eq!(cache.load(), None);
     }

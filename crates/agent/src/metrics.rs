@@ -6,6 +6,11 @@
 //! `agent_boundary_log_proxy_logs_dropped_total{reason}`, with the client's
 //! own drops as `boundary_channel_full` and `boundary_batch_full`) and add
 //! the spool, connections, rejected frames and forwarding latency.
+//!
+//! Every label value a labelled counter can take is exported from the
+//! start, at zero: the reasons are [`DropReason::ALL`] (the reference's
+//! `buffer_full` and `forward_failed` included, which Warden never drops
+//! for), so a dashboard or alert sees a series before its first increment.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,35 +22,63 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
+use warden_proto::domain::DropReason;
 use warden_spool::{Spool, SpoolStats};
 
 /// Prefix shared by every metric, as the reference agent names them.
 const PREFIX: &str = "agent_boundary_log_proxy";
 
+/// The `reason` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
-    pub reason: String,
+    /// A drop reason, or one of the client's own (`boundary_*`).
+    pub reason: &'static str,
 }
 
-fn reason(reason: &str) -> Reason {
-    Reason {
-        reason: reason.to_owned(),
-    }
+fn reason(reason: &'static str) -> Reason {
+    Reason { reason }
 }
+
+/// The client's own drops, as `logs_dropped` names them.
+const CLIENT_REASONS: [&str; 2] = ["boundary_channel_full", "boundary_batch_full"];
+
+/// Reasons a frame (or connection) can be refused for by the socket reader.
+const FRAME_REASONS: [DropReason; 9] = [
+    DropReason::UnknownTag,
+    DropReason::FrameTooLong,
+    DropReason::TruncatedFrame,
+    DropReason::ReadError,
+    DropReason::MalformedFrame,
+    DropReason::EmptyEnvelope,
+    DropReason::UnexpectedFrame,
+    DropReason::IdleTimeout,
+    DropReason::SpoolError,
+];
 
 /// Every metric the agent keeps. Cheap to share (`Arc`).
 pub struct Metrics {
     registry: Registry,
+    /// Frames read from the socket.
     pub frames_received: Counter,
+    /// Records made durable in the spool.
     pub records_accepted: Counter,
+    /// Spooled batches the control plane acknowledged.
     pub batches_forwarded: Counter,
+    /// Records the control plane acknowledged.
     pub records_forwarded: Counter,
+    /// Frames, batches or connections lost or refused, by reason.
     pub batches_dropped: Family<Reason, Counter>,
+    /// Records lost, by reason.
     pub logs_dropped: Family<Reason, Counter>,
+    /// Frames the socket reader refused, by reason.
     pub frames_rejected: Family<Reason, Counter>,
+    /// Clients connected now.
     pub connected_clients: Gauge,
+    /// Failed calls (retried).
     pub forward_failures: Counter,
+    /// From reading a frame to the control plane's acknowledgement.
     pub forward_latency: Histogram,
+    /// Duration of successful calls.
     pub rpc_duration: Histogram,
     spool_bytes: Gauge,
     spool_entries: Gauge,
@@ -53,6 +86,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The metrics, registered, every labelled series at zero.
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::default();
         let mut m = Metrics {
@@ -144,34 +178,43 @@ impl Metrics {
             m.spool_records
         );
         m.registry = registry;
+        for why in DropReason::ALL {
+            let _ = m.batches_dropped.get_or_create(&reason(why.as_str()));
+            let _ = m.logs_dropped.get_or_create(&reason(why.as_str()));
+        }
+        for why in CLIENT_REASONS {
+            let _ = m.logs_dropped.get_or_create(&reason(why));
+        }
+        for why in FRAME_REASONS {
+            let _ = m.frames_rejected.get_or_create(&reason(why.as_str()));
+        }
         Arc::new(m)
     }
 
     /// Counts something the agent lost or refused.
-    pub fn dropped(&self, why: &str, records: u64, frames: u64) {
+    pub fn dropped(&self, why: DropReason, records: u64, frames: u64) {
         if frames > 0 {
             self.batches_dropped
-                .get_or_create(&reason(why))
+                .get_or_create(&reason(why.as_str()))
                 .inc_by(frames);
         }
         if records > 0 {
             self.logs_dropped
-                .get_or_create(&reason(why))
+                .get_or_create(&reason(why.as_str()))
                 .inc_by(records);
         }
     }
 
     /// Counts a frame refused by the socket reader.
-    pub fn rejected(&self, why: &str) {
-        self.frames_rejected.get_or_create(&reason(why)).inc();
+    pub fn rejected(&self, why: DropReason) {
+        self.frames_rejected
+            .get_or_create(&reason(why.as_str()))
+            .inc();
     }
 
     /// Counts drops a client reported about itself.
     pub fn client_dropped(&self, channel_full: i64, batch_full: i64) {
-        for (why, n) in [
-            ("boundary_channel_full", channel_full),
-            ("boundary_batch_full", batch_full),
-        ] {
+        for (why, n) in CLIENT_REASONS.into_iter().zip([channel_full, batch_full]) {
             if n > 0 {
                 self.logs_dropped
                     .get_or_create(&reason(why))
@@ -225,7 +268,7 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
     if let Err(e) = result {
-        tracing::error!("the metrics server stopped: {e}");
+        tracing::error!(error = %e, "the metrics server stopped");
     }
 }
 
@@ -234,11 +277,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_reason_is_exported_at_zero_from_the_start() {
+        let text = Metrics::new().render(&SpoolStats::default());
+        for why in DropReason::ALL {
+            for family in ["batches_dropped", "logs_dropped"] {
+                let line = format!(
+                    "agent_boundary_log_proxy_{family}_total{{reason=\"{}\"}} 0",
+                    why.as_str()
+                );
+                assert!(text.lines().any(|l| l == line), "missing {line:?}");
+            }
+        }
+        for line in [
+            "agent_boundary_log_proxy_logs_dropped_total{reason=\"buffer_full\"} 0",
+            "agent_boundary_log_proxy_logs_dropped_total{reason=\"forward_failed\"} 0",
+            "agent_boundary_log_proxy_logs_dropped_total{reason=\"boundary_channel_full\"} 0",
+            "agent_boundary_log_proxy_frames_rejected_total{reason=\"idle_timeout\"} 0",
+            "agent_boundary_log_proxy_frames_rejected_total{reason=\"unknown_tag\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+    }
+
+    #[test]
     fn established_names_and_reasons_are_exposed() {
         let m = Metrics::new();
         m.batches_forwarded.inc();
-        m.dropped("malformed_frame", 0, 1);
-        m.dropped("spool_full", 7, 2);
+        m.dropped(DropReason::MalformedFrame, 0, 1);
+        m.dropped(DropReason::SpoolFull, 7, 2);
         m.client_dropped(5, 3);
         let text = m.render(&SpoolStats::default());
         for line in [

@@ -834,7 +834,44 @@ async fn a_full_spool_under_drop_oldest_drops_and_reports_it() {
         s.records().len() as u64 + s.agent_drops("spool_full").0 == 1200
     })
     .await;
-    agent.stop().await;
+    assert!(
+        agent.stop().await.drained,
+        "the ledger was reported and settled"
+    );
+    // Each dropped batch is reported with its id, its session and which
+    // records it held: exactly those that did not arrive.
+    cp.with(|s| {
+        let stored: std::collections::BTreeSet<i32> =
+            s.records().iter().map(|l| l.sequence_number).collect();
+        let mut dropped = std::collections::BTreeSet::new();
+        let mut batch_ids = std::collections::BTreeSet::new();
+        for drop in s
+            .committed
+            .values()
+            .flat_map(|b| &b.agent_drops)
+            .filter(|d| d.reason == "spool_full")
+        {
+            assert_eq!(drop.session_id, "s-drop");
+            assert_eq!(drop.frames, 1);
+            assert!(
+                batch_ids.insert(drop.dropped_batch_id.clone()),
+                "one report per batch"
+            );
+            assert!(
+                !s.committed.contains_key(&drop.dropped_batch_id),
+                "dropped and delivered"
+            );
+            let mut records = 0;
+            for r in &drop.sequence_ranges {
+                dropped.extend(r.first..=r.last);
+                records += (r.last - r.first + 1) as u64;
+            }
+            assert_eq!(records, drop.records);
+        }
+        assert!(dropped.is_disjoint(&stored));
+        let all: std::collections::BTreeSet<i32> = stored.union(&dropped).copied().collect();
+        assert_eq!(all, (0..1200).collect());
+    });
 }
 
 #[tokio::test]
@@ -926,4 +963,93 @@ async fn a_batch_the_control_plane_refuses_is_set_aside_and_counted() {
         <warden_proto::wire::agentapi::Batch as prost::Message>::decode(bytes.as_slice()).unwrap();
     assert_eq!(batch.logs.unwrap().logs.len(), 4);
     assert!(agent.stop().await.drained);
+    // Private, like everything the agent keeps.
+    assert_eq!(mode(&kept), 0o600);
+    assert_eq!(mode(&dirs.data.join("rejected")), 0o700);
+    // The loss names its session and records.
+    cp.with(|s| {
+        let drop = s
+            .committed
+            .values()
+            .flat_map(|b| &b.agent_drops)
+            .find(|d| d.reason == "rejected_by_control_plane")
+            .unwrap();
+        assert_eq!(drop.session_id, "s-refused");
+        assert_eq!(
+            drop.sequence_ranges,
+            [wire::agentapi::SequenceRange { first: 0, last: 3 }]
+        );
+    });
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[tokio::test]
+async fn every_file_the_agent_keeps_is_private_even_in_an_open_data_dir() {
+    let cp = FakeControlPlane::start(TOKEN).await;
+    let dirs = dirs();
+    // What systemd's StateDirectory= or an older release leaves.
+    std::fs::create_dir(&dirs.data).unwrap();
+    std::fs::set_permissions(&dirs.data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let manifest = dirs.data.join("manifest.binpb");
+    std::fs::write(&manifest, b"").unwrap();
+    std::fs::set_permissions(&manifest, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut config = config(&cp, &dirs);
+    config.spool_full_policy = FullPolicy::DropOldest;
+    let agent = Agent::start(config).await;
+    cp.set_down(true);
+    send_records(&agent.socket, "s-private", "private.example", 3, 10).await;
+    cp.set_down(false);
+    assert!(agent.stop().await.drained);
+    let mut seen = Vec::new();
+    let mut stack = vec![dirs.data.clone()];
+    while let Some(dir) = stack.pop() {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                assert_eq!(mode(&path), 0o600, "{}", path.display());
+                seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    seen.sort();
+    for name in ["manifest.binpb", "LOCK", "acks.log", "dropped.log"] {
+        assert!(seen.iter().any(|n| n == name), "{name} in {seen:?}");
+    }
+    assert!(seen.iter().any(|n| n.ends_with(".seg")), "{seen:?}");
+    let lock = warden_agent::socket::listener::lock_path(&dirs.socket);
+    assert_eq!(mode(&lock), 0o600);
+}
+
+#[tokio::test]
+async fn a_data_dir_others_can_write_is_refused() {
+    let cp = FakeControlPlane::start(TOKEN).await;
+    let dirs = dirs();
+    std::fs::create_dir(&dirs.data).unwrap();
+    std::fs::set_permissions(&dirs.data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = warden_agent::run(
+        config(&cp, &dirs),
+        fast_retry(),
+        (),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    let text = warden_agent::chain::display(&err);
+    assert!(
+        text.contains("writable by other users") && text.contains("chmod 700"),
+        "{text}"
+    );
+    assert_eq!(mode(&dirs.data), 0o777, "left as it was");
+    assert!(!dirs.data.join("spool").exists(), "nothing was put there");
 }

@@ -339,6 +339,11 @@ pub struct SessionInfo {
     pub unexplained: u64,
     /// The reports, by source and reason.
     pub losses: Vec<LossInfo>,
+    /// The sequence numbers the workspace agent reported losing (its full
+    /// spool dropped them, the control plane refused them, or its spool
+    /// could not write them), lowest first.
+    #[serde(default)]
+    pub agent_dropped: Vec<GapRange>,
     /// Of `records`, how many retention deleted.
     pub purged: u64,
     /// The digest of the policy the session's latest records were decided

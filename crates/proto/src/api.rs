@@ -19,7 +19,9 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// A `major.minor` agent API version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ApiVersion {
+    /// Incompatible changes.
     pub major: u32,
+    /// Compatible additions.
     pub minor: u32,
 }
 

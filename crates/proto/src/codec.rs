@@ -20,6 +20,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::domain::DropReason;
 use crate::wire::{
     AckAccepted, AckRequest, BoundaryMessage, BoundaryStatus, FrameAck, ReportBoundaryLogsRequest,
     boundary_message,
@@ -125,60 +126,103 @@ pub enum Frame {
 /// A decoded frame and where it came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecodedFrame {
+    /// The frame's tag.
     pub tag: Tag,
     /// Payload bytes on the wire (without the header).
     pub payload_len: usize,
+    /// What it carries.
     pub frame: Frame,
 }
 
 /// The stream is unaligned or broken: close the connection.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// A tag the protocol does not know.
     #[error("unknown frame tag {tag:#04x}")]
-    UnknownTag { tag: u8 },
+    UnknownTag {
+        /// The header's tag byte.
+        tag: u8,
+    },
     #[error("frame length {len} exceeds the {max}-byte maximum of tag {tag:#04x}")]
-    TooLong { tag: u8, len: usize, max: usize },
+    /// A length over the tag's maximum.
+    TooLong {
+        /// The tag byte.
+        tag: u8,
+        /// The announced length.
+        len: usize,
+        /// The tag's maximum.
+        max: usize,
+    },
     #[error("connection ended inside a frame ({have} of {need} bytes)")]
-    Truncated { have: usize, need: usize },
-    #[error("reading the socket: {0}")]
+    /// The stream ended inside a header or body.
+    Truncated {
+        /// Bytes read of the frame.
+        have: usize,
+        /// Bytes the frame needed.
+        need: usize,
+    },
+    /// Reading the socket failed.
+    #[error("reading the socket")]
     Io(#[from] std::io::Error),
 }
 
 impl FrameError {
+    /// The drop reason it is counted under.
+    pub fn drop_reason(&self) -> DropReason {
+        match self {
+            FrameError::UnknownTag { .. } => DropReason::UnknownTag,
+            FrameError::TooLong { .. } => DropReason::FrameTooLong,
+            FrameError::Truncated { .. } => DropReason::TruncatedFrame,
+            FrameError::Io(_) => DropReason::ReadError,
+        }
+    }
+
     /// A stable snake_case reason for metrics and drop counts.
     pub fn reason(&self) -> &'static str {
-        match self {
-            FrameError::UnknownTag { .. } => "unknown_tag",
-            FrameError::TooLong { .. } => "frame_too_long",
-            FrameError::Truncated { .. } => "truncated_frame",
-            FrameError::Io(_) => "read_error",
-        }
+        self.drop_reason().as_str()
     }
 }
 
 /// A frame whose payload is not a valid message; it was consumed whole and
 /// the stream is still aligned.
 #[derive(Debug, thiserror::Error)]
-#[error("tag {tag} frame of {payload_len} bytes is not a valid message: {source}")]
+#[error("tag {tag} frame of {payload_len} bytes is not a valid message")]
 pub struct MalformedFrame {
+    /// The frame's tag.
     pub tag: Tag,
+    /// Its payload's length.
     pub payload_len: usize,
+    /// Why it is not a valid message.
     #[source]
     pub source: prost::DecodeError,
 }
 
 impl MalformedFrame {
     /// The reason used in drop counts.
-    pub const REASON: &'static str = "malformed_frame";
+    pub const REASON: &'static str = DropReason::MalformedFrame.as_str();
 }
 
 /// A writer refused to produce a frame.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EncodeError {
+    /// The payload would pass the tag's maximum.
     #[error("message too large for tag {tag}: {size} > {max}")]
-    TooLarge { tag: Tag, size: usize, max: usize },
+    TooLarge {
+        /// The tag.
+        tag: Tag,
+        /// The payload's size.
+        size: usize,
+        /// The tag's maximum.
+        max: usize,
+    },
+    /// The frame cannot be sent with this tag.
     #[error("a {frame} frame cannot be sent with tag {tag}")]
-    TagMismatch { tag: Tag, frame: &'static str },
+    TagMismatch {
+        /// The tag.
+        tag: Tag,
+        /// What the frame is.
+        frame: &'static str,
+    },
 }
 
 /// Decodes and encodes boundary frames; use with `FramedRead`/`FramedWrite`.

@@ -7,8 +7,16 @@
 //! - [`domain`]: validated types the rest of the code works with, and the
 //!   only place wire messages are turned into them.
 //! - [`api`]: the agent API's version and metadata conventions.
+//! - [`scan`]: validating a client's records and reading what the agent
+//!   needs from them without decoding them (the agent forwards the bytes).
+//! - [`quote`]: Go's `%q` quoting for text that came from outside, used
+//!   wherever such text is printed (boundary lines, agent warnings).
+
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod api;
 pub mod codec;
 pub mod domain;
+pub mod quote;
+pub mod scan;
 pub mod wire;

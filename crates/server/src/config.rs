@@ -26,6 +26,11 @@ pub struct Config {
     pub admin_token: AdminTokenSource,
     /// Limits on what one call may carry.
     pub limits: Limits,
+    /// Limits on connections: how many, and how long they may idle.
+    pub connections: ConnectionLimits,
+    /// The most bytes one record page of the HTTP API holds (at least one
+    /// record is always sent); the page ends early with a `next` cursor.
+    pub max_response_bytes: usize,
     /// How long a graceful shutdown waits for open calls before cutting them.
     pub shutdown_grace: Duration,
     /// Delete records received longer ago than this (`None`: keep all).
@@ -43,6 +48,8 @@ impl Config {
             insecure_listen: false,
             admin_token,
             limits: Limits::default(),
+            connections: ConnectionLimits::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             shutdown_grace: Duration::from_secs(30),
             retention: None,
         }
@@ -103,10 +110,66 @@ impl Default for Limits {
     }
 }
 
+/// The default of [`Config::max_response_bytes`]: 4 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 << 20;
+
+/// Limits on the server's connections (see [`crate::connections`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open at once, in all.
+    pub max_connections: usize,
+    /// Of those, how many only connections that presented a valid agent or
+    /// admin token may use: unauthenticated connections get at most
+    /// `max_connections - reserved`.
+    pub reserved: usize,
+    /// A connection that has not authenticated is closed this long after it
+    /// opened or its last request began or ended.
+    pub unauthenticated_timeout: Duration,
+    /// An authenticated connection is closed after this long without a
+    /// request in flight.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 4096,
+            reserved: 1024,
+            unauthenticated_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// Connections that have not authenticated get at most this many.
+    pub fn max_unauthenticated(&self) -> usize {
+        self.max_connections - self.reserved
+    }
+
+    /// Whether the limits can work: room for unauthenticated connections
+    /// (every connection starts as one) and timeouts above zero.
+    pub fn check(&self) -> Result<(), ServerError> {
+        if self.reserved >= self.max_connections {
+            return Err(ServerError::Config(format!(
+                "the connections reserved for authenticated clients ({}) must be fewer than the maximum ({}): every connection starts unauthenticated",
+                self.reserved, self.max_connections
+            )));
+        }
+        if self.unauthenticated_timeout.is_zero() || self.idle_timeout.is_zero() {
+            return Err(ServerError::Config(
+                "connection timeouts must be above zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Refuses plain HTTP on a non-loopback address unless allowed: agent tokens
-/// would cross the network in clear.
+/// would cross the network in clear. An IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`) counts as the IPv4 address it maps.
 pub fn check_listen(addr: SocketAddr, tls: bool, insecure_listen: bool) -> Result<(), ServerError> {
-    if tls || insecure_listen || addr.ip().is_loopback() {
+    if tls || insecure_listen || addr.ip().to_canonical().is_loopback() {
         return Ok(());
     }
     Err(ServerError::Config(format!(
@@ -131,6 +194,45 @@ mod tests {
         ));
         assert!(check_listen(public, true, false).is_ok());
         assert!(check_listen(public, false, true).is_ok());
+        // Every other form of "not loopback", IPv4-mapped ones included.
+        for addr in [
+            "[::]:7080",
+            "[::ffff:10.0.0.1]:7080",
+            "[::ffff:0.0.0.0]:7080",
+            "[::ffff:192.168.1.1]:7080",
+            "[fe80::1]:7080",
+            "10.0.0.1:7080",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert!(
+                matches!(
+                    check_listen(addr, false, false),
+                    Err(ServerError::Config(_))
+                ),
+                "{addr}"
+            );
+            assert!(check_listen(addr, true, false).is_ok(), "{addr}");
+        }
+        // A mapped loopback address is loopback.
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:7080".parse().unwrap();
+        assert!(check_listen(mapped, false, false).is_ok());
+    }
+
+    #[test]
+    fn connection_limits_need_room_for_new_connections() {
+        assert!(ConnectionLimits::default().check().is_ok());
+        let limits = ConnectionLimits {
+            max_connections: 10,
+            reserved: 10,
+            ..ConnectionLimits::default()
+        };
+        assert!(matches!(limits.check(), Err(ServerError::Config(_))));
+        let limits = ConnectionLimits {
+            unauthenticated_timeout: Duration::ZERO,
+            ..ConnectionLimits::default()
+        };
+        assert!(limits.check().is_err());
+        assert_eq!(ConnectionLimits::default().max_unauthenticated(), 3072);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The agent API over gRPC: the protocol version check, agent
-//! authentication, limits, and the translation between wire messages and the
-//! ingest path.
+//! The agent API over gRPC: limits, and the translation between wire
+//! messages and the ingest path. The protocol version and the agent token
+//! are checked before the body is read, by [`crate::agent_auth`].
 //!
 //! Failures the caller caused (no token, wrong version, too many records)
 //! are logged once as a warning by [`observe`], which also counts every
@@ -14,9 +14,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use jiff::Timestamp;
-use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
-use warden_proto::api::{API_VERSION_HEADER, AUTHORIZATION_HEADER, ApiVersion, bearer_token};
 use warden_proto::domain::{IngestBatch, Manifest};
 use warden_proto::wire::agentapi::{
     self, BatchResult, GetManifestRequest, ReportBoundaryLogsRequest, ReportBoundaryLogsResponse,
@@ -24,7 +22,7 @@ use warden_proto::wire::agentapi::{
 };
 use warden_store::{IngestRequest, Store, StoreError};
 
-use crate::auth::{agent_of_token, token_matches};
+use crate::agent_auth::AuthenticatedAgent;
 use crate::config::Limits;
 use crate::ingest::{IngestError, Ingestor};
 use crate::metrics::{Metrics, RpcLabels};
@@ -57,57 +55,16 @@ impl AgentService {
             .max_decoding_message_size(max)
             .max_encoding_message_size(max)
     }
-
-    /// Checks the version and the token; returns the agent's identity.
-    async fn authenticate(&self, metadata: &MetadataMap) -> Result<Manifest, Status> {
-        check_version(metadata)?;
-        let token = metadata
-            .get(AUTHORIZATION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
-            .ok_or_else(|| {
-                Status::unauthenticated("missing agent token (authorization: Bearer ...)")
-            })?;
-        let agent = agent_of_token(token)
-            .ok_or_else(|| Status::unauthenticated("malformed agent token"))?;
-        let credentials = self
-            .store
-            .agent_credentials(agent)
-            .await
-            .map_err(|e| store_failure("authenticating an agent", e))?;
-        match credentials {
-            Some(c) if token_matches(token, &c.token_hash) => Ok(c.manifest),
-            _ => Err(Status::unauthenticated("unknown or revoked agent token")),
-        }
-    }
 }
 
-/// The version check: 2.7 and later within major 2.
-fn check_version(metadata: &MetadataMap) -> Result<(), Status> {
-    let ours = ApiVersion::CURRENT;
-    let accepted = format!(
-        "this control plane speaks agent api {ours} and accepts {} and later within major {}",
-        ApiVersion::MINIMUM,
-        ApiVersion::MINIMUM.major
-    );
-    let Some(value) = metadata.get(API_VERSION_HEADER) else {
-        return Err(Status::failed_precondition(format!(
-            "the call names no agent api version ({API_VERSION_HEADER}); {accepted}"
-        )));
-    };
-    let text = value.to_str().unwrap_or("");
-    let version: ApiVersion = text.parse().map_err(|_| {
-        let shown: String = text.chars().take(32).collect();
-        Status::failed_precondition(format!(
-            "agent api version {shown:?} is not MAJOR.MINOR; {accepted}"
-        ))
-    })?;
-    if !version.is_supported() {
-        return Err(Status::failed_precondition(format!(
-            "agent api version {version} is not supported: {accepted}"
-        )));
-    }
-    Ok(())
+/// The agent that [`AgentAuth`](crate::agent_auth::AgentAuth) authenticated
+/// for this call, before its body was read.
+fn authenticated<T>(request: &tonic::Request<T>) -> Result<Manifest, Status> {
+    request
+        .extensions()
+        .get::<AuthenticatedAgent>()
+        .map(|a| a.0.clone())
+        .ok_or_else(|| Status::unauthenticated("missing agent token (authorization: Bearer ...)"))
 }
 
 /// Logs a failure of the control plane once, with its cause, and gives the
@@ -128,7 +85,7 @@ impl AgentApi for AgentService {
         &self,
         request: tonic::Request<GetManifestRequest>,
     ) -> Result<tonic::Response<agentapi::Manifest>, Status> {
-        let manifest = self.authenticate(request.metadata()).await?;
+        let manifest = authenticated(&request)?;
         if let Err(e) = self
             .store
             .record_contact(manifest.agent_id, Timestamp::now())
@@ -144,7 +101,7 @@ impl AgentApi for AgentService {
         &self,
         request: tonic::Request<ReportBoundaryLogsRequest>,
     ) -> Result<tonic::Response<ReportBoundaryLogsResponse>, Status> {
-        let manifest = self.authenticate(request.metadata()).await?;
+        let manifest = authenticated(&request)?;
         let at = Timestamp::now();
         let request = request.into_inner();
         let records: usize = request
@@ -291,28 +248,6 @@ pub async fn observe(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn metadata(version: Option<&str>) -> MetadataMap {
-        let mut m = MetadataMap::new();
-        if let Some(v) = version {
-            m.insert(API_VERSION_HEADER, v.parse().unwrap());
-        }
-        m
-    }
-
-    #[test]
-    fn versions_are_checked_and_both_named() {
-        assert!(check_version(&metadata(Some("2.7"))).is_ok());
-        assert!(check_version(&metadata(Some("2.9"))).is_ok());
-        for bad in [Some("2.6"), Some("3.0"), Some("x"), None] {
-            let status = check_version(&metadata(bad)).unwrap_err();
-            assert_eq!(status.code(), Code::FailedPrecondition);
-            assert!(status.message().contains("2.7"), "{}", status.message());
-            if let Some(v) = bad {
-                assert!(status.message().contains(v), "{}", status.message());
-            }
-        }
-    }
 
     #[test]
     fn labels_are_bounded() {

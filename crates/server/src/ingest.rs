@@ -17,6 +17,7 @@ use warden_store::{
 
 use crate::line::{LineFormat, LineRecord, PrintQueue, write_line};
 use crate::metrics::{DecisionLabel, Metrics, ReasonLabel, agent_reason_label};
+use crate::plausible;
 
 /// Why an ingest did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +68,17 @@ impl Ingestor {
     pub async fn ingest(
         &self,
         manifest: Manifest,
-        request: IngestRequest,
+        mut request: IngestRequest,
     ) -> Result<IngestOutcome, IngestError> {
+        // Counts are clamped before anything adds them up.
+        for batch in &mut request.batches {
+            let found = plausible::bound(batch);
+            if !found.is_empty() {
+                self.metrics
+                    .plausibility
+                    .note(&manifest.workspace_name, &found);
+            }
+        }
         let commit = Commit {
             store: Arc::clone(&self.store),
             lines: self.lines.clone(),

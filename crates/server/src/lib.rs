@@ -7,7 +7,11 @@
 //! server only once it is ready. The modules, roughly in the order a
 //! record meets them:
 //! - [`serve`](crate::serve): the listener, TLS, HTTP/1 + HTTP/2 on one port;
-//! - [`grpc`]: version check, agent auth, limits, the AgentApi service;
+//! - [`connections`]: how many connections, and how long they may idle
+//!   before they authenticate and after;
+//! - [`agent_auth`]: the version and agent token check, before the body
+//!   is read;
+//! - [`grpc`]: limits, the AgentApi service;
 //! - [`ingest`]: commit, then queue the lines; metrics;
 //! - [`retention`]: deleting records older than `--retention`;
 //! - [`line`]: the line format, Go quoting and the printer (outbox protocol);
@@ -15,16 +19,23 @@
 //!   query API with its live stream; [`openapi`] describes them (their
 //!   bodies and parameters are the `warden-api` crate's, shared with the
 //!   client);
+//! - [`web`]: the operator's web page (sign-in, live feed, overview,
+//!   workspace and session pages) on the same port;
 //! - [`auth`], [`admin_token`], [`names`]: tokens, hashed at rest, and the
 //!   rules for workspace names;
+//! - [`files`]: the data dir and database files, private to the server's
+//!   user;
 //! - [`config`], [`tls`], [`metrics`].
 
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod admin_token;
+pub mod agent_auth;
 pub mod auth;
 pub mod config;
+pub mod connections;
 mod error;
+pub mod files;
 // The ingest path's modules are exempt until their rewrite lands (their
 // owner enables the lints there).
 #[allow(missing_docs, unreachable_pub)]
@@ -40,13 +51,18 @@ pub mod names;
 pub mod openapi;
 #[allow(missing_docs, unreachable_pub)]
 mod outbox;
+pub mod plausible;
 #[allow(missing_docs, unreachable_pub)]
 pub mod retention;
 mod run;
 mod serve;
 pub mod tls;
+pub mod web;
 
-pub use config::{AdminTokenSource, Config, Limits, TlsFiles, check_listen};
+pub use config::{
+    AdminTokenSource, Config, ConnectionLimits, DEFAULT_MAX_RESPONSE_BYTES, Limits, TlsFiles,
+    check_listen,
+};
 pub use error::ServerError;
 pub use line::{LineFormat, LineSink, Stderr, WriterSink};
 pub use run::{Server, run};

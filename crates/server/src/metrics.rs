@@ -8,6 +8,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use warden_proto::domain::DropReason;
+
+use crate::connections::ConnectionMetrics;
+use crate::plausible::PlausibilityMetrics;
 use crate::retention::RetentionMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,26 +30,14 @@ pub struct RpcLabels {
     pub code: &'static str,
 }
 
-/// Agent drop reasons reported under their own label; others count as
-/// `other`, so an agent cannot create label values at will.
-const AGENT_REASONS: &[&str] = &[
-    "spool_full",
-    "malformed_frame",
-    "unknown_tag",
-    "frame_too_long",
-    "truncated_frame",
-    "no_request",
-    "empty_envelope",
-    "peer_not_allowed",
-];
+/// Label for agent drop reasons this build does not know, so an agent
+/// cannot create label values at will.
+pub const OTHER_REASON: &str = "other";
 
-/// Maps an agent-sent reason to a bounded label value.
+/// Maps an agent-sent reason to a bounded label value: every
+/// [`DropReason`] under its own name, anything else as [`OTHER_REASON`].
 pub fn agent_reason_label(reason: &str) -> &'static str {
-    AGENT_REASONS
-        .iter()
-        .find(|known| **known == reason)
-        .copied()
-        .unwrap_or("other")
+    DropReason::parse(reason).map_or(OTHER_REASON, DropReason::as_str)
 }
 
 pub struct Metrics {
@@ -68,6 +60,8 @@ pub struct Metrics {
     pub lines_printed: Counter,
     pub line_write_errors: Counter,
     pub retention: Arc<RetentionMetrics>,
+    pub connections: Arc<ConnectionMetrics>,
+    pub plausibility: Arc<PlausibilityMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -104,6 +98,8 @@ impl Metrics {
             lines_printed: Counter::default(),
             line_write_errors: Counter::default(),
             retention: Arc::default(),
+            connections: Arc::default(),
+            plausibility: Arc::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -182,6 +178,18 @@ impl Metrics {
             m.line_write_errors.clone(),
         );
         m.retention.register(&mut registry);
+        // Every agent drop reason from the start, at zero.
+        let reasons = DropReason::ALL.map(DropReason::as_str);
+        for reason in reasons.into_iter().chain([OTHER_REASON]) {
+            let _ = m
+                .agent_dropped_records
+                .get_or_create(&ReasonLabel { reason });
+            let _ = m
+                .agent_dropped_frames
+                .get_or_create(&ReasonLabel { reason });
+        }
+        m.connections.register(&mut registry);
+        m.plausibility.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -202,6 +210,28 @@ mod tests {
     fn agent_reasons_are_bounded() {
         assert_eq!(agent_reason_label("spool_full"), "spool_full");
         assert_eq!(agent_reason_label("anything\nelse"), "other");
+        // What the server used to fold into `other`.
+        for reason in [
+            "rejected_by_control_plane",
+            "spool_error",
+            "connection_limit",
+            "read_error",
+            "unexpected_frame",
+            "idle_timeout",
+        ] {
+            assert_eq!(agent_reason_label(reason), reason);
+        }
+    }
+
+    #[test]
+    fn every_agent_drop_reason_is_exported_at_zero() {
+        let text = Metrics::new().encode();
+        for reason in DropReason::ALL.iter().map(|r| r.as_str()).chain(["other"]) {
+            for family in ["records", "frames"] {
+                let line = format!("warden_agent_dropped_{family}_total{{reason=\"{reason}\"}} 0");
+                assert!(text.lines().any(|l| l == line), "missing {line:?}");
+            }
+        }
     }
 
     #[test]

@@ -230,7 +230,7 @@ fn paths() -> Value {
         "/api/v1/records": {
             "get": {
                 "summary": "Stored records matching every filter given, newest first, a page at a time.",
-                "description": "Keyset pages: next is the position of the last record shown, so records committed while paging never shift, skip or repeat a record. head is where to start the stream to get every matching record newer than the first page, none twice.",
+                "description": "Keyset pages: next is the position of the last record shown, so records committed while paging never shift, skip or repeat a record. head is where to start the stream to get every matching record newer than the first page, none twice. A page ends after limit records or once its records reach the server's byte budget (--max-response-bytes, 4 MiB by default; a page holds at least one record), whichever comes first: in both cases next is set, and following it gives the rest.",
                 "operationId": "listRecords",
                 "parameters": list_params,
                 "responses": with_common_errors(json!({
@@ -248,7 +248,7 @@ fn paths() -> Value {
                 "parameters": stream_params,
                 "responses": with_common_errors(json!({
                     "200": { "description": "The event stream.", "content": { "text/event-stream": { "schema": string() } } },
-                    "400": error("A parameter or the cursor is invalid."),
+                    "400": error("A parameter or the cursor is invalid, or the cursor is beyond the newest record (the message names the newest record's cursor)."),
                     "404": error("No live workspace has the name.")
                 }))
             }
@@ -272,6 +272,7 @@ fn paths() -> Value {
         "/api/v1/workspaces/{name}/sessions/{session}": {
             "get": {
                 "summary": "One session: its summary, its gaps as ranges, and its records in sequence order, a page at a time.",
+                "description": "A page of records ends after limit records or at the server's byte budget (--max-response-bytes), whichever comes first; next is then set.",
                 "operationId": "sessionReport",
                 "parameters": [
                     workspace_param,
@@ -361,12 +362,13 @@ fn session_info_properties() -> Value {
         "reported_lost": { "type": "integer", "format": "int64", "minimum": 0, "description": "Records reported lost (client, agent or server)." },
         "unexplained": { "type": "integer", "format": "int64", "minimum": 0, "description": "Missing numbers that no report explains." },
         "losses": array_of("Loss"),
+        "agent_dropped": { "type": "array", "items": schema("GapRange"), "description": "Sequence numbers the workspace agent reported losing (its full spool dropped them, the control plane refused them, or its spool could not write them), lowest first." },
         "purged": { "type": "integer", "format": "int64", "minimum": 0, "description": "Of records, how many retention deleted." },
         "policy_digest": nullable(json!({ "type": "string", "description": "The digest of the policy the session's latest records were decided under." }))
     })
 }
 
-const SESSION_INFO_REQUIRED: [&str; 11] = [
+const SESSION_INFO_REQUIRED: [&str; 12] = [
     "session_id",
     "records",
     "conflicts",
@@ -377,6 +379,7 @@ const SESSION_INFO_REQUIRED: [&str; 11] = [
     "reported_lost",
     "unexplained",
     "losses",
+    "agent_dropped",
     "purged",
 ];
 
@@ -567,7 +570,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Warden control plane HTTP API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Workspace administration and the boundary audit trail: stored records with filters and keyset pages, a live stream, session reports and per-workspace summaries. Every /api/v1 route but this document needs the admin token as a bearer token."
+            "description": "Workspace administration and the boundary audit trail: stored records with filters and keyset pages, a live stream, session reports and per-workspace summaries. Every /api/v1 route but this document needs the admin token as a bearer token (in the Authorization header only; never in the query string); the read routes (GET) also accept the web page's session cookie (warden_session, set by signing in at /login), which is how the page follows the stream. No route that changes something accepts the cookie. A path no route serves answers 404, and a method a path does not take 405, each with an ApiError body."
         },
         "security": [{ "adminToken": [] }],
         "paths": paths(),

@@ -8,13 +8,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warden_store::Store;
 
+use crate::agent_auth::AgentAuth;
 use crate::config::{Config, check_listen};
+use crate::connections::Connections;
 use crate::grpc::{self, AgentService};
 use crate::http::{self, AppState};
 use crate::ingest::Ingestor;
 use crate::line::{LineSink, Printer};
 use crate::metrics::Metrics;
-use crate::{ServerError, admin_token, outbox, retention, serve, tls};
+use crate::{ServerError, admin_token, files, outbox, retention, serve, tls};
 
 /// Runs the control plane on `listener` until `shutdown` is cancelled:
 /// [`Server::start`], then [`Server::serve`].
@@ -42,6 +44,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     app: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    connections: Arc<Connections>,
     /// Ends the HTTP responses that never finish on their own (record
     /// streams) once shutdown starts.
     streams: CancellationToken,
@@ -69,7 +72,9 @@ impl Server {
             cause,
         })?;
         check_listen(addr, config.tls.is_some(), config.insecure_listen)?;
+        config.connections.check()?;
         let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        files::prepare_database(&config.database)?;
         let options = warden_store::StoreOptions {
             max_url_bytes: config.limits.max_url_bytes,
         };
@@ -94,6 +99,10 @@ impl Server {
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<Server, ServerError> {
         let admin_token = admin_token::settle(&*store, &config.admin_token).await?;
+        let session_key = store
+            .init_web_session_key(crate::web::session::new_key())
+            .await?;
+        let sessions = crate::web::session::Sessions::new(session_key, tls.is_some());
         let metrics = Arc::new(Metrics::new());
         let printer = Printer::start(lines, Arc::clone(&store), Arc::clone(&metrics));
         let queue = printer.queue();
@@ -111,7 +120,9 @@ impl Server {
             .with_max_url_bytes(config.limits.max_url_bytes),
         );
         let agent_api = AgentService::new(Arc::clone(&store), Arc::clone(&ingestor), config.limits);
-        let grpc_routes = tonic::service::Routes::new(agent_api.into_server())
+        // The token is checked before the body is read.
+        let agent_api = AgentAuth::new(agent_api.into_server(), Arc::clone(&store));
+        let grpc_routes = tonic::service::Routes::new(agent_api)
             .prepare()
             .into_axum_router()
             .layer(axum::middleware::from_fn_with_state(
@@ -119,12 +130,23 @@ impl Server {
                 grpc::observe,
             ));
         let streams = CancellationToken::new();
-        let app = grpc_routes.merge(http::router(Arc::new(AppState {
+        let state = Arc::new(AppState {
             store: Arc::clone(&store),
             metrics: Arc::clone(&metrics),
             admin_token,
+            sessions,
             shutdown: streams.clone(),
-        })));
+            max_response_bytes: config.max_response_bytes,
+        });
+        let app = grpc_routes
+            .merge(http::router(Arc::clone(&state)))
+            .merge(crate::web::router(state))
+            // Last, so they apply to every route: JSON errors for paths no
+            // route serves (tonic's fallback answered them with an empty
+            // gRPC error and 200) and for methods a path does not take.
+            .fallback(http::not_found)
+            .method_not_allowed_fallback(http::method_not_allowed);
+        let connections = Connections::new(config.connections, Arc::clone(&metrics.connections));
         Ok(Server {
             config,
             listener,
@@ -135,6 +157,7 @@ impl Server {
             metrics,
             app,
             tls,
+            connections,
             streams,
         })
     }
@@ -163,6 +186,7 @@ impl Server {
             metrics,
             app,
             tls,
+            connections,
             streams,
             ..
         } = self;
@@ -179,7 +203,15 @@ impl Server {
             stop_streams.cancelled().await;
             streams.cancel();
         });
-        serve::serve(listener, app, tls, shutdown, config.shutdown_grace).await;
+        serve::serve(
+            listener,
+            app,
+            tls,
+            connections,
+            shutdown,
+            config.shutdown_grace,
+        )
+        .await;
         tracing::info!("stopped accepting; finishing commits in flight");
         ingestor.drain().await;
         drop(ingestor);

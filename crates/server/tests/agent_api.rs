@@ -487,6 +487,7 @@ async fn client_status_and_agent_drops_are_counted_once() {
         reason: "spool_full".into(),
         records: 7,
         frames: 1,
+        ..Default::default()
     });
     agent.report(vec![b.clone()]).await.unwrap();
     agent.report(vec![b]).await.unwrap();

@@ -66,7 +66,9 @@ async fn every_route_of_the_router_is_documented_and_nothing_else() {
         store: Arc::clone(&store),
         metrics: Arc::new(Metrics::new()),
         admin_token: hash_token(ADMIN_TOKEN),
+        sessions: warden_server::web::session::Sessions::new([0; 32], false),
         shutdown: shutdown.clone(),
+        max_response_bytes: warden_server::DEFAULT_MAX_RESPONSE_BYTES,
     }));
     let doc: serde_json::Value = serde_json::from_str(warden_server::openapi::text()).unwrap();
     let documented: BTreeSet<(String, Method)> = doc["paths"]

@@ -767,6 +767,7 @@ async fn summaries_count_a_time_range_per_workspace() {
         reason: "spool_full".into(),
         records: 4,
         frames: 1,
+        ..Default::default()
     });
     report(
         &mut server.agent(&dev.agent_token).await,

@@ -1,6 +1,7 @@
 //! The spool's configuration and its validation.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::SpoolError;
 use crate::format::ENTRY_HEADER_LEN;
@@ -32,6 +33,27 @@ pub struct SpoolConfig {
     pub segment_bytes: u64,
     /// What an append does when the bound is reached.
     pub full_policy: FullPolicy,
+    /// What the drop ledger keeps of an entry [`FullPolicy::DropOldest`]
+    /// drops, made from the entry's data before it goes: whatever the caller
+    /// needs to report the loss (which records, whose). Summaries should be
+    /// small: they stay on disk, counted against `max_bytes`, until the
+    /// caller settles the drop. At most [`MAX_SUMMARY_BYTES`] are kept. The
+    /// default keeps nothing (the ledger still has each entry's id and
+    /// record count).
+    pub drop_summary: fn(&[u8]) -> Vec<u8>,
+    /// How long a small append (less than 256 KiB gathered) may wait for
+    /// other appends to share its write and fsync: fewer, larger fsyncs at a
+    /// low steady rate, for at most this much more latency. Large appends
+    /// and a full group go at once. Default: none.
+    pub commit_delay: Duration,
+}
+
+/// Most bytes of a drop summary the ledger keeps.
+pub const MAX_SUMMARY_BYTES: usize = 1 << 20;
+
+/// The default [`SpoolConfig::drop_summary`]: nothing.
+pub fn no_summary(_data: &[u8]) -> Vec<u8> {
+    Vec::new()
 }
 
 /// What an append does when the spool is full.
@@ -40,7 +62,9 @@ pub enum FullPolicy {
     /// Wait until acknowledgements free enough room.
     Backpressure,
     /// Drop the oldest unacknowledged entries (whole segments) to make room,
-    /// and report what was dropped in [`crate::Appended::dropped`].
+    /// report what was dropped in [`crate::Appended::dropped`], and keep a
+    /// durable record of each dropped entry in the drop ledger until the
+    /// caller settles it ([`crate::Spool::read_dropped`]).
     DropOldest,
 }
 
@@ -52,9 +76,12 @@ impl SpoolConfig {
             max_bytes: DEFAULT_MAX_BYTES,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             full_policy: FullPolicy::Backpressure,
+            drop_summary: no_summary,
+            commit_delay: Duration::ZERO,
         }
     }
 
+    /// Checks the configuration before any I/O.
     pub(crate) fn validate(&self) -> Result<(), SpoolError> {
         if self.dir.as_os_str().is_empty() {
             return Err(SpoolError::InvalidConfig(
@@ -78,6 +105,13 @@ impl SpoolConfig {
     /// The segment size actually used (see [`SpoolConfig::segment_bytes`]).
     pub(crate) fn effective_segment_bytes(&self) -> u64 {
         self.segment_bytes.min(self.max_bytes / 8).max(1)
+    }
+
+    /// Most bytes the drop ledger may take (a quarter of the bound): past
+    /// that, nothing more is dropped until drops are settled, and appends
+    /// wait as under backpressure.
+    pub(crate) fn ledger_cap(&self) -> u64 {
+        self.max_bytes / 4
     }
 
     /// Entry bytes kept in memory for reads.

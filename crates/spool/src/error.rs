@@ -15,6 +15,8 @@ pub enum SpoolError {
         op: &'static str,
         /// The file or directory concerned.
         path: PathBuf,
+        /// Why it failed (EACCES, ENOSPC, ...): whoever prints the error
+        /// prints its chain, so the reason is never lost.
         #[source]
         source: Arc<io::Error>,
     },
@@ -22,13 +24,26 @@ pub enum SpoolError {
     #[error(
         "entry of {size} bytes (with its frame) exceeds the largest allowed entry of {max} bytes"
     )]
-    EntryTooLarge { size: u64, max: u64 },
+    EntryTooLarge {
+        /// The entry's frame size.
+        size: u64,
+        /// The largest allowed.
+        max: u64,
+    },
     /// The entries of one append together are bigger than the spool may hold.
     #[error("append of {size} bytes exceeds the largest allowed append of {max} bytes")]
-    AppendTooLarge { size: u64, max: u64 },
+    AppendTooLarge {
+        /// The append's size.
+        size: u64,
+        /// The largest allowed.
+        max: u64,
+    },
     /// Another spool (in this or another process) uses the directory.
     #[error("spool directory {} is locked by another spool", dir.display())]
-    Locked { dir: PathBuf },
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// The configuration is unusable.
     #[error("invalid spool configuration: {0}")]
     InvalidConfig(String),

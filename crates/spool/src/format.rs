@@ -14,6 +14,11 @@ pub(crate) const DEAD_LOG: &str = "acks.log";
 pub(crate) const DEAD_LOG_TMP: &str = "acks.log.tmp";
 /// The lock file that keeps two spools off one directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
+/// The drop ledger: entries dropped under `DropOldest` until their drop is
+/// settled (reported by the caller).
+pub(crate) const LEDGER: &str = "dropped.log";
+/// Where a compacted ledger is written before it is renamed over [`LEDGER`].
+pub(crate) const LEDGER_TMP: &str = "dropped.log.tmp";
 
 const SEGMENT_MAGIC: [u8; 8] = *b"WDNSPOOL";
 const FORMAT_VERSION: u32 = 1;
@@ -189,6 +194,113 @@ pub(crate) fn decode_dead(record: &[u8]) -> Option<(u64, u64)> {
     (start < end).then_some((start, end))
 }
 
+const DROP_MAGIC: [u8; 4] = *b"WSX1";
+const SETTLE_MAGIC: [u8; 4] = *b"WSY1";
+/// Bytes of a drop record before its summary.
+pub(crate) const DROP_RECORD_HEADER_LEN: usize = 24;
+/// Bytes of a settle record.
+pub(crate) const SETTLE_RECORD_LEN: usize = 24;
+
+/// Appends a ledger record saying entry `id` (of `records` records) was
+/// dropped, with its summary.
+///
+/// The caller guarantees `summary.len() <= u32::MAX`.
+pub(crate) fn encode_drop(out: &mut Vec<u8>, id: u64, records: u32, summary: &[u8]) {
+    let len = u32::try_from(summary.len()).expect("summary length checked by the caller");
+    let at = out.len();
+    out.extend_from_slice(&DROP_MAGIC);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&records.to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(summary);
+    let crc = crc32fast::hash(&out[at + 8..]);
+    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends a ledger record saying the drops of ids `start..end` are settled.
+pub(crate) fn encode_settle(out: &mut Vec<u8>, start: u64, end: u64) {
+    let at = out.len();
+    out.extend_from_slice(&SETTLE_MAGIC);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&start.to_le_bytes());
+    out.extend_from_slice(&end.to_le_bytes());
+    let crc = crc32fast::hash(&out[at + 8..at + SETTLE_RECORD_LEN]);
+    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// One valid record of the drop ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum LedgerRecord<'a> {
+    Drop {
+        id: u64,
+        records: u32,
+        summary: &'a [u8],
+    },
+    Settle {
+        start: u64,
+        end: u64,
+    },
+}
+
+/// The record at the start of `buf` and its length, `None` when no valid
+/// record starts there (damage, or a torn write at the end).
+pub(crate) fn decode_ledger_record(buf: &[u8]) -> Option<(LedgerRecord<'_>, usize)> {
+    let magic = buf.get(..4)?;
+    if magic == DROP_MAGIC {
+        let header = buf.get(..DROP_RECORD_HEADER_LEN)?;
+        let len = DROP_RECORD_HEADER_LEN + u32_at(header, 20) as usize;
+        let record = buf.get(..len)?;
+        if crc32fast::hash(&record[8..]) != u32_at(record, 4) {
+            return None;
+        }
+        let drop = LedgerRecord::Drop {
+            id: u64_at(record, 8),
+            records: u32_at(record, 16),
+            summary: &record[DROP_RECORD_HEADER_LEN..],
+        };
+        Some((drop, len))
+    } else if magic == SETTLE_MAGIC {
+        let record = buf.get(..SETTLE_RECORD_LEN)?;
+        if crc32fast::hash(&record[8..]) != u32_at(record, 4) {
+            return None;
+        }
+        let (start, end) = (u64_at(record, 8), u64_at(record, 16));
+        (start < end).then_some((LedgerRecord::Settle { start, end }, SETTLE_RECORD_LEN))
+    } else {
+        None
+    }
+}
+
+/// Every valid record of a ledger file, in order, and how many bytes could
+/// not be read as records (damage, skipped by searching for the next valid
+/// record; or a torn write at the end).
+pub(crate) fn decode_ledger(buf: &[u8]) -> (Vec<LedgerRecord<'_>>, u64) {
+    let mut records = Vec::new();
+    let mut skipped = 0u64;
+    let mut pos = 0;
+    while pos < buf.len() {
+        match decode_ledger_record(&buf[pos..]) {
+            Some((record, len)) => {
+                records.push(record);
+                pos += len;
+            }
+            None => {
+                // Search for the next place a valid record starts.
+                let next = (pos + 1..buf.len())
+                    .find(|&at| {
+                        (buf[at] == DROP_MAGIC[0] || buf[at] == SETTLE_MAGIC[0])
+                            && decode_ledger_record(&buf[at..]).is_some()
+                    })
+                    .unwrap_or(buf.len());
+                skipped += (next - pos) as u64;
+                pos = next;
+            }
+        }
+    }
+    (records, skipped)
+}
+
 fn u32_at(buf: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
 }
@@ -282,6 +394,55 @@ mod tests {
         let mut empty = Vec::new();
         encode_dead(&mut empty, 4, 4);
         assert_eq!(decode_dead(&empty), None);
+    }
+
+    #[test]
+    fn ledger_records_round_trip_and_damage_is_skipped() {
+        let mut buf = Vec::new();
+        encode_drop(&mut buf, 7, 3, b"summary of seven");
+        let second = buf.len();
+        encode_settle(&mut buf, 7, 8);
+        let third = buf.len();
+        encode_drop(&mut buf, 9, 0, b"");
+        let (records, skipped) = decode_ledger(&buf);
+        assert_eq!(skipped, 0);
+        assert_eq!(
+            records,
+            [
+                LedgerRecord::Drop {
+                    id: 7,
+                    records: 3,
+                    summary: b"summary of seven"
+                },
+                LedgerRecord::Settle { start: 7, end: 8 },
+                LedgerRecord::Drop {
+                    id: 9,
+                    records: 0,
+                    summary: b""
+                },
+            ]
+        );
+        // Any flipped byte costs the record it hits, never the others.
+        let (all, _) = decode_ledger(&buf);
+        for at in 0..buf.len() {
+            let mut bad = buf.clone();
+            bad[at] ^= 0x10;
+            let hit = [second, third, buf.len()]
+                .iter()
+                .position(|&end| at < end)
+                .expect("inside the buffer");
+            let expected: Vec<_> = (0..3)
+                .filter(|&i| i != hit)
+                .map(|i| all[i].clone())
+                .collect();
+            let (records, skipped) = decode_ledger(&bad);
+            assert_eq!(records, expected, "byte {at}");
+            assert!(skipped > 0, "byte {at}");
+        }
+        // A torn last record is skipped.
+        let (records, skipped) = decode_ledger(&buf[..buf.len() - 1]);
+        assert_eq!(records.len(), 2);
+        assert_eq!(skipped, (buf.len() - 1 - third) as u64);
     }
 
     #[test]

@@ -228,13 +228,21 @@ impl Index {
         })
     }
 
-    /// Live ids of one segment, oldest first.
-    pub(crate) fn live_ids(&self, first_id: u64) -> Vec<u64> {
-        self.segments
+    /// Live entries of one segment, oldest first, and where their data is.
+    pub(crate) fn live_entries(&self, first_id: u64) -> Vec<Planned> {
+        let Some(segment) = self.segments.iter().find(|s| s.first_id == first_id) else {
+            return Vec::new();
+        };
+        segment
+            .slots
             .iter()
-            .find(|s| s.first_id == first_id)
-            .map(|s| s.slots.iter().filter(|e| e.live).map(|e| e.id).collect())
-            .unwrap_or_default()
+            .filter(|slot| slot.live)
+            .map(|slot| Planned {
+                id: slot.id,
+                records: slot.records,
+                source: source(segment, slot),
+            })
+            .collect()
     }
 
     /// Live entries with id > `after`, oldest first: at most `max_entries`,
@@ -278,19 +286,10 @@ impl Index {
                 break;
             }
             bytes = bytes.saturating_add(len);
-            let source = match &entry.cached {
-                Some(data) => Source::Cached(data.clone()),
-                None => Source::Disk {
-                    file: segment.reader.clone(),
-                    name: segment.name.clone(),
-                    offset: entry.offset,
-                    data_len: entry.data_len,
-                },
-            };
             planned.push(Planned {
                 id: entry.id,
                 records: entry.records,
-                source,
+                source: source(segment, entry),
             });
         }
         planned
@@ -386,6 +385,19 @@ impl Index {
             push(cursor, span_end.max(cursor));
         }
         ranges
+    }
+}
+
+/// Where the data of `slot` (of `segment`) is.
+fn source(segment: &Segment, slot: &Slot) -> Source {
+    match &slot.cached {
+        Some(data) => Source::Cached(data.clone()),
+        None => Source::Disk {
+            file: segment.reader.clone(),
+            name: segment.name.clone(),
+            offset: slot.offset,
+            data_len: slot.data_len,
+        },
     }
 }
 

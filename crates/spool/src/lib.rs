@@ -18,7 +18,13 @@
 //! - `<first id, 20 digits>.seg`: segment files, named after the id of their
 //!   first entry, zero-padded so that names sort like ids;
 //! - `acks.log`: the acknowledgement log, ids that are dead (acknowledged or
-//!   found corrupt); `acks.log.tmp` is a compaction in progress.
+//!   found corrupt); `acks.log.tmp` is a compaction in progress;
+//! - `dropped.log`: the drop ledger, entries [`FullPolicy::DropOldest`]
+//!   dropped and not settled yet (see "Full spool" below);
+//!   `dropped.log.tmp` is a compaction in progress.
+//!
+//! The directory is 0700 and every file in it 0600, whatever existed before
+//! (an open call makes them so).
 //!
 //! All integers are little-endian; CRCs are CRC-32 (IEEE, `crc32fast`).
 //!
@@ -30,6 +36,9 @@
 //!            (header crc covers the 20 bytes after it: id .. data crc)
 //! acks.log record, 24 bytes, repeated:
 //!   "WSD1" | crc u32 (of the 16 bytes after it) | start id u64 | end id u64 (exclusive)
+//! dropped.log records, in any order:
+//!   drop:   "WSX1" | crc u32 (of all after it) | id u64 | records u32 | summary length u32 | summary
+//!   settle: "WSY1" | crc u32 (of the 16 bytes after it) | start id u64 | end id u64 (exclusive)
 //! ```
 //!
 //! The entry header has its own CRC so that its length can be trusted when
@@ -162,6 +171,32 @@
 //! refused with [`SpoolError::EntryTooLarge`], an append whose entries
 //! together are with [`SpoolError::AppendTooLarge`].
 //!
+//! # The drop ledger
+//!
+//! A drop must not be forgotten with the data it drops, so before the
+//! writer deletes anything it appends one drop record per dropped entry to
+//! `dropped.log` (its id, record count, and what
+//! [`SpoolConfig::drop_summary`] makes of its data: the caller decides what
+//! identifies an entry) and fsyncs it; only then are the entries marked
+//! dead (in `acks.log` too) and their segments deleted. A crash before the
+//! fsync drops nothing (the segments are still there); after it, the ledger
+//! has the drops, and recovery treats every id the ledger names as dead even
+//! if its segment survived. The caller reads the drops
+//! ([`Spool::read_dropped`]), reports them, and settles them
+//! ([`Spool::settle_dropped`]: an fsynced settle record); settled drops are
+//! forgotten when the ledger is compacted (rewritten with the unsettled ones
+//! only, at open and once settled records are a good part of it, or at once
+//! when appends wait for room). [`Spool::wait_drained`] also waits for the
+//! ledger to be settled.
+//!
+//! The ledger counts against `max_bytes` like the segments (a drop record's
+//! bytes are paid for by the segment it frees), and may take at most a
+//! quarter of it: when it is that full, nothing more can be dropped until
+//! drops are settled, and appends wait as under backpressure, so that the
+//! accounting of what was dropped is never what gives way. A damaged drop
+//! record is skipped at open (counted in [`Recovery::ledger_damaged_bytes`]);
+//! a damaged settle record only means a drop is read again.
+//!
 //! # Known limits
 //!
 //! - A power loss can persist the pages of an unconfirmed write out of order.
@@ -172,15 +207,20 @@
 //!   and the machine then crashes, an append that returned an error may be
 //!   delivered after the restart. Nothing confirmed is lost in any case.
 //! - An entry dropped under `DropOldest` while the forwarder holds it may
-//!   still be delivered, so drops can be over-counted, never under-counted.
+//!   still be delivered, and is in the ledger all the same: the caller must
+//!   make sure it is counted once (the agent names the dropped batch, and the
+//!   control plane counts the drop only if it never committed that batch).
 //! - A crash during an open that cuts a torn tail, before that open rewrote
 //!   `acks.log`, makes the next open count the ids it skipped as corrupt.
 //! - The index costs about 80 bytes of memory per entry on disk.
+
+#![warn(missing_docs, unreachable_pub)]
 
 mod config;
 mod error;
 mod format;
 mod index;
+mod ledger;
 mod open;
 mod recovery;
 mod room;
@@ -203,7 +243,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use config::{
-    DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, FullPolicy, MIN_MAX_BYTES, SpoolConfig,
+    DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, FullPolicy, MAX_SUMMARY_BYTES, MIN_MAX_BYTES,
+    SpoolConfig, no_summary,
 };
 pub use error::SpoolError;
 
@@ -216,29 +257,51 @@ use writer::{Cause, Command, Writer};
 /// Identifies a spooled entry. Strictly increasing in append order, also
 /// across restarts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EntryId(pub u64);
+pub struct EntryId(
+    /// The number itself (1 for the first entry ever appended).
+    pub u64,
+);
 
 /// An entry to append.
 #[derive(Clone, Debug)]
 pub struct NewEntry {
     /// How many audit records the entry holds (for drop accounting and stats).
     pub records: u32,
+    /// The entry's bytes, opaque to the spool.
     pub data: Bytes,
 }
 
 /// An entry read back.
 #[derive(Clone, Debug)]
 pub struct Entry {
+    /// Its id, for [`Spool::ack`] and as a read cursor.
     pub id: EntryId,
+    /// The record count it was appended with.
     pub records: u32,
+    /// Its bytes, as appended.
     pub data: Bytes,
 }
 
 /// Entries (and the records in them) dropped to make room.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Dropped {
+    /// Entries dropped.
     pub entries: u64,
+    /// Records in them.
     pub records: u64,
+}
+
+/// An entry [`FullPolicy::DropOldest`] dropped, as the drop ledger keeps it
+/// until the caller settles the drop ([`Spool::settle_dropped`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedEntry {
+    /// The id the entry had.
+    pub id: EntryId,
+    /// Its record count.
+    pub records: u32,
+    /// What [`SpoolConfig::drop_summary`] made of its data (empty when the
+    /// data could no longer be read).
+    pub summary: Bytes,
 }
 
 impl std::ops::AddAssign for Dropped {
@@ -262,6 +325,7 @@ pub struct Appended {
 pub struct Recovery {
     /// Unacknowledged entries recovered (they will be read again).
     pub entries: u64,
+    /// Records in them.
     pub records: u64,
     /// Data bytes of those entries.
     pub bytes: u64,
@@ -270,6 +334,11 @@ pub struct Recovery {
     pub truncated_bytes: u64,
     /// Durable entries found damaged and skipped.
     pub corrupt_entries: u64,
+    /// Drops in the ledger not settled yet (they will be read again).
+    pub dropped_pending: u64,
+    /// Bytes of the drop ledger that could not be read (damage; a drop
+    /// whose record is damaged is no longer known).
+    pub ledger_damaged_bytes: u64,
 }
 
 /// A snapshot of the spool.
@@ -286,8 +355,10 @@ pub struct SpoolStats {
     /// Damaged entries found since open (including those found by open).
     pub corrupt_entries: u64,
     /// Bytes counted against the bound: frames in segment files still on
-    /// disk, acknowledged or not.
+    /// disk, acknowledged or not, and the drop ledger.
     pub disk_bytes: u64,
+    /// Drops in the ledger not settled yet.
+    pub dropped_pending: u64,
     /// Appends waiting for room now.
     pub blocked_appends: u64,
 }
@@ -428,6 +499,8 @@ impl Spool {
         let _blocked = shared.room.block();
         let drop_oldest = shared.config.full_policy == FullPolicy::DropOldest;
         loop {
+            let mut shrank = pin!(shared.ledger_shrank.notified());
+            shrank.as_mut().enable();
             // Ask the writer to free what it can: segments with nothing live
             // left (including the active one), and under DropOldest the
             // oldest entries.
@@ -438,7 +511,7 @@ impl Spool {
                 reply,
             })?;
             let made = answer.await.map_err(|_| SpoolError::Closed)??;
-            dropped += made;
+            dropped += made.dropped;
             if !drop_oldest {
                 shared.room.take(bytes).await?;
                 return Ok(dropped);
@@ -453,6 +526,18 @@ impl Spool {
             }
             if shared.lock().closed {
                 return Err(SpoolError::Closed);
+            }
+            if made.ledger_full && made.dropped.entries == 0 {
+                // The ledger holds as much as it may: nothing more can be
+                // dropped until drops are settled. Wait like backpressure.
+                tokio::select! {
+                    taken = shared.room.take(bytes) => {
+                        taken?;
+                        return Ok(dropped);
+                    }
+                    () = shrank => {}
+                }
+                continue;
             }
             tokio::select! {
                 taken = shared.room.take(bytes) => {
@@ -579,13 +664,56 @@ impl Spool {
         answer.await.map_err(|_| SpoolError::Closed)?
     }
 
+    /// Drops in the ledger not settled yet with id > `after` (`None`: from
+    /// the oldest), oldest first, at most `max_entries` but at least one:
+    /// waits until there is one. What [`FullPolicy::DropOldest`] dropped is
+    /// read here until [`Spool::settle_dropped`], across restarts too.
+    pub async fn read_dropped(
+        &self,
+        after: Option<EntryId>,
+        max_entries: usize,
+    ) -> Result<Vec<DroppedEntry>, SpoolError> {
+        let shared = &self.inner.shared;
+        loop {
+            let mut changed = pin!(shared.events.notified());
+            changed.as_mut().enable();
+            {
+                let state = shared.lock();
+                if state.closed {
+                    return Err(SpoolError::Closed);
+                }
+                let pending = state.ledger.read(after.map(|id| id.0), max_entries);
+                if !pending.is_empty() {
+                    return Ok(pending);
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// Marks drops as settled (reported where they had to go): the ledger
+    /// forgets them. Unknown or settled ids are ignored. Resolves once the
+    /// settlement is written and fsynced; a settlement lost in a crash only
+    /// means the drop is read again.
+    pub async fn settle_dropped(&self, ids: &[EntryId]) -> Result<(), SpoolError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Settle {
+            ids: ids.iter().map(|id| id.0).collect(),
+            reply,
+        })?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> SpoolStats {
         self.inner.shared.stats()
     }
 
-    /// Resolves when every appended entry has been acknowledged (or dropped),
-    /// or when the spool is closed.
+    /// Resolves when every appended entry has been acknowledged (or dropped)
+    /// and every drop settled, or when the spool is closed.
     pub async fn wait_drained(&self) {
         let shared = &self.inner.shared;
         loop {
@@ -593,7 +721,11 @@ impl Spool {
             changed.as_mut().enable();
             {
                 let state = shared.lock();
-                if state.closed || (state.index.totals().entries == 0 && state.in_flight == 0) {
+                if state.closed
+                    || (state.index.totals().entries == 0
+                        && state.in_flight == 0
+                        && state.ledger.is_empty())
+                {
                     return;
                 }
             }

@@ -54,18 +54,22 @@ pub(crate) fn open_blocking(
             cuts.push((segment.first_id, segment.name, len));
         }
     }
-    let used = index.disk_bytes();
+    let ledger_bytes = recovered.ledger.bytes;
+    let used = index.disk_bytes() + ledger_bytes;
     let shared = Arc::new(Shared {
         room: Room::new(config.max_bytes, used),
         config,
         state: Mutex::new(State {
             index,
+            ledger: recovered.ledger.ledger,
+            ledger_bytes,
             in_flight: 0,
             dropped: Default::default(),
             corrupt_entries: recovered.report.corrupt_entries,
             closed: false,
         }),
         events: Notify::new(),
+        ledger_shrank: Notify::new(),
     });
     let mut writer = Writer::new(shared.clone(), storage.clone(), next_id, lock);
     // Order matters for a crash in the middle of opening:
@@ -78,6 +82,10 @@ pub(crate) fn open_blocking(
     //    as dead, so that a crash before 3. does not count them as corrupt
     //    again;
     writer.compact_dead_log()?;
+    //    and the drop ledger rewritten with the unsettled drops only (the
+    //    settled ones' ids are dead in the log just written, as far as their
+    //    segments are still there);
+    writer.compact_ledger()?;
     // 3. the tails cut (of the segments still there).
     for (first_id, name, len) in cuts {
         if !shared.lock().index.has_segment(first_id) {

@@ -9,9 +9,10 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use crate::format::{
-    self, DEAD_LOG, DEAD_RECORD_LEN, ENTRY_HEADER_LEN, Frame, SEGMENT_HEADER_LEN, decode_frame,
-    find_header, parse_segment_name, segment_header_ok,
+    self, DEAD_LOG, DEAD_RECORD_LEN, ENTRY_HEADER_LEN, Frame, LEDGER, SEGMENT_HEADER_LEN,
+    decode_frame, decode_ledger, find_header, parse_segment_name, segment_header_ok,
 };
+use crate::ledger::Ledger;
 use crate::storage::Storage;
 use crate::{Recovery, SpoolError};
 
@@ -32,6 +33,16 @@ impl DeadSet {
             }
         }
         DeadSet { ranges: merged }
+    }
+
+    /// This set and the ranges `more`.
+    pub(crate) fn with(self, more: &[(u64, u64)]) -> Self {
+        if more.is_empty() {
+            return self;
+        }
+        let mut ranges = self.ranges;
+        ranges.extend_from_slice(more);
+        DeadSet::from_ranges(ranges)
     }
 
     pub(crate) fn contains(&self, id: u64) -> bool {
@@ -72,6 +83,40 @@ pub(crate) fn load_dead_log(storage: &dyn Storage) -> Result<(DeadSet, u64), Spo
         }
     }
     Ok((DeadSet::from_ranges(ranges), damaged))
+}
+
+/// What the drop ledger file holds.
+pub(crate) struct LoadedLedger {
+    pub ledger: Ledger,
+    /// Ids the file names as dropped, settled or not: dead.
+    pub dropped: Vec<(u64, u64)>,
+    /// Length of the file.
+    pub bytes: u64,
+    /// Bytes that were not valid records.
+    pub damaged: u64,
+}
+
+/// Reads the drop ledger; a missing file is an empty ledger.
+pub(crate) fn load_ledger(storage: &dyn Storage) -> Result<LoadedLedger, SpoolError> {
+    let bytes = match storage.read(LEDGER) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(SpoolError::io(
+                "read drop ledger",
+                storage.dir().join(LEDGER),
+                e,
+            ));
+        }
+    };
+    let (records, damaged) = decode_ledger(&bytes);
+    let (ledger, dropped) = Ledger::from_records(&records);
+    Ok(LoadedLedger {
+        ledger,
+        dropped,
+        bytes: bytes.len() as u64,
+        damaged,
+    })
 }
 
 /// One entry found in a segment file.
@@ -185,6 +230,7 @@ pub(crate) struct RecoveredSegment {
 
 pub(crate) struct Recovered {
     pub segments: Vec<RecoveredSegment>,
+    pub ledger: LoadedLedger,
     /// The first id the next append may use: above every id ever written.
     pub next_id: u64,
     pub report: Recovery,
@@ -208,6 +254,16 @@ pub(crate) fn recover(storage: &dyn Storage, cache_bytes: u64) -> Result<Recover
             "skipped damaged records in the spool's acknowledgement log; their entries will be delivered again"
         );
     }
+    // Entries the ledger names were dropped: dead, even when a crash came
+    // before their segment was deleted.
+    let ledger = load_ledger(storage)?;
+    if ledger.damaged > 0 {
+        tracing::warn!(
+            damaged_bytes = ledger.damaged,
+            "skipped damaged bytes in the spool's drop ledger; the drops they recorded are no longer known"
+        );
+    }
+    let dead = dead.with(&ledger.dropped);
 
     let mut report = Recovery::default();
     let mut segments = Vec::with_capacity(names.len());
@@ -285,8 +341,11 @@ pub(crate) fn recover(storage: &dyn Storage, cache_bytes: u64) -> Result<Recover
             truncate_to: (tail > 0).then_some(scan.valid_end),
         });
     }
+    report.dropped_pending = ledger.ledger.len();
+    report.ledger_damaged_bytes = ledger.damaged;
     Ok(Recovered {
         segments,
+        ledger,
         next_id,
         report,
     })

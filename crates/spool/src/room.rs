@@ -66,6 +66,35 @@ impl Room {
         }
     }
 
+    /// Counts `bytes` about to be freed by their own writer as debt, so that
+    /// the bytes freed next pay for them before they become room (the drop
+    /// ledger's records, written just before the segments they free).
+    pub(crate) fn add_debt(&self, bytes: u64) {
+        *self.debt.lock().expect("room lock") += bytes;
+    }
+
+    /// Takes `bytes` that are already on disk (the drop ledger's records):
+    /// what is free now, and the rest as debt that freed bytes pay first.
+    pub(crate) fn charge(&self, bytes: u64) {
+        let mut left = bytes;
+        while left > 0 {
+            let now = left
+                .min(self.permits.available_permits() as u64)
+                .min(u64::from(u32::MAX));
+            if now == 0 {
+                break;
+            }
+            // Another taker may get there first: then look again.
+            if let Ok(permit) = self.permits.try_acquire_many(to_u32(now)) {
+                permit.forget();
+                left -= now;
+            }
+        }
+        if left > 0 {
+            *self.debt.lock().expect("room lock") += left;
+        }
+    }
+
     /// Bytes that must still be freed before `bytes` fit.
     pub(crate) fn shortfall(&self, bytes: u64) -> u64 {
         let debt = *self.debt.lock().expect("room lock");
@@ -128,6 +157,28 @@ mod tests {
         assert!(!room.try_take(1), "still 10 bytes in debt");
         room.give_back(30);
         assert!(room.try_take(20));
+        assert!(!room.try_take(1));
+    }
+
+    #[test]
+    fn debt_is_paid_by_the_next_bytes_freed() {
+        let room = Room::new(100, 100);
+        room.add_debt(30);
+        room.give_back(50);
+        assert!(room.try_take(20));
+        assert!(!room.try_take(1));
+    }
+
+    #[test]
+    fn charged_bytes_take_room_or_become_debt() {
+        let room = Room::new(100, 0);
+        room.charge(30);
+        assert_eq!(room.shortfall(70), 0);
+        assert_eq!(room.shortfall(71), 1);
+        room.charge(80);
+        assert_eq!(room.shortfall(0), 10, "10 bytes of debt");
+        room.give_back(15);
+        assert!(room.try_take(5));
         assert!(!room.try_take(1));
     }
 

@@ -6,9 +6,11 @@ use tokio::sync::Notify;
 
 use crate::config::SpoolConfig;
 use crate::index::Index;
+use crate::ledger::Ledger;
 use crate::room::Room;
 use crate::{Dropped, SpoolStats};
 
+/// The spool's state, one per open spool.
 pub(crate) struct Shared {
     pub config: SpoolConfig,
     pub state: Mutex<State>,
@@ -17,10 +19,18 @@ pub(crate) struct Shared {
     /// entries, acknowledgements, drops, close). Readers, drain waiters and
     /// dropping appenders wait on it.
     pub events: Notify,
+    /// Woken when the drop ledger shrank (settled drops compacted away):
+    /// appends that found it full may drop again.
+    pub ledger_shrank: Notify,
 }
 
+/// What the writer changes and readers look at, under one lock.
 pub(crate) struct State {
     pub index: Index,
+    /// Drops not settled yet.
+    pub ledger: Ledger,
+    /// Length of the ledger file (counted against the bound).
+    pub ledger_bytes: u64,
     /// Entries sent to the writer and not yet committed or failed.
     pub in_flight: u64,
     pub dropped: Dropped,
@@ -46,7 +56,8 @@ impl Shared {
             records: live.records,
             dropped: state.dropped,
             corrupt_entries: state.corrupt_entries,
-            disk_bytes: state.index.disk_bytes(),
+            disk_bytes: state.index.disk_bytes() + state.ledger_bytes,
+            dropped_pending: state.ledger.len(),
             blocked_appends: self.room.blocked(),
         }
     }

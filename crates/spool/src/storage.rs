@@ -2,13 +2,21 @@
 //! [`Storage`]. Production uses [`OsStorage`]; the tests plug in a simulated
 //! disk that can fail any operation and lose what was never fsynced.
 //!
-//! Files are named relative to the spool directory.
+//! Files are named relative to the spool directory. The spool's data is
+//! private: the directory is 0700 and every file 0600, whatever the umask
+//! and whatever an older release or another tool left (see
+//! [`OsStorage::lock`]).
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions, TryLockError};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Mode of the spool directory.
+const DIR_MODE: u32 = 0o700;
+/// Mode of every file in it.
+const FILE_MODE: u32 = 0o600;
 
 /// A held lock on the spool directory, released on drop.
 pub(crate) type DirLock = Box<dyn Send + Sync>;
@@ -63,19 +71,34 @@ impl Storage for OsStorage {
         &self.dir
     }
 
+    /// Also makes the directory 0700 and the files in it 0600 (an existing
+    /// directory may have come with the umask's 0755, files of an older
+    /// release with 0644).
     fn lock(&self) -> io::Result<DirLock> {
-        fs::create_dir_all(&self.dir)?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&self.dir)?;
+        tighten(&self.dir, DIR_MODE)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(FILE_MODE)
             .open(self.dir.join(crate::format::LOCK_FILE))?;
         match file.try_lock() {
-            Ok(()) => Ok(Box::new(file)),
-            Err(TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
-            Err(TryLockError::Error(e)) => Err(e),
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(io::ErrorKind::WouldBlock.into()),
+            Err(TryLockError::Error(e)) => return Err(e),
         }
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                tighten(&entry.path(), FILE_MODE)?;
+            }
+        }
+        Ok(Box::new(file))
     }
 
     fn list(&self) -> io::Result<Vec<String>> {
@@ -99,6 +122,7 @@ impl Storage for OsStorage {
         let file = OpenOptions::new()
             .append(true)
             .create(true)
+            .mode(FILE_MODE)
             .open(self.dir.join(name))?;
         Ok(Box::new(OsAppendFile(file)))
     }
@@ -118,6 +142,15 @@ impl Storage for OsStorage {
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
     }
+}
+
+/// Sets `path`'s permission bits to `mode` unless they are that already.
+fn tighten(path: &Path, mode: u32) -> io::Result<()> {
+    let current = fs::symlink_metadata(path)?.permissions().mode() & 0o7777;
+    if current != mode {
+        fs::set_permissions(path, Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 struct OsAppendFile(File);

@@ -30,16 +30,24 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use bytes::Bytes;
+
+use crate::config::MAX_SUMMARY_BYTES;
 use crate::format::{
-    DEAD_LOG, DEAD_LOG_TMP, DEAD_RECORD_LEN, SEGMENT_HEADER_LEN, encode_dead, encode_entry,
-    encode_segment_header, segment_name,
+    self, DEAD_LOG, DEAD_LOG_TMP, DEAD_RECORD_LEN, ENTRY_HEADER_LEN, LEDGER, LEDGER_TMP,
+    SEGMENT_HEADER_LEN, encode_dead, encode_drop, encode_entry, encode_segment_header,
+    encode_settle, segment_name,
 };
+use crate::index::{Planned, Source};
 use crate::shared::Shared;
 use crate::storage::{AppendFile, DirLock, Storage};
 use crate::{Dropped, EntryId, NewEntry, SpoolError};
 
 /// Most append bytes gathered into one group commit.
 const MAX_GROUP_BYTES: u64 = 16 * 1024 * 1024;
+/// Appends smaller than this together wait up to the commit delay for
+/// company (see [`crate::SpoolConfig::commit_delay`]).
+const LINGER_BYTES: u64 = 256 * 1024;
 /// The acknowledgement log is compacted once it is this big, and again each
 /// time it doubles.
 const MIN_COMPACT_BYTES: u64 = 64 * 1024;
@@ -61,7 +69,11 @@ pub(crate) enum Command {
     MakeRoom {
         bytes: u64,
         drop_oldest: bool,
-        reply: oneshot::Sender<Result<Dropped, SpoolError>>,
+        reply: oneshot::Sender<Result<RoomMade, SpoolError>>,
+    },
+    Settle {
+        ids: Vec<u64>,
+        reply: SettleReply,
     },
     Close {
         reply: oneshot::Sender<()>,
@@ -89,6 +101,7 @@ struct Encoded {
 }
 
 type KillReply = oneshot::Sender<Result<(), SpoolError>>;
+type SettleReply = oneshot::Sender<Result<(), SpoolError>>;
 
 struct Kill {
     ids: Vec<u64>,
@@ -99,7 +112,16 @@ struct Kill {
 struct RoomRequest {
     bytes: u64,
     drop_oldest: bool,
-    reply: oneshot::Sender<Result<Dropped, SpoolError>>,
+    reply: oneshot::Sender<Result<RoomMade, SpoolError>>,
+}
+
+/// What a [`Command::MakeRoom`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RoomMade {
+    pub dropped: Dropped,
+    /// More would have been dropped but the drop ledger is at its share of
+    /// the bound: nothing more can go until drops are settled.
+    pub ledger_full: bool,
 }
 
 /// The segment being appended to.
@@ -128,6 +150,11 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     /// Segments whose deletion failed, to warn once about each.
     undeletable: HashSet<u64>,
+    /// How long a small append may wait for others to share its fsync.
+    commit_delay: Duration,
+    /// The drop ledger; `None` after a failed write: the next use rewrites
+    /// it whole from memory.
+    ledger: Option<Box<dyn AppendFile>>,
     lock: Option<DirLock>,
 }
 
@@ -139,7 +166,9 @@ impl Writer {
         lock: DirLock,
     ) -> Self {
         let segment_bytes = shared.config.effective_segment_bytes();
+        let commit_delay = shared.config.commit_delay;
         Writer {
+            commit_delay,
             shared,
             storage,
             active: None,
@@ -151,6 +180,7 @@ impl Writer {
             segment_bytes,
             buf: Vec::new(),
             undeletable: HashSet::new(),
+            ledger: None,
             lock: Some(lock),
         }
     }
@@ -177,18 +207,45 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            let started = Instant::now();
+            let mut bytes = match &first {
+                Command::Append { frame_bytes, .. } => *frame_bytes,
+                _ => 0,
+            };
+            // A small append waits up to the commit delay for others to
+            // share its fsync (a large one, or a full group, goes at once).
+            let mut linger = bytes > 0 && bytes < LINGER_BYTES && !self.commit_delay.is_zero();
             let mut batch = vec![first];
-            let mut bytes = 0;
             while bytes < MAX_GROUP_BYTES {
-                match commands.try_recv() {
-                    Ok(command) => {
-                        if let Command::Append { frame_bytes, .. } = &command {
-                            bytes += frame_bytes;
+                let next = if linger {
+                    match self.commit_delay.checked_sub(started.elapsed()) {
+                        Some(left) if !left.is_zero() => commands.recv_timeout(left).ok(),
+                        _ => {
+                            linger = false;
+                            commands.try_recv().ok()
                         }
-                        batch.push(command);
                     }
-                    Err(_) => break,
+                } else {
+                    commands.try_recv().ok()
+                };
+                let Some(command) = next else {
+                    if linger {
+                        // Woken by the timeout: take what else is there.
+                        linger = false;
+                        continue;
+                    }
+                    break;
+                };
+                match &command {
+                    Command::Append { frame_bytes, .. } => bytes += frame_bytes,
+                    // Closing or freeing room must not wait.
+                    Command::Close { .. } | Command::MakeRoom { .. } => linger = false,
+                    _ => {}
                 }
+                if bytes >= LINGER_BYTES {
+                    linger = false;
+                }
+                batch.push(command);
             }
             close_reply = self.cycle(batch);
             if close_reply.is_some() {
@@ -209,6 +266,7 @@ impl Writer {
         let mut appends = Vec::new();
         let mut kills = Vec::new();
         let mut rooms = Vec::new();
+        let mut settles = Vec::new();
         let mut close = None;
         for command in batch {
             match command {
@@ -231,6 +289,7 @@ impl Writer {
                     drop_oldest,
                     reply,
                 }),
+                Command::Settle { ids, reply } => settles.push((ids, reply)),
                 Command::Close { reply } => close = Some(reply),
             }
         }
@@ -238,6 +297,7 @@ impl Writer {
             self.commit_appends(appends);
         }
         let acked = self.commit_kills(kills);
+        self.settle(settles);
         self.housekeeping(rooms);
         // Acknowledgements resolve after the segments they emptied are gone.
         for (reply, result) in acked {
@@ -654,47 +714,258 @@ impl Writer {
     /// Frees room for an append of `bytes`: under `drop_oldest`, drops the
     /// live entries of the oldest segments until their deletion covers the
     /// shortfall; otherwise only rolls past a dead active segment.
-    fn make_room(&mut self, bytes: u64, drop_oldest: bool) -> Result<Dropped, SpoolError> {
+    fn make_room(&mut self, bytes: u64, drop_oldest: bool) -> Result<RoomMade, SpoolError> {
         let mut dropped = Dropped::default();
         let shortfall = self.shared.room.shortfall(bytes);
         if shortfall == 0 {
-            return Ok(dropped);
+            return Ok(RoomMade::default());
         }
         if !drop_oldest {
             if self.shared.lock().index.active_is_dead() {
                 self.roll()?;
                 self.delete_dead();
             }
-            return Ok(dropped);
+            return Ok(RoomMade::default());
         }
         let (_, freeable) = self.shared.lock().index.oldest_to_free(shortfall);
         if freeable < shortfall && self.shared.lock().index.active_has_entries() {
             // Seal the active segment so that it can be dropped too.
             self.roll()?;
         }
+        let (chosen, ledger_bytes) = {
+            let state = self.shared.lock();
+            (state.index.oldest_to_free(shortfall).0, state.ledger_bytes)
+        };
+        // The ledger first: once a drop is durable there it is never
+        // forgotten, and only then may the entries' data go. Whole segments
+        // only (dropping part of one frees nothing), and only as many as the
+        // ledger's share of the bound takes.
+        let cap = self.shared.config.ledger_cap();
+        let mut victims: Vec<Planned> = Vec::new();
+        let mut summaries = Vec::new();
+        let mut records = Vec::new();
+        let mut ledger_full = false;
+        for first_id in chosen {
+            let entries = self.shared.lock().index.live_entries(first_id);
+            let mut segment_records = Vec::new();
+            let mut segment_summaries = Vec::with_capacity(entries.len());
+            for victim in &entries {
+                let summary = self.summarize(victim);
+                encode_drop(&mut segment_records, victim.id, victim.records, &summary);
+                segment_summaries.push(summary);
+            }
+            if ledger_bytes + (records.len() + segment_records.len()) as u64 > cap {
+                ledger_full = true;
+                break;
+            }
+            records.extend(segment_records);
+            summaries.extend(segment_summaries);
+            victims.extend(entries);
+        }
+        if !records.is_empty() {
+            self.write_ledger(&records)?;
+        }
+        // The ledger's bytes count against the bound like the segments':
+        // the segments about to be deleted pay for them first.
+        let ledger_added = records.len() as u64;
+        self.shared.room.add_debt(ledger_added);
+        let mut ids = Vec::with_capacity(victims.len());
         {
             let mut state = self.shared.lock();
-            let (chosen, _) = state.index.oldest_to_free(shortfall);
-            for first_id in chosen {
-                for id in state.index.live_ids(first_id) {
-                    if let Some(killed) = state.index.kill(id) {
-                        dropped.entries += 1;
-                        dropped.records += u64::from(killed.records);
-                    }
+            for (victim, summary) in victims.iter().zip(summaries) {
+                if let Some(killed) = state.index.kill(victim.id) {
+                    dropped.entries += 1;
+                    dropped.records += u64::from(killed.records);
+                    state.ledger.add(victim.id, victim.records, summary);
+                    ids.push(victim.id);
                 }
             }
             state.dropped.entries += dropped.entries;
             state.dropped.records += dropped.records;
         }
+        // Also dead in the acknowledgement log, which outlives the ledger's
+        // settled records for segments that could not be deleted.
+        if !ids.is_empty()
+            && let Err(e) = self.log_dead(&ids)
+        {
+            tracing::warn!(
+                "cannot record dropped spool entries as dead (the drop ledger has them): {e}"
+            );
+        }
         if self.delete_dead()
             && dropped.entries > 0
             && let Err(e) = self.storage.sync_dir()
         {
-            // Only matters after a crash: the dropped entries would be
-            // delivered after all.
+            // Only matters after a crash: the segments come back, but the
+            // ledger keeps their dropped entries dead.
             tracing::warn!("cannot make the deletion of dropped spool segments durable: {e}");
         }
-        Ok(dropped)
+        // Counted once the segments it stands for are gone, so the spool
+        // never reports more than its bound.
+        self.shared.lock().ledger_bytes += ledger_added;
+        Ok(RoomMade {
+            dropped,
+            ledger_full,
+        })
+    }
+
+    /// What the ledger keeps of a live entry about to be dropped: the
+    /// configured summary of its data, read from memory or from its segment
+    /// file (empty when the data cannot be read).
+    fn summarize(&self, victim: &Planned) -> Bytes {
+        let summarize = self.shared.config.drop_summary;
+        let mut summary = match &victim.source {
+            Source::Cached(data) => summarize(data),
+            Source::Disk {
+                file,
+                name,
+                offset,
+                data_len,
+            } => {
+                let mut frame = vec![0; ENTRY_HEADER_LEN + *data_len as usize];
+                let read = file.read_exact_at(&mut frame, *offset);
+                match (read, format::decode_frame(&frame)) {
+                    (Ok(()), format::Frame::Valid(header)) if header.id == victim.id => {
+                        summarize(&frame[ENTRY_HEADER_LEN..])
+                    }
+                    (read, _) => {
+                        tracing::warn!(
+                            segment = %name,
+                            id = victim.id,
+                            error = ?read.err(),
+                            "cannot read a spool entry being dropped; its drop is recorded without its summary"
+                        );
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        summary.truncate(MAX_SUMMARY_BYTES);
+        Bytes::from(summary)
+    }
+
+    // ---- the drop ledger ----
+
+    /// Appends records to the ledger and fsyncs them.
+    fn write_ledger(&mut self, records: &[u8]) -> Result<(), SpoolError> {
+        if self.ledger.is_none() {
+            self.compact_ledger()?;
+        }
+        let file = self.ledger.as_mut().expect("opened by compaction");
+        let written = file
+            .write_all(records)
+            .map_err(|e| ("write drop ledger", e))
+            .and_then(|()| file.sync_data().map_err(|e| ("fsync drop ledger", e)));
+        written.map_err(|(op, e)| {
+            // Rewrite it whole from memory before its next use rather than
+            // append after bytes in an unknown state.
+            self.ledger = None;
+            SpoolError::io(op, self.path(LEDGER), e)
+        })
+    }
+
+    /// Rewrites the ledger with the unsettled drops only (atomically: a
+    /// temporary file renamed over it) and gives the bytes it shed back to
+    /// the bound.
+    pub(crate) fn compact_ledger(&mut self) -> Result<(), SpoolError> {
+        let content = self.shared.lock().ledger.encode();
+        let tmp = self.path(LEDGER_TMP);
+        let io = |op| {
+            let tmp = tmp.clone();
+            move |e: io::Error| SpoolError::io(op, tmp, e)
+        };
+        let mut file = self
+            .storage
+            .open_append(LEDGER_TMP)
+            .map_err(io("create drop ledger"))?;
+        file.set_len(0).map_err(io("reset drop ledger"))?;
+        file.write_all(&content).map_err(io("write drop ledger"))?;
+        file.sync_data().map_err(io("fsync drop ledger"))?;
+        self.storage
+            .rename(LEDGER_TMP, LEDGER)
+            .map_err(io("rename drop ledger"))?;
+        self.storage.sync_dir().map_err(|e| {
+            SpoolError::io("fsync spool directory", self.storage.dir().to_path_buf(), e)
+        })?;
+        self.ledger = Some(file);
+        let new_len = content.len() as u64;
+        let old_len = std::mem::replace(&mut self.shared.lock().ledger_bytes, new_len);
+        if old_len > new_len {
+            self.shared.room.give_back(old_len - new_len);
+            // Appends that could drop nothing more may now.
+            self.shared.ledger_shrank.notify_waiters();
+        } else {
+            self.shared.room.charge(new_len - old_len);
+        }
+        Ok(())
+    }
+
+    /// Settles drops: one fsynced settle record per run of consecutive ids,
+    /// then the ledger forgets them (and is compacted once mostly settled).
+    fn settle(&mut self, settles: Vec<(Vec<u64>, SettleReply)>) {
+        if settles.is_empty() {
+            return;
+        }
+        let mut ids: Vec<u64> = settles
+            .iter()
+            .flat_map(|(ids, _)| ids.iter().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let pending: Vec<u64> = {
+            let state = self.shared.lock();
+            ids.into_iter()
+                .filter(|&id| state.ledger.contains(id))
+                .collect()
+        };
+        let result = if pending.is_empty() {
+            Ok(())
+        } else {
+            let mut records = Vec::new();
+            let mut start = pending[0];
+            for pair in pending.windows(2) {
+                if pair[1] != pair[0] + 1 {
+                    encode_settle(&mut records, start, pair[0] + 1);
+                    start = pair[1];
+                }
+            }
+            encode_settle(&mut records, start, pending[pending.len() - 1] + 1);
+            if self.shared.room.try_take(records.len() as u64) {
+                self.write_ledger(&records)
+                    .map(|()| {
+                        let mut state = self.shared.lock();
+                        state.ledger.settle(&pending);
+                        state.ledger_bytes += records.len() as u64;
+                    })
+                    .inspect_err(|_| self.shared.room.give_back(records.len() as u64))
+            } else {
+                // No room even for the settle records: rewrite the ledger
+                // without the settled drops instead (which frees room).
+                self.shared.lock().ledger.settle(&pending);
+                self.compact_ledger()
+            }
+        };
+        if result.is_ok() {
+            let (len, compacted) = {
+                let state = self.shared.lock();
+                (state.ledger_bytes, state.ledger.compacted_len())
+            };
+            // Settled records are dead weight counted against the bound:
+            // shed them once they are a good part of the file (at once when
+            // appends wait for room).
+            let shed = len.saturating_sub(compacted);
+            let worth = MIN_COMPACT_BYTES.min(self.shared.config.ledger_cap() / 4);
+            let due = self.shared.room.blocked() > 0 || (shed >= worth && len >= 2 * compacted);
+            if shed > 0
+                && due
+                && let Err(e) = self.compact_ledger()
+            {
+                tracing::warn!("cannot compact the spool's drop ledger: {e}");
+            }
+        }
+        for (_, reply) in settles {
+            let _ = reply.send(result.clone());
+        }
     }
 
     // ---- close ----
@@ -708,6 +979,7 @@ impl Writer {
         }
         self.active = None;
         self.dead_log = None;
+        self.ledger = None;
         self.shared.lock().closed = true;
         self.shared.room.close();
         self.lock = None;

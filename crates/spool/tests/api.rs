@@ -354,9 +354,30 @@ async fn concurrent_appenders_share_the_spool_and_lose_nothing() {
 #[tokio::test]
 async fn concurrent_appenders_under_drop_oldest_all_finish_and_every_drop_is_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(config(dir.path(), 4096, 256, FullPolicy::DropOldest))
-        .await
-        .unwrap();
+    let (spool, _) = Spool::open(SpoolConfig {
+        drop_summary: |data| data[..8].to_vec(),
+        ..config(dir.path(), 4096, 256, FullPolicy::DropOldest)
+    })
+    .await
+    .unwrap();
+    // What a forwarder does with the ledger: report each drop, then settle
+    // it. Without it the ledger would fill its share of the bound and the
+    // appends would wait, as under backpressure.
+    let settler = {
+        let spool = spool.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<(EntryId, u32, u64)> = Vec::new();
+            while let Ok(drops) = spool.read_dropped(None, 16).await {
+                let ids: Vec<EntryId> = drops.iter().map(|d| d.id).collect();
+                seen.extend(drops.iter().map(|d| {
+                    let tag = u64::from_le_bytes(d.summary[..8].try_into().unwrap());
+                    (d.id, d.records, tag)
+                }));
+                spool.settle_dropped(&ids).await.unwrap();
+            }
+            seen
+        })
+    };
     let mut tasks = Vec::new();
     for task in 0..6u64 {
         let spool = spool.clone();
@@ -406,6 +427,23 @@ async fn concurrent_appenders_under_drop_oldest_all_finish_and_every_drop_is_cou
         let first = 40 - mine.len() as u64;
         assert_eq!(mine, (first..40).collect::<Vec<_>>(), "appender {task}");
     }
+    // Every dropped entry went through the ledger once, with its summary:
+    // the live entries and the ledger's are all 240, each once.
+    eventually("every drop is settled", || {
+        spool.stats().dropped_pending == 0
+    })
+    .await;
+    spool.close().await;
+    let seen = settler.await.unwrap();
+    assert_eq!(seen.len() as u64, dropped.entries);
+    let mut tags: Vec<u64> = seen.iter().map(|(_, _, tag)| *tag).collect();
+    tags.extend(live.iter().map(common::tag));
+    tags.sort_unstable();
+    let all: Vec<u64> = (0..6u64)
+        .flat_map(|task| (0..40).map(move |i| task * 100 + i))
+        .collect();
+    assert_eq!(tags, all);
+    assert!(seen.iter().all(|(_, records, _)| *records == 2));
 }
 
 #[tokio::test]

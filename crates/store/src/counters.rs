@@ -11,7 +11,7 @@ use crate::block::Block;
 use crate::hosts::host_of_url;
 
 /// Nanoseconds in a minute and an hour.
-pub(crate) const MINUTE: i64 = 60_000_000_000;
+pub(crate) const MINUTE: i64 = crate::model::MINUTE_NANOS;
 pub(crate) const HOUR: i64 = 60 * MINUTE;
 
 /// The minute bucket (its start over [`MINUTE`]) of an effective time.

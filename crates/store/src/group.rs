@@ -17,13 +17,20 @@
 //! records go to in-memory blocks and the other writes are noted
 //! ([`SideWrite`]). [`Group::finish`] then hands out the ids and encodes the
 //! blocks into a [`Plan`] that the backend writes in its transaction.
+//!
+//! The agent's drop ledger rides on the same two paths: a drop naming a
+//! spooled batch is counted only if [`Lookup::batch_stored`] (and the group
+//! so far) never saw that batch id, and then its id is taken like a
+//! committed batch's (a [`BatchIdRow`] without a record), so the batch is
+//! either stored or reported lost, never both; the sequence numbers a drop
+//! names are a [`SideWrite::DroppedRange`].
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::Timestamp;
 use uuid::Uuid;
-use warden_proto::domain::{AuditRecord, ClientStatus, EventTime, IngestBatch};
+use warden_proto::domain::{AgentDrop, AuditRecord, ClientStatus, EventTime, IngestBatch};
 
 use crate::StoreError;
 use crate::block::{self, BatchInfo, Block, BlockRecord, PeerRef};
@@ -42,7 +49,8 @@ const MAX_REASON_BYTES: usize = 64;
 
 /// What the group asks the database, inside the backend's transaction.
 pub(crate) trait Lookup {
-    /// Whether this agent has delivered this batch id before.
+    /// Whether this agent has delivered this batch id before, or reported
+    /// the batch dropped (its id taken without records).
     fn batch_stored(&mut self, agent: i64, batch: Uuid) -> Result<bool, StoreError>;
 
     /// The stored sequence ranges of a session that overlap `low..=high`
@@ -90,6 +98,15 @@ pub(crate) enum SideWrite<'r> {
         digest: &'r str,
         text: &'r str,
         at: i64,
+    },
+    /// Sequence numbers `first..=last` of a session that the agent reported
+    /// losing (a row with the same first keeps the larger last; readers
+    /// merge the rest).
+    DroppedRange {
+        agent: i64,
+        session: &'r str,
+        first: i32,
+        last: i32,
     },
     /// The agent's last contact (`at`) and, with a batch, its last batch.
     Touch {
@@ -239,7 +256,8 @@ pub(crate) struct BlockRow {
 }
 
 /// A delivered batch id to store, with the id of its last record (`None`
-/// when it added none).
+/// when it added none, or when it is the id of a batch the agent reported
+/// dropped).
 pub(crate) struct BatchIdRow {
     pub agent: i64,
     pub id: Uuid,
@@ -482,17 +500,64 @@ impl<'r> Group<'r> {
             if drop.records == 0 && drop.frames == 0 {
                 continue;
             }
-            let reason = truncate(&drop.reason, MAX_REASON_BYTES);
+            if !self.first_report_of(tx, agent, at, drop)? {
+                continue;
+            }
+            let reason: &'r str = match drop.known_reason() {
+                Some(known) => known.as_str(),
+                None => truncate(&drop.reason, MAX_REASON_BYTES),
+            };
+            let session: &'r str = drop.session_id.as_deref().unwrap_or("");
             self.side.push(SideWrite::Loss {
                 agent,
-                session: "",
+                session,
                 source: LossSource::Agent,
                 reason,
                 records: drop.records,
                 frames: drop.frames,
             });
+            if !session.is_empty() {
+                for range in &drop.sequence_ranges {
+                    self.side.push(SideWrite::DroppedRange {
+                        agent,
+                        session,
+                        first: range.first,
+                        last: range.last,
+                    });
+                }
+            }
         }
         Ok(outcome)
+    }
+
+    /// Whether a drop is to be counted. A drop of a whole spooled batch
+    /// names that batch; it counts only if the batch was never committed
+    /// (nor reported dropped before, in this group or earlier), and its id
+    /// is then taken like a committed batch's (a batch id without a block),
+    /// so a copy of the batch still on its way is acknowledged and not
+    /// stored: the batch is either stored or reported, never both. Other
+    /// drops always count (their report's own batch id makes re-sends
+    /// harmless).
+    fn first_report_of(
+        &mut self,
+        tx: &mut impl Lookup,
+        agent: i64,
+        at: i64,
+        drop: &AgentDrop,
+    ) -> Result<bool, StoreError> {
+        let Some(dropped) = drop.dropped_batch_id else {
+            return Ok(true);
+        };
+        if !self.seen_batches.insert((agent, dropped)) || tx.batch_stored(agent, dropped)? {
+            return Ok(false);
+        }
+        self.batches.push(BatchRow {
+            agent,
+            id: dropped,
+            received_ns: at,
+            last: None,
+        });
+        Ok(true)
     }
 
     /// Applies a client's status; returns 1 when it carried a policy text

@@ -289,11 +289,12 @@ pub struct PolicyText {
     pub first_seen: Timestamp,
 }
 
-/// A workspace's records in one minute of effective time (the activity
-/// chart).
+/// Records in one minute of effective time, counted by decision (the
+/// activity charts: one workspace's, or every workspace's on the web page's
+/// overview).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MinuteActivity {
-    /// The minute's start.
+    /// The minute's start (UTC, a whole minute since the epoch).
     pub minute: Timestamp,
     /// Records allowed in the minute.
     pub allowed: u64,
@@ -473,6 +474,11 @@ pub struct SessionSummary {
     pub final_sequence_number: Option<i64>,
     /// Losses attributed to this session, by source and reason.
     pub losses: Vec<Loss>,
+    /// Sequence numbers the workspace agent reported losing in this session
+    /// (its full spool dropped them, the control plane refused them, or its
+    /// spool could not write them): sorted, merged ranges. Their count is in
+    /// `losses` (source agent).
+    pub agent_dropped: Vec<SequenceRange>,
     /// Of `records`, how many retention has deleted.
     pub purged: u64,
     /// The digest of the policy the session's latest records were decided
@@ -549,6 +555,22 @@ impl SequenceRange {
     /// How many numbers the range holds.
     pub fn count(&self) -> u64 {
         u64::try_from(self.last - self.first + 1).unwrap_or(0)
+    }
+
+    /// Sorts ranges and merges those that overlap or touch.
+    pub fn merge(mut ranges: Vec<SequenceRange>) -> Vec<SequenceRange> {
+        ranges.retain(|r| r.first <= r.last);
+        ranges.sort_unstable();
+        let mut out: Vec<SequenceRange> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match out.last_mut() {
+                Some(last) if r.first <= last.last.saturating_add(1) => {
+                    last.last = last.last.max(r.last);
+                }
+                _ => out.push(r),
+            }
+        }
+        out
     }
 }
 
@@ -637,6 +659,9 @@ pub struct WorkspaceActivity {
     pub top_denied_hosts: Vec<HostCount>,
 }
 
+/// The length of a [`MinuteActivity`] minute, in nanoseconds.
+pub const MINUTE_NANOS: i64 = 60_000_000_000;
+
 /// Denied records of one host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostCount {
@@ -672,9 +697,19 @@ mod tests {
                 records: 2,
                 frames: 0,
             }],
+            agent_dropped: Vec::new(),
             purged: 0,
             policy_digest: None,
         }
+    }
+
+    #[test]
+    fn ranges_merge_when_they_touch_or_overlap() {
+        let r = |first, last| SequenceRange { first, last };
+        assert_eq!(
+            SequenceRange::merge(vec![r(10, 12), r(0, 3), r(4, 5), r(11, 20), r(30, 29)]),
+            [r(0, 5), r(10, 20)]
+        );
     }
 
     #[test]

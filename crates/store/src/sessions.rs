@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use uuid::Uuid;
 
-use crate::model::{Loss, LossSource, RecordId, SessionActivity, SessionSummary};
+use crate::model::{Loss, LossSource, RecordId, SequenceRange, SessionActivity, SessionSummary};
 
 /// Stored records of one session (of one agent), grouped.
 pub(crate) struct LiveRows {
@@ -34,6 +34,12 @@ pub(crate) struct SessionRow {
     pub purged_last: Option<i32>,
     /// The policy the session's latest records were decided under.
     pub policy_digest: Option<String>,
+}
+
+/// An `agent_dropped_ranges` row.
+pub(crate) struct DroppedRow {
+    pub session_id: String,
+    pub range: SequenceRange,
 }
 
 /// A per-session `losses` row.
@@ -71,6 +77,7 @@ impl Sessions {
                     last_sequence_number: None,
                     final_sequence_number: None,
                     losses: Vec::new(),
+                    agent_dropped: Vec::new(),
                     purged: 0,
                     policy_digest: None,
                 },
@@ -112,6 +119,13 @@ impl Sessions {
         }
     }
 
+    pub(crate) fn add_dropped(&mut self, row: DroppedRow) {
+        self.entry(row.session_id)
+            .summary
+            .agent_dropped
+            .push(row.range);
+    }
+
     pub(crate) fn add_loss(&mut self, row: LossRow) {
         crate::losses::merge(&mut self.entry(row.session_id).summary.losses, row.loss);
     }
@@ -125,6 +139,8 @@ impl Sessions {
             .map(|mut s| {
                 s.summary.records = s.summary.distinct_sequence_numbers + s.summary.conflicts;
                 crate::losses::sort(&mut s.summary.losses);
+                s.summary.agent_dropped =
+                    SequenceRange::merge(std::mem::take(&mut s.summary.agent_dropped));
                 s
             })
             .collect();

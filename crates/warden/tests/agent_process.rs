@@ -253,3 +253,238 @@ async fn sigterm_is_passed_to_command_and_its_signal_becomes_the_exit_code() {
     agent.terminate();
     assert_eq!(agent.exit().await, Some(128 + 15), "{}", agent.log());
 }
+
+/// Starts `warden agent` for the fake control plane with `args` and `env`
+/// (no token from the default environment), as `uid` when given.
+fn spawn_agent_with(
+    cp: &FakeControlPlane,
+    dirs: &Dirs,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+    uid: Option<u32>,
+    command: &[&str],
+) -> WardenProcess {
+    let mut cmd = warden();
+    cmd.arg("agent")
+        .arg("--url")
+        .arg(cp.url())
+        .arg("--data-dir")
+        .arg(&dirs.data)
+        .arg("--boundary-log-proxy-socket-path")
+        .arg(&dirs.socket)
+        .args(["--shutdown-grace", "3s", "--max-retry-delay", "200ms"])
+        .args(args)
+        .env_remove("CODER_AGENT_TOKEN");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    if !command.is_empty() {
+        cmd.arg("--").args(command);
+    }
+    WardenProcess::spawn("warden agent", cmd, BoundaryLines::Keep)
+}
+
+/// Root may read any process's memory, so to see what a process of the
+/// agent's own user can do, the test runs the agent as `nobody` when it
+/// runs as root (in a directory `nobody` owns).
+fn unprivileged(dirs: &Dirs) -> Option<u32> {
+    const NOBODY: u32 = 65534;
+    if rustix::process::geteuid().as_raw() != 0 {
+        return None;
+    }
+    std::os::unix::fs::chown(&dirs.root, Some(NOBODY), Some(NOBODY)).unwrap();
+    Some(NOBODY)
+}
+
+fn token_file(dirs: &Dirs, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dirs.root.join("agent.token");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_token_file_others_can_read_is_refused_and_a_private_one_used() {
+    let cp = FakeControlPlane::start(TOKEN).await;
+    let dirs = dirs();
+    let open = token_file(&dirs, 0o644);
+    let mut refused = spawn_agent_with(
+        &cp,
+        &dirs,
+        &["--token-file".as_ref(), open.as_os_str()],
+        &[],
+        None,
+        &[],
+    );
+    assert_eq!(refused.exit().await, Some(2), "{}", refused.log());
+    assert!(
+        refused.log().contains("accessible by other users") && refused.log().contains("chmod 600"),
+        "{}",
+        refused.log()
+    );
+    assert!(!refused.log().contains(TOKEN));
+
+    let private = token_file(&dirs, 0o600);
+    let path = private.to_string_lossy().into_owned();
+    let mut agent = spawn_agent_with(
+        &cp,
+        &dirs,
+        &[],
+        &[("WARDEN_AGENT_TOKEN_FILE", &path)],
+        None,
+        &[],
+    );
+    ready(&mut agent).await;
+    let expected = urls("file.example", 0..3);
+    fake::send_and_close(&dirs.socket, &logs_frame(request("s-file", 0, &expected))).await;
+    cp.wait_until("records arrived", |s| s.urls() == sorted(expected.clone()))
+        .await;
+    agent.terminate();
+    assert_eq!(agent.exit().await, Some(0), "{}", agent.log());
+    assert!(!agent.log().contains("WARNING"), "{}", agent.log());
+}
+
+#[tokio::test]
+async fn a_token_on_the_command_line_is_warned_about_and_wiped_from_it() {
+    let cp = FakeControlPlane::start(TOKEN).await;
+    let dirs = dirs();
+    let mut agent = spawn_agent_with(
+        &cp,
+        &dirs,
+        &["--token".as_ref(), TOKEN.as_ref()],
+        &[],
+        None,
+        &[],
+    );
+    ready(&mut agent).await;
+    assert!(
+        agent
+            .log()
+            .contains("WARNING: --token puts the agent token on the command line"),
+        "{}",
+        agent.log()
+    );
+    // Every local user can read a process's command line: not the token.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", agent.pid())).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("--token"),
+        "the flag itself stays"
+    );
+    assert!(
+        !cmdline.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    // And it works.
+    let expected = urls("argv.example", 0..2);
+    fake::send_and_close(&dirs.socket, &logs_frame(request("s-argv", 0, &expected))).await;
+    cp.wait_until("records arrived", |s| s.urls() == sorted(expected.clone()))
+        .await;
+    agent.terminate();
+    assert_eq!(agent.exit().await, Some(0), "{}", agent.log());
+}
+
+#[tokio::test]
+async fn command_cannot_read_the_agents_environment() {
+    let cp = FakeControlPlane::start(TOKEN).await;
+    let dirs = dirs();
+    let uid = unprivileged(&dirs);
+    let out = dirs.root.join("out");
+    // COMMAND runs as the agent's user: it tries the agent's environment,
+    // then waits to be told to finish.
+    let script = format!(
+        "cat /proc/$PPID/environ > '{out}.environ' 2> '{out}.err'; echo $? > '{out}.rc'; read line",
+        out = out.display()
+    );
+    let mut agent = spawn_agent_with(
+        &cp,
+        &dirs,
+        &[],
+        &[("CODER_AGENT_TOKEN", TOKEN)],
+        uid,
+        &["sh", "-c", &script],
+    );
+    ready(&mut agent).await;
+    let rc = out.with_extension("rc");
+    support::eventually("COMMAND tried the agent's environment", || {
+        let done = std::fs::read_to_string(&rc).is_ok_and(|s| s.ends_with('\n'));
+        async move { done }
+    })
+    .await;
+    let err = std::fs::read_to_string(out.with_extension("err")).unwrap();
+    assert_ne!(std::fs::read_to_string(&rc).unwrap().trim(), "0", "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    assert_eq!(std::fs::read(out.with_extension("environ")).unwrap(), b"");
+    // The test itself: as root it may read the agent's environment, which
+    // no longer holds the token; otherwise it is refused like COMMAND.
+    match std::fs::read(format!("/proc/{}/environ", agent.pid())) {
+        Ok(environ) => {
+            assert!(
+                uid.is_some(),
+                "a process of the agent's user read its environment"
+            );
+            assert!(
+                !environ.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+                "the token is still in the agent's environment"
+            );
+        }
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}"),
+    }
+    agent.say("done\n").await;
+    assert_eq!(agent.exit().await, Some(0), "{}", agent.log());
+    assert!(!agent.log().contains("cannot wipe"), "{}", agent.log());
+    assert!(!agent.log().contains("non-dumpable"), "{}", agent.log());
+}
+
+#[tokio::test]
+async fn a_peer_named_with_control_characters_is_logged_on_one_quoted_line() {
+    let cp = FakeControlPlane::start(TOKEN).await;
+    let dirs = dirs();
+    // A program whose name (its comm) carries ESC, CR and LF.
+    let evil = dirs.root.join("ev\u{1b}[31mil\rx\ny");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_warden"), &evil).unwrap();
+    let mut agent = spawn_agent_with(
+        &cp,
+        &dirs,
+        &["--allow-exe".as_ref(), "/bin/sh".as_ref()],
+        &[("CODER_AGENT_TOKEN", TOKEN)],
+        None,
+        &[],
+    );
+    ready(&mut agent).await;
+    let mut emit = tokio::process::Command::new(&evil)
+        .arg("emit")
+        .arg("--socket")
+        .arg(&dirs.socket)
+        .args(["--acks", "off"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = emit.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"allowed\": false, \"method\": \"GET\", \"url\": \"https://x.example/\"}\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let _ = emit.wait().await;
+    let line = agent.wait_line("outside the allowlist").await;
+    assert!(
+        line.contains(r#"comm="ev\x1b[31mil\rx\ny""#),
+        "the name is quoted: {line:?}"
+    );
+    let log = agent.log();
+    assert!(!log.contains('\u{1b}') && !log.contains('\r'), "{log:?}");
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("il") || l.starts_with("y")),
+        "the warning was split: {log}"
+    );
+    agent.terminate();
+    assert_eq!(agent.exit().await, Some(0), "{}", agent.log());
+}

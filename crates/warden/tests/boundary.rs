@@ -695,9 +695,26 @@ async fn the_policy_digest_rides_on_every_frame_and_the_policy_once_per_session(
         digest,
         "2728fb7a193d80cf667ee60f093af07233713fcf1f2bb21c7937872da8e82da2"
     );
-    let mut logs = Vec::new();
+    let mut logs: Vec<warden_proto::wire::ReportBoundaryLogsRequest> = Vec::new();
     let mut policies = Vec::new();
-    while let Ok(frame) = frames.try_recv() {
+    // The fake agent may still be reading what the client wrote before it
+    // exited: take frames until the four records and the policy are in, then
+    // whatever else is already there.
+    let complete = |logs: &[warden_proto::wire::ReportBoundaryLogsRequest], policies: usize| {
+        policies > 0 && logs.iter().map(|l| l.logs.len()).sum::<usize>() >= 4
+    };
+    loop {
+        let frame = if complete(&logs, policies.len()) {
+            match frames.try_recv() {
+                Ok(frame) => frame,
+                Err(_) => break,
+            }
+        } else {
+            tokio::time::timeout(std::time::Duration::from_secs(10), frames.recv())
+                .await
+                .expect("the client's frames within 10 s")
+                .expect("the fake agent is still running")
+        };
         match frame {
             Frame::Logs(request) => logs.push(request),
             Frame::Status(status) if !status.policy_digest.is_empty() => policies.push(status),

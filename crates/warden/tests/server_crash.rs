@@ -2,7 +2,7 @@
 //! 12,000 lines printed again at the restart, 8,000 of them printed before):
 //! every stored record has its boundary line; no record's line is printed
 //! twice as a new line; the lines printed again at the restart say
-//! `replayed=true` and come before any new line (spec/stderr-format.md,
+//! `replayed=true` and come before any new line (docs/stderr-format.md,
 //! "When a line is printed").
 
 mod support;

@@ -20,7 +20,12 @@ pub const VERSION: u32 = 1;
 pub enum Settled {
     /// Every record that carried a request is durable; `rejected` records
     /// carried none.
-    Durable { records: u32, rejected: u32 },
+    Durable {
+        /// Records kept.
+        records: u32,
+        /// Records refused for carrying no request.
+        rejected: u32,
+    },
     /// The payload was not a valid message (or not one a client may send).
     Malformed,
     /// The spool could not keep the frame.

@@ -1,14 +1,18 @@
 //! One client connection: reads frames, spools their records, and (in the
 //! acknowledged mode) confirms each frame once it is durable.
 //!
-//! Frames that are already readable are taken together (up to
-//! [`MAX_GROUP_FRAMES`] frames or about [`MAX_GROUP_BYTES`]) and appended to
-//! the spool in one call, so they share one fsync; the reader keeps reading
-//! while earlier groups are being appended (up to [`MAX_IN_FLIGHT`] groups)
-//! and settles frames strictly in order. When the spool applies backpressure
-//! the appends wait, the window fills and the reader stops reading the
-//! socket. A connection thus holds at most about
-//! `MAX_IN_FLIGHT * MAX_GROUP_BYTES` of decoded frames.
+//! Each frame is read once ([`warden_proto::scan`]: validated, counted,
+//! its session and sequence numbers noted, nothing allocated per record)
+//! and spooled as the bytes the client sent, behind a small header
+//! ([`crate::entry`]). Frames that are already readable are taken together
+//! (up to [`MAX_GROUP_FRAMES`] frames or about [`MAX_GROUP_BYTES`]) and
+//! appended to the spool in one call, so they share one fsync; the reader
+//! keeps reading while earlier groups are being appended (up to
+//! [`MAX_IN_FLIGHT`] groups) and settles frames strictly in order. When the
+//! spool applies backpressure the appends wait, the window fills and the
+//! reader stops reading the socket. A connection thus holds at most about
+//! `MAX_IN_FLIGHT * MAX_GROUP_BYTES` of frames, large frames (tag 0) within
+//! the agent's shared [`FrameBudget`].
 //!
 //! The protocol's rules: an unknown tag, an over-long length or a frame cut
 //! by the end of the stream leave the stream unaligned, so the connection is
@@ -20,22 +24,30 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
+use prost::Message;
 use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
-use warden_proto::codec::{DecodedFrame, Frame, FrameCodec, FrameError, MalformedFrame, Tag};
-use warden_proto::domain::Peer;
+use warden_proto::codec::{Frame, FrameError, Tag, decode_payload};
+use warden_proto::domain::{DropReason, Peer, SequenceRange};
+use warden_proto::quote::quote;
+use warden_proto::scan;
+use warden_proto::wire::spool::entry_header::Kind;
+use warden_proto::wire::{BoundaryStatus, ReportBoundaryLogsRequest, agentapi};
 use warden_spool::NewEntry;
 
 use super::ack::{AckWriter, Settled};
-use crate::batching::{self, Stamp};
-use crate::drops::reason;
+use super::budget::{Charge, FrameBudget};
+use super::reader::{FrameReader, RawFrame};
+use crate::batching;
+use crate::drops::Loss;
+use crate::entry::{self, Attribution, PeerBytes, Stamp};
 use crate::ingest::Ingest;
 
 /// Groups of one connection that may be waiting for the spool at once.
@@ -47,8 +59,12 @@ pub const MAX_GROUP_BYTES: usize = 1 << 20;
 
 /// What every connection shares.
 pub struct ConnShared {
+    /// The way into the spool.
     pub ingest: Ingest,
+    /// A connection silent this long is closed.
     pub idle_timeout: Duration,
+    /// What large frames of all connections may hold.
+    pub budget: FrameBudget,
 }
 
 /// Why a connection ended.
@@ -63,12 +79,14 @@ enum End {
     Stopped,
 }
 
-/// Frames read together: their spool entries, and how each frame settles
-/// (`true`: once the entries are durable; `false`: settled already).
+/// Frames read together: their spool entries, how each frame settles
+/// (`true`: once the entries are durable; `false`: settled already), and
+/// the budget their large frames hold.
 #[derive(Default)]
 struct Group {
     entries: Vec<NewEntry>,
     settles: Vec<(Settled, bool)>,
+    charges: Vec<Charge>,
     frames: usize,
     bytes: usize,
 }
@@ -78,7 +96,8 @@ type Pending = FuturesOrdered<BoxFuture<'static, Vec<Settled>>>;
 struct Conn {
     shared: Arc<ConnShared>,
     peer: Peer,
-    stamp: Stamp,
+    /// The peer's `SocketPeer` encoding, written into every batch.
+    peer_bytes: PeerBytes,
     /// Session of the last logs frame; client status is attributed to it.
     session: String,
     first: bool,
@@ -87,6 +106,8 @@ struct Conn {
     pending: Pending,
     warned_malformed: bool,
     frames: u64,
+    /// Reused for each frame's sequence numbers.
+    sequence_numbers: Vec<i32>,
 }
 
 /// Serves one connection until the client closes it, it breaks the
@@ -100,11 +121,9 @@ pub async fn serve(
     let metrics = shared.ingest.metrics().clone();
     metrics.connected_clients.inc();
     let (read, write) = stream.into_split();
+    let reader = FrameReader::new(read, shared.budget.clone());
     let mut conn = Conn {
-        stamp: Stamp {
-            peer: peer.clone().into(),
-            received_at: Timestamp::now(),
-        },
+        peer_bytes: PeerBytes::new(&peer.clone().into()),
         shared,
         peer,
         session: String::new(),
@@ -114,13 +133,14 @@ pub async fn serve(
         pending: FuturesOrdered::new(),
         warned_malformed: false,
         frames: 0,
+        sequence_numbers: Vec::new(),
     };
-    let end = conn.run(FramedRead::new(read, FrameCodec), &stop).await;
+    let end = conn.run(reader, &stop).await;
     metrics.connected_clients.dec();
     let p = &conn.peer;
     match end {
         End::Idle => tracing::info!(
-            pid = p.pid, uid = p.uid, exe = %p.exe,
+            pid = p.pid, uid = p.uid, exe = %quote(&p.exe),
             "closed a connection idle for {:?}", conn.shared.idle_timeout
         ),
         _ => tracing::debug!(pid = p.pid, frames = conn.frames, ?end, "connection ended"),
@@ -128,11 +148,7 @@ pub async fn serve(
 }
 
 impl Conn {
-    async fn run(
-        &mut self,
-        mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
-        stop: &CancellationToken,
-    ) -> End {
+    async fn run(&mut self, mut reader: FrameReader, stop: &CancellationToken) -> End {
         let idle_timeout = self.shared.idle_timeout;
         let mut idle = pin!(tokio::time::sleep(idle_timeout));
         let mut end = None;
@@ -151,13 +167,13 @@ impl Conn {
                     self.settle(settled).await;
                 }
                 () = &mut idle, if reading && self.pending.is_empty() => {
-                    if !frames.read_buffer().is_empty() {
+                    if reader.in_frame() {
                         // A frame started but never finished: lost.
-                        self.lost(reason::TRUNCATED_FRAME);
+                        self.lost(DropReason::IdleTimeout);
                     }
                     end = Some(End::Idle);
                 }
-                item = frames.next(), if reading && self.pending.len() < MAX_IN_FLIGHT => {
+                item = reader.next(), if reading && self.pending.len() < MAX_IN_FLIGHT => {
                     idle.as_mut().reset(Instant::now() + idle_timeout);
                     let mut group = Group::default();
                     let mut item = item;
@@ -168,8 +184,7 @@ impl Conn {
                                 self.broken(&error);
                                 end = Some(End::FrameError);
                             }
-                            Some(Ok(Err(malformed))) => self.malformed(&malformed, &mut group),
-                            Some(Ok(Ok(frame))) => self.frame(frame, &mut group).await,
+                            Some(Ok(frame)) => self.frame(frame, &mut group).await,
                         }
                         if end.is_some()
                             || group.frames >= MAX_GROUP_FRAMES
@@ -178,7 +193,7 @@ impl Conn {
                             break;
                         }
                         // Take whatever else is readable now into this group.
-                        match frames.next().now_or_never() {
+                        match reader.next().now_or_never() {
                             Some(next) => item = next,
                             None => break,
                         }
@@ -220,12 +235,13 @@ impl Conn {
         }
     }
 
-    fn lost(&self, why: &'static str) {
+    /// A frame (or the connection) lost for `why`, records unknown.
+    fn lost(&self, why: DropReason) {
         self.shared.ingest.metrics().rejected(why);
         self.shared
             .ingest
             .drops()
-            .record(Some(&self.peer), why, 0, 1);
+            .record(why, Loss::frames(Some(&self.peer), 1));
     }
 
     /// The stream is unaligned or broken: count it and log it once.
@@ -236,93 +252,208 @@ impl Conn {
             tracing::debug!(pid = self.peer.pid, "connection reset by the client");
             return;
         }
-        let why = match error {
-            FrameError::UnknownTag { .. } => reason::UNKNOWN_TAG,
-            FrameError::TooLong { .. } => reason::FRAME_TOO_LONG,
-            FrameError::Truncated { .. } => reason::TRUNCATED_FRAME,
-            FrameError::Io(_) => reason::READ_ERROR,
-        };
+        let why = error.drop_reason();
         self.lost(why);
         let p = &self.peer;
         tracing::warn!(
-            pid = p.pid, uid = p.uid, gid = p.gid, comm = %p.comm, exe = %p.exe,
-            reason = why,
-            "closing a boundary log connection: {error}"
+            pid = p.pid, uid = p.uid, gid = p.gid, comm = %quote(&p.comm), exe = %quote(&p.exe),
+            reason = %why,
+            "closing a boundary log connection: {}", crate::chain::display(error)
         );
     }
 
-    fn malformed(&mut self, malformed: &MalformedFrame, group: &mut Group) {
-        self.first = false;
-        self.frames += 1;
-        self.lost(reason::MALFORMED_FRAME);
+    fn malformed(&mut self, malformed: &(dyn std::error::Error + 'static), group: &mut Group) {
+        self.lost(DropReason::MalformedFrame);
         if !self.warned_malformed {
             self.warned_malformed = true;
             let p = &self.peer;
             tracing::warn!(
-                pid = p.pid, uid = p.uid, comm = %p.comm, exe = %p.exe,
-                "skipping a malformed frame (further ones on this connection are only counted): {malformed}"
+                pid = p.pid, uid = p.uid, comm = %quote(&p.comm), exe = %quote(&p.exe),
+                "skipping a malformed frame (further ones on this connection are only counted): {}",
+                crate::chain::display(malformed)
             );
         }
-        group.frames += 1;
         group.settles.push((Settled::Malformed, false));
     }
 
-    async fn frame(&mut self, decoded: DecodedFrame, group: &mut Group) {
+    async fn frame(&mut self, frame: RawFrame, group: &mut Group) {
         self.shared.ingest.metrics().frames_received.inc();
-        if std::mem::replace(&mut self.first, false) && decoded.tag == Tag::AckRequest {
-            self.start_acks().await;
+        let RawFrame {
+            tag,
+            payload,
+            charge,
+        } = frame;
+        if std::mem::replace(&mut self.first, false) && tag == Tag::AckRequest {
+            match decode_payload(tag, payload) {
+                Ok(_) => self.start_acks().await,
+                Err(malformed) => {
+                    // Not in acknowledged mode: nothing to settle.
+                    self.frames += 1;
+                    self.malformed(&malformed, &mut Group::default());
+                }
+            }
             return;
         }
         self.frames += 1;
         group.frames += 1;
-        group.bytes += decoded.payload_len;
-        self.stamp.received_at = Timestamp::now();
-        let nothing = Settled::Durable {
-            records: 0,
-            rejected: 0,
-        };
-        match decoded.frame {
-            Frame::Logs(request) => {
-                if !request.session_id.is_empty() && request.session_id != self.session {
-                    self.session.clone_from(&request.session_id);
+        group.bytes += payload.len();
+        group.charges.push(charge);
+        match tag {
+            Tag::Legacy | Tag::V1 => self.logs(payload, group),
+            Tag::Envelope => match scan::envelope_logs(&payload) {
+                Some(logs) => {
+                    let logs = payload.slice_ref(logs);
+                    self.logs(logs, group);
                 }
-                let rejected = batching::count_without_request(&request);
-                if rejected > 0 {
-                    self.shared.ingest.metrics().dropped(
-                        reason::NO_REQUEST,
-                        u64::from(rejected),
-                        0,
-                    );
+                // Status, an empty envelope, or an unusual one.
+                None => self.envelope(tag, payload, group),
+            },
+            Tag::AckRequest | Tag::AckAccepted | Tag::FrameAck => {
+                match decode_payload(tag, payload) {
+                    // Not a frame a client sends at this point; the stream is
+                    // still aligned, so it is skipped like a malformed one.
+                    Ok(_) => {
+                        self.lost(DropReason::UnexpectedFrame);
+                        group.settles.push((Settled::Malformed, false));
+                    }
+                    Err(malformed) => self.malformed(&malformed, group),
                 }
-                let records = request.logs.len() as u32 - rejected;
-                let entries = batching::logs_entries(request, &self.stamp);
-                let durable = !entries.is_empty();
-                group.entries.extend(entries);
-                group
-                    .settles
-                    .push((Settled::Durable { records, rejected }, durable));
-            }
-            Frame::Status(status) => {
-                self.shared
-                    .ingest
-                    .metrics()
-                    .client_dropped(status.dropped_channel_full, status.dropped_batch_full);
-                group
-                    .entries
-                    .push(batching::status_entry(&self.session, status, &self.stamp));
-                group.settles.push((nothing, true));
-            }
-            Frame::EmptyEnvelope => {
-                self.lost(reason::EMPTY_ENVELOPE);
-                group.settles.push((nothing, false));
-            }
-            Frame::AckRequest(_) | Frame::AckAccepted(_) | Frame::FrameAck(_) => {
-                // Not a frame a client sends at this point; the stream is
-                // still aligned, so it is skipped like a malformed one.
-                self.lost(reason::UNEXPECTED_FRAME);
-                group.settles.push((Settled::Malformed, false));
             }
         }
+    }
+
+    /// A client's records: checked, counted and spooled as they came.
+    fn logs(&mut self, logs: Bytes, group: &mut Group) {
+        self.sequence_numbers.clear();
+        let scan = match scan::scan_logs(&logs, &mut self.sequence_numbers) {
+            Ok(scan) => scan,
+            Err(e) => return self.malformed(&e, group),
+        };
+        if !scan.session_id.is_empty() && scan.session_id != self.session {
+            self.session.clear();
+            self.session.push_str(scan.session_id);
+        }
+        let rejected = scan.without_request;
+        if rejected > 0 {
+            self.shared
+                .ingest
+                .metrics()
+                .dropped(DropReason::NoRequest, u64::from(rejected), 0);
+        }
+        let settled = Settled::Durable {
+            records: scan.records - rejected,
+            rejected,
+        };
+        if scan.records == 0 {
+            group.settles.push((settled, false));
+            return;
+        }
+        let stamp = Stamp {
+            peer: &self.peer_bytes,
+            received_at: Timestamp::now(),
+        };
+        if batching::needs_split(scan.records, logs.len()) {
+            // The rare path: decode, split, re-encode.
+            match ReportBoundaryLogsRequest::decode(logs.clone()) {
+                Ok(request) => {
+                    for part in batching::split(request) {
+                        let mut numbers: Vec<i32> =
+                            part.logs.iter().map(|l| l.sequence_number).collect();
+                        let ranges = SequenceRange::from_numbers(&mut numbers);
+                        let mut data = Vec::new();
+                        entry::write_logs(
+                            &mut data,
+                            &part.encode_to_vec(),
+                            &stamp,
+                            Attribution {
+                                session_id: &part.session_id,
+                                ranges: &ranges,
+                            },
+                        );
+                        group.entries.push(NewEntry {
+                            records: part.logs.len() as u32,
+                            data: Bytes::from(data),
+                        });
+                    }
+                }
+                Err(e) => return self.malformed(&e, group),
+            }
+        } else {
+            let ranges = SequenceRange::from_numbers(&mut self.sequence_numbers);
+            let mut data = Vec::new();
+            entry::write_logs(
+                &mut data,
+                &logs,
+                &stamp,
+                Attribution {
+                    session_id: scan.session_id,
+                    ranges: &ranges,
+                },
+            );
+            group.entries.push(NewEntry {
+                records: scan.records,
+                data: Bytes::from(data),
+            });
+        }
+        group.settles.push((settled, true));
+    }
+
+    /// A tag-2 envelope that is not just records: decoded the usual way.
+    fn envelope(&mut self, tag: Tag, payload: Bytes, group: &mut Group) {
+        match decode_payload(tag, payload) {
+            Ok(decoded) => match decoded.frame {
+                Frame::Logs(request) => {
+                    let bytes = Bytes::from(request.encode_to_vec());
+                    self.logs(bytes, group);
+                }
+                Frame::Status(status) => self.status(status, group),
+                Frame::EmptyEnvelope => {
+                    self.lost(DropReason::EmptyEnvelope);
+                    group.settles.push((
+                        Settled::Durable {
+                            records: 0,
+                            rejected: 0,
+                        },
+                        false,
+                    ));
+                }
+                _ => unreachable!("an envelope holds logs or status"),
+            },
+            Err(malformed) => self.malformed(&malformed, group),
+        }
+    }
+
+    /// A client's status report, attributed to the connection's session.
+    fn status(&mut self, status: BoundaryStatus, group: &mut Group) {
+        self.shared
+            .ingest
+            .metrics()
+            .client_dropped(status.dropped_channel_full, status.dropped_batch_full);
+        let batch = agentapi::Batch {
+            client_status: vec![agentapi::ClientStatus {
+                session_id: self.session.clone(),
+                status: Some(status),
+            }],
+            ..Default::default()
+        };
+        let data = entry::write_batch(
+            Kind::Status,
+            batch,
+            Some(self.peer.clone().into()),
+            Timestamp::now(),
+            Attribution {
+                session_id: &self.session,
+                ranges: &[],
+            },
+        );
+        group.entries.push(NewEntry { records: 0, data });
+        group.settles.push((
+            Settled::Durable {
+                records: 0,
+                rejected: 0,
+            },
+            true,
+        ));
     }
 
     async fn start_acks(&mut self) {
@@ -336,12 +467,17 @@ impl Conn {
     }
 
     /// Appends a group's entries (one call, one fsync) and queues its
-    /// frames' settlements behind the groups before it.
+    /// frames' settlements behind the groups before it. The group's budget
+    /// is given back once it is settled.
     fn submit(&mut self, group: Group) {
         let Group {
-            entries, settles, ..
+            entries,
+            settles,
+            charges,
+            ..
         } = group;
         if entries.is_empty() {
+            drop(charges);
             // Only acknowledged clients need to hear about frames settled
             // at once; the others never receive a byte.
             if self.acks.is_some() && !settles.is_empty() {
@@ -355,6 +491,11 @@ impl Conn {
         let peer = self.peer.clone();
         self.pending.push_back(
             async move {
+                // Kept for the error path: which sessions and records were lost.
+                let kept: Vec<(u32, Bytes)> = entries
+                    .iter()
+                    .map(|e| (e.records, e.data.clone()))
+                    .collect();
                 let records: u64 = entries.iter().map(|e| u64::from(e.records)).sum();
                 let failed = match ingest.append(entries).await {
                     Ok(_) => false,
@@ -364,15 +505,15 @@ impl Conn {
                             pid = peer.pid,
                             records,
                             frames,
-                            "cannot spool frames: {e}"
+                            error = %crate::chain::display(&e),
+                            "cannot spool frames"
                         );
-                        ingest.metrics().rejected(reason::SPOOL_ERROR);
-                        ingest
-                            .drops()
-                            .record(Some(&peer), reason::SPOOL_ERROR, records, frames);
+                        ingest.metrics().rejected(DropReason::SpoolError);
+                        report_spool_error(&ingest, &peer, &kept);
                         true
                     }
                 };
+                drop(charges);
                 settles
                     .into_iter()
                     .map(|(s, durable)| {
@@ -385,6 +526,28 @@ impl Conn {
                     .collect()
             }
             .boxed(),
+        );
+    }
+}
+
+/// Counts entries the spool could not write, with their sessions and
+/// sequence numbers.
+fn report_spool_error(ingest: &Ingest, peer: &Peer, entries: &[(u32, Bytes)]) {
+    for (records, data) in entries {
+        let header = entry::header(data).filter(|h| h.kind() == Kind::Logs);
+        let ranges: Vec<SequenceRange> = header
+            .as_ref()
+            .map(|h| h.sequence_ranges.iter().map(|r| (*r).into()).collect())
+            .unwrap_or_default();
+        ingest.drops().record(
+            DropReason::SpoolError,
+            Loss {
+                peer: Some(peer),
+                session_id: header.as_ref().map_or("", |h| h.session_id.as_str()),
+                ranges: &ranges,
+                records: u64::from(*records),
+                frames: 1,
+            },
         );
     }
 }

@@ -61,6 +61,7 @@ impl Allowlist {
         Ok(Allowlist { exes })
     }
 
+    /// Whether every peer is allowed.
     pub fn is_empty(&self) -> bool {
         self.exes.is_empty()
     }

@@ -9,15 +9,22 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use warden_proto::domain::DropReason;
+use warden_proto::quote::quote;
+
 use super::conn::{self, ConnShared};
 use super::peer::{self, Allowlist};
-use crate::drops::reason;
+use crate::drops::Loss;
 
 /// The socket's accept side.
 pub struct Acceptor {
+    /// The bound socket.
     pub listener: UnixListener,
+    /// Who may connect.
     pub allowlist: Allowlist,
+    /// Connections beyond this many are refused.
     pub max_connections: usize,
+    /// What every connection shares.
     pub shared: Arc<ConnShared>,
     /// Tracks connection tasks, so shutdown can wait for them.
     pub connections: TaskTracker,
@@ -38,7 +45,7 @@ impl Acceptor {
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little
                     // rather than spin, then carry on.
-                    tracing::error!("accepting a boundary log connection: {e}");
+                    tracing::error!(error = %e, "accepting a boundary log connection");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -46,25 +53,25 @@ impl Acceptor {
             let peer = match peer::identify(&stream) {
                 Ok(peer) => peer,
                 Err(e) => {
-                    tracing::warn!("refusing a connection whose peer cannot be identified: {e}");
+                    tracing::warn!(error = %e, "refusing a connection whose peer cannot be identified");
                     continue;
                 }
             };
             if !self.allowlist.allows(&peer) {
                 tracing::warn!(
-                    pid = peer.pid, uid = peer.uid, comm = %peer.comm, exe = %peer.exe,
+                    pid = peer.pid, uid = peer.uid, comm = %quote(&peer.comm), exe = %quote(&peer.exe),
                     "refusing a boundary log connection from an executable outside the allowlist"
                 );
-                drops.record(Some(&peer), reason::PEER_NOT_ALLOWED, 0, 1);
+                drops.record(DropReason::PeerNotAllowed, Loss::frames(Some(&peer), 1));
                 continue;
             }
             if self.connections.len() >= self.max_connections {
                 tracing::warn!(
-                    pid = peer.pid, uid = peer.uid, exe = %peer.exe,
+                    pid = peer.pid, uid = peer.uid, exe = %quote(&peer.exe),
                     limit = self.max_connections,
                     "refusing a boundary log connection: too many connections"
                 );
-                drops.record(Some(&peer), reason::CONNECTION_LIMIT, 0, 1);
+                drops.record(DropReason::ConnectionLimit, Loss::frames(Some(&peer), 1));
                 continue;
             }
             self.connections.spawn(conn::serve(

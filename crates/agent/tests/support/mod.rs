@@ -397,6 +397,19 @@ async fn run_proxy(front: TcpListener, backend: SocketAddr, control: Arc<ProxyCo
     }
 }
 
+/// Polls `condition` (state another task changes, which offers nothing to
+/// wait on) until it holds, failing after [`WAIT`] with `what`.
+pub async fn eventually_sync(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 // --- socket clients ---------------------------------------------------------
 
 /// A record with a recognizable URL.

@@ -1,7 +1,7 @@
 //! The API's bodies ([`warden_api`]) made from what the store returns. The
 //! API crate knows nothing of the store, so the conversions live here.
 
-use warden_api::records::SessionInfo;
+use warden_api::records::{GapRange, SessionInfo};
 use warden_api::workspaces::{LossInfo, WorkspaceInfo};
 use warden_store::{Loss, SessionSummary, Workspace};
 
@@ -49,6 +49,14 @@ pub(crate) fn session_info(s: &SessionSummary) -> SessionInfo {
         reported_lost: s.reported_losses(),
         unexplained: s.unexplained(),
         losses: loss_infos(&s.losses),
+        agent_dropped: s
+            .agent_dropped
+            .iter()
+            .map(|r| GapRange {
+                first: r.first,
+                last: r.last,
+            })
+            .collect(),
         purged: s.purged,
         policy_digest: s.policy_digest.clone(),
     }

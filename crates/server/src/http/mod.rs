@@ -4,9 +4,10 @@
 //! contributes a router that [`router`] merges.
 
 mod admin_auth;
-mod bodies;
+pub(crate) mod bodies;
 pub mod cursor;
 mod error;
+mod fallback;
 mod ops;
 pub(crate) mod records;
 mod stream;
@@ -21,6 +22,7 @@ use warden_store::{Store, TokenHash};
 use crate::metrics::Metrics;
 
 pub use error::HttpError;
+pub use fallback::{method_not_allowed, not_found};
 
 /// What the HTTP handlers share.
 pub struct AppState {
@@ -30,9 +32,15 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The admin token's hash, settled at start.
     pub admin_token: TokenHash,
+    /// Signs and checks the web page's session cookies (which the read
+    /// routes accept too).
+    pub sessions: crate::web::session::Sessions,
     /// Cancelled when the server starts shutting down: responses that never
     /// finish on their own (record streams) end then.
     pub shutdown: CancellationToken,
+    /// The most bytes a page of records holds (see
+    /// [`Config::max_response_bytes`](crate::Config::max_response_bytes)).
+    pub max_response_bytes: usize,
 }
 
 /// `/healthz`, `/metrics` and `/api/v1/...`.

@@ -84,10 +84,21 @@ async fn follow(
     let mut query = record_query(&state, &params).await?;
     query.order = Order::OldestFirst;
     query.limit = PAGE;
+    let head = state.store.last_record_id().await?.unwrap_or(0);
     let cursor = match resume {
+        // Ids grow in commit order and the newest record is never purged,
+        // so every cursor the server handed out is at or below the head. One
+        // above it is made up, and following it would deliver nothing until
+        // that many records were stored.
+        Some(c) if c.0 > head => {
+            return Err(HttpError::bad_request(format!(
+                "cursor {c} is beyond the newest record ({}); resume from a cursor the server returned, or omit it to follow from now",
+                RecordCursor(head)
+            )));
+        }
         Some(c) => c.0,
         // From now on: nothing stored so far.
-        None => state.store.last_record_id().await?.unwrap_or(0),
+        None => head,
     };
     let (events, stream) = mpsc::channel(BUFFER);
     let follower = Follower {

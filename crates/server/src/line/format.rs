@@ -43,7 +43,7 @@ pub struct LineRecord<'a> {
     /// The URL's length as sent when `url` holds only its first bytes.
     pub url_original_bytes: Option<u64>,
     /// The line is printed again at a start: its record may have been
-    /// printed just before the last stop (see `spec/stderr-format.md`).
+    /// printed just before the last stop (see `docs/stderr-format.md`).
     pub replayed: bool,
 }
 
@@ -109,7 +109,7 @@ impl<'a> LineRecord<'a> {
 
     /// The instant the line is stamped with: the event time, or the receive
     /// time when the record had none.
-    fn stamp(&self) -> Timestamp {
+    pub(crate) fn stamp(&self) -> Timestamp {
         self.event_time.unwrap_or(self.received_at)
     }
 

@@ -28,7 +28,7 @@ const QUEUE: usize = 256;
 /// Jobs written with one call when they queue up, up to this many bytes.
 const COALESCE_BYTES: usize = 1 << 20;
 /// How often printed lines are noted in the store (at most): often enough
-/// that a crash repeats little (`spec/stderr-format.md` asks for at least
+/// that a crash repeats little (`docs/stderr-format.md` asks for at least
 /// every 100 ms), rarely enough that noting costs nothing per line.
 pub const MARK_EVERY: Duration = Duration::from_millis(50);
 

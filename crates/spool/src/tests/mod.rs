@@ -19,6 +19,8 @@ pub(crate) fn config(max_bytes: u64, segment_bytes: u64, full_policy: FullPolicy
         max_bytes,
         segment_bytes,
         full_policy,
+        drop_summary: crate::no_summary,
+        commit_delay: std::time::Duration::ZERO,
     }
 }
 

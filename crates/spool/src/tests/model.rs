@@ -330,8 +330,12 @@ async fn run_model(
     steps: Vec<Step>,
     segment_bytes: u64,
     cached: bool,
+    commit_delay_us: u64,
 ) -> Result<(), TestCaseError> {
-    let config = config(1 << 30, segment_bytes, FullPolicy::Backpressure);
+    let config = SpoolConfig {
+        commit_delay: std::time::Duration::from_micros(commit_delay_us),
+        ..config(1 << 30, segment_bytes, FullPolicy::Backpressure)
+    };
     let (mut h, _) = Harness::open(SimDisk::new(), config, cached).await;
     let mut m = Model::default();
     for step in steps {
@@ -471,8 +475,9 @@ proptest! {
         steps in prop::collection::vec(step(), 1..40),
         segment_bytes in 40u64..3000,
         cached in any::<bool>(),
+        commit_delay_us in prop_oneof![Just(0u64), Just(500)],
     ) {
-        runtime().block_on(run_model(steps, segment_bytes, cached))?;
+        runtime().block_on(run_model(steps, segment_bytes, cached, commit_delay_us))?;
     }
 }
 
@@ -480,19 +485,121 @@ proptest! {
 enum FullStep {
     Append(Vec<(u32, usize)>),
     Ack(Vec<Pick>),
+    Settle(Vec<Pick>),
     Reopen,
+    Crash {
+        seed: u64,
+    },
+    CrashDuringAppend {
+        ops: u64,
+        seed: u64,
+        entries: Vec<(u32, usize)>,
+    },
 }
 
 fn full_step() -> impl Strategy<Value = FullStep> {
     prop_oneof![
         6 => prop::collection::vec((1u32..20, 0usize..200), 1..4).prop_map(FullStep::Append),
         2 => prop::collection::vec(any::<Pick>(), 1..6).prop_map(FullStep::Ack),
+        2 => prop::collection::vec(any::<Pick>(), 1..6).prop_map(FullStep::Settle),
         1 => Just(FullStep::Reopen),
+        1 => any::<u64>().prop_map(|seed| FullStep::Crash { seed }),
+        1 => (0u64..16, any::<u64>(), prop::collection::vec((1u32..20, 0usize..200), 1..4))
+            .prop_map(|(ops, seed, entries)| FullStep::CrashDuringAppend { ops, seed, entries }),
     ]
 }
 
+/// The ledger's summary in these tests: the entry's 8-byte tag.
+fn tag_summary(data: &[u8]) -> Vec<u8> {
+    data[..8].to_vec()
+}
+
+/// What the drop ledger must hold: drops not settled, by id, with their
+/// record count and tag; and the drops settled since.
+#[derive(Default)]
+struct LedgerModel {
+    pending: BTreeMap<u64, (u32, Bytes)>,
+    settled: BTreeMap<u64, u32>,
+}
+
+impl LedgerModel {
+    /// Moves a live entry of `m` to the ledger.
+    fn drop_entry(&mut self, m: &mut Model, id: u64) -> Result<u32, TestCaseError> {
+        let (records, data) = m
+            .live
+            .remove(&id)
+            .ok_or_else(|| TestCaseError::fail(format!("dropped entry {id} was not live")))?;
+        self.pending.insert(id, (records, data.slice(..8)));
+        Ok(records)
+    }
+
+    /// The spool's ledger must be exactly the model's.
+    async fn check(&self, spool: &Spool) -> Result<(), TestCaseError> {
+        prop_assert_eq!(spool.stats().dropped_pending, self.pending.len() as u64);
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let read = spool
+            .read_dropped(None, usize::MAX)
+            .await
+            .expect("read ledger");
+        let got: Vec<(u64, u32, Bytes)> = read
+            .into_iter()
+            .map(|d| (d.id.0, d.records, d.summary))
+            .collect();
+        let want: Vec<(u64, u32, Bytes)> = self
+            .pending
+            .iter()
+            .map(|(&id, (records, tag))| (id, *records, tag.clone()))
+            .collect();
+        prop_assert_eq!(got, want);
+        // Reading after a cursor starts after it (it would wait for a
+        // newer drop when there is none).
+        if self.pending.len() > 1 {
+            let first = *self.pending.keys().next().expect("not empty");
+            let after = spool
+                .read_dropped(Some(EntryId(first)), 1)
+                .await
+                .map(|d| d.first().map(|d| d.id.0));
+            prop_assert_eq!(after.ok().flatten(), self.pending.keys().nth(1).copied());
+        }
+        Ok(())
+    }
+}
+
+/// Appends; should the append wait because the ledger holds all it may,
+/// settles every drop in the spool's ledger (as a forwarder would) so it can
+/// go on. Returns the append and the drops settled meanwhile (some of which
+/// the append itself made, so the caller learns of them only now).
+async fn append_settling(
+    spool: &Spool,
+    entries: Vec<NewEntry>,
+) -> (crate::Appended, BTreeMap<u64, (u32, Bytes)>) {
+    let mut settled = BTreeMap::new();
+    let append = spool.append(entries);
+    tokio::pin!(append);
+    loop {
+        tokio::select! {
+            appended = &mut append => return (appended.expect("append"), settled),
+            () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {
+                let stats = spool.stats();
+                if stats.blocked_appends > 0 && stats.dropped_pending > 0 {
+                    let drops = spool.read_dropped(None, usize::MAX).await.expect("read ledger");
+                    let ids: Vec<EntryId> = drops.iter().map(|d| d.id).collect();
+                    spool.settle_dropped(&ids).await.expect("settle");
+                    settled.extend(drops.into_iter().map(|d| (d.id.0, (d.records, d.summary))));
+                }
+            }
+        }
+    }
+}
+
 /// Under `DropOldest` a full spool drops exactly the oldest live entries,
-/// reports them, and never holds more than its bound on disk.
+/// reports them, never holds more than its bound on disk (ledger included),
+/// and keeps every drop in its ledger until it is settled, across reopens
+/// and crashes (also in the middle of an append that drops): every entry
+/// ever confirmed is live, acknowledged, or in the ledger, and never both
+/// live and dropped.
 async fn run_drop_oldest(
     steps: Vec<FullStep>,
     max_bytes: u64,
@@ -500,16 +607,21 @@ async fn run_drop_oldest(
 ) -> Result<(), TestCaseError> {
     let config = SpoolConfig {
         segment_bytes,
+        drop_summary: tag_summary,
         ..config(max_bytes, segment_bytes, FullPolicy::DropOldest)
     };
     let (mut h, _) = Harness::open(SimDisk::new(), config, true).await;
     let mut m = Model::default();
+    let mut ledger = LedgerModel::default();
+    // Acknowledged entries: a crash may bring them back while their
+    // segment file is there.
+    let mut acked: BTreeMap<u64, (u32, Bytes)> = BTreeMap::new();
     let mut total_dropped = crate::Dropped::default();
     for step in steps {
         match step {
             FullStep::Append(shape) => {
                 let entries = m.new_entries(&shape);
-                let appended = h.spool.append(entries.clone()).await.expect("append");
+                let (appended, settled) = append_settling(&h.spool, entries.clone()).await;
                 let dropped = appended.dropped;
                 let oldest: Vec<u64> = m
                     .live
@@ -524,13 +636,18 @@ async fn run_drop_oldest(
                 );
                 let mut records = 0;
                 for id in oldest {
-                    records += u64::from(m.live.remove(&id).expect("live").0);
+                    records += u64::from(ledger.drop_entry(&mut m, id)?);
                 }
                 prop_assert_eq!(
                     records,
                     dropped.records,
                     "dropped records are those of the oldest entries"
                 );
+                for (id, drop) in settled {
+                    let pending = ledger.pending.remove(&id);
+                    prop_assert_eq!(pending.as_ref(), Some(&drop), "settled drop {} unknown", id);
+                    ledger.settled.insert(id, drop.0);
+                }
                 total_dropped += dropped;
                 m.confirm(&appended.ids, entries)?;
             }
@@ -541,7 +658,30 @@ async fn run_drop_oldest(
                     .await
                     .expect("ack");
                 for id in ids {
-                    m.live.remove(&id);
+                    acked.extend(m.live.remove(&id).map(|entry| (id, entry)));
+                }
+            }
+            FullStep::Settle(picks) => {
+                let pending: Vec<u64> = ledger.pending.keys().copied().collect();
+                let mut ids: Vec<u64> = if pending.is_empty() {
+                    Vec::new()
+                } else {
+                    picks
+                        .iter()
+                        .map(|p| pending[p.index(pending.len())])
+                        .collect()
+                };
+                // Unknown and live ids are ignored.
+                ids.push(m.highest + 1000);
+                ids.extend(m.live.keys().next().copied());
+                h.spool
+                    .settle_dropped(&ids.iter().copied().map(EntryId).collect::<Vec<_>>())
+                    .await
+                    .expect("settle");
+                for id in ids {
+                    if let Some((records, _)) = ledger.pending.remove(&id) {
+                        ledger.settled.insert(id, records);
+                    }
                 }
             }
             FullStep::Reopen => {
@@ -549,6 +689,149 @@ async fn run_drop_oldest(
                 let (next, recovery) = Harness::open(h.disk.clone(), h.config.clone(), true).await;
                 h = next;
                 prop_assert_eq!(recovery.entries, m.live.len() as u64);
+                prop_assert_eq!(recovery.dropped_pending, ledger.pending.len() as u64);
+                prop_assert_eq!(recovery.ledger_damaged_bytes, 0);
+                total_dropped = crate::Dropped::default();
+                acked.clear();
+                m.check_exact(&h.spool).await?;
+            }
+            FullStep::Crash { seed } => {
+                // Every operation completed: only acknowledgements may be
+                // undone (their entries come back while their segment is
+                // there); drops and settlements were fsynced.
+                let (recovery, _) = h.crash(seed).await;
+                prop_assert_eq!(recovery.corrupt_entries, 0);
+                prop_assert_eq!(recovery.dropped_pending, ledger.pending.len() as u64);
+                let all = read_all(&h.spool).await;
+                let back: HashSet<u64> = all.iter().map(|e| e.id.0).collect();
+                for id in m.live.keys() {
+                    prop_assert!(back.contains(id), "confirmed entry {} lost", id);
+                }
+                for entry in &all {
+                    let id = entry.id.0;
+                    prop_assert!(
+                        !ledger.pending.contains_key(&id) && !ledger.settled.contains_key(&id),
+                        "dropped entry {} came back",
+                        id
+                    );
+                    let known = m.live.get(&id).or(acked.get(&id));
+                    prop_assert_eq!(known, Some(&(entry.records, entry.data.clone())));
+                }
+                m.live = all
+                    .into_iter()
+                    .map(|e| (e.id.0, (e.records, e.data)))
+                    .collect();
+                acked.clear();
+                total_dropped = crate::Dropped::default();
+            }
+            FullStep::CrashDuringAppend { ops, seed, entries } => {
+                let entries = m.new_entries(&entries);
+                h.disk.freeze_after(ops);
+                // An append that waits for the ledger to be settled is cut
+                // short by the crash like one that fails.
+                let appended = {
+                    let append = h.spool.append(entries.clone());
+                    tokio::pin!(append);
+                    loop {
+                        tokio::select! {
+                            appended = &mut append => break appended.map_err(|_| ()),
+                            () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {
+                                if h.spool.stats().blocked_appends > 0 {
+                                    break Err(());
+                                }
+                            }
+                        }
+                    }
+                };
+                let (recovery, _) = h.crash(seed).await;
+                prop_assert_eq!(recovery.corrupt_entries, 0);
+                // What the spool says now, and what the model knew.
+                let all = read_all(&h.spool).await;
+                let dropped_now: BTreeMap<u64, (u32, Bytes)> = if recovery.dropped_pending == 0 {
+                    BTreeMap::new()
+                } else {
+                    h.spool
+                        .read_dropped(None, usize::MAX)
+                        .await
+                        .expect("read ledger")
+                        .into_iter()
+                        .map(|d| (d.id.0, (d.records, d.summary)))
+                        .collect()
+                };
+                let back: BTreeMap<u64, (u32, Bytes)> = all
+                    .into_iter()
+                    .map(|e| (e.id.0, (e.records, e.data)))
+                    .collect();
+                for (id, (records, data)) in &m.live {
+                    match (back.get(id), dropped_now.get(id)) {
+                        (Some(entry), None) => prop_assert_eq!(entry, &(*records, data.clone())),
+                        (None, Some((r, tag))) => {
+                            prop_assert_eq!(*r, *records);
+                            prop_assert_eq!(tag, &data.slice(..8));
+                        }
+                        (Some(_), Some(_)) => {
+                            return Err(TestCaseError::fail(format!(
+                                "entry {id} both live and dropped"
+                            )));
+                        }
+                        (None, None) => {
+                            return Err(TestCaseError::fail(format!(
+                                "entry {id} neither live nor dropped"
+                            )));
+                        }
+                    }
+                }
+                for (id, pending) in &ledger.pending {
+                    prop_assert_eq!(dropped_now.get(id), Some(pending), "drop {} forgotten", id);
+                }
+                // The new entries: confirmed ones are like the others; the
+                // rest may or may not be there.
+                let fresh: HashMap<Bytes, u32> = entries
+                    .iter()
+                    .map(|e| (e.data.clone(), e.records))
+                    .collect();
+                if let Ok(appended) = &appended {
+                    for (id, entry) in appended.ids.iter().zip(&entries) {
+                        prop_assert!(
+                            back.get(&id.0).map(|(_, d)| d) == Some(&entry.data)
+                                || dropped_now.contains_key(&id.0),
+                            "confirmed entry {:?} lost",
+                            id
+                        );
+                    }
+                }
+                for (id, (records, data)) in &back {
+                    if m.live.contains_key(id) {
+                        continue;
+                    }
+                    if let Some(known) = acked.get(id) {
+                        prop_assert_eq!(known, &(*records, data.clone()));
+                    } else {
+                        prop_assert!(
+                            *id > m.highest && fresh.get(data) == Some(records),
+                            "entry {} never appended",
+                            id
+                        );
+                    }
+                }
+                for id in dropped_now.keys() {
+                    prop_assert!(
+                        !acked.contains_key(id) && !ledger.settled.contains_key(id),
+                        "entry {} dropped after its acknowledgement or settlement",
+                        id
+                    );
+                }
+                // The recovered state is the new truth.
+                ledger.pending = dropped_now
+                    .into_iter()
+                    .filter(|(id, _)| !ledger.settled.contains_key(id))
+                    .collect();
+                m.highest = m
+                    .highest
+                    .max(back.keys().copied().max().unwrap_or(0))
+                    .max(ledger.pending.keys().copied().max().unwrap_or(0));
+                m.live = back;
+                acked.clear();
                 total_dropped = crate::Dropped::default();
             }
         }
@@ -561,15 +844,21 @@ async fn run_drop_oldest(
         );
         prop_assert_eq!(stats.dropped, total_dropped);
         m.check_stats(&h.spool)?;
+        ledger.check(&h.spool).await?;
     }
-    m.check_exact(&h.spool).await
+    m.check_exact(&h.spool).await?;
+    // A clean reopen keeps the ledger as it is.
+    h.spool.close().await;
+    let (h, recovery) = Harness::open(h.disk.clone(), h.config.clone(), true).await;
+    prop_assert_eq!(recovery.dropped_pending, ledger.pending.len() as u64);
+    ledger.check(&h.spool).await
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
-    fn drop_oldest_drops_the_oldest_and_keeps_the_bound(
+    fn drop_oldest_drops_the_oldest_keeps_the_bound_and_ledgers_every_drop(
         steps in prop::collection::vec(full_step(), 1..60),
         max_bytes in 1024u64..6000,
         segment_bytes in 50u64..1000,

@@ -59,3 +59,37 @@ async fn damage_appearing_in_a_real_file_is_skipped_and_counted() {
     assert_eq!(spool.stats().corrupt_entries, 1);
     assert_eq!(spool.stats().entries, 2);
 }
+
+#[tokio::test]
+async fn the_directory_and_every_file_are_private_whatever_existed() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    // As a umask of 022 or an older release leaves them.
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let old = dir.join("acks.log");
+    std::fs::write(&old, b"").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = SpoolConfig {
+        max_bytes: 1 << 20,
+        segment_bytes: 4096,
+        full_policy: crate::FullPolicy::DropOldest,
+        ..SpoolConfig::new(&dir)
+    };
+    let (spool, _) = Spool::open(config).await.unwrap();
+    for i in 0..50 {
+        spool.append(vec![entry(i, 1, 300)]).await.unwrap();
+    }
+    spool.close().await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(names.len() >= 4, "{names:?}");
+    for path in names {
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+}

@@ -17,7 +17,8 @@
 //! at once: the second transaction starts after the first committed and
 //! reads its batch ids and sequence ranges. So the group's questions
 //! ([`Lookup`]) are answered exactly by a few statements run right after the
-//! lock, for the whole group ([`Prefetched`]): the batch ids it carries, the
+//! lock, for the whole group ([`Prefetched`]): the batch ids it carries (and
+//! those of the batches its agents report dropped), the
 //! stored sequence ranges around each session's numbers, and only when
 //! numbers fall inside those ranges (a re-send, a conflict) the blocks that
 //! hold them. Then the group is built in memory and its [`Plan`] written with
@@ -172,6 +173,12 @@ impl Prefetched {
             for batch in &request.batches {
                 agents.push(*agent);
                 ids.push(batch.batch_id);
+                // The batches the agent reports dropped: such a drop counts
+                // only if the id is not taken.
+                for dropped in batch.agent_drops.iter().filter_map(|d| d.dropped_batch_id) {
+                    agents.push(*agent);
+                    ids.push(dropped);
+                }
                 let Some(logs) = &batch.logs else { continue };
                 let Some(session) = logs.session_id.as_deref() else {
                     continue;
@@ -363,6 +370,14 @@ const SET_FINAL_SEQUENCES: &str = "INSERT INTO sessions (agent_id, session_id, \
     final_sequence_number) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[]) \
     ON CONFLICT (agent_id, session_id) \
     DO UPDATE SET final_sequence_number = excluded.final_sequence_number";
+
+/// Several rows of a group may share a key (the statement may touch a row
+/// once): they are folded before, keeping the larger last.
+const ADD_DROPPED_RANGES: &str = "INSERT INTO agent_dropped_ranges \
+    (agent_id, session_id, first_seq, last_seq) \
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::integer[]) \
+    ON CONFLICT (agent_id, session_id, first_seq) DO UPDATE SET \
+    last_seq = GREATEST(agent_dropped_ranges.last_seq, excluded.last_seq)";
 
 const STORE_POLICIES: &str = "INSERT INTO policies (digest, text, first_seen) \
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) ON CONFLICT (digest) DO NOTHING";
@@ -631,6 +646,8 @@ pub(super) async fn add_hosts(
 async fn side_writes(conn: &mut PgConnection, side: &[SideWrite<'_>]) -> Result<(), StoreError> {
     let mut losses: BTreeMap<(i64, &str, LossSource, &str), (u64, u64)> = BTreeMap::new();
     let mut finals: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+    // (agent, session, first) -> last
+    let mut dropped: BTreeMap<(i64, &str, i32), i32> = BTreeMap::new();
     let mut policies: BTreeMap<&str, (&str, i64)> = BTreeMap::new();
     // agent -> (contact, last batch)
     let mut touched: BTreeMap<i64, (i64, Option<(i64, Uuid)>)> = BTreeMap::new();
@@ -654,6 +671,15 @@ async fn side_writes(conn: &mut PgConnection, side: &[SideWrite<'_>]) -> Result<
                 final_sequence_number,
             } => {
                 finals.insert((agent, session), final_sequence_number);
+            }
+            SideWrite::DroppedRange {
+                agent,
+                session,
+                first,
+                last,
+            } => {
+                let e = dropped.entry((agent, session, first)).or_insert(last);
+                *e = (*e).max(last);
             }
             SideWrite::Policy { digest, text, at } => {
                 policies.entry(digest).or_insert((text, at));
@@ -705,6 +731,21 @@ async fn side_writes(conn: &mut PgConnection, side: &[SideWrite<'_>]) -> Result<
             .execute(&mut *conn)
             .await
             .map_err(db("recording sessions' final sequence numbers"))?;
+    }
+    if !dropped.is_empty() {
+        let d: Vec<_> = dropped.into_iter().collect();
+        sqlx::query(ADD_DROPPED_RANGES)
+            .bind(d.iter().map(|(k, _)| k.0).collect::<Vec<_>>())
+            .bind(
+                d.iter()
+                    .map(|(k, _)| encode(k.1).into_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(d.iter().map(|(k, _)| k.2).collect::<Vec<_>>())
+            .bind(d.iter().map(|(_, v)| *v).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await
+            .map_err(db("storing agents' dropped sequence numbers"))?;
     }
     if !policies.is_empty() {
         let p: Vec<_> = policies.into_iter().collect();

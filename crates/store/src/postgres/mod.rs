@@ -97,6 +97,15 @@ const MIGRATIONS: &[Step] = &[
         "query api",
         include_str!("../../migrations/postgres/0002_query_api.sql"),
     ),
+    // Numbered 4 like SQLite's, which has one more before it; versions are
+    // per backend. A database that already has 5 gets 4 applied after it
+    // (the migrator applies every version it has not applied; 4 only adds
+    // a table).
+    (
+        4,
+        "agent dropped ranges",
+        include_str!("../../migrations/postgres/0004_agent_dropped_ranges.sql"),
+    ),
     (
         5,
         "bounds and policies",
@@ -259,6 +268,10 @@ impl Store for PgStore {
         Box::pin(registry::put_admin_token_hash(&self.pool, hash, false))
     }
 
+    fn init_web_session_key(&self, candidate: [u8; 32]) -> StoreFuture<'_, [u8; 32]> {
+        Box::pin(registry::init_web_session_key(&self.pool, candidate))
+    }
+
     fn create_workspace(&self, new: NewWorkspace, at: Timestamp) -> StoreFuture<'_, Workspace> {
         Box::pin(registry::create_workspace(&self.pool, new, at))
     }
@@ -397,7 +410,7 @@ impl Store for PgStore {
 
     fn minute_activity(
         &self,
-        workspace_id: Uuid,
+        workspace_id: Option<Uuid>,
         since: Timestamp,
         until: Timestamp,
     ) -> StoreFuture<'_, Vec<MinuteActivity>> {

@@ -18,8 +18,8 @@ use crate::StoreError;
 use crate::block::{self, Block};
 use crate::convert::{count_from_sql, from_nanos, nanos};
 use crate::model::{
-    Loss, LossSource, Order, RecordId, RecordQuery, SequencePosition, SessionRecordQuery,
-    SessionSummary, StoredRecord,
+    Loss, LossSource, Order, RecordId, RecordQuery, SequencePosition, SequenceRange,
+    SessionRecordQuery, SessionSummary, StoredRecord,
 };
 use crate::records::{AgentInfo, BlockRow, matches, stored_record};
 
@@ -429,6 +429,37 @@ async fn losses(
     Ok(out)
 }
 
+/// The dropped ranges of a workspace's agents, of one session or all:
+/// (session, range).
+pub(super) async fn dropped_ranges(
+    pool: &PgPool,
+    workspace_id: Uuid,
+    session: Option<&str>,
+) -> Result<Vec<(String, SequenceRange)>, StoreError> {
+    let ctx = "reading dropped ranges";
+    let rows = sqlx::query(
+        "SELECT d.session_id, d.first_seq, d.last_seq FROM agent_dropped_ranges d \
+         JOIN agents a ON a.id = d.agent_id JOIN workspaces w ON w.id = a.workspace_id \
+         WHERE w.uuid = $1 AND ($2::text IS NULL OR d.session_id = $2)",
+    )
+    .bind(workspace_id)
+    .bind(session.map(encode))
+    .fetch_all(pool)
+    .await
+    .map_err(db(ctx))?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                decode(col(row, 0, ctx)?),
+                SequenceRange {
+                    first: i64::from(col::<i32>(row, 1, ctx)?),
+                    last: i64::from(col::<i32>(row, 2, ctx)?),
+                },
+            ))
+        })
+        .collect()
+}
+
 pub(super) async fn workspace_losses(
     pool: &PgPool,
     workspace_id: Uuid,
@@ -478,6 +509,13 @@ pub(super) async fn session_summary(
     let purged_last: Option<i32> = col(&row, 9, ctx)?;
     let policy_digest: Option<String> = col(&row, 10, ctx)?;
     let losses = losses(pool, workspace_id, Some(session_id)).await?;
+    let agent_dropped = SequenceRange::merge(
+        dropped_ranges(pool, workspace_id, Some(session_id))
+            .await?
+            .into_iter()
+            .map(|(_, range)| range)
+            .collect(),
+    );
 
     let seen = distinct > 0 || conflicts > 0 || session_rows > 0 || !losses.is_empty();
     if !seen {
@@ -495,6 +533,7 @@ pub(super) async fn session_summary(
         last_sequence_number: [last, purged_last].into_iter().flatten().max(),
         final_sequence_number: final_seq,
         losses,
+        agent_dropped,
         purged: purged_records + purged_conflicts,
         policy_digest,
     }))

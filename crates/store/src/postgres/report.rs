@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use sqlx::postgres::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::read::agent_keys;
+use super::read::{agent_keys, dropped_ranges};
 use super::text::{decode, decode_opt, encode};
 use super::{col, db};
 use crate::StoreError;
@@ -24,7 +24,7 @@ use crate::model::{
     ActivityQuery, Loss, MinuteActivity, RecordId, SequenceRange, SessionActivity,
     WorkspaceActivity,
 };
-use crate::sessions::{LiveRows, LossRow, SessionRow, Sessions, loss_source};
+use crate::sessions::{DroppedRow, LiveRows, LossRow, SessionRow, Sessions, loss_source};
 
 pub(super) async fn session_gaps(
     pool: &PgPool,
@@ -146,6 +146,9 @@ pub(super) async fn sessions(
                 },
             });
         }
+    }
+    for (session_id, range) in dropped_ranges(pool, workspace_id, None).await? {
+        out.add_dropped(DroppedRow { session_id, range });
     }
     Ok(out.finish())
 }
@@ -286,25 +289,30 @@ pub(super) async fn workspace_activity(
     Ok(out)
 }
 
-/// A workspace's records per minute of effective time in `since..until`.
+/// Records per minute of effective time (one workspace's, or all), for the
+/// minutes that contain `since` or start before `until`.
 pub(super) async fn minute_activity(
     pool: &PgPool,
-    workspace_id: Uuid,
+    workspace_id: Option<Uuid>,
     since: Timestamp,
     until: Timestamp,
 ) -> Result<Vec<MinuteActivity>, StoreError> {
     let ctx = "counting records per minute";
     let (m0, m1) = (
         nanos(since).div_euclid(MINUTE),
-        nanos(until).div_euclid(MINUTE) + 1,
+        nanos(until).saturating_add(MINUTE - 1).div_euclid(MINUTE),
     );
-    let agents = agent_keys(pool, workspace_id).await?;
+    // Every agent's minutes when no workspace is named.
+    let agents: Option<Vec<i64>> = match workspace_id {
+        Some(workspace_id) => Some(agent_keys(pool, workspace_id).await?),
+        None => None,
+    };
     let rows = sqlx::query(
         "SELECT minute, sum(allowed)::bigint, sum(denied)::bigint FROM activity_minutes \
-         WHERE agent_id = ANY($1) AND minute >= $2 AND minute < $3 GROUP BY minute \
-         ORDER BY minute",
+         WHERE ($1::bigint[] IS NULL OR agent_id = ANY($1)) AND minute >= $2 AND minute < $3 \
+         GROUP BY minute ORDER BY minute",
     )
-    .bind(&agents)
+    .bind(agents)
     .bind(m0)
     .bind(m1)
     .fetch_all(pool)

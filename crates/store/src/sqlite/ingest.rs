@@ -1,8 +1,9 @@
 //! Ingest on SQLite: the calls of one group commit become blocks (see
 //! [`crate::group`] for how duplicates and conflicts are still found), and
 //! this module answers the group's questions ([`Lookup`]) with queries and
-//! writes its [`Plan`]: the blocks, the batch ids, the sequence ranges and
-//! the counters.
+//! writes its [`Plan`]: the blocks, the batch ids (with those of batches
+//! the agent reported dropped), the sequence ranges, the counters and the
+//! other writes (losses, dropped sequence ranges, policies, ...).
 
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
@@ -22,6 +23,11 @@ const ADD_LOSS: &str = "INSERT INTO losses (agent_id, session_id, source, reason
         THEN 9223372036854775807 ELSE records + excluded.records END, \
     frames = CASE WHEN frames > 9223372036854775807 - excluded.frames \
         THEN 9223372036854775807 ELSE frames + excluded.frames END";
+
+const ADD_DROPPED_RANGE: &str = "INSERT INTO agent_dropped_ranges \
+    (agent_id, session_id, first_seq, last_seq) VALUES (?1, ?2, ?3, ?4) \
+    ON CONFLICT (agent_id, session_id, first_seq) DO UPDATE SET \
+    last_seq = max(last_seq, excluded.last_seq)";
 
 const SET_FINAL_SEQUENCE: &str = "INSERT INTO sessions (agent_id, session_id, final_sequence_number) \
     VALUES (?1, ?2, ?3) ON CONFLICT (agent_id, session_id) \
@@ -185,6 +191,16 @@ fn side_write(tx: &Connection, side: &SideWrite<'_>) -> Result<(), StoreError> {
             .and_then(|mut s| s.execute(params![agent, session, final_sequence_number]))
             .map(drop)
             .ctx("recording a session's final sequence number"),
+        SideWrite::DroppedRange {
+            agent,
+            session,
+            first,
+            last,
+        } => tx
+            .prepare_cached(ADD_DROPPED_RANGE)
+            .and_then(|mut s| s.execute(params![agent, session, first, last]))
+            .map(drop)
+            .ctx("storing an agent's dropped sequence numbers"),
         SideWrite::Policy { digest, text, at } => tx
             .prepare_cached(
                 "INSERT INTO policies (digest, text, first_seen) VALUES (?1, ?2, ?3) \

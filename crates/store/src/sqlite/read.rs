@@ -22,8 +22,8 @@ use crate::block;
 use crate::convert::{count_from_sql, from_nanos, nanos};
 use crate::losses;
 use crate::model::{
-    Loss, Order, RecordId, RecordQuery, SequencePosition, SessionRecordQuery, SessionSummary,
-    StoredRecord,
+    Loss, Order, RecordId, RecordQuery, SequencePosition, SequenceRange, SessionRecordQuery,
+    SessionSummary, StoredRecord,
 };
 pub(super) use crate::records::{AgentInfo, BlockRow, matches, stored_record};
 
@@ -352,6 +352,34 @@ pub(super) fn session_records(
     Ok(out)
 }
 
+/// The sequence numbers an agent reported losing, of one session or all:
+/// (session, range), unmerged.
+pub(super) fn dropped_ranges(
+    conn: &Connection,
+    agent: i64,
+    session: Option<&str>,
+) -> Result<Vec<(String, SequenceRange)>, StoreError> {
+    let ctx = "reading an agent's dropped sequence numbers";
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT session_id, first_seq, last_seq FROM agent_dropped_ranges \
+             WHERE agent_id = ?1 AND (?2 IS NULL OR session_id = ?2)",
+        )
+        .ctx(ctx)?;
+    let rows = stmt
+        .query_map(params![agent, session], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                SequenceRange {
+                    first: row.get(1)?,
+                    last: row.get(2)?,
+                },
+            ))
+        })
+        .ctx(ctx)?;
+    rows.collect::<Result<_, _>>().ctx(ctx)
+}
+
 /// Losses of an agent, of one session or all.
 pub(super) fn losses(
     conn: &Connection,
@@ -445,6 +473,7 @@ pub(super) fn session_summary(
         last_sequence_number: None,
         final_sequence_number: None,
         losses: Vec::new(),
+        agent_dropped: Vec::new(),
         purged: 0,
         policy_digest: None,
     };
@@ -489,12 +518,18 @@ pub(super) fn session_summary(
             summary.final_sequence_number = summary.final_sequence_number.max(final_seq);
             summary.policy_digest = summary.policy_digest.or(policy);
         }
+        let dropped = dropped_ranges(conn, agent, Some(session_id))?;
+        seen |= !dropped.is_empty();
+        summary
+            .agent_dropped
+            .extend(dropped.into_iter().map(|(_, range)| range));
         for loss in losses {
             losses::merge(&mut summary.losses, loss);
         }
     }
     summary.records = summary.distinct_sequence_numbers + summary.conflicts;
     losses::sort(&mut summary.losses);
+    summary.agent_dropped = SequenceRange::merge(std::mem::take(&mut summary.agent_dropped));
     Ok(seen.then_some(summary))
 }
 

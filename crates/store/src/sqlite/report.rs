@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::counters::{HOUR, MINUTE};
 use super::db::Ctx;
-use super::read::agent_keys;
+use super::read::{agent_keys, dropped_ranges};
 use crate::StoreError;
 use crate::convert::{count_from_sql, from_nanos, nanos};
 use crate::counters::{edges, whole_buckets};
@@ -21,7 +21,7 @@ use crate::intervals::IntervalSet;
 use crate::model::{
     ActivityQuery, MinuteActivity, RecordId, SequenceRange, SessionActivity, WorkspaceActivity,
 };
-use crate::sessions::{LiveRows, LossRow, SessionRow, Sessions};
+use crate::sessions::{DroppedRow, LiveRows, LossRow, SessionRow, Sessions};
 
 pub(super) fn session_gaps(
     conn: &Connection,
@@ -144,6 +144,9 @@ pub(super) fn sessions(
                     frames: count_from_sql(row.get(4).ctx(ctx)?),
                 },
             });
+        }
+        for (session_id, range) in dropped_ranges(conn, agent, None)? {
+            out.add_dropped(DroppedRow { session_id, range });
         }
     }
     Ok(out.finish())
@@ -273,17 +276,23 @@ pub(super) fn workspace_activity(
 /// A workspace's records per minute of effective time in `since..until`.
 pub(super) fn minute_activity(
     conn: &Connection,
-    workspace_id: Uuid,
+    workspace_id: Option<Uuid>,
     since: Timestamp,
     until: Timestamp,
 ) -> Result<Vec<MinuteActivity>, StoreError> {
     let ctx = "counting records per minute";
+    // Minutes that contain `since` or start before `until`.
     let (m0, m1) = (
         nanos(since).div_euclid(MINUTE),
-        nanos(until).div_euclid(MINUTE) + 1,
+        nanos(until).saturating_add(MINUTE - 1).div_euclid(MINUTE),
     );
+    let agents = match workspace_id {
+        Some(workspace_id) => agent_keys(conn, workspace_id)?,
+        None => all_agent_keys(conn)?,
+    };
     let mut by_minute: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
-    for agent in agent_keys(conn, workspace_id)? {
+    // One index range per agent (the key is agent, minute).
+    for agent in agents {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT minute, allowed, denied FROM activity_minutes \
@@ -317,6 +326,16 @@ pub(super) fn minute_activity(
             })
         })
         .collect()
+}
+
+/// Every agent's key.
+fn all_agent_keys(conn: &Connection) -> Result<Vec<i64>, StoreError> {
+    let ctx = "listing agents";
+    let mut stmt = conn
+        .prepare_cached("SELECT id FROM agents ORDER BY id")
+        .ctx(ctx)?;
+    let rows = stmt.query_map([], |row| row.get(0)).ctx(ctx)?;
+    rows.collect::<Result<_, _>>().ctx(ctx)
 }
 
 pub(super) fn last_record_id(conn: &Connection) -> Result<Option<RecordId>, StoreError> {

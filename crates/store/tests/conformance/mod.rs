@@ -52,6 +52,8 @@ macro_rules! suite {
             records_without_session_rely_on_the_batch_id,
             rejected_records_are_counted_not_stored,
             status_and_drops_are_applied_once_per_batch,
+            a_dropped_batch_is_stored_or_reported_never_both,
+            drops_in_one_call_name_a_batch_once_and_merge_their_ranges,
             sessions_show_gaps_and_tail_loss,
             ingest_for_an_unknown_agent_fails,
             unprinted_records_survive_a_restart,
@@ -79,6 +81,8 @@ macro_rules! suite {
             policies_are_kept_by_digest_and_checked,
             an_agent_clock_is_evidence_not_trusted,
             minute_activity_counts_records_per_minute,
+            records_are_counted_per_minute,
+            the_first_web_session_key_wins,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
@@ -620,11 +624,13 @@ pub async fn status_and_drops_are_applied_once_per_batch(factory: &impl StoreFac
             reason: "spool_full".into(),
             records: 10,
             frames: 1,
+            ..Default::default()
         },
         AgentDrop {
             reason: "unknown_tag".into(),
             records: 0,
             frames: 2,
+            ..Default::default()
         },
     ];
     let outcome = store.ingest(request(&dev, vec![b.clone()])).await.unwrap();
@@ -637,6 +643,7 @@ pub async fn status_and_drops_are_applied_once_per_batch(factory: &impl StoreFac
         reason: "spool_full".into(),
         records: 4,
         frames: 1,
+        ..Default::default()
     }];
     store.ingest(request(&dev, vec![more])).await.unwrap();
 
@@ -663,6 +670,161 @@ pub async fn status_and_drops_are_applied_once_per_batch(factory: &impl StoreFac
         .unwrap();
     assert_eq!(summary.reported_losses(), 4);
     assert_eq!(summary.records, 0);
+}
+
+/// The agent's drop ledger (`drop_oldest`): a drop that names a spooled
+/// batch counts only if that batch was never committed, takes its id so that
+/// a copy still on its way is not stored, and says which sequence numbers of
+/// which session were lost; stored + reported = sent for the session.
+pub async fn a_dropped_batch_is_stored_or_reported_never_both(factory: &impl StoreFactory) {
+    use warden_proto::domain::SequenceRange as Range;
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    let drop_of = |dropped: &IngestBatch, first: i32, last: i32| {
+        let mut report = batch(None, Vec::new());
+        report.logs = None;
+        report.agent_drops = vec![AgentDrop {
+            reason: "spool_full".into(),
+            records: u64::try_from(last - first + 1).unwrap(),
+            frames: 1,
+            session_id: Some(SESSION.into()),
+            sequence_ranges: vec![Range { first, last }],
+            dropped_batch_id: Some(dropped.batch_id),
+        }];
+        report
+    };
+    // Committed, then reported dropped (the forwarder held it when the
+    // spool dropped it): the drop does not count.
+    let stored = batch(Some(SESSION), records(0..5));
+    store
+        .ingest(request(&dev, vec![stored.clone()]))
+        .await
+        .unwrap();
+    store
+        .ingest(request(&dev, vec![drop_of(&stored, 0, 4)]))
+        .await
+        .unwrap();
+    // Reported dropped first: counted once however often it is reported,
+    // and the batch itself, arriving late, is acknowledged but not stored.
+    let lost = batch(Some(SESSION), records(5..10));
+    store
+        .ingest(request(&dev, vec![drop_of(&lost, 5, 9)]))
+        .await
+        .unwrap();
+    store
+        .ingest(request(&dev, vec![drop_of(&lost, 5, 9)]))
+        .await
+        .unwrap();
+    let late = store.ingest(request(&dev, vec![lost])).await.unwrap();
+    assert!(late.batches[0].already_committed);
+    assert_eq!(late.batches[0].stored(), 0);
+    // Both in one call, the drop first: the same.
+    let gone = batch(Some(SESSION), records(10..12));
+    let both = store
+        .ingest(request(&dev, vec![drop_of(&gone, 10, 11), gone]))
+        .await
+        .unwrap();
+    assert!(both.batches[1].already_committed);
+    // A drop of frames the agent could not spool names no batch; its ranges
+    // merge with those they touch.
+    let mut refused = batch(None, Vec::new());
+    refused.logs = None;
+    refused.agent_drops = vec![AgentDrop {
+        reason: "spool_error".into(),
+        records: 3,
+        frames: 1,
+        session_id: Some(SESSION.into()),
+        sequence_ranges: vec![
+            Range {
+                first: 12,
+                last: 12,
+            },
+            Range {
+                first: 14,
+                last: 15,
+            },
+        ],
+        dropped_batch_id: None,
+    }];
+    store.ingest(request(&dev, vec![refused])).await.unwrap();
+    let mut tail = batch(Some(SESSION), records(13..14));
+    tail.logs
+        .as_mut()
+        .unwrap()
+        .records
+        .push(record(16, "https://example.com/16"));
+    store.ingest(request(&dev, vec![tail])).await.unwrap();
+
+    let s = store
+        .session_summary(dev.id, SESSION)
+        .await
+        .unwrap()
+        .unwrap();
+    // Sent 0..=16: 7 stored (0..5, 13, 16), 10 reported (5..12, 12, 14, 15).
+    assert_eq!(s.records, 7);
+    assert_eq!(s.reported_losses(), 10);
+    assert_eq!(s.missing(), 10);
+    assert_eq!(s.unexplained(), 0);
+    let r = |first, last| warden_store::SequenceRange { first, last };
+    assert_eq!(s.agent_dropped, [r(5, 12), r(14, 15)]);
+    let listed = store.sessions(dev.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].summary.agent_dropped, s.agent_dropped);
+    assert_eq!(listed[0].summary.reported_losses(), 10);
+}
+
+/// One call carrying the same drop twice (a range starting at the same
+/// number, reported again longer) and two drops of one batch: the batch is
+/// counted once, the ranges keep the longer, and a batch of that id later
+/// is acknowledged, not stored.
+pub async fn drops_in_one_call_name_a_batch_once_and_merge_their_ranges(
+    factory: &impl StoreFactory,
+) {
+    use warden_proto::domain::SequenceRange as Range;
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    let lost = batch(Some(SESSION), records(0..4));
+    let report = |last: i32| {
+        let mut report = batch(None, Vec::new());
+        report.logs = None;
+        report.agent_drops = vec![
+            AgentDrop {
+                reason: "spool_full".into(),
+                records: 4,
+                frames: 1,
+                session_id: Some(SESSION.into()),
+                sequence_ranges: vec![Range { first: 0, last: 3 }],
+                dropped_batch_id: Some(lost.batch_id),
+            },
+            AgentDrop {
+                reason: "spool_error".into(),
+                records: u64::try_from(last - 9).unwrap(),
+                frames: 1,
+                session_id: Some(SESSION.into()),
+                sequence_ranges: vec![Range { first: 10, last }],
+                dropped_batch_id: None,
+            },
+        ];
+        report
+    };
+    store
+        .ingest(request(&dev, vec![report(11), report(12)]))
+        .await
+        .unwrap();
+    let late = store.ingest(request(&dev, vec![lost])).await.unwrap();
+    assert!(late.batches[0].already_committed);
+    assert_eq!(late.batches[0].stored(), 0);
+
+    let s = store
+        .session_summary(dev.id, SESSION)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.records, 0);
+    // 4 of the batch (once) + 2 + 3 of the frames.
+    assert_eq!(s.reported_losses(), 9);
+    let r = |first, last| warden_store::SequenceRange { first, last };
+    assert_eq!(s.agent_dropped, [r(0, 3), r(10, 12)]);
 }
 
 pub async fn sessions_show_gaps_and_tail_loss(factory: &impl StoreFactory) {
@@ -1125,7 +1287,7 @@ pub async fn minute_activity_counts_records_per_minute(factory: &impl StoreFacto
         .unwrap();
     let minute = |m: i64| Timestamp::new(1_764_999_960 + 60 * m, 0).unwrap();
     let chart = store
-        .minute_activity(dev.id, minute(0), minute(4))
+        .minute_activity(Some(dev.id), minute(0), minute(4))
         .await
         .unwrap();
     let got: Vec<_> = chart
@@ -1137,7 +1299,7 @@ pub async fn minute_activity_counts_records_per_minute(factory: &impl StoreFacto
         [(minute(0), 1, 1), (minute(1), 2, 1), (minute(3), 0, 1)]
     );
     let later = store
-        .minute_activity(dev.id, minute(2), minute(4))
+        .minute_activity(Some(dev.id), minute(2), minute(4))
         .await
         .unwrap();
     assert_eq!(later.len(), 1);

@@ -257,6 +257,7 @@ pub async fn text_is_kept_as_sent(factory: &impl StoreFactory) {
         reason: "spool\0full".into(),
         records: 1,
         frames: 0,
+        ..Default::default()
     });
     store.ingest(request(&dev, vec![b.clone()])).await.unwrap();
 

@@ -1,8 +1,13 @@
 //! `warden agent [--] [COMMAND [ARGS...]]`: parses the flags (each with its
-//! environment variable, see `docs/cli.md`), sets up logging to stderr, runs
-//! the workspace agent (`warden_agent::run`) until SIGTERM/SIGINT or until
-//! COMMAND exits, and turns the outcome into the exit code (COMMAND's, or
-//! the failure's: 1 runtime, 2 usage or configuration).
+//! environment variable, see `docs/cli.md`), reads the token (a private
+//! `--token-file` is the documented way; `--token` shows in every user's
+//! process list and is warned about loudly; a token from the environment or
+//! the command line is then wiped from the process's initial strings), makes
+//! the process non-dumpable (the sandboxed COMMAND usually runs as the same
+//! user), sets up logging to stderr, runs the workspace agent
+//! (`warden_agent::run`) until SIGTERM/SIGINT or until COMMAND exits, and
+//! turns the outcome into the exit code (COMMAND's, or the failure's: 1
+//! runtime, 2 usage or configuration).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use warden_agent::{AgentConfig, FullPolicy, RetryPolicy, SocketConfig, Token};
+use warden_agent::{AgentConfig, FullPolicy, RetryPolicy, SocketConfig, Token, hardening};
 use warden_api::time::parse_duration;
 
 use super::failure::Failure;
@@ -22,9 +27,14 @@ pub struct Args {
     /// Control plane URL (http:// or https://).
     #[arg(long, env = "CODER_AGENT_URL")]
     url: String,
-    /// The agent's token.
+    /// The agent's token, from the environment (or, visible to every local
+    /// user in the process list, given as a flag: prefer --token-file).
     #[arg(long, env = "CODER_AGENT_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
+    /// A file holding the agent's token: the documented way to give it.
+    /// Must be private (no group or other permission bits), like an ssh key.
+    #[arg(long, env = "WARDEN_AGENT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Where the spool and the cached manifest live.
     #[arg(
         long,
@@ -98,11 +108,49 @@ fn default_socket_path() -> String {
         .into_owned()
 }
 
+/// Where the token came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TokenSource {
+    File,
+    Environment,
+    Argument,
+}
+
+/// Whether `--token` was given on the command line (before COMMAND).
+fn token_on_command_line() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--token" || a.to_string_lossy().starts_with("--token="))
+}
+
 impl Args {
-    fn into_config(self) -> (AgentConfig, RetryPolicy) {
+    /// The token and where it came from: the file wins over the
+    /// environment; a file and `--token` together are a usage error.
+    fn token(&self) -> Result<(Token, TokenSource), String> {
+        let on_command_line = token_on_command_line();
+        match (&self.token_file, &self.token) {
+            (Some(_), Some(_)) if on_command_line => {
+                Err("give the token either with --token-file or with --token, not both".into())
+            }
+            (Some(file), _) => Token::from_file(file)
+                .map(|t| (t, TokenSource::File))
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e))),
+            (None, Some(token)) if on_command_line => {
+                Ok((Token::new(token.clone()), TokenSource::Argument))
+            }
+            (None, Some(token)) => Ok((Token::new(token.clone()), TokenSource::Environment)),
+            (None, None) => Err(
+                "no agent token: give --token-file FILE (a file only you can read), or set CODER_AGENT_TOKEN"
+                    .into(),
+            ),
+        }
+    }
+
+    fn into_config(self, token: Token) -> (AgentConfig, RetryPolicy) {
         let mut config = AgentConfig::new(
             self.url,
-            Token::new(self.token),
+            token,
             self.data_dir,
             PathBuf::from(self.boundary_log_proxy_socket_path),
         );
@@ -141,7 +189,31 @@ pub fn main(args: Args) -> ExitCode {
 
 /// Runs the agent; COMMAND's exit code when it ran one, else 0.
 fn run(args: Args) -> Result<u8, Failure> {
-    let (config, retry) = args.into_config();
+    let (token, source) = args.token().map_err(Failure::usage_msg)?;
+    if source == TokenSource::Argument {
+        eprintln!(
+            "warden agent: WARNING: --token puts the agent token on the command line, where every local user can read it (ps, /proc/PID/cmdline) until the agent wipes it; use --token-file FILE (mode 0600) instead"
+        );
+    }
+    // Still one thread, so nothing else reads the environment meanwhile;
+    // and before the next step, which makes /proc/self/mem root's.
+    if source != TokenSource::File
+        && let Err(e) = hardening::scrub_initial_strings(token.expose())
+    {
+        tracing::warn!(
+            error = %warden_agent::chain::display(&e),
+            "cannot wipe the agent token from the process's environment and arguments"
+        );
+    }
+    // From now on no process of this user may read this one's memory or
+    // environment (the sandboxed COMMAND usually runs as the same user).
+    if let Err(e) = hardening::make_undumpable() {
+        tracing::warn!(
+            error = %warden_agent::chain::display(&e),
+            "cannot make the agent non-dumpable; processes of this user can read its memory"
+        );
+    }
+    let (config, retry) = args.into_config(token);
     config.validate()?;
     // Two workers are plenty for an agent and keep its idle footprint small.
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -61,9 +61,11 @@ fn read_setting(dir: &Path, name: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
 }
 
-/// One JSON line of `value`.
+/// One JSON line of `value`, with characters that would act on a terminal
+/// escaped ([`escape_json`](crate::cmd::table::escape_json)).
 pub fn to_json(value: &impl serde::Serialize) -> Result<String, Failure> {
     serde_json::to_string(value)
+        .map(|text| crate::cmd::table::escape_json(&text).into_owned())
         .map_err(|e| Failure::runtime(anyhow::Error::new(e).context("encoding json")))
 }
 

@@ -53,17 +53,34 @@ pub fn init_logging(default: &str, json: bool) {
     };
 }
 
-/// Creates `dir` (and its parents) for the owner only, if it does not exist.
-pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
+/// Makes every file this process creates from now on its user's alone
+/// (umask 077), whatever umask it was started with: files a library creates
+/// (SQLite's journal and temporary files) included. The files the server
+/// writes itself are created 0600 regardless (`warden_server::files`).
+pub fn private_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Raises the soft limit on open files to the hard limit (as Go programs do
+/// at start), so that a connection limit above the usual default of 1024 can
+/// be reached; returns the soft limit in force.
+pub fn raise_open_files_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let (Some(current), hard) = (limit.current, limit.maximum)
+        && hard.is_none_or(|hard| hard > current)
+    {
+        // An unlimited hard limit is not a valid soft one on Linux: cap it.
+        let wanted = hard.unwrap_or(1 << 20).min(1 << 20).max(current);
+        let raised = rustix::process::Rlimit {
+            current: Some(wanted),
+            maximum: hard,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return wanted;
+        }
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating the data dir {}", dir.display()))
+    limit.current.unwrap_or(u64::MAX)
 }
 
 /// Writes the server's URL to `<data-dir>/server-url` (atomically: a

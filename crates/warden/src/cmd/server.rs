@@ -6,7 +6,7 @@
 //!
 //! Exit codes: 0 after a clean shutdown, 1 runtime failure, 2 configuration.
 
-use clap::builder::BoolishValueParser;
+use clap::builder::{BoolishValueParser, TypedValueParser};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,11 +16,16 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use warden_api::time::parse_duration;
-use warden_server::{AdminTokenSource, Config, LineFormat, TlsFiles, check_listen};
+use warden_server::{
+    AdminTokenSource, Config, ConnectionLimits, DEFAULT_MAX_RESPONSE_BYTES, LineFormat, TlsFiles,
+    check_listen,
+};
 use warden_store::DatabaseUrl;
 
 use super::failure::Failure;
-use super::process::{create_private_dir, forward_signals, init_logging, write_server_url};
+use super::process::{
+    forward_signals, init_logging, private_files, raise_open_files_limit, write_server_url,
+};
 
 /// Environment variable holding the admin token (never a flag: flags show in
 /// the process list).
@@ -55,6 +60,23 @@ pub struct Args {
     /// Delete records received longer ago than this (e.g. 30d; default: keep all).
     #[arg(long, env = "WARDEN_RETENTION", value_parser = warden_server::retention::parse_period)]
     retention: Option<Duration>,
+    /// Connections open at once, in all (lowered to fit the open-file limit).
+    #[arg(long, env = "WARDEN_MAX_CONNECTIONS", default_value_t = ConnectionLimits::default().max_connections, value_parser = clap::value_parser!(u32).range(2..).map(|n| n as usize))]
+    max_connections: usize,
+    /// Connections only clients with a valid agent or admin token may use.
+    #[arg(long, env = "WARDEN_RESERVED_CONNECTIONS", default_value_t = ConnectionLimits::default().reserved)]
+    reserved_connections: usize,
+    /// Close a connection that sent no valid token this long after it opened
+    /// or its last request began or ended (e.g. 10s).
+    #[arg(long, env = "WARDEN_UNAUTHENTICATED_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    unauthenticated_timeout: Duration,
+    /// Close an authenticated connection after this long without a request.
+    #[arg(long, env = "WARDEN_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// The most bytes of records one API page holds (at least one record);
+    /// a page cut short says where to go on.
+    #[arg(long, env = "WARDEN_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_MAX_RESPONSE_BYTES, value_parser = clap::value_parser!(u64).range(1024..).map(|n| n as usize))]
+    max_response_bytes: usize,
     /// Store longer URLs cut to this many bytes, with their original length
     /// (flagged in the API and on the line; never dropped).
     #[arg(long, env = "WARDEN_MAX_URL_BYTES", default_value_t = warden_store::DEFAULT_MAX_URL_BYTES as u64,
@@ -113,6 +135,14 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
     config.insecure_listen = args.insecure_listen;
     config.shutdown_grace = args.shutdown_grace;
     config.retention = args.retention.map(warden_server::retention::Retention::new);
+    config.connections = ConnectionLimits {
+        max_connections: args.max_connections,
+        reserved: args.reserved_connections,
+        unauthenticated_timeout: args.unauthenticated_timeout,
+        idle_timeout: args.idle_timeout,
+    };
+    config.connections.check()?;
+    config.max_response_bytes = args.max_response_bytes;
     config.limits.max_url_bytes = usize::try_from(args.max_url_bytes).unwrap_or(usize::MAX);
     Ok(Prepared {
         config,
@@ -122,8 +152,11 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
 }
 
 fn serve(args: Args) -> Result<(), Failure> {
-    let prepared = prepare(args)?;
-    create_private_dir(&prepared.data_dir).map_err(Failure::usage)?;
+    let mut prepared = prepare(args)?;
+    private_files();
+    warden_server::files::prepare_data_dir(&prepared.data_dir)?;
+    let open_files = raise_open_files_limit();
+    prepared.config.connections = fit_open_files(prepared.config.connections, open_files);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -140,19 +173,53 @@ fn serve(args: Args) -> Result<(), Failure> {
             Arc::new(warden_server::Stderr),
         )
         .await?;
+        // SIGTERM is handled from before the announcement: whoever waits for
+        // the line may stop the server right after it.
+        let shutdown = CancellationToken::new();
+        forward_signals(shutdown.clone()).map_err(Failure::runtime)?;
         // Announced only now: the store is open and the admin token file
         // exists, so a script that waits for this line can use both.
         let url = server.url();
         let url_file = write_server_url(&prepared.data_dir, &url).map_err(Failure::runtime)?;
         tracing::info!("warden server listening on {url}");
+        tracing::info!("web page at {url}/ (sign in with the admin token)");
 
-        let shutdown = CancellationToken::new();
-        forward_signals(shutdown.clone()).map_err(Failure::runtime)?;
         let result = server.serve(shutdown).await;
         // A stale URL would send the CLI to a server that is gone.
         let _ = std::fs::remove_file(&url_file);
         Ok(result?)
     })
+}
+
+/// Open files the server needs besides its connections: the listener, the
+/// database and its pool, logs.
+const OTHER_FILES: u64 = 256;
+
+/// The connection limits lowered to what the open-file limit allows (with
+/// a warning), so that the limits, not the file descriptors, run out first.
+fn fit_open_files(limits: ConnectionLimits, open_files: u64) -> ConnectionLimits {
+    let room = usize::try_from(open_files.saturating_sub(OTHER_FILES)).unwrap_or(usize::MAX);
+    if limits.max_connections <= room {
+        return limits;
+    }
+    let max_connections = room.max(2);
+    // The reserve keeps its share.
+    let reserved = (limits.reserved as u128 * max_connections as u128
+        / limits.max_connections as u128) as usize;
+    let fitted = ConnectionLimits {
+        max_connections,
+        reserved: reserved.min(max_connections - 1),
+        ..limits
+    };
+    tracing::warn!(
+        open_files,
+        "the open-file limit allows {} connections, fewer than --max-connections {}: serving at most {} ({} reserved for authenticated clients); raise the limit (LimitNOFILE= in a systemd unit) for more",
+        fitted.max_connections,
+        limits.max_connections,
+        fitted.max_connections,
+        fitted.reserved
+    );
+    fitted
 }
 
 /// `HOST:PORT` to one address (the first a name resolves to).
@@ -203,6 +270,54 @@ mod tests {
             "k",
         ]));
         assert!(tls.ok().unwrap().config.tls.is_some());
+    }
+
+    #[test]
+    fn connection_limits_come_from_flags_and_fit_the_open_files() {
+        let prepared = prepare(parse(&[
+            "--max-connections",
+            "100",
+            "--reserved-connections",
+            "20",
+            "--unauthenticated-timeout",
+            "2s",
+            "--idle-timeout",
+            "1m",
+            "--max-response-bytes",
+            "65536",
+        ]))
+        .ok()
+        .unwrap();
+        let limits = prepared.config.connections;
+        assert_eq!(
+            limits,
+            ConnectionLimits {
+                max_connections: 100,
+                reserved: 20,
+                unauthenticated_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(60),
+            }
+        );
+        assert_eq!(prepared.config.max_response_bytes, 65536);
+        // Room enough: unchanged.
+        assert_eq!(fit_open_files(limits, 1 << 20), limits);
+        // 1024 open files leave 768 for connections; the reserve keeps a
+        // quarter of them.
+        let defaults = ConnectionLimits::default();
+        let fitted = fit_open_files(defaults, 1024);
+        assert_eq!((fitted.max_connections, fitted.reserved), (768, 192));
+        assert!(fitted.check().is_ok());
+        assert!(fit_open_files(defaults, 10).check().is_ok());
+        // A reserve that leaves no room for new connections is refused.
+        let failure = prepare(parse(&[
+            "--max-connections",
+            "10",
+            "--reserved-connections",
+            "10",
+        ]))
+        .err()
+        .unwrap();
+        assert_eq!(failure.code(), USAGE);
     }
 
     #[test]

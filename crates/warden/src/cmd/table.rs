@@ -143,6 +143,34 @@ pub fn clean(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// JSON text safe to print: every character that is not printable
+/// (controls such as U+009B, bidirectional overrides such as U+202E, other
+/// format characters) written as a `\uXXXX` escape, so a terminal shows
+/// it instead of obeying it. The JSON value is the same: in valid JSON such
+/// characters can only occur inside strings (outside them there is only
+/// ASCII punctuation and whitespace, which is left alone), where the escape
+/// stands for the same character. Done whether or not the output is a
+/// terminal: JSON readers see no difference, and the output may reach a
+/// terminal later (`| tee`, `| less -R`).
+pub fn escape_json(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| !is_print(c) && !matches!(c, ' ' | '\t' | '\n' | '\r');
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// How wide the terminal is: `COLUMNS` when set, else what `stty` says about
 /// the terminal when standard output is one; `None` (no limit) when output
 /// goes to a file or a pipe.
@@ -196,6 +224,29 @@ mod tests {
             ],
             vec!["a-very-long-name".into(), "3".into(), "https://x".into()],
         ]
+    }
+
+    #[test]
+    fn json_keeps_its_value_and_loses_its_terminal_controls() {
+        let value = serde_json::json!({
+            "url": "https://x/\u{202e}gnp.exe\u{9b}31m\u{1b}[2J\u{7f}",
+            "emoji": "\u{1F600} ü",
+            "tag": "\u{E0041}",
+        });
+        let text = serde_json::to_string(&value).unwrap();
+        // serde_json leaves these raw.
+        assert!(text.contains('\u{202e}') && text.contains('\u{9b}'));
+        let escaped = escape_json(&text);
+        assert!(escaped.chars().all(is_print), "{escaped:?}");
+        assert!(escaped.contains(r"\u202e") && escaped.contains(r"\u009b"));
+        // A character outside the BMP becomes a surrogate pair.
+        assert!(escaped.contains(r"\udb40\udc41"), "{escaped}");
+        // Printable text is left as it is.
+        assert!(escaped.contains("\u{1F600} ü"));
+        let back: serde_json::Value = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(back, value);
+        // Nothing to escape: borrowed.
+        assert!(matches!(escape_json(r#"{"a":"b c"}"#), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -151,7 +151,11 @@ fn table(workspaces: &[WorkspaceInfo]) -> String {
     let rows: Vec<Vec<String>> = workspaces
         .iter()
         .map(|w| {
-            let lost: u64 = w.losses.iter().map(|l| l.records).sum();
+            // Reported counts: a total that saturates, never wraps.
+            let lost = w
+                .losses
+                .iter()
+                .fold(0, |sum: u64, l| sum.saturating_add(l.records));
             vec![
                 w.workspace_name.clone(),
                 w.owner.clone(),

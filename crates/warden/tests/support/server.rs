@@ -105,6 +105,33 @@ impl ServerProcess {
             .collect()
     }
 
+    /// `warden logs session ID` (`--json`: the report as JSON; otherwise its
+    /// text), with one record.
+    pub async fn session(&self, id: &str, json: bool) -> String {
+        let mut command = warden();
+        command
+            .args(["logs", "session", id, "--limit", "1"])
+            .arg("--data-dir")
+            .arg(&self.data_dir);
+        if json {
+            command.arg("--json");
+        }
+        let output = command.output().await.expect("running warden logs session");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "warden logs session: {stderr}"
+        );
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+
+    /// The report of session `id`, as `warden logs session ID --json` prints it.
+    pub async fn session_report(&self, id: &str) -> serde_json::Value {
+        let text = self.session(id, true).await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
     /// `warden workspace create --json` for `name` owned by `owner`.
     pub async fn create_workspace(&self, name: &str, owner: &str, extra: &[&str]) -> Workspace {
         let mut args = vec!["create", "--name", name, "--owner", owner, "--json"];

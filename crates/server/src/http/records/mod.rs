@@ -8,6 +8,7 @@
 //! What the handlers share lives here: turning query parameters into a
 //! store query, finding a workspace, and rendering a stored record.
 
+mod budget;
 mod list;
 mod policies;
 mod sessions;
@@ -55,7 +56,7 @@ pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Htt
 
 /// Checks the record filter parameters (durations count back from now) and
 /// resolves a workspace name; everything but order, paging and limit.
-pub(super) async fn record_query(
+pub(crate) async fn record_query(
     state: &AppState,
     params: &RecordParams,
 ) -> Result<RecordQuery, HttpError> {
@@ -99,7 +100,7 @@ pub(super) async fn record_query(
 }
 
 /// The live workspace with this name, or a 404.
-pub(super) async fn live_workspace(
+pub(crate) async fn live_workspace(
     state: &AppState,
     name: &str,
 ) -> Result<warden_store::Workspace, HttpError> {
@@ -113,7 +114,7 @@ pub(super) async fn live_workspace(
 
 /// A workspace named in a path: a live workspace's name, or the id of any
 /// workspace (deleted ones keep their records). Its name when live.
-pub(super) async fn workspace_in_path(
+pub(crate) async fn workspace_in_path(
     state: &AppState,
     name_or_id: &str,
 ) -> Result<(Uuid, Option<String>), HttpError> {
@@ -128,6 +129,22 @@ pub(super) async fn workspace_in_path(
                 format!("no workspace named {name_or_id:?}"),
             )
         })
+}
+
+impl From<budget::RecordsError> for HttpError {
+    fn from(e: budget::RecordsError) -> Self {
+        match e {
+            budget::RecordsError::Store(e) => e.into(),
+            budget::RecordsError::Encode(cause) => {
+                // Handled here: logged once with its cause.
+                tracing::error!(error = %cause, "encoding a record of a page failed");
+                HttpError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "encoding the response failed; see the control plane's log",
+                )
+            }
+        }
+    }
 }
 
 /// A JSON response of a body that borrows (record objects borrow their

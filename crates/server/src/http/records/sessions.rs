@@ -9,9 +9,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use warden_store::{SessionActivity, SessionRecordQuery};
+use warden_store::{SequencePosition, SessionActivity, SessionRecordQuery, StoredRecord};
 
-use super::{RecordOut, json, query, workspace_in_path};
+use super::budget::records_json;
+use super::{json, query, workspace_in_path};
 use warden_api::records::{
     DEFAULT_LIMIT, GapRange, MAX_GAPS, SessionList, SessionListParams, SessionListing,
     SessionReport, SessionReportParams, parse_count, parse_limit,
@@ -112,19 +113,26 @@ pub(super) async fn report(
     let mut gaps = summary.gaps(&interior);
     let gaps_truncated = gaps.len() > max_gaps as usize;
     gaps.truncate(max_gaps as usize);
-    let records = state
-        .store
-        .session_records(SessionRecordQuery {
-            workspace_id,
-            session_id: session.clone(),
-            after: after.map(|c| c.0),
-            limit,
-        })
-        .await?;
-    let next = (records.len() == limit as usize)
-        .then(|| records.last())
+    let page = records_json(
+        limit,
+        state.max_response_bytes,
+        |last: Option<&StoredRecord>, n| {
+            let query = SessionRecordQuery {
+                workspace_id,
+                session_id: session.clone(),
+                after: last.map(SequencePosition::of).or(after.map(|c| c.0)),
+                limit: n,
+            };
+            let store = Arc::clone(&state.store);
+            async move { store.session_records(query).await }
+        },
+    )
+    .await?;
+    let next = page
+        .more
+        .then_some(page.last.as_ref())
         .flatten()
-        .map(|r| SessionCursor(warden_store::SequencePosition::of(r)).to_string());
+        .map(|r| SessionCursor(SequencePosition::of(r)).to_string());
     json(&SessionReport {
         workspace_id,
         workspace_name,
@@ -137,7 +145,7 @@ pub(super) async fn report(
             })
             .collect(),
         gaps_truncated,
-        records: records.iter().map(RecordOut::new).collect(),
+        records: page.records,
         next,
     })
 }

@@ -20,6 +20,7 @@ use warden_api::time::parse_time;
 
 use crate::http::bodies::loss_infos;
 use crate::http::{AppState, HttpError};
+use crate::plausible::saturating_total;
 
 pub(super) async fn summaries(
     State(state): State<Arc<AppState>>,
@@ -101,9 +102,9 @@ async fn summarise(
             .collect(),
         losses: loss_infos(&losses),
         sessions: sessions.len() as u64,
-        missing: sessions.iter().map(|s| s.summary.missing()).sum(),
-        reported_lost: sessions.iter().map(|s| s.summary.reported_losses()).sum(),
-        unexplained_loss: sessions.iter().map(|s| s.summary.unexplained()).sum(),
+        missing: saturating_total(sessions.iter().map(|s| s.summary.missing())),
+        reported_lost: saturating_total(sessions.iter().map(|s| s.summary.reported_losses())),
+        unexplained_loss: saturating_total(sessions.iter().map(|s| s.summary.unexplained())),
         last_contact_at: w.agent.last_contact_at,
         last_batch_at: w.agent.last_batch_at,
     })

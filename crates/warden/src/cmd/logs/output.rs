@@ -1,5 +1,5 @@
-//! Printing records: each record object as the server sent it (`--json`),
-//! or a table row. The table's columns are fixed by the first records
+//! Printing records: each record object as the server sent it (`--json`,
+//! with characters that would act on a terminal escaped), or a table row. The table's columns are fixed by the first records
 //! printed, so that followed records line up under them.
 
 use std::io::{ErrorKind, Write};
@@ -8,7 +8,7 @@ use warden_api::records::Record;
 use warden_api::time::stamp;
 
 use crate::cmd::failure::Failure;
-use crate::cmd::table::{Column, Layout, clean, terminal_width};
+use crate::cmd::table::{Column, Layout, clean, escape_json, terminal_width};
 
 /// The record table: time, where it came from, what was decided, the
 /// request.
@@ -69,7 +69,7 @@ impl Output {
         if self.json {
             let mut text = String::new();
             for record in records {
-                text.push_str(record);
+                text.push_str(&escape_json(record));
                 text.push('\n');
             }
             return write_out(&text);

@@ -258,6 +258,7 @@ fn summary_text(workspace: &str, report: &SessionReport<RawRecord>) -> String {
         reported_lost,
         unexplained,
         losses,
+        agent_dropped,
         purged,
         policy_digest,
     } = &report.session;
@@ -293,6 +294,13 @@ fn summary_text(workspace: &str, report: &SessionReport<RawRecord>) -> String {
         text.push_str(&format!(
             "reported     {reported_lost} lost: {}\n",
             by_reason.join(", ")
+        ));
+    }
+    if !agent_dropped.is_empty() {
+        let count: i64 = agent_dropped.iter().map(|r| r.last - r.first + 1).sum();
+        text.push_str(&format!(
+            "agent lost   {count}: {}\n",
+            gap_list(agent_dropped)
         ));
     }
     text.push_str(&format!("unexplained  {unexplained}\n"));

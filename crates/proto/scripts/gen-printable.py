@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates crates/server/src/line/printable.rs: the code points Go's
+"""Generates crates/proto/src/quote/printable.rs: the code points Go's
 unicode.IsPrint accepts, as sorted inclusive ranges.
 
 Go's rule: a rune is printable when its general category is a letter (L*),
@@ -8,7 +8,7 @@ ASCII space U+0020. Go 1.21 and later derive their tables from Unicode 15.0.0,
 so this script must be fed UnicodeData.txt of that version (Debian package
 `unicode-data` 15.0.0 installs it at /usr/share/unicode/UnicodeData.txt).
 
-Usage: gen-printable.py /usr/share/unicode/UnicodeData.txt > src/line/printable.rs
+Usage: gen-printable.py /usr/share/unicode/UnicodeData.txt > src/quote/printable.rs
 """
 import sys
 

@@ -1,4 +1,7 @@
-//! Go's `strconv.Quote` (what `%q` prints), byte for byte.
+//! Go's `strconv.Quote` (what `%q` prints), byte for byte: how Warden writes
+//! text that came from outside (a URL in a boundary line, a peer's process
+//! name in an agent warning) so that it cannot break a line, forge one or
+//! carry terminal escapes. Shared by the control plane and the agent.
 //!
 //! Written by hand because no crate reproduces it: Rust's `escape_debug` and
 //! the JSON escapers use other escape forms (`\u{1b}`, `\u001b`) and other
@@ -8,7 +11,9 @@
 //! [`is_print`] implements from a table generated out of the same Unicode
 //! version Go uses (see `scripts/gen-printable.py`).
 
-use super::printable::PRINTABLE;
+mod printable;
+
+use printable::PRINTABLE;
 
 /// Appends `s` to `out` quoted as Go's `strconv.Quote` would.
 ///

@@ -1,9 +1,19 @@
 //! The forwarder: ships spooled batches to the control plane and deletes
-//! (acks in the spool) only what the control plane confirmed committing.
+//! (acks in the spool) only what the control plane confirmed committing;
+//! and [`report_drops`]: ships the spool's drop ledger.
 //!
 //! It reads the spool in order and packs consecutive batches into one
 //! `ReportBoundaryLogs` call of at most [`MAX_RECORDS_PER_RPC`] records and
-//! about [`MAX_RPC_BYTES`], with up to [`MAX_IN_FLIGHT_RPCS`] calls in flight.
+//! about [`MAX_RPC_BYTES`]. Each batch is sent as the bytes it was spooled
+//! with ([`crate::entry`]): nothing is decoded or re-encoded on the way.
+//! A call goes out at once when none is in flight; while calls are in
+//! flight, the next one waits until a full call's worth is spooled, a call
+//! comes back, or its oldest batch has waited [`MAX_CALL_DELAY`], with up to
+//! [`MAX_IN_FLIGHT_RPCS`] in flight: at a low rate, records do not wait for
+//! a timer, and calls carry what arrived during the previous one instead of
+//! one frame each (each call costs both sides far more than its records);
+//! at saturation, calls are full and pipelined.
+//!
 //! When a call fails (the link is down, or the acknowledgement was lost),
 //! every call in flight is abandoned and, after a capped exponential backoff
 //! with jitter, the forwarder starts over from the oldest batch still in the
@@ -12,51 +22,67 @@
 //! deduplicates by batch id, so a re-send after a lost acknowledgement is
 //! harmless. Starting over from the spool (rather than holding batches in
 //! memory while waiting) also means a batch the spool dropped under its
-//! drop_oldest policy is not sent after all, so drop counts stay exact.
+//! drop_oldest policy is not sent after all: it is reported from the drop
+//! ledger instead, and the control plane counts it only if it never
+//! committed it (so a batch dropped while a call carrying it was on its
+//! way is either stored or reported, never both).
 //!
 //! A call the control plane refuses as invalid is split into single-batch
 //! calls; a single batch it still refuses is moved to `<data-dir>/rejected/`
 //! (kept, never silently deleted), counted as `rejected_by_control_plane`
-//! and taken out of the spool, so one bad batch cannot block the rest.
+//! with its session and sequence numbers, and taken out of the spool, so one
+//! bad batch cannot block the rest.
 
-use std::collections::{HashMap, VecDeque};
+mod ledger;
+
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use prost::Message;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use warden_proto::domain::timestamp_from_wire;
-use warden_proto::wire::agentapi::{self, Batch};
+use warden_proto::domain::{DropReason, SequenceRange};
+use warden_proto::wire::agentapi;
+use warden_proto::wire::spool::entry_header::Kind;
 use warden_spool::{Entry, EntryId, Spool};
 
+pub use ledger::report_drops;
+
 use crate::batching::MAX_RECORDS_PER_RPC;
-use crate::control::{CallError, ControlPlane, Retry, RetryPolicy};
-use crate::drops::{DropReporter, reason};
+use crate::control::{CallError, ControlPlane, RawBatches, Retry, RetryPolicy};
+use crate::drops::{DropReporter, Loss};
+use crate::entry::{self, Parsed};
+use crate::files;
 use crate::metrics::Metrics;
 
-/// Calls in flight at once. The control plane commits the calls waiting for
-/// its writer as one group, so a wider window means more records per commit:
-/// with 8 clients into SQLite, 4 calls gave 97–101k records/s end to end and
-/// 8 gave 110–119k (`warden bench --records 800000`, docs/benchmarks.md);
-/// 16 added nothing more.
+/// Most calls in flight at once. The control plane commits the calls waiting
+/// for its writer as one group, so at saturation a wider window means more
+/// records per commit (docs/benchmarks.md has the measurements).
 pub const MAX_IN_FLIGHT_RPCS: usize = 8;
 /// Target size of one call (the control plane's message limit is larger;
 /// one batch is at most about 1 MiB, see `batching`).
 pub const MAX_RPC_BYTES: usize = 2 * 1024 * 1024;
 /// Most batches in one call (status and drop reports carry no records).
 pub const MAX_BATCHES_PER_RPC: usize = 1000;
+/// Longest a spooled batch waits for a call in flight to come back before
+/// it goes in a call of its own.
+pub const MAX_CALL_DELAY: Duration = Duration::from_millis(10);
 
 /// Everything a delivery needs; cheap to clone.
 #[derive(Clone)]
 pub struct Forwarder {
+    /// Where the batches are.
     pub spool: Spool,
+    /// Where they go.
     pub control: ControlPlane,
+    /// The agent's metrics.
     pub metrics: Arc<Metrics>,
+    /// Where refused batches are counted.
     pub drops: DropReporter,
+    /// How long to wait between attempts.
     pub retry: RetryPolicy,
     /// Where batches the control plane refuses are kept.
     pub rejected_dir: PathBuf,
@@ -66,8 +92,34 @@ pub struct Forwarder {
 struct Item {
     id: EntryId,
     records: u32,
+    /// The whole entry (its header tells whose records these are).
     data: Bytes,
-    batch: Batch,
+    parsed: Parsed,
+}
+
+/// What the buffer holds, against the limits of one call.
+#[derive(Clone, Copy, Default)]
+struct Fill {
+    records: usize,
+    bytes: usize,
+    batches: usize,
+}
+
+impl Fill {
+    fn of(buffer: &VecDeque<Entry>) -> Fill {
+        buffer.iter().fold(Fill::default(), |f, e| Fill {
+            records: f.records + e.records as usize,
+            bytes: f.bytes + e.data.len(),
+            batches: f.batches + 1,
+        })
+    }
+
+    /// At least a full call's worth.
+    fn full(self) -> bool {
+        self.records >= MAX_RECORDS_PER_RPC
+            || self.bytes >= MAX_RPC_BYTES
+            || self.batches >= MAX_BATCHES_PER_RPC
+    }
 }
 
 impl Forwarder {
@@ -78,8 +130,14 @@ impl Forwarder {
         let mut buffer: VecDeque<Entry> = VecDeque::new();
         let mut calls: JoinSet<Result<(), CallError>> = JoinSet::new();
         let mut retry = Retry::new(self.retry);
+        // When the oldest batch in the buffer was read.
+        let mut waiting_since: Option<Instant> = None;
         loop {
-            let can_send = calls.len() < MAX_IN_FLIGHT_RPCS;
+            let fill = Fill::of(&buffer);
+            let room = calls.len() < MAX_IN_FLIGHT_RPCS && !buffer.is_empty();
+            let send = room && (calls.is_empty() || fill.full());
+            let read = !fill.full();
+            let overdue = waiting_since.map_or_else(Instant::now, |t| t + MAX_CALL_DELAY);
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -91,7 +149,7 @@ impl Forwarder {
                         }
                         Ok(Err(error)) => error,
                         Err(e) => {
-                            tracing::error!("a delivery task failed: {e}");
+                            tracing::error!(error = %e, "a delivery task failed");
                             CallError::Unavailable { code: tonic::Code::Internal, message: e.to_string() }
                         }
                     };
@@ -104,6 +162,7 @@ impl Forwarder {
                     calls.abort_all();
                     while calls.join_next().await.is_some() {}
                     buffer.clear();
+                    waiting_since = None;
                     cursor = None;
                     let delay = retry.delay_after(&error);
                     tokio::select! {
@@ -111,19 +170,29 @@ impl Forwarder {
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
-                () = std::future::ready(()), if can_send && !buffer.is_empty() => {
-                    let call = take_call(&mut buffer);
-                    let this = self.clone();
-                    calls.spawn(async move { this.deliver(call).await });
+                () = std::future::ready(()), if send => {
+                    self.send_call(&mut buffer, &mut calls);
+                    waiting_since = (!buffer.is_empty()).then(Instant::now);
                 }
-                read = self.spool.read_after(cursor, MAX_BATCHES_PER_RPC, MAX_RPC_BYTES), if can_send && buffer.is_empty() => {
+                () = tokio::time::sleep_until(overdue), if room && !send && waiting_since.is_some() => {
+                    self.send_call(&mut buffer, &mut calls);
+                    waiting_since = (!buffer.is_empty()).then(Instant::now);
+                }
+                read = self.spool.read_after(
+                    cursor,
+                    MAX_BATCHES_PER_RPC - fill.batches,
+                    MAX_RPC_BYTES.saturating_sub(fill.bytes),
+                ), if read => {
                     match read {
                         Ok(entries) => {
                             cursor = entries.last().map(|e| e.id).or(cursor);
+                            if buffer.is_empty() && !entries.is_empty() {
+                                waiting_since = Some(Instant::now());
+                            }
                             buffer.extend(entries);
                         }
                         Err(e) => {
-                            tracing::error!("reading the spool: {e}");
+                            tracing::error!(error = %crate::chain::display(&e), "reading the spool");
                             tokio::select! {
                                 () = stop.cancelled() => break,
                                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -137,26 +206,32 @@ impl Forwarder {
         while calls.join_next().await.is_some() {}
     }
 
+    /// Starts a call with the next batches of `buffer`.
+    fn send_call(&self, buffer: &mut VecDeque<Entry>, calls: &mut JoinSet<Result<(), CallError>>) {
+        let call = take_call(buffer);
+        let this = self.clone();
+        calls.spawn(async move { this.deliver(call).await });
+    }
+
     /// Delivers one call's batches. A failure the control plane may recover
     /// from is returned (the caller retries from the spool); batches it
     /// refuses as invalid are split and, alone, set aside.
     async fn deliver(&self, entries: Vec<Entry>) -> Result<(), CallError> {
         let mut items = Vec::with_capacity(entries.len());
         for entry in entries {
-            match Batch::decode(entry.data.clone()) {
-                Ok(batch) => items.push(Item {
+            match entry::parse(&entry.data) {
+                Ok(parsed) => items.push(Item {
                     id: entry.id,
                     records: entry.records,
                     data: entry.data,
-                    batch,
+                    parsed,
                 }),
                 // The spool checks every entry's checksum, so this is a bug
                 // of the writer; keep the bytes aside and carry on.
                 Err(e) => {
                     let name = format!("entry-{}", entry.id.0);
-                    let why = format!("undecodable batch: {e}");
-                    self.set_aside(&name, &entry.data, entry.id, entry.records, &why)
-                        .await;
+                    let why = format!("undecodable spool entry: {e}");
+                    self.set_aside(&name, &entry.data, &entry, &why).await;
                 }
             }
         }
@@ -165,22 +240,19 @@ impl Forwarder {
             if group.is_empty() {
                 continue;
             }
-            let request = agentapi::ReportBoundaryLogsRequest {
-                batches: group.iter().map(|item| item.batch.clone()).collect(),
-            };
+            let batches = RawBatches(group.iter().map(|item| item.parsed.batch.clone()).collect());
             let started = Instant::now();
-            match self.control.report(request).await {
+            match self.control.report(batches).await {
                 Ok(response) => {
                     self.metrics
                         .rpc_duration
                         .observe(started.elapsed().as_secs_f64());
                     let unconfirmed = self.confirmed(group, response).await;
-                    if !unconfirmed.is_empty() {
+                    if unconfirmed > 0 {
                         return Err(CallError::Unavailable {
                             code: tonic::Code::Internal,
                             message: format!(
-                                "the control plane answered without confirming {} batches",
-                                unconfirmed.len()
+                                "the control plane answered without confirming {unconfirmed} batches"
                             ),
                         });
                     }
@@ -195,14 +267,15 @@ impl Forwarder {
                 Err(CallError::Rejected { code, message }) => {
                     let item = &group[0];
                     let why = format!("{code:?}: {message}");
-                    self.set_aside(
-                        &item.batch.batch_id,
-                        &item.data,
-                        item.id,
-                        item.records,
-                        &why,
-                    )
-                    .await;
+                    let name = String::from_utf8_lossy(&item.parsed.batch_id).into_owned();
+                    let entry = Entry {
+                        id: item.id,
+                        records: item.records,
+                        data: item.data.clone(),
+                    };
+                    // The file holds the batch as it was sent.
+                    self.set_aside(&name, &item.parsed.batch, &entry, &why)
+                        .await;
                 }
                 Err(error) => return Err(error),
             }
@@ -210,91 +283,86 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Acks the batches the response names; returns the others.
+    /// Acks the batches the response names; returns how many it did not.
     async fn confirmed(
         &self,
         group: Vec<Item>,
         response: agentapi::ReportBoundaryLogsResponse,
-    ) -> Vec<Item> {
-        let results: HashMap<&str, &agentapi::BatchResult> = response
+    ) -> usize {
+        let results: HashSet<&[u8]> = response
             .results
             .iter()
-            .map(|r| (r.batch_id.as_str(), r))
+            .map(|r| r.batch_id.as_bytes())
             .collect();
         let now = jiff::Timestamp::now();
         let (done, unconfirmed): (Vec<Item>, Vec<Item>) = group
             .into_iter()
-            .partition(|item| results.contains_key(item.batch.batch_id.as_str()));
+            .partition(|item| results.contains(&item.parsed.batch_id[..]));
         if done.is_empty() {
-            return unconfirmed;
+            return unconfirmed.len();
         }
         let ids: Vec<EntryId> = done.iter().map(|item| item.id).collect();
         if let Err(e) = self.spool.ack(&ids).await {
             // They will be sent again; the control plane deduplicates.
-            tracing::error!("acknowledging delivered batches in the spool: {e}");
-            return unconfirmed;
+            tracing::error!(
+                error = %crate::chain::display(&e),
+                "acknowledging delivered batches in the spool"
+            );
+            return unconfirmed.len() + done.len();
         }
         self.metrics.batches_forwarded.inc_by(done.len() as u64);
+        let records: u64 = done.iter().map(|item| u64::from(item.records)).sum();
+        self.metrics.records_forwarded.inc_by(records);
         for item in &done {
-            self.metrics
-                .records_forwarded
-                .inc_by(u64::from(item.records));
-            if let Some(received) = item
-                .batch
-                .received_at
-                .as_ref()
-                .and_then(timestamp_from_wire)
-            {
+            if let Some(received) = item.parsed.received_at {
                 let latency = now.duration_since(received).as_secs_f64();
                 self.metrics.forward_latency.observe(latency.max(0.0));
             }
         }
-        unconfirmed
+        unconfirmed.len()
     }
 
     /// Keeps a batch the control plane cannot take in `rejected/` and takes
-    /// it out of the spool, counting its records as dropped.
-    async fn set_aside(&self, name: &str, data: &Bytes, id: EntryId, records: u32, why: &str) {
+    /// it out of the spool, counting its records as dropped (with their
+    /// session and sequence numbers, when the entry tells them).
+    async fn set_aside(&self, name: &str, data: &Bytes, entry: &Entry, why: &str) {
         let path = self.rejected_dir.join(format!("{name}.binpb"));
         let (dir, file, bytes) = (self.rejected_dir.clone(), path.clone(), data.clone());
-        let written = tokio::task::spawn_blocking(move || write_durably(&dir, &file, &bytes))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r);
+        let written =
+            tokio::task::spawn_blocking(move || files::write_private(&dir, &file, &bytes))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
         if let Err(e) = written {
             // Not kept anywhere else, so it stays in the spool (and will
             // be tried again at the next start).
-            tracing::error!(path = %path.display(), "cannot set aside a refused batch, keeping it spooled: {e}");
+            tracing::error!(path = %path.display(), error = %e, "cannot set aside a refused batch, keeping it spooled");
             return;
         }
         tracing::error!(
             path = %path.display(),
-            records,
+            records = entry.records,
             "the control plane refused a batch ({why}); it is kept in that file and counted as dropped"
         );
+        let header = entry::header(&entry.data).filter(|h| h.kind() == Kind::Logs);
+        let ranges: Vec<SequenceRange> = header
+            .as_ref()
+            .map(|h| h.sequence_ranges.iter().map(|r| (*r).into()).collect())
+            .unwrap_or_default();
         self.drops.record(
-            None,
-            reason::REJECTED_BY_CONTROL_PLANE,
-            u64::from(records),
-            1,
+            DropReason::RejectedByControlPlane,
+            Loss {
+                peer: None,
+                session_id: header.as_ref().map_or("", |h| h.session_id.as_str()),
+                ranges: &ranges,
+                records: u64::from(entry.records),
+                frames: 1,
+            },
         );
-        if let Err(e) = self.spool.ack(&[id]).await {
-            tracing::error!("removing a refused batch from the spool: {e}");
+        if let Err(e) = self.spool.ack(&[entry.id]).await {
+            tracing::error!(error = %crate::chain::display(&e), "removing a refused batch from the spool");
         }
     }
-}
-
-fn write_durably(
-    dir: &std::path::Path,
-    path: &std::path::Path,
-    data: &[u8],
-) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(data)?;
-    file.sync_all()?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Takes the next call's entries from the front of `buffer`: at least one,
@@ -332,11 +400,13 @@ mod tests {
     #[test]
     fn calls_pack_consecutive_batches_within_the_limits() {
         let mut buffer: VecDeque<Entry> = (0..25).map(|i| entry(i, 100, 10)).collect();
+        assert!(Fill::of(&buffer).full());
         let call = take_call(&mut buffer);
         assert_eq!(call.len(), 10, "1000 records");
         assert_eq!(call[0].id, EntryId(0));
         assert_eq!(call[9].id, EntryId(9));
         assert_eq!(take_call(&mut buffer).len(), 10);
+        assert!(!Fill::of(&buffer).full());
         assert_eq!(take_call(&mut buffer).len(), 5);
         assert!(take_call(&mut buffer).is_empty());
 

@@ -6,19 +6,26 @@
 //! [`EventTime::OutOfRange`]; empty methods and URLs are kept as sent.
 //! Nothing here panics and nothing produces a half-filled record.
 
+mod drop_reason;
+
 use jiff::Timestamp;
 use uuid::Uuid;
+
+pub use drop_reason::DropReason;
 
 use crate::wire::{self, agentapi, boundary_log};
 
 /// The sandbox's decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Decision {
+    /// The request was let through.
     Allow,
+    /// The request was refused.
     Deny,
 }
 
 impl Decision {
+    /// The decision a record's `allowed` flag stands for.
     pub fn from_allowed(allowed: bool) -> Decision {
         if allowed {
             Decision::Allow
@@ -27,6 +34,7 @@ impl Decision {
         }
     }
 
+    /// Whether the request was allowed.
     pub fn is_allowed(self) -> bool {
         self == Decision::Allow
     }
@@ -43,13 +51,16 @@ impl Decision {
 /// When boundary decided, as far as the record tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventTime {
+    /// The time the record gave.
     Known(Timestamp),
     /// The record had no time.
     Missing,
     /// The record's time was impossible (nanos outside 0..1e9, or outside
     /// years 1..9999); it is treated as missing and flagged.
     OutOfRange {
+        /// The seconds sent.
         seconds: i64,
+        /// The nanoseconds sent.
         nanos: i32,
     },
 }
@@ -105,12 +116,17 @@ pub fn timestamp_to_wire(t: Timestamp) -> wire::Timestamp {
 /// One allow/deny decision, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRecord {
+    /// Allowed or denied.
     pub decision: Decision,
+    /// When it was decided, as far as the record tells.
     pub event_time: EventTime,
+    /// The HTTP method, as sent.
     pub method: String,
+    /// The URL, as sent.
     pub url: String,
     /// Empty when none was sent.
     pub matched_rule: String,
+    /// Its number in its session (0 when the client sent none).
     pub sequence_number: i32,
 }
 
@@ -118,15 +134,24 @@ pub struct AuditRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RecordRejection {
     #[error("record {sequence_number} carries no request")]
-    NoRequest { sequence_number: i32 },
+    /// No `http_request`, or one whose method, URL and rule are all empty.
+    NoRequest {
+        /// The record's sequence number.
+        sequence_number: i32,
+    },
 }
 
 impl RecordRejection {
+    /// The drop reason it is counted under.
+    pub fn drop_reason(&self) -> DropReason {
+        match self {
+            RecordRejection::NoRequest { .. } => DropReason::NoRequest,
+        }
+    }
+
     /// A stable snake_case reason for metrics and drop counts.
     pub fn reason(&self) -> &'static str {
-        match self {
-            RecordRejection::NoRequest { .. } => "no_request",
-        }
+        self.drop_reason().as_str()
     }
 }
 
@@ -176,7 +201,9 @@ impl From<&AuditRecord> for wire::BoundaryLog {
 pub struct ClientLogs {
     /// `None` when the client sent no session id (older clients).
     pub session_id: Option<String>,
+    /// The sandboxed process, as the client named it.
     pub confined_process_name: String,
+    /// The valid records, in frame order.
     pub records: Vec<AuditRecord>,
     /// Records refused, in frame order; they are counted, never stored.
     pub rejected: Vec<RecordRejection>,
@@ -212,8 +239,11 @@ fn non_empty(s: String) -> Option<String> {
 /// The process that wrote to the agent's socket.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Peer {
+    /// Its uid (SO_PEERCRED).
     pub uid: u32,
+    /// Its gid (SO_PEERCRED).
     pub gid: u32,
+    /// Its pid (SO_PEERCRED; 0 when unknown).
     pub pid: i32,
     /// Empty when /proc could not tell.
     pub comm: String,
@@ -250,7 +280,9 @@ impl From<Peer> for agentapi::SocketPeer {
 pub struct ClientStatus {
     /// `None` when the connection had sent no logs frame with a session id.
     pub session_id: Option<String>,
+    /// Records the client dropped because its channel was full (a delta).
     pub dropped_channel_full: i64,
+    /// Records the client dropped because its batch was full (a delta).
     pub dropped_batch_full: i64,
     /// The last sequence number of a session the client closed (-1: none).
     pub final_sequence_number: Option<i64>,
@@ -264,6 +296,7 @@ pub struct ClientStatus {
 pub struct Policy {
     /// Lower-case hex SHA-256 of `text`, as the client computed it.
     pub digest: String,
+    /// The normalised rule set.
     pub text: String,
 }
 
@@ -286,9 +319,96 @@ impl From<agentapi::ClientStatus> for ClientStatus {
 /// What the agent itself lost or refused, by reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AgentDrop {
+    /// The reason as the agent sent it; [`AgentDrop::known_reason`] parses it.
     pub reason: String,
+    /// Records lost (0 when the agent cannot tell).
     pub records: u64,
+    /// Frames or connections concerned.
     pub frames: u64,
+    /// The session of the lost records, when the agent knows it.
+    pub session_id: Option<String>,
+    /// Their sequence numbers: sorted, disjoint, merged ranges (empty when
+    /// unknown). Ranges the agent sent backwards are left out.
+    pub sequence_ranges: Vec<SequenceRange>,
+    /// For a whole spooled batch the agent dropped: that batch's id. Such a
+    /// drop counts only if the batch was never committed, and then the id
+    /// counts as committed.
+    pub dropped_batch_id: Option<Uuid>,
+}
+
+impl AgentDrop {
+    /// The reason, when this build knows it.
+    pub fn known_reason(&self) -> Option<DropReason> {
+        DropReason::parse(&self.reason)
+    }
+}
+
+/// Consecutive sequence numbers, both ends included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SequenceRange {
+    /// The first number.
+    pub first: i32,
+    /// The last number (included).
+    pub last: i32,
+}
+
+impl SequenceRange {
+    /// How many numbers the range holds.
+    pub fn count(self) -> u64 {
+        (i64::from(self.last) - i64::from(self.first) + 1).unsigned_abs()
+    }
+
+    /// The ranges a list of sequence numbers makes: sorted, duplicates
+    /// removed, consecutive numbers merged. Sorts `numbers` in place.
+    pub fn from_numbers(numbers: &mut [i32]) -> Vec<SequenceRange> {
+        if !numbers.is_sorted() {
+            numbers.sort_unstable();
+        }
+        let mut ranges: Vec<SequenceRange> = Vec::new();
+        for &n in numbers.iter() {
+            match ranges.last_mut() {
+                Some(last) if n <= last.last => {}
+                Some(last) if i64::from(n) == i64::from(last.last) + 1 => last.last = n,
+                _ => ranges.push(SequenceRange { first: n, last: n }),
+            }
+        }
+        ranges
+    }
+
+    /// Sorts ranges and merges those that overlap or touch; ranges whose
+    /// `first` is above their `last` are left out.
+    pub fn normalize(mut ranges: Vec<SequenceRange>) -> Vec<SequenceRange> {
+        ranges.retain(|r| r.first <= r.last);
+        ranges.sort_unstable();
+        let mut out: Vec<SequenceRange> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match out.last_mut() {
+                Some(last) if i64::from(r.first) <= i64::from(last.last) + 1 => {
+                    last.last = last.last.max(r.last);
+                }
+                _ => out.push(r),
+            }
+        }
+        out
+    }
+}
+
+impl From<agentapi::SequenceRange> for SequenceRange {
+    fn from(r: agentapi::SequenceRange) -> Self {
+        SequenceRange {
+            first: r.first,
+            last: r.last,
+        }
+    }
+}
+
+impl From<SequenceRange> for agentapi::SequenceRange {
+    fn from(r: SequenceRange) -> Self {
+        agentapi::SequenceRange {
+            first: r.first,
+            last: r.last,
+        }
+    }
 }
 
 impl From<agentapi::AgentDrop> for AgentDrop {
@@ -297,6 +417,12 @@ impl From<agentapi::AgentDrop> for AgentDrop {
             reason: d.reason,
             records: d.records,
             frames: d.frames,
+            session_id: non_empty(d.session_id),
+            sequence_ranges: SequenceRange::normalize(
+                d.sequence_ranges.into_iter().map(Into::into).collect(),
+            ),
+            // A malformed id only loses the deduplication, never the count.
+            dropped_batch_id: Uuid::parse_str(&d.dropped_batch_id).ok(),
         }
     }
 }
@@ -304,12 +430,17 @@ impl From<agentapi::AgentDrop> for AgentDrop {
 /// One spooled batch as the control plane ingests it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngestBatch {
+    /// The agent's id for the batch (the idempotency key of re-sends).
     pub batch_id: Uuid,
+    /// When the agent read the frame.
     pub received_at: Timestamp,
+    /// Who wrote it to the agent's socket.
     pub peer: Peer,
     /// `None` for a batch that only reports status or drops.
     pub logs: Option<ClientLogs>,
+    /// Client status reports.
     pub client_status: Vec<ClientStatus>,
+    /// The agent's own losses.
     pub agent_drops: Vec<AgentDrop>,
 }
 
@@ -317,8 +448,10 @@ pub struct IngestBatch {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
     #[error("batch id {0:?} is not a UUID")]
+    /// The batch id is not a UUID.
     BadBatchId(String),
     #[error("batch {0} has no valid receive time")]
+    /// The receive time is missing or impossible.
     BadReceivedAt(Uuid),
 }
 
@@ -356,10 +489,15 @@ impl IngestBatch {
 /// What an agent needs to know about its workspace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Manifest {
+    /// The workspace's id.
     pub workspace_id: Uuid,
+    /// Its name.
     pub workspace_name: String,
+    /// Its owner's name.
     pub owner_name: String,
+    /// The agent's id.
     pub agent_id: Uuid,
+    /// The agent's name.
     pub agent_name: String,
     /// Empty for none.
     pub startup_script: String,
@@ -369,7 +507,9 @@ pub struct Manifest {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("manifest {field} {value:?} is not a UUID")]
 pub struct BadManifest {
+    /// The field.
     pub field: &'static str,
+    /// What it held.
     pub value: String,
 }
 
@@ -537,6 +677,56 @@ mod tests {
             IngestBatch::try_from(no_time),
             Err(BatchError::BadReceivedAt(id))
         );
+    }
+
+    #[test]
+    fn sequence_numbers_become_merged_ranges() {
+        let range = |first, last| SequenceRange { first, last };
+        let mut numbers = [5, 3, 4, 9, 3, 10, i32::MAX, i32::MIN];
+        assert_eq!(
+            SequenceRange::from_numbers(&mut numbers),
+            [
+                range(i32::MIN, i32::MIN),
+                range(3, 5),
+                range(9, 10),
+                range(i32::MAX, i32::MAX)
+            ]
+        );
+        assert_eq!(SequenceRange::from_numbers(&mut []), []);
+        assert_eq!(
+            SequenceRange::normalize(vec![range(8, 9), range(1, 3), range(4, 5), range(7, 6)]),
+            [range(1, 5), range(8, 9)]
+        );
+        assert_eq!(range(i32::MIN, i32::MAX).count(), 1 << 32);
+    }
+
+    #[test]
+    fn agent_drops_keep_their_attribution() {
+        let id = Uuid::now_v7();
+        let drop = AgentDrop::from(agentapi::AgentDrop {
+            reason: "spool_full".into(),
+            records: 7,
+            frames: 1,
+            session_id: "s1".into(),
+            sequence_ranges: vec![
+                agentapi::SequenceRange { first: 4, last: 6 },
+                agentapi::SequenceRange { first: 0, last: 3 },
+            ],
+            dropped_batch_id: id.to_string(),
+        });
+        assert_eq!(drop.known_reason(), Some(DropReason::SpoolFull));
+        assert_eq!(drop.session_id.as_deref(), Some("s1"));
+        assert_eq!(drop.sequence_ranges, [SequenceRange { first: 0, last: 6 }]);
+        assert_eq!(drop.dropped_batch_id, Some(id));
+        // What an agent of 2.7 sends: no attribution.
+        let old = AgentDrop::from(agentapi::AgentDrop {
+            reason: "something_new".into(),
+            records: 1,
+            ..Default::default()
+        });
+        assert_eq!(old.known_reason(), None);
+        assert_eq!(old.session_id, None);
+        assert!(old.sequence_ranges.is_empty() && old.dropped_batch_id.is_none());
     }
 
     #[test]
