@@ -329,11 +329,11 @@ impl Checker {
     /// Checks the records of the current link and moves to the next.
     fn close_link(&mut self) {
         let entries = std::mem::take(&mut self.entries);
-        if let Some(link) = self.links.get(self.current) {
-            if !(entries.is_empty() && self.partial) {
-                let problems = check_link(link, entries, &self.purged);
-                self.problems.extend(problems);
-            }
+        if let Some(link) = self.links.get(self.current)
+            && !(entries.is_empty() && self.partial)
+        {
+            let problems = check_link(link, entries, &self.purged);
+            self.problems.extend(problems);
         }
         self.current += 1;
         self.skip_to_records_link();
