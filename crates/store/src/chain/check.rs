@@ -277,6 +277,17 @@ impl Checker {
         self.end
     }
 
+    /// The stored head of link `seq`, when the checker holds it.
+    pub fn head_of(&self, seq: i64) -> Option<Hash> {
+        let i = self.links.binary_search_by_key(&seq, |l| l.seq).ok()?;
+        Some(self.links[i].head)
+    }
+
+    /// The position of the first link held.
+    pub fn first_seq(&self) -> Option<i64> {
+        self.links.first().map(|l| l.seq)
+    }
+
     fn skip_to_records_link(&mut self) {
         while self
             .links
