@@ -23,6 +23,7 @@
 
 pub mod admin_token;
 pub mod auth;
+pub mod checkpoints;
 pub mod config;
 mod error;
 // The ingest path's modules are exempt until their rewrite lands (their
