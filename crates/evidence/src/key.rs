@@ -44,7 +44,7 @@ impl PublicKey {
     }
 
     /// The public key file's content: `ed25519:` and the key in hex.
-    pub fn to_file(&self) -> String {
+    pub fn to_file(self) -> String {
         format!("ed25519:{}\n", hex::encode(self.0))
     }
 

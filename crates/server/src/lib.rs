@@ -20,6 +20,8 @@
 //! - [`config`], [`tls`], [`metrics`].
 
 #![warn(missing_docs, unreachable_pub)]
+// The OpenAPI document is one large `json!`.
+#![recursion_limit = "256"]
 
 pub mod admin_token;
 pub mod auth;
