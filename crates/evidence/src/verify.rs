@@ -82,7 +82,7 @@ impl Report {
         };
         match &self.authenticity {
             Authenticity::Established { key_id, through } => out.push_str(&format!(
-                "; authentic through record {through} (signed by trusted key {key_id})"
+                "; checkpoints signed by the trusted key {key_id} cover records through {through}"
             )),
             Authenticity::NotEstablished if self.trust_given => out.push_str(
                 "; authenticity NOT established: no checkpoint signed by the trusted key matches the chain",
