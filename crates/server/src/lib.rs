@@ -15,6 +15,8 @@
 //!   query API with its live stream; [`openapi`] describes them (their
 //!   bodies and parameters are the `warden-api` crate's, shared with the
 //!   client);
+//! - [`web`]: the operator's web page (sign-in, live feed, overview,
+//!   workspace and session pages) on the same port;
 //! - [`auth`], [`admin_token`], [`names`]: tokens, hashed at rest, and the
 //!   rules for workspace names;
 //! - [`config`], [`tls`], [`metrics`].
@@ -48,6 +50,7 @@ pub mod retention;
 mod run;
 mod serve;
 pub mod tls;
+pub mod web;
 
 pub use config::{AdminTokenSource, Config, Limits, TlsFiles, check_listen};
 pub use error::ServerError;

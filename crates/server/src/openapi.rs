@@ -593,7 +593,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Warden control plane HTTP API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Workspace administration and the boundary audit trail: stored records with filters and keyset pages, a live stream, session reports and per-workspace summaries. Every /api/v1 route but this document needs the admin token as a bearer token."
+            "description": "Workspace administration and the boundary audit trail: stored records with filters and keyset pages, a live stream, session reports and per-workspace summaries. Every /api/v1 route but this document needs the admin token as a bearer token; the read routes (GET) also accept the web page's session cookie (warden_session, set by signing in at /login), which is how the page follows the stream. No route that changes something accepts the cookie."
         },
         "security": [{ "adminToken": [] }],
         "paths": paths(),

@@ -97,6 +97,10 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let admin_token = admin_token::settle(&*store, &config.admin_token).await?;
         let signing_key = Arc::new(load_signing_key(&config)?);
+        let session_key = store
+            .init_web_session_key(crate::web::session::new_key())
+            .await?;
+        let sessions = crate::web::session::Sessions::new(session_key, tls.is_some());
         let metrics = Arc::new(Metrics::new());
         let printer = Printer::start(lines, Arc::clone(&store), Arc::clone(&metrics));
         let queue = printer.queue();
@@ -122,12 +126,16 @@ impl Server {
                 grpc::observe,
             ));
         let streams = CancellationToken::new();
-        let app = grpc_routes.merge(http::router(Arc::new(AppState {
+        let state = Arc::new(AppState {
             store: Arc::clone(&store),
             metrics: Arc::clone(&metrics),
             admin_token,
+            sessions,
             shutdown: streams.clone(),
-        })));
+        });
+        let app = grpc_routes
+            .merge(http::router(Arc::clone(&state)))
+            .merge(crate::web::router(state));
         Ok(Server {
             config,
             listener,

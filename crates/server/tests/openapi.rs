@@ -66,6 +66,7 @@ async fn every_route_of_the_router_is_documented_and_nothing_else() {
         store: Arc::clone(&store),
         metrics: Arc::new(Metrics::new()),
         admin_token: hash_token(ADMIN_TOKEN),
+        sessions: warden_server::web::session::Sessions::new([0; 32], false),
         shutdown: shutdown.clone(),
     }));
     let doc: serde_json::Value = serde_json::from_str(warden_server::openapi::text()).unwrap();

@@ -289,11 +289,12 @@ pub struct PolicyText {
     pub first_seen: Timestamp,
 }
 
-/// A workspace's records in one minute of effective time (the activity
-/// chart).
+/// Records in one minute of effective time, counted by decision (the
+/// activity charts: one workspace's, or every workspace's on the web page's
+/// overview).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MinuteActivity {
-    /// The minute's start.
+    /// The minute's start (UTC, a whole minute since the epoch).
     pub minute: Timestamp,
     /// Records allowed in the minute.
     pub allowed: u64,
@@ -636,6 +637,9 @@ pub struct WorkspaceActivity {
     /// The hosts of denied URLs, most denied first (ties by host).
     pub top_denied_hosts: Vec<HostCount>,
 }
+
+/// The length of a [`MinuteActivity`] minute, in nanoseconds.
+pub const MINUTE_NANOS: i64 = 60_000_000_000;
 
 /// Denied records of one host.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -57,6 +57,11 @@ pub trait Store: Send + Sync + 'static {
     /// force (so replicas sharing a database agree on the first one).
     fn init_admin_token_hash(&self, hash: TokenHash) -> StoreFuture<'_, TokenHash>;
 
+    /// Sets the key that signs the web page's session cookies to
+    /// `candidate` unless one exists; returns the one in force (so replicas
+    /// sharing a database accept each other's cookies).
+    fn init_web_session_key(&self, candidate: [u8; 32]) -> StoreFuture<'_, [u8; 32]>;
+
     /// Registers a workspace with its agent. Fails with
     /// [`StoreError::NameTaken`] when a live workspace has the name.
     fn create_workspace(&self, new: NewWorkspace, at: Timestamp) -> StoreFuture<'_, Workspace>;
@@ -175,12 +180,13 @@ pub trait Store: Send + Sync + 'static {
     /// most denied hosts.
     fn workspace_activity(&self, query: ActivityQuery) -> StoreFuture<'_, WorkspaceActivity>;
 
-    /// A workspace's records per minute of effective time in
-    /// `since..until` (minutes with records only, oldest first): the
-    /// activity chart. Read from counters kept as records commit.
+    /// Records per minute of effective time, for the minutes that start in
+    /// `since..until` or contain `since` (minutes with records only, oldest
+    /// first), of one workspace or (`None`) of all: the activity charts.
+    /// Read from counters kept as records commit.
     fn minute_activity(
         &self,
-        workspace_id: Uuid,
+        workspace_id: Option<Uuid>,
         since: Timestamp,
         until: Timestamp,
     ) -> StoreFuture<'_, Vec<MinuteActivity>>;

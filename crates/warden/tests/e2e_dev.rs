@@ -69,6 +69,21 @@ async fn warden_dev_runs_the_demo_and_its_instructions_work_across_runs() {
         async move { shown >= 25 }
     })
     .await;
+    // The web page's address and the token that signs in to it.
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let web = first
+        .lines()
+        .iter()
+        .find_map(|l| {
+            l.split_once("web page at ")
+                .map(|(_, rest)| rest.to_owned())
+        })
+        .expect("warden dev prints the web page's address");
+    assert!(web.starts_with("http://127.0.0.1:"), "{web}");
+    assert!(
+        web.contains(&format!("sign in with the admin token {}", token.trim())),
+        "{web}"
+    );
     let socket = first
         .lines()
         .iter()

@@ -28,6 +28,16 @@ impl HttpError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// The status this failure answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong, for the caller.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// A 401: no admin token, or the wrong one.
     pub fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "missing or invalid admin token")

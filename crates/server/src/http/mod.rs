@@ -4,7 +4,7 @@
 //! contributes a router that [`router`] merges.
 
 mod admin_auth;
-mod bodies;
+pub(crate) mod bodies;
 mod checkpoints;
 pub mod cursor;
 mod error;
@@ -31,6 +31,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The admin token's hash, settled at start.
     pub admin_token: TokenHash,
+    /// Signs and checks the web page's session cookies (which the read
+    /// routes accept too).
+    pub sessions: crate::web::session::Sessions,
     /// Cancelled when the server starts shutting down: responses that never
     /// finish on their own (record streams) end then.
     pub shutdown: CancellationToken,

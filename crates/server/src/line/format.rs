@@ -109,7 +109,7 @@ impl<'a> LineRecord<'a> {
 
     /// The instant the line is stamped with: the event time, or the receive
     /// time when the record had none.
-    fn stamp(&self) -> Timestamp {
+    pub(crate) fn stamp(&self) -> Timestamp {
         self.event_time.unwrap_or(self.received_at)
     }
 

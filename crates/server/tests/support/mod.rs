@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod web;
+
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -226,6 +226,10 @@ impl Store for PgStore {
         Box::pin(registry::put_admin_token_hash(&self.pool, hash, false))
     }
 
+    fn init_web_session_key(&self, candidate: [u8; 32]) -> StoreFuture<'_, [u8; 32]> {
+        Box::pin(registry::init_web_session_key(&self.pool, candidate))
+    }
+
     fn create_workspace(&self, new: NewWorkspace, at: Timestamp) -> StoreFuture<'_, Workspace> {
         Box::pin(registry::create_workspace(&self.pool, new, at))
     }
@@ -368,7 +372,7 @@ impl Store for PgStore {
 
     fn minute_activity(
         &self,
-        workspace_id: Uuid,
+        workspace_id: Option<Uuid>,
         since: Timestamp,
         until: Timestamp,
     ) -> StoreFuture<'_, Vec<MinuteActivity>> {

@@ -16,6 +16,7 @@ use crate::convert::{from_nanos, nanos, opt_from_nanos};
 use crate::model::{Agent, AgentCredentials, NewWorkspace, TokenHash, Workspace};
 
 const ADMIN_TOKEN_KEY: &str = "admin_token_sha256";
+const WEB_SESSION_KEY: &str = "web_session_hmac_key";
 
 /// The columns [`workspace_from_row`] reads, as a literal for `concat!`.
 macro_rules! select_workspaces {
@@ -285,4 +286,29 @@ pub(super) async fn put_admin_token_hash(
     admin_token_hash(pool)
         .await?
         .ok_or(StoreError::Corrupt("the admin token hash vanished".into()))
+}
+
+/// Stores the web session key unless one exists; returns the one in force
+/// (the first replica's, when several start at once).
+pub(super) async fn init_web_session_key(
+    pool: &PgPool,
+    candidate: [u8; 32],
+) -> Result<[u8; 32], StoreError> {
+    let ctx = "storing the web session key";
+    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+        .bind(WEB_SESSION_KEY)
+        .bind(candidate.as_slice())
+        .execute(pool)
+        .await
+        .map_err(db(ctx))?;
+    let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+        .bind(WEB_SESSION_KEY)
+        .fetch_one(pool)
+        .await
+        .map_err(db(ctx))?;
+    let value: Vec<u8> = col(&row, 0, ctx)?;
+    value
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("web session key of {} bytes", value.len())))
 }

@@ -12,7 +12,8 @@ use crate::StoreError;
 use crate::convert::{count_from_sql, from_nanos, nanos};
 use crate::hosts::top_hosts;
 use crate::model::{
-    ActivityQuery, Loss, RecordId, SequenceRange, SessionActivity, WorkspaceActivity,
+    ActivityQuery, Loss, MINUTE_NANOS, MinuteActivity, RecordId, SequenceRange, SessionActivity,
+    WorkspaceActivity,
 };
 use crate::sessions::{LiveRows, LossRow, SessionRow, Sessions, loss_source};
 
@@ -194,33 +195,40 @@ pub(super) async fn last_record_id(pool: &PgPool) -> Result<Option<RecordId>, St
     col(&row, 0, ctx)
 }
 
-/// A workspace's records per minute of effective time in `since..until`.
+/// Records per minute of effective time (one workspace's, or all), for the
+/// minutes that contain `since` or start before `until`.
 pub(super) async fn minute_activity(
     pool: &PgPool,
-    workspace_id: uuid::Uuid,
+    workspace_id: Option<Uuid>,
     since: jiff::Timestamp,
     until: jiff::Timestamp,
-) -> Result<Vec<crate::model::MinuteActivity>, StoreError> {
+) -> Result<Vec<MinuteActivity>, StoreError> {
     let ctx = "counting records per minute";
     let rows = sqlx::query(
-        "SELECT floor(r.occurred_ns / 60000000000.0)::bigint AS minute, \
+        "SELECT floor(r.occurred_ns / $4::double precision)::bigint AS minute, \
             count(*) FILTER (WHERE r.allowed), count(*) FILTER (WHERE NOT r.allowed) \
          FROM records r JOIN agents a ON a.id = r.agent_id \
          JOIN workspaces w ON w.id = a.workspace_id \
-         WHERE w.uuid = $1 AND r.occurred_ns >= $2 AND r.occurred_ns < $3 \
+         WHERE ($1::uuid IS NULL OR w.uuid = $1) AND r.occurred_ns >= $2 AND r.occurred_ns < $3 \
          GROUP BY minute ORDER BY minute",
     )
     .bind(workspace_id)
-    .bind(crate::convert::nanos(since).div_euclid(60_000_000_000) * 60_000_000_000)
-    .bind(crate::convert::nanos(until))
+    .bind(nanos(since).div_euclid(MINUTE_NANOS) * MINUTE_NANOS)
+    .bind(
+        nanos(until)
+            .saturating_add(MINUTE_NANOS - 1)
+            .div_euclid(MINUTE_NANOS)
+            .saturating_mul(MINUTE_NANOS),
+    )
+    .bind(MINUTE_NANOS as f64)
     .fetch_all(pool)
     .await
     .map_err(db(ctx))?;
     rows.iter()
         .map(|row| {
             let minute: i64 = col(row, 0, ctx)?;
-            Ok(crate::model::MinuteActivity {
-                minute: crate::convert::from_nanos(minute.saturating_mul(60_000_000_000))?,
+            Ok(MinuteActivity {
+                minute: from_nanos(minute.saturating_mul(MINUTE_NANOS))?,
                 allowed: count_from_sql(col(row, 1, ctx)?),
                 denied: count_from_sql(col(row, 2, ctx)?),
             })

@@ -14,7 +14,7 @@ use crate::block;
 use crate::hosts::host_of_url;
 
 /// Nanoseconds in a minute and an hour.
-pub(super) const MINUTE: i64 = 60_000_000_000;
+pub(super) const MINUTE: i64 = crate::model::MINUTE_NANOS;
 pub(super) const HOUR: i64 = 60 * MINUTE;
 
 /// The minute bucket (its start over [`MINUTE`]) of an effective time.

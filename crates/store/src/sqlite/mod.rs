@@ -353,6 +353,13 @@ impl Store for SqliteStore {
         })
     }
 
+    fn init_web_session_key(&self, candidate: [u8; 32]) -> StoreFuture<'_, [u8; 32]> {
+        Box::pin(async move {
+            self.with_writer(async |conn| registry::init_web_session_key(conn, candidate).await)
+                .await
+        })
+    }
+
     fn create_workspace(&self, new: NewWorkspace, at: Timestamp) -> StoreFuture<'_, Workspace> {
         Box::pin(async move {
             self.with_writer(async |conn| registry::create_workspace(conn, new, at).await)
@@ -478,7 +485,7 @@ impl Store for SqliteStore {
 
     fn minute_activity(
         &self,
-        workspace_id: Uuid,
+        workspace_id: Option<Uuid>,
         since: Timestamp,
         until: Timestamp,
     ) -> StoreFuture<'_, Vec<MinuteActivity>> {

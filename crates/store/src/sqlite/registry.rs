@@ -12,6 +12,7 @@ use crate::convert::{from_nanos, nanos, opt_from_nanos, uuid};
 use crate::model::{Agent, AgentCredentials, NewWorkspace, TokenHash, Workspace};
 
 const ADMIN_TOKEN_KEY: &str = "admin_token_sha256";
+const WEB_SESSION_KEY: &str = "web_session_hmac_key";
 
 /// The columns [`workspace_from_row`] reads, as a literal for `concat!`.
 macro_rules! select_workspaces {
@@ -242,4 +243,27 @@ pub(super) async fn put_admin_token_hash(
     admin_token_hash(conn)
         .await?
         .ok_or(StoreError::Corrupt("the admin token hash vanished".into()))
+}
+
+/// Stores the web session key unless one exists; returns the one in force.
+pub(super) async fn init_web_session_key(
+    conn: &mut SqliteConnection,
+    candidate: [u8; 32],
+) -> Result<[u8; 32], StoreError> {
+    let ctx = "storing the web session key";
+    sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+        .bind(WEB_SESSION_KEY)
+        .bind(candidate.as_slice())
+        .execute(&mut *conn)
+        .await
+        .map_err(db(ctx))?;
+    let row = sqlx::query("SELECT value FROM settings WHERE key = ?")
+        .bind(WEB_SESSION_KEY)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db(ctx))?;
+    let value: &[u8] = row.try_get(0).map_err(db(ctx))?;
+    value
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("web session key of {} bytes", value.len())))
 }

@@ -282,17 +282,23 @@ pub(super) fn workspace_activity(
 /// A workspace's records per minute of effective time in `since..until`.
 pub(super) fn minute_activity(
     conn: &Connection,
-    workspace_id: Uuid,
+    workspace_id: Option<Uuid>,
     since: Timestamp,
     until: Timestamp,
 ) -> Result<Vec<MinuteActivity>, StoreError> {
     let ctx = "counting records per minute";
+    // Minutes that contain `since` or start before `until`.
     let (m0, m1) = (
         nanos(since).div_euclid(MINUTE),
-        nanos(until).div_euclid(MINUTE) + 1,
+        nanos(until).saturating_add(MINUTE - 1).div_euclid(MINUTE),
     );
+    let agents = match workspace_id {
+        Some(workspace_id) => agent_keys(conn, workspace_id)?,
+        None => all_agent_keys(conn)?,
+    };
     let mut by_minute: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
-    for agent in agent_keys(conn, workspace_id)? {
+    // One index range per agent (the key is agent, minute).
+    for agent in agents {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT minute, allowed, denied FROM activity_minutes \
@@ -326,6 +332,16 @@ pub(super) fn minute_activity(
             })
         })
         .collect()
+}
+
+/// Every agent's key.
+fn all_agent_keys(conn: &Connection) -> Result<Vec<i64>, StoreError> {
+    let ctx = "listing agents";
+    let mut stmt = conn
+        .prepare_cached("SELECT id FROM agents ORDER BY id")
+        .ctx(ctx)?;
+    let rows = stmt.query_map([], |row| row.get(0)).ctx(ctx)?;
+    rows.collect::<Result<_, _>>().ctx(ctx)
 }
 
 pub(super) fn last_record_id(conn: &Connection) -> Result<Option<RecordId>, StoreError> {

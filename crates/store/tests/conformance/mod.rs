@@ -81,6 +81,8 @@ macro_rules! suite {
             policies_are_kept_by_digest_and_checked,
             an_agent_clock_is_evidence_not_trusted,
             minute_activity_counts_records_per_minute,
+            records_are_counted_per_minute,
+            the_first_web_session_key_wins,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
@@ -1141,7 +1143,7 @@ pub async fn minute_activity_counts_records_per_minute(factory: &impl StoreFacto
         .unwrap();
     let minute = |m: i64| Timestamp::new(1_764_999_960 + 60 * m, 0).unwrap();
     let chart = store
-        .minute_activity(dev.id, minute(0), minute(4))
+        .minute_activity(Some(dev.id), minute(0), minute(4))
         .await
         .unwrap();
     let got: Vec<_> = chart
@@ -1153,7 +1155,7 @@ pub async fn minute_activity_counts_records_per_minute(factory: &impl StoreFacto
         [(minute(0), 1, 1), (minute(1), 2, 1), (minute(3), 0, 1)]
     );
     let later = store
-        .minute_activity(dev.id, minute(2), minute(4))
+        .minute_activity(Some(dev.id), minute(2), minute(4))
         .await
         .unwrap();
     assert_eq!(later.len(), 1);

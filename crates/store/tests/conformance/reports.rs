@@ -447,3 +447,72 @@ pub async fn the_last_record_id_and_local_commits_follow_ingest(factory: &impl S
         .collect();
     assert_eq!(seen.last(), Some(&last));
 }
+
+pub async fn records_are_counted_per_minute(factory: &impl StoreFactory) {
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    let ops = create(&*store, "ops").await;
+    // A whole minute, so minute boundaries fall on whole multiples of 60 s.
+    let base = Timestamp::new(1_765_000_020, 0).unwrap();
+    let at_sec = |s: i64| base + SignedDuration::from_secs(s);
+    let rec = |seq: i32, allowed: bool, sec: i64| AuditRecord {
+        decision: Decision::from_allowed(allowed),
+        event_time: EventTime::Known(at_sec(sec)),
+        ..record(seq, "https://example.com/")
+    };
+    store
+        .ingest(request(
+            &dev,
+            vec![batch(
+                Some("s"),
+                vec![
+                    rec(0, true, -1),   // before the range
+                    rec(1, true, 0),    // minute 0
+                    rec(2, false, 59),  // minute 0
+                    rec(3, false, 60),  // minute 1
+                    rec(4, true, 185),  // minute 3
+                    rec(5, false, 240), // the range's end: excluded
+                ],
+            )],
+        ))
+        .await
+        .unwrap();
+    store
+        .ingest(request(
+            &ops,
+            vec![batch(Some("s"), vec![rec(0, false, 61)])],
+        ))
+        .await
+        .unwrap();
+    let counts = store
+        .minute_activity(None, at_sec(0), at_sec(240))
+        .await
+        .unwrap();
+    let got: Vec<(Timestamp, u64, u64)> = counts
+        .iter()
+        .map(|m| (m.minute, m.allowed, m.denied))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(at_sec(0), 1, 1), (at_sec(60), 0, 2), (at_sec(180), 1, 0),]
+    );
+    assert!(
+        store
+            .minute_activity(None, at_sec(1000), at_sec(2000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn the_first_web_session_key_wins(factory: &impl StoreFactory) {
+    let store = factory.open().await;
+    assert_eq!(store.init_web_session_key([1; 32]).await.unwrap(), [1; 32]);
+    assert_eq!(store.init_web_session_key([2; 32]).await.unwrap(), [1; 32]);
+    drop(store);
+    let reopened = factory.open().await;
+    assert_eq!(
+        reopened.init_web_session_key([3; 32]).await.unwrap(),
+        [1; 32]
+    );
+}

@@ -10,7 +10,8 @@
 //! requests through `warden_client`. Then it says how to query the records
 //! and how to point a sandbox at the socket, and runs until Ctrl-C, which
 //! stops the producer, the agent (flushing its spool) and the server, in
-//! that order.
+//! that order. It prints the web page's address and the admin token to
+//! sign in with.
 //!
 //! The data dir is laid out like `warden server`'s (`warden.db`,
 //! `admin-token`, `server-url`), so `warden logs --data-dir` and `warden
@@ -319,6 +320,20 @@ async fn start_server(plan: &Plan, lines: Arc<Lines>) -> Result<(Pipeline, Strin
         "control plane at {url}, data in {}",
         plan.data_dir.display()
     ));
+    // The token is this data dir's, on this machine only (loopback): shown
+    // so that the first thing a person can do is open the page.
+    let token_file = plan.data_dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&token_file) {
+        Ok(token) => say(&format!(
+            "web page at {url}/ ; sign in with the admin token {} (from {})",
+            token.trim(),
+            token_file.display()
+        )),
+        Err(e) => say(&format!(
+            "web page at {url}/ ; sign in with the admin token in {} (reading it failed: {e})",
+            token_file.display()
+        )),
+    }
     Ok((pipeline, url))
 }
 

@@ -153,6 +153,7 @@ fn serve(args: Args) -> Result<(), Failure> {
         let url = server.url();
         let url_file = write_server_url(&prepared.data_dir, &url).map_err(Failure::runtime)?;
         tracing::info!("warden server listening on {url}");
+        tracing::info!("web page at {url}/ (sign in with the admin token)");
 
         let shutdown = CancellationToken::new();
         forward_signals(shutdown.clone()).map_err(Failure::runtime)?;

@@ -55,7 +55,7 @@ pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Htt
 
 /// Checks the record filter parameters (durations count back from now) and
 /// resolves a workspace name; everything but order, paging and limit.
-pub(super) async fn record_query(
+pub(crate) async fn record_query(
     state: &AppState,
     params: &RecordParams,
 ) -> Result<RecordQuery, HttpError> {
@@ -99,7 +99,7 @@ pub(super) async fn record_query(
 }
 
 /// The live workspace with this name, or a 404.
-pub(super) async fn live_workspace(
+pub(crate) async fn live_workspace(
     state: &AppState,
     name: &str,
 ) -> Result<warden_store::Workspace, HttpError> {
@@ -113,7 +113,7 @@ pub(super) async fn live_workspace(
 
 /// A workspace named in a path: a live workspace's name, or the id of any
 /// workspace (deleted ones keep their records). Its name when live.
-pub(super) async fn workspace_in_path(
+pub(crate) async fn workspace_in_path(
     state: &AppState,
     name_or_id: &str,
 ) -> Result<(Uuid, Option<String>), HttpError> {
