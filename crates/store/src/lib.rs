@@ -20,6 +20,7 @@
 mod record_sql;
 
 mod block;
+pub mod chain;
 mod convert;
 pub mod error;
 mod hosts;

@@ -40,6 +40,7 @@ use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::chain::{ChainLink, Checkpoint};
 use crate::migrations::{Step, migrator};
 use crate::model::{
     ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
@@ -403,4 +404,27 @@ impl Store for PgStore {
     fn local_commits(&self) -> watch::Receiver<RecordId> {
         self.commits.subscribe()
     }
+
+    fn chain_links(&self, _after_seq: i64, _limit: u32) -> StoreFuture<'_, Vec<ChainLink>> {
+        Box::pin(async { Err(StoreError::Unsupported(NO_CHAIN)) })
+    }
+
+    fn chain_head(&self) -> StoreFuture<'_, Option<ChainLink>> {
+        Box::pin(async { Err(StoreError::Unsupported(NO_CHAIN)) })
+    }
+
+    fn add_checkpoint(&self, _checkpoint: Checkpoint) -> StoreFuture<'_, Checkpoint> {
+        Box::pin(async { Err(StoreError::Unsupported(NO_CHAIN)) })
+    }
+
+    fn checkpoints(&self, _after_id: i64, _limit: u32) -> StoreFuture<'_, Vec<Checkpoint>> {
+        Box::pin(async { Err(StoreError::Unsupported(NO_CHAIN)) })
+    }
+
+    fn latest_checkpoint(&self) -> StoreFuture<'_, Option<Checkpoint>> {
+        Box::pin(async { Err(StoreError::Unsupported(NO_CHAIN)) })
+    }
 }
+
+/// The PostgreSQL store does not keep the record chain yet.
+const NO_CHAIN: &str = "the record chain is not kept by the PostgreSQL store yet";

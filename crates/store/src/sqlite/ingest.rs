@@ -24,10 +24,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 use warden_proto::domain::{AgentDrop, AuditRecord, ClientStatus, EventTime, IngestBatch};
 
+use super::chain::Identities;
 use super::counters::Counters;
 use super::db::Ctx;
 use crate::StoreError;
 use crate::block::{self, BatchInfo, Block, BlockRecord, PeerRef};
+use crate::chain::{self, LinkBuilder};
 use crate::convert::{count_to_sql, nanos};
 use crate::ingest::{hex_sha256, is_digest};
 use crate::intervals::IntervalSet;
@@ -663,10 +665,13 @@ impl<'r> Group<'r> {
 
     /// Hands out ids from `next_id`, writes the blocks, the batch ids, the
     /// sequence ranges and the counters; returns each call's outcome.
+    /// Each new record's leaf goes to `chain`, in id order.
     pub(super) fn finish(
         mut self,
         tx: &Connection,
         next_id: RecordId,
+        identities: &mut Identities,
+        chain: &mut LinkBuilder,
     ) -> Result<Finished, StoreError> {
         let mut id = next_id;
         let mut insert = tx
@@ -705,6 +710,19 @@ impl<'r> Group<'r> {
                 .ctx("storing records")?;
         }
         drop(insert);
+        // The chain's leaves: blocks were given ids in this order.
+        for building in &self.blocks {
+            if building.block.records.is_empty() {
+                continue;
+            }
+            let ids = identities.get(tx, building.agent)?;
+            let batch_of = building.block.batch_of_each();
+            for (i, r) in building.block.records.iter().enumerate() {
+                let batch = &building.block.batches[batch_of[i]];
+                let id = building.first_id + i as i64;
+                chain.push(&chain::block_view(id, ids, building.session, r, batch));
+            }
+        }
         let id_of = |(b, pos): Place| self.blocks[b].first_id + i64::from(pos);
 
         let mut insert = tx

@@ -7,10 +7,13 @@
 
 #![allow(dead_code)]
 
+mod chain;
 mod queries;
 mod reports;
 mod retention;
 
+#[allow(unused_imports)] // until every backend keeps the chain
+pub use chain::*;
 pub use queries::*;
 pub use reports::*;
 pub use retention::*;
@@ -94,6 +97,20 @@ macro_rules! suite {
     };
 }
 pub(crate) use suite;
+
+/// The record chain's tests, for a backend that keeps it.
+#[allow(unused_macros)]
+macro_rules! chain_suite {
+    ($factory:expr) => {
+        conformance::suite!(@tests $factory;
+            every_committed_record_is_chained,
+            retention_leaves_a_tombstone_and_the_rest_checks,
+            checkpoints_are_stored_and_listed,
+        );
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use chain_suite;
 
 // ---- helpers -------------------------------------------------------------
 
