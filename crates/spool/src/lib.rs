@@ -181,7 +181,14 @@
 //! dead (in `acks.log` too) and their segments deleted. A crash before the
 //! fsync drops nothing (the segments are still there); after it, the ledger
 //! has the drops, and recovery treats every id the ledger names as dead even
-//! if its segment survived. The caller reads the drops
+//! if its segment survived. Before the drop records are written,
+//! `acks.log` is fsynced, so that after such a crash every entry of the
+//! dropped segments is known dead and recovery deletes them: the drop
+//! records are paid for by those segments, also across a crash. A crash in
+//! the middle of the ledger write may keep some of its records: recovery
+//! finds their segment still holding live entries and undoes those drops
+//! (nobody saw them), so that a spool never reopens holding a segment and
+//! the drop records meant to replace it. The caller reads the drops
 //! ([`Spool::read_dropped`]), reports them, and settles them
 //! ([`Spool::settle_dropped`]: an fsynced settle record); settled drops are
 //! forgotten when the ledger is compacted (rewritten with the unsettled ones

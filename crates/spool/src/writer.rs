@@ -763,6 +763,14 @@ impl Writer {
             victims.extend(entries);
         }
         if !records.is_empty() {
+            // The victims' other entries are dead only by acknowledgements
+            // that may still be in the page cache. Should a crash follow the
+            // ledger write, recovery deletes the victims (paying for the drop
+            // records) only if all their entries are dead, so those
+            // acknowledgements must be durable first: otherwise a victim comes
+            // back with live entries and stays, and the spool reopens holding
+            // its bytes and the ledger's, over the bound.
+            self.sync_dead_log()?;
             self.write_ledger(&records)?;
         }
         // The ledger's bytes count against the bound like the segments':
