@@ -66,13 +66,6 @@ impl Room {
         }
     }
 
-    /// Counts `bytes` about to be freed by their own writer as debt, so that
-    /// the bytes freed next pay for them before they become room (the drop
-    /// ledger's records, written just before the segments they free).
-    pub(crate) fn add_debt(&self, bytes: u64) {
-        *self.debt.lock().expect("room lock") += bytes;
-    }
-
     /// Takes `bytes` that are already on disk (the drop ledger's records):
     /// what is free now, and the rest as debt that freed bytes pay first.
     pub(crate) fn charge(&self, bytes: u64) {
@@ -163,7 +156,7 @@ mod tests {
     #[test]
     fn debt_is_paid_by_the_next_bytes_freed() {
         let room = Room::new(100, 100);
-        room.add_debt(30);
+        room.charge(30);
         room.give_back(50);
         assert!(room.try_take(20));
         assert!(!room.try_take(1));

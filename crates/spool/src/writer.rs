@@ -774,9 +774,12 @@ impl Writer {
             self.write_ledger(&records)?;
         }
         // The ledger's bytes count against the bound like the segments':
-        // the segments about to be deleted pay for them first.
+        // they take what room is free now and owe the rest, which the
+        // segments about to be deleted pay first. (Debt alone would leave
+        // the free room takeable: should a deletion fail, an append could
+        // then go over the bound.)
         let ledger_added = records.len() as u64;
-        self.shared.room.add_debt(ledger_added);
+        self.shared.room.charge(ledger_added);
         let mut ids = Vec::with_capacity(victims.len());
         {
             let mut state = self.shared.lock();
