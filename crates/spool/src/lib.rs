@@ -257,6 +257,7 @@ pub use error::SpoolError;
 
 use format::{ENTRY_HEADER_LEN, decode_frame, frame_len};
 use index::{Planned, Source};
+use room::Turn;
 use shared::Shared;
 use storage::{OsStorage, Storage};
 use writer::{Cause, Command, Writer};
@@ -476,7 +477,7 @@ impl Spool {
                 max: config.max_append_bytes(),
             });
         }
-        let dropped = self.reserve(frame_bytes).await?;
+        let (dropped, turn) = self.reserve(frame_bytes).await?;
         let (reply, answer) = oneshot::channel();
         {
             let mut state = self.inner.shared.lock();
@@ -492,18 +493,26 @@ impl Spool {
             frame_bytes,
             reply,
         })?;
+        // The append is queued: the next one may take room (and its ids
+        // come after these).
+        drop(turn);
         let ids = answer.await.map_err(|_| SpoolError::Closed)??;
         Ok(Appended { ids, dropped })
     }
 
-    /// Takes `bytes` of room, waiting or dropping as the policy says.
-    async fn reserve(&self, bytes: u64) -> Result<Dropped, SpoolError> {
+    /// Takes `bytes` of room, waiting or dropping as the policy says. An
+    /// append that had to wait returns its turn, which the next waiting
+    /// append waits for until this one is in the writer's queue.
+    async fn reserve(&self, bytes: u64) -> Result<(Dropped, Option<Turn<'_>>), SpoolError> {
         let shared = &self.inner.shared;
         let mut dropped = Dropped::default();
-        if shared.room.try_take(bytes) {
-            return Ok(dropped);
+        if shared.room.try_take_unqueued(bytes) {
+            return Ok((dropped, None));
         }
-        let _blocked = shared.room.block();
+        let turn = Some(shared.room.turn().await);
+        if shared.room.try_take(bytes) {
+            return Ok((dropped, turn));
+        }
         let drop_oldest = shared.config.full_policy == FullPolicy::DropOldest;
         loop {
             let mut shrank = pin!(shared.ledger_shrank.notified());
@@ -521,7 +530,7 @@ impl Spool {
             dropped += made.dropped;
             if !drop_oldest {
                 shared.room.take(bytes).await?;
-                return Ok(dropped);
+                return Ok((dropped, turn));
             }
             // What is left may be room other appends took but have not
             // written yet: once written it can be dropped, so retry after
@@ -529,7 +538,7 @@ impl Spool {
             let mut changed = pin!(shared.events.notified());
             changed.as_mut().enable();
             if shared.room.try_take(bytes) {
-                return Ok(dropped);
+                return Ok((dropped, turn));
             }
             if shared.lock().closed {
                 return Err(SpoolError::Closed);
@@ -540,7 +549,7 @@ impl Spool {
                 tokio::select! {
                     taken = shared.room.take(bytes) => {
                         taken?;
-                        return Ok(dropped);
+                        return Ok((dropped, turn));
                     }
                     () = shrank => {}
                 }
@@ -549,7 +558,7 @@ impl Spool {
             tokio::select! {
                 taken = shared.room.take(bytes) => {
                     taken?;
-                    return Ok(dropped);
+                    return Ok((dropped, turn));
                 }
                 () = changed => {}
             }
