@@ -332,9 +332,10 @@ where
     Ok(sender.send_request(request).await?)
 }
 
-/// Percent-encodes a path segment (everything but RFC 3986 unreserved
-/// characters).
-fn encode_segment(s: &str) -> String {
+/// Percent-encodes a path segment or query value (everything but RFC 3986
+/// unreserved characters): for every URL built from a name, here and in the
+/// web page's links.
+pub fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -370,6 +371,7 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(encode_segment("dev-1.x_y"), "dev-1.x_y");
         assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(encode_segment("a?\"<é~"), "a%3F%22%3C%C3%A9~");
     }
 
     #[test]

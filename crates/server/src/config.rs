@@ -35,6 +35,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Delete records received longer ago than this (`None`: keep all).
     pub retention: Option<Retention>,
+    /// The checkpoint signing key's file (PKCS#8), and whether to generate
+    /// it there when missing. `None`: a key generated for this run only
+    /// (tests and embedders; its checkpoints cannot be trusted later).
+    pub signing_key: Option<(PathBuf, bool)>,
 }
 
 impl Config {
@@ -52,6 +56,7 @@ impl Config {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             shutdown_grace: Duration::from_secs(30),
             retention: None,
+            signing_key: None,
         }
     }
 }

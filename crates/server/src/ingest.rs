@@ -24,7 +24,7 @@ use crate::plausible;
 pub enum IngestError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the ingest task failed: {0}")]
+    #[error("the ingest task failed")]
     Task(#[from] tokio::task::JoinError),
 }
 

@@ -28,10 +28,13 @@
 //! - [`config`], [`tls`], [`metrics`].
 
 #![warn(missing_docs, unreachable_pub)]
+// The OpenAPI document is one large `json!`.
+#![recursion_limit = "256"]
 
 pub mod admin_token;
 pub mod agent_auth;
 pub mod auth;
+pub mod checkpoints;
 pub mod config;
 pub mod connections;
 mod error;

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub policies_refused: Counter,
     pub records_rejected: Family<ReasonLabel, Counter>,
     pub batches_resent: Counter,
+    /// Times the record chain did not check (the signer found links that
+    /// do not extend the last checkpoint).
+    pub chain_verify_failures: Counter,
     pub client_dropped: Family<ReasonLabel, Counter>,
     pub agent_dropped_records: Family<ReasonLabel, Counter>,
     pub agent_dropped_frames: Family<ReasonLabel, Counter>,
@@ -87,6 +90,7 @@ impl Metrics {
             policies_refused: Counter::default(),
             records_rejected: Family::default(),
             batches_resent: Counter::default(),
+            chain_verify_failures: Counter::default(),
             client_dropped: Family::default(),
             agent_dropped_records: Family::default(),
             agent_dropped_frames: Family::default(),
@@ -136,6 +140,11 @@ impl Metrics {
             "batches_resent",
             "Batches delivered again after they were committed",
             m.batches_resent.clone(),
+        );
+        registry.register(
+            "chain_verify_failures",
+            "Times the record chain did not extend the last signed checkpoint",
+            m.chain_verify_failures.clone(),
         );
         registry.register(
             "client_dropped_records",

@@ -227,6 +227,21 @@ fn paths() -> Value {
                 }))
             }
         },
+        "/api/v1/checkpoints": {
+            "get": {
+                "summary": "Signed checkpoints over the record chain, oldest first (see docs/evidence.md).",
+                "operationId": "listCheckpoints",
+                "parameters": [query_param("after", "Only checkpoints with a greater id.", json!({ "type": "integer" })), query_param("limit", "At most this many (1-10000, default 1000).", json!({ "type": "integer" }))],
+                "responses": with_common_errors(json!({ "200": ok("The checkpoints, oldest first.", "CheckpointList") }))
+            }
+        },
+        "/api/v1/checkpoints/latest": {
+            "get": {
+                "summary": "The newest signed checkpoint: what `warden checkpoint export` writes.",
+                "operationId": "latestCheckpoint",
+                "responses": with_common_errors(json!({ "200": ok("The checkpoint.", "Checkpoint"), "404": error("No checkpoint signed yet.") }))
+            }
+        },
         "/api/v1/records": {
             "get": {
                 "summary": "Stored records matching every filter given, newest first, a page at a time.",
@@ -448,6 +463,17 @@ fn schemas() -> Value {
                 "losses": array_of("Loss")
             }
         },
+        "Checkpoint": {
+            "type": "object",
+            "description": "A signed checkpoint (warden-checkpoint-v1): the chain up to `link` has `head`; see docs/evidence.md for the signed form.",
+            "required": ["format", "id", "link", "last_record_id", "head", "time", "time_ns", "key_id", "fingerprint", "public_key", "signature"],
+            "properties": {
+                "format": string(), "id": count(), "link": count(), "last_record_id": count(),
+                "head": string(), "time": time(), "time_ns": count(), "key_id": string(),
+                "fingerprint": string(), "public_key": string(), "signature": string()
+            }
+        },
+        "CheckpointList": { "type": "array", "items": { "$ref": "#/components/schemas/Checkpoint" } },
         "WorkspaceList": {
             "type": "object", "required": ["workspaces"],
             "properties": { "workspaces": array_of("WorkspaceInfo") }

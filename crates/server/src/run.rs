@@ -16,7 +16,7 @@ use crate::http::{self, AppState};
 use crate::ingest::Ingestor;
 use crate::line::{LineSink, Printer};
 use crate::metrics::Metrics;
-use crate::{ServerError, admin_token, files, outbox, retention, serve, tls};
+use crate::{ServerError, admin_token, checkpoints, files, outbox, retention, serve, tls};
 
 /// Runs the control plane on `listener` until `shutdown` is cancelled:
 /// [`Server::start`], then [`Server::serve`].
@@ -48,6 +48,8 @@ pub struct Server {
     /// Ends the HTTP responses that never finish on their own (record
     /// streams) once shutdown starts.
     streams: CancellationToken,
+    /// Signs checkpoints.
+    signing_key: Arc<warden_evidence::key::SigningKey>,
 }
 
 impl std::fmt::Debug for Server {
@@ -99,6 +101,7 @@ impl Server {
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<Server, ServerError> {
         let admin_token = admin_token::settle(&*store, &config.admin_token).await?;
+        let signing_key = Arc::new(load_signing_key(&config)?);
         let session_key = store
             .init_web_session_key(crate::web::session::new_key())
             .await?;
@@ -159,6 +162,7 @@ impl Server {
             tls,
             connections,
             streams,
+            signing_key,
         })
     }
 
@@ -188,8 +192,15 @@ impl Server {
             tls,
             connections,
             streams,
+            signing_key,
             ..
         } = self;
+        let signer = tokio::spawn(checkpoints::run(
+            Arc::clone(&store),
+            signing_key,
+            Arc::clone(&metrics),
+            shutdown.child_token(),
+        ));
         let retention = config.retention.map(|keep| {
             tokio::spawn(retention::run(
                 Arc::clone(&store),
@@ -216,6 +227,10 @@ impl Server {
         ingestor.drain().await;
         drop(ingestor);
         printer.shutdown().await;
+        // Signs the last commits once more before the store closes.
+        if let Err(e) = signer.await {
+            tracing::error!(error = %e, "the checkpoint task failed");
+        }
         // Stops between passes once shutdown began.
         if let Some(task) = retention
             && let Err(e) = task.await
@@ -226,4 +241,34 @@ impl Server {
         tracing::info!("control plane stopped");
         closed.map_err(ServerError::from)
     }
+}
+
+/// The checkpoint signing key (see [`Config::signing_key`]); its
+/// fingerprint is logged so that operators can hand it to auditors.
+fn load_signing_key(config: &Config) -> Result<warden_evidence::key::SigningKey, ServerError> {
+    use warden_evidence::key::SigningKey;
+    let failed =
+        |e: warden_evidence::EvidenceError| ServerError::Config(format!("signing key: {e}"));
+    let key = match &config.signing_key {
+        Some((path, create)) => {
+            let (key, created) = SigningKey::load(path, *create).map_err(failed)?;
+            if created {
+                tracing::info!(path = %path.display(), "generated the checkpoint signing key");
+            }
+            key
+        }
+        None => {
+            tracing::warn!(
+                "no signing key file: checkpoints are signed with a key for this run only"
+            );
+            SigningKey::generate().map_err(failed)?.0
+        }
+    };
+    let public = key.public_key();
+    tracing::info!(
+        key_id = %public.key_id(),
+        "signing checkpoints with key {}",
+        public.fingerprint()
+    );
+    Ok(key)
 }

@@ -67,6 +67,13 @@ impl Ledger {
         ids.iter().copied().filter(|id| self.remove(*id)).collect()
     }
 
+    /// Forgets a pending drop that never happened (its records were cut
+    /// short by a crash, see [`crate::recovery`]); returns whether it was
+    /// pending.
+    pub(crate) fn undo(&mut self, id: u64) -> bool {
+        self.remove(id)
+    }
+
     fn settle_range(&mut self, start: u64, end: u64) {
         let ids: Vec<u64> = self.pending.range(start..end).map(|(id, _)| *id).collect();
         for id in ids {

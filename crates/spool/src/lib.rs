@@ -181,7 +181,14 @@
 //! dead (in `acks.log` too) and their segments deleted. A crash before the
 //! fsync drops nothing (the segments are still there); after it, the ledger
 //! has the drops, and recovery treats every id the ledger names as dead even
-//! if its segment survived. The caller reads the drops
+//! if its segment survived. Before the drop records are written,
+//! `acks.log` is fsynced, so that after such a crash every entry of the
+//! dropped segments is known dead and recovery deletes them: the drop
+//! records are paid for by those segments, also across a crash. A crash in
+//! the middle of the ledger write may keep some of its records: recovery
+//! finds their segment still holding live entries and undoes those drops
+//! (nobody saw them), so that a spool never reopens holding a segment and
+//! the drop records meant to replace it. The caller reads the drops
 //! ([`Spool::read_dropped`]), reports them, and settles them
 //! ([`Spool::settle_dropped`]: an fsynced settle record); settled drops are
 //! forgotten when the ledger is compacted (rewritten with the unsettled ones
@@ -250,6 +257,7 @@ pub use error::SpoolError;
 
 use format::{ENTRY_HEADER_LEN, decode_frame, frame_len};
 use index::{Planned, Source};
+use room::Turn;
 use shared::Shared;
 use storage::{OsStorage, Storage};
 use writer::{Cause, Command, Writer};
@@ -469,7 +477,7 @@ impl Spool {
                 max: config.max_append_bytes(),
             });
         }
-        let dropped = self.reserve(frame_bytes).await?;
+        let (dropped, turn) = self.reserve(frame_bytes).await?;
         let (reply, answer) = oneshot::channel();
         {
             let mut state = self.inner.shared.lock();
@@ -485,18 +493,26 @@ impl Spool {
             frame_bytes,
             reply,
         })?;
+        // The append is queued: the next one may take room (and its ids
+        // come after these).
+        drop(turn);
         let ids = answer.await.map_err(|_| SpoolError::Closed)??;
         Ok(Appended { ids, dropped })
     }
 
-    /// Takes `bytes` of room, waiting or dropping as the policy says.
-    async fn reserve(&self, bytes: u64) -> Result<Dropped, SpoolError> {
+    /// Takes `bytes` of room, waiting or dropping as the policy says. An
+    /// append that had to wait returns its turn, which the next waiting
+    /// append waits for until this one is in the writer's queue.
+    async fn reserve(&self, bytes: u64) -> Result<(Dropped, Option<Turn<'_>>), SpoolError> {
         let shared = &self.inner.shared;
         let mut dropped = Dropped::default();
-        if shared.room.try_take(bytes) {
-            return Ok(dropped);
+        if shared.room.try_take_unqueued(bytes) {
+            return Ok((dropped, None));
         }
-        let _blocked = shared.room.block();
+        let turn = Some(shared.room.turn().await);
+        if shared.room.try_take(bytes) {
+            return Ok((dropped, turn));
+        }
         let drop_oldest = shared.config.full_policy == FullPolicy::DropOldest;
         loop {
             let mut shrank = pin!(shared.ledger_shrank.notified());
@@ -514,7 +530,7 @@ impl Spool {
             dropped += made.dropped;
             if !drop_oldest {
                 shared.room.take(bytes).await?;
-                return Ok(dropped);
+                return Ok((dropped, turn));
             }
             // What is left may be room other appends took but have not
             // written yet: once written it can be dropped, so retry after
@@ -522,7 +538,7 @@ impl Spool {
             let mut changed = pin!(shared.events.notified());
             changed.as_mut().enable();
             if shared.room.try_take(bytes) {
-                return Ok(dropped);
+                return Ok((dropped, turn));
             }
             if shared.lock().closed {
                 return Err(SpoolError::Closed);
@@ -533,7 +549,7 @@ impl Spool {
                 tokio::select! {
                     taken = shared.room.take(bytes) => {
                         taken?;
-                        return Ok(dropped);
+                        return Ok((dropped, turn));
                     }
                     () = shrank => {}
                 }
@@ -542,7 +558,7 @@ impl Spool {
             tokio::select! {
                 taken = shared.room.take(bytes) => {
                     taken?;
-                    return Ok(dropped);
+                    return Ok((dropped, turn));
                 }
                 () = changed => {}
             }

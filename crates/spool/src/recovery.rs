@@ -17,7 +17,7 @@ use crate::storage::Storage;
 use crate::{Recovery, SpoolError};
 
 /// Ids recorded dead in the acknowledgement log, as sorted disjoint ranges.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct DeadSet {
     ranges: Vec<(u64, u64)>,
 }
@@ -236,6 +236,44 @@ pub(crate) struct Recovered {
     pub report: Recovery,
 }
 
+/// Undoes the drops of a ledger write that a crash cut short.
+///
+/// A drop takes whole segments: the writer fsyncs the acknowledgement log,
+/// then writes and fsyncs one drop record for every live entry of the
+/// victims, and only then reports the drops and deletes the victims. So a
+/// segment still on disk that holds a live entry next to entries the ledger
+/// names as dropped and unsettled is a victim whose drop records were not all
+/// written when the power went: that drop never happened (nobody saw it).
+/// Its entries become live again and their records go at the ledger's
+/// compaction; kept, they would leave the segment on disk and the ledger
+/// paying for it too, over the bound.
+fn undo_torn_drops(
+    segments: &mut [RecoveredSegment],
+    acked: &DeadSet,
+    ledger: &mut LoadedLedger,
+    report: &mut Recovery,
+) {
+    for segment in segments {
+        if !segment.entries.iter().any(|e| e.live) {
+            continue;
+        }
+        for entry in &mut segment.entries {
+            if entry.live || acked.contains(entry.id) || !ledger.ledger.undo(entry.id) {
+                continue;
+            }
+            entry.live = true;
+            report.entries += 1;
+            report.records += u64::from(entry.records);
+            report.bytes += u64::from(entry.data_len);
+            tracing::warn!(
+                segment = %segment.name,
+                id = entry.id,
+                "a drop cut short by a crash is undone; the entry will be delivered"
+            );
+        }
+    }
+}
+
 /// Scans the whole directory. `cache_bytes` bounds the data kept in memory
 /// for the first reads.
 pub(crate) fn recover(storage: &dyn Storage, cache_bytes: u64) -> Result<Recovered, SpoolError> {
@@ -256,13 +294,14 @@ pub(crate) fn recover(storage: &dyn Storage, cache_bytes: u64) -> Result<Recover
     }
     // Entries the ledger names were dropped: dead, even when a crash came
     // before their segment was deleted.
-    let ledger = load_ledger(storage)?;
+    let mut ledger = load_ledger(storage)?;
     if ledger.damaged > 0 {
         tracing::warn!(
             damaged_bytes = ledger.damaged,
             "skipped damaged bytes in the spool's drop ledger; the drops they recorded are no longer known"
         );
     }
+    let acked = dead.clone();
     let dead = dead.with(&ledger.dropped);
 
     let mut report = Recovery::default();
@@ -341,6 +380,7 @@ pub(crate) fn recover(storage: &dyn Storage, cache_bytes: u64) -> Result<Recover
             truncate_to: (tail > 0).then_some(scan.valid_end),
         });
     }
+    undo_torn_drops(&mut segments, &acked, &mut ledger, &mut report);
     report.dropped_pending = ledger.ledger.len();
     report.ledger_damaged_bytes = ledger.damaged;
     Ok(Recovered {

@@ -1,8 +1,12 @@
 //! The byte bound: room left under `max_bytes`, handed out to appends
 //! first-come first-served and given back when segment files are deleted.
 //!
-//! A tokio semaphore with one permit per byte does the waiting (FIFO, and
-//! cancel-safe: an append that gives up leaves the queue). A spool reopened
+//! A tokio semaphore with one permit per byte holds the room. Appends that
+//! find too little wait their [`Turn`] in a FIFO queue (a tokio mutex, fair
+//! and cancel-safe: an append that gives up leaves the queue), and no append
+//! takes room past one that waits: a caller with several appends in flight
+//! (the agent pipelines a client's frames) gets its ids in call order, so
+//! what `DropOldest` drops is always the oldest of them. A spool reopened
 //! with a smaller bound than its content starts in debt: freed bytes pay the
 //! debt before they become room.
 
@@ -15,6 +19,8 @@ use crate::SpoolError;
 
 pub(crate) struct Room {
     permits: Semaphore,
+    /// The queue of appends waiting for room; the holder is served first.
+    turns: tokio::sync::Mutex<()>,
     debt: Mutex<u64>,
     /// Appends waiting for room now.
     blocked: AtomicU64,
@@ -25,6 +31,7 @@ impl Room {
     pub(crate) fn new(max: u64, used: u64) -> Self {
         Room {
             permits: Semaphore::new(to_usize(max.saturating_sub(used))),
+            turns: tokio::sync::Mutex::new(()),
             debt: Mutex::new(used.saturating_sub(max)),
             blocked: AtomicU64::new(0),
         }
@@ -38,6 +45,25 @@ impl Room {
                 true
             }
             Err(_) => false,
+        }
+    }
+
+    /// Takes `bytes` if free now and no append waits for room (taking them
+    /// then would overtake it).
+    pub(crate) fn try_take_unqueued(&self, bytes: u64) -> bool {
+        self.blocked() == 0 && self.try_take(bytes)
+    }
+
+    /// Waits until every append that waited for room before the caller was
+    /// served; the caller is counted as blocked, and appends after it wait,
+    /// until the [`Turn`] is dropped (once its append is in the writer's
+    /// queue, so that ids follow the order of the turns).
+    pub(crate) async fn turn(&self) -> Turn<'_> {
+        let blocked = self.block();
+        let queue = self.turns.lock().await;
+        Turn {
+            _queue: queue,
+            _blocked: blocked,
         }
     }
 
@@ -64,13 +90,6 @@ impl Room {
         if bytes > paid {
             self.permits.add_permits(to_usize(bytes - paid));
         }
-    }
-
-    /// Counts `bytes` about to be freed by their own writer as debt, so that
-    /// the bytes freed next pay for them before they become room (the drop
-    /// ledger's records, written just before the segments they free).
-    pub(crate) fn add_debt(&self, bytes: u64) {
-        *self.debt.lock().expect("room lock") += bytes;
     }
 
     /// Takes `bytes` that are already on disk (the drop ledger's records):
@@ -119,6 +138,12 @@ impl Room {
 
 pub(crate) struct Blocked<'a>(&'a Room);
 
+/// An append's turn to take room: see [`Room::turn`].
+pub(crate) struct Turn<'a> {
+    _queue: tokio::sync::MutexGuard<'a, ()>,
+    _blocked: Blocked<'a>,
+}
+
 impl Drop for Blocked<'_> {
     fn drop(&mut self) {
         self.0.blocked.fetch_sub(1, Ordering::SeqCst);
@@ -163,7 +188,7 @@ mod tests {
     #[test]
     fn debt_is_paid_by_the_next_bytes_freed() {
         let room = Room::new(100, 100);
-        room.add_debt(30);
+        room.charge(30);
         room.give_back(50);
         assert!(room.try_take(20));
         assert!(!room.try_take(1));

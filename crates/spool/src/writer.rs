@@ -763,12 +763,23 @@ impl Writer {
             victims.extend(entries);
         }
         if !records.is_empty() {
+            // The victims' other entries are dead only by acknowledgements
+            // that may still be in the page cache. Should a crash follow the
+            // ledger write, recovery deletes the victims (paying for the drop
+            // records) only if all their entries are dead, so those
+            // acknowledgements must be durable first: otherwise a victim comes
+            // back with live entries and stays, and the spool reopens holding
+            // its bytes and the ledger's, over the bound.
+            self.sync_dead_log()?;
             self.write_ledger(&records)?;
         }
         // The ledger's bytes count against the bound like the segments':
-        // the segments about to be deleted pay for them first.
+        // they take what room is free now and owe the rest, which the
+        // segments about to be deleted pay first. (Debt alone would leave
+        // the free room takeable: should a deletion fail, an append could
+        // then go over the bound.)
         let ledger_added = records.len() as u64;
-        self.shared.room.add_debt(ledger_added);
+        self.shared.room.charge(ledger_added);
         let mut ids = Vec::with_capacity(victims.len());
         {
             let mut state = self.shared.lock();

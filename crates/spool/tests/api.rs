@@ -492,3 +492,52 @@ async fn concurrent_appenders_under_backpressure_deliver_everything_exactly_once
         .collect();
     assert_eq!(seen, expected);
 }
+
+/// One caller with many appends in flight at once (as the agent's
+/// connection pipelines a client's frames): the spool gives them ids in the
+/// order they were made, also while it is full and dropping, so that what
+/// `DropOldest` drops is always the oldest of them and never a newer one
+/// that lost a race for room.
+#[tokio::test]
+async fn pipelined_appends_keep_their_order_while_drop_oldest_makes_room() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(SpoolConfig {
+        drop_summary: |data| data[..8].to_vec(),
+        ..config(dir.path(), 4096, 256, FullPolicy::DropOldest)
+    })
+    .await
+    .unwrap();
+    let settler = {
+        let spool = spool.clone();
+        tokio::spawn(async move {
+            while let Ok(drops) = spool.read_dropped(None, 16).await {
+                let ids: Vec<EntryId> = drops.iter().map(|d| d.id).collect();
+                spool.settle_dropped(&ids).await.unwrap();
+            }
+        })
+    };
+    let mut pending = futures::stream::FuturesOrdered::new();
+    for tag in 0..300u64 {
+        let spool = spool.clone();
+        pending.push_back(async move { spool.append(vec![entry(tag, 1, 150)]).await });
+    }
+    let ids: Vec<EntryId> = pending
+        .map(|appended| appended.unwrap().ids[0])
+        .collect()
+        .await;
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids out of call order: {ids:?}"
+    );
+    let live = tags(&read_all(&spool).await);
+    let first = 300 - live.len() as u64;
+    assert!(first > 0, "nothing was dropped");
+    assert_eq!(
+        live,
+        (first..300).collect::<Vec<_>>(),
+        "the newest are kept"
+    );
+    spool.close().await;
+    settler.await.unwrap();
+}

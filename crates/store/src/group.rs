@@ -24,6 +24,12 @@
 //! committed batch's (a [`BatchIdRow`] without a record), so the batch is
 //! either stored or reported lost, never both; the sequence numbers a drop
 //! names are a [`SideWrite::DroppedRange`].
+//!
+//! The record chain ([`crate::chain`]) is extended from the plan too: the
+//! plan keeps the group's blocks as built ([`ChainBlock`]), and once the
+//! backend knows the ids (under its commit order) [`Plan::chain_link`]
+//! hashes their records into the group's one link, so both backends chain
+//! exactly what they commit, the same way.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -34,6 +40,7 @@ use warden_proto::domain::{AgentDrop, AuditRecord, ClientStatus, EventTime, Inge
 
 use crate::StoreError;
 use crate::block::{self, BatchInfo, Block, BlockRecord, PeerRef};
+use crate::chain::{self, ChainHead, ChainLink, LinkBuilder};
 use crate::convert::nanos;
 use crate::counters::Counters;
 use crate::ingest::{hex_sha256, is_digest};
@@ -279,6 +286,18 @@ pub(crate) struct SessionAdd<'r> {
     pub policy_digest: Option<&'r str>,
 }
 
+/// A block's records as the chain hashes them, with the ids they get.
+pub(crate) struct ChainBlock<'r> {
+    pub first_id: RecordId,
+    pub agent: i64,
+    pub session: Option<&'r str>,
+    pub block: Block<'r>,
+}
+
+/// The workspace and agent uuids of agents by internal key: what the chain
+/// hashes of a record's origin (the backend looks them up).
+pub(crate) type Identities = HashMap<i64, (Uuid, Uuid)>;
+
 /// Everything a group commit writes, ready for the backend.
 pub(crate) struct Plan<'r> {
     /// One per call, in order.
@@ -293,9 +312,44 @@ pub(crate) struct Plan<'r> {
     pub sessions: Vec<SessionAdd<'r>>,
     pub counters: Counters,
     pub side: Vec<SideWrite<'r>>,
+    /// The blocks' records, in id order, for [`Plan::chain_link`].
+    pub chained: Vec<ChainBlock<'r>>,
 }
 
 impl Plan<'_> {
+    /// The agents whose records the plan stores.
+    pub(crate) fn agents(&self) -> impl Iterator<Item = i64> + '_ {
+        self.chained.iter().map(|c| c.agent)
+    }
+
+    /// The chain's link for this group commit after `prev` (`None` when it
+    /// stores no record): every new record's leaf, in id order. The ids
+    /// must be final (after [`Plan::shift`]) and `identities` must know
+    /// every agent of [`Plan::agents`].
+    pub(crate) fn chain_link(
+        &self,
+        identities: &Identities,
+        prev: &ChainHead,
+        at: Timestamp,
+    ) -> Result<Option<ChainLink>, StoreError> {
+        let Some((_, last)) = self.ids else {
+            return Ok(None);
+        };
+        let mut leaves = LinkBuilder::default();
+        for c in &self.chained {
+            let ids = *identities.get(&c.agent).ok_or_else(|| {
+                StoreError::Corrupt(format!("no identity for agent {} to chain", c.agent))
+            })?;
+            let batch_of = c.block.batch_of_each();
+            for (i, r) in c.block.records.iter().enumerate() {
+                let batch = &c.block.batches[batch_of[i]];
+                let id = c.first_id + i as i64;
+                leaves.push(&chain::block_view(id, ids, c.session, r, batch));
+            }
+        }
+        Ok(Some(leaves.finish(prev, last, at)))
+    }
+
     /// Moves every id the plan hands out up by `by`: a plan built from id 0
     /// before the next id was known (block data holds no ids).
     pub(crate) fn shift(&mut self, by: RecordId) {
@@ -309,6 +363,9 @@ impl Plan<'_> {
         for s in &mut self.sessions {
             s.first_id = s.first_id.map(|id| id + by);
             s.last_id = s.last_id.map(|id| id + by);
+        }
+        for c in &mut self.chained {
+            c.first_id += by;
         }
         for outcome in &mut self.outcomes {
             for id in &mut outcome.record_ids {
@@ -858,6 +915,17 @@ impl<'r> Group<'r> {
                 outcome
             })
             .collect();
+        let chained = self
+            .blocks
+            .into_iter()
+            .filter(|b| !b.block.records.is_empty())
+            .map(|b| ChainBlock {
+                first_id: b.first_id,
+                agent: b.agent,
+                session: b.session,
+                block: b.block,
+            })
+            .collect();
         Plan {
             outcomes,
             ids: (id > next_id).then_some((next_id, id - 1)),
@@ -867,6 +935,7 @@ impl<'r> Group<'r> {
             sessions,
             counters: self.counters,
             side: self.side,
+            chained,
         }
     }
 }

@@ -17,6 +17,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod block;
+pub mod chain;
 mod convert;
 mod counters;
 pub mod error;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::chain::{ChainLink, Checkpoint};
 use crate::model::{
     ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
     NewWorkspace, PolicyText, PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity,
@@ -205,4 +206,21 @@ pub trait Store: Send + Sync + 'static {
     /// followers at once; records other instances (replicas) commit do not
     /// show here.
     fn local_commits(&self) -> watch::Receiver<RecordId>;
+    /// Links of the record chain (see [`crate::chain`]) after position
+    /// `after_seq` (`-1` for all), in order, at most `limit`.
+    fn chain_links(&self, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<ChainLink>>;
+
+    /// The newest link of the record chain (`None` only before the store
+    /// made its genesis link).
+    fn chain_head(&self) -> StoreFuture<'_, Option<ChainLink>>;
+
+    /// Stores a signed checkpoint; returns it with its id.
+    fn add_checkpoint(&self, checkpoint: Checkpoint) -> StoreFuture<'_, Checkpoint>;
+
+    /// Stored checkpoints with an id above `after_id`, oldest first, at
+    /// most `limit`.
+    fn checkpoints(&self, after_id: i64, limit: u32) -> StoreFuture<'_, Vec<Checkpoint>>;
+
+    /// The newest stored checkpoint.
+    fn latest_checkpoint(&self) -> StoreFuture<'_, Option<Checkpoint>>;
 }

@@ -18,6 +18,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
 use uuid::Uuid;
 use warden_proto::domain::{AuditRecord, ClientLogs, Decision, EventTime, IngestBatch, Peer};
+use warden_store::chain::check::check_store;
 use warden_store::{
     DatabaseUrl, IngestRequest, NewWorkspace, PgStore, RecordId, RecordQuery, Store, StoreError,
     TokenHash, Workspace,
@@ -95,6 +96,7 @@ impl StoreFactory for Postgres {
 }
 
 conformance::suite!(Postgres::new());
+conformance::chain_suite!(Postgres::new());
 
 // ---- helpers -------------------------------------------------------------
 
@@ -721,5 +723,99 @@ async fn a_row_per_record_database_opens_with_every_record_and_line() {
     // copies: a new conflict, with an id after the old ones.
     assert_eq!(outcome.batches[0].duplicates, 1);
     assert_eq!(outcome.record_ids, [5]);
+
+    // The converted records were sealed by the genesis link; record 5
+    // chains after them, and the whole store checks clean.
+    let links = store.chain_links(-1, 10).await.unwrap();
+    assert_eq!(
+        links
+            .iter()
+            .map(|l| (l.seq, l.first_id, l.last_id, l.records))
+            .collect::<Vec<_>>(),
+        [(0, 1, 4, 4), (1, 5, 5, 1)]
+    );
+    let (problems, counts) = check_store(&*store).await.unwrap().finish();
+    assert_eq!(problems, []);
+    assert_eq!(counts.records, 5);
     store.close().await.unwrap();
+}
+
+/// Two replicas committing at once extend one chain, one link per group
+/// commit in commit order, and every record checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_extend_one_chain_in_commit_order() {
+    let pg = Postgres::new();
+    let replicas = [pg.replica().await, pg.replica().await];
+    let dev = workspace(&*replicas[0], "dev").await;
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let store = Arc::clone(&replicas[w % 2]);
+        let dev = dev.clone();
+        writers.push(tokio::spawn(async move {
+            for c in 0..20 {
+                let req = request(&dev, vec![records(&format!("w{w}c{c}"), 0..5)]);
+                store.ingest(req).await.unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let links = replicas[1].chain_links(-1, 1000).await.unwrap();
+    assert_eq!(links[0].seq, 0, "the genesis link");
+    for pair in links.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1);
+        assert_eq!(pair[1].first_id, pair[0].last_id + 1, "{pair:?}");
+    }
+    assert_eq!(links.iter().map(|l| l.records).sum::<i64>(), 6 * 20 * 5);
+    let (problems, counts) = check_store(&*replicas[0]).await.unwrap().finish();
+    assert_eq!(problems, []);
+    assert_eq!(counts.records, 600);
+}
+
+/// Tampering with PostgreSQL's tables directly is caught and the records
+/// named: a block's content replaced by another's, and a deleted chain
+/// makes the store refuse to open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_with_blocks_or_the_chain_is_caught() {
+    let pg = Postgres::new();
+    let store = pg.replica().await;
+    let dev = workspace(&*store, "dev").await;
+    let a = store
+        .ingest(request(&dev, vec![records("a", 0..3)]))
+        .await
+        .unwrap();
+    let b = store
+        .ingest(request(&dev, vec![records("b", 0..3)]))
+        .await
+        .unwrap();
+    let (problems, _) = check_store(&*store).await.unwrap().finish();
+    assert_eq!(problems, []);
+
+    let mut conn = PgConnection::connect(pg.pg.url()).await.unwrap();
+    sqlx::query(
+        "UPDATE blocks SET data = (SELECT data FROM blocks WHERE first_id = $2) \
+         WHERE first_id = $1",
+    )
+    .bind(a.record_ids[0])
+    .bind(b.record_ids[0])
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let (problems, _) = check_store(&*store).await.unwrap().finish();
+    let named: BTreeSet<i64> = problems.iter().filter_map(|p| p.record_id()).collect();
+    assert_eq!(
+        named,
+        a.record_ids.iter().copied().collect(),
+        "{problems:?}"
+    );
+    store.close().await.unwrap();
+
+    sqlx::query("DELETE FROM chain_links")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let err = PgStore::open(pg.pg.url()).await.unwrap_err();
+    assert!(err.to_string().contains("record chain is missing"), "{err}");
 }

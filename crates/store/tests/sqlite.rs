@@ -33,6 +33,7 @@ impl StoreFactory for Sqlite {
 }
 
 conformance::suite!(Sqlite::new());
+conformance::chain_suite!(Sqlite::new());
 
 #[tokio::test]
 async fn the_database_is_in_wal_mode_with_full_sync() {
@@ -300,4 +301,75 @@ async fn a_database_of_the_row_per_record_release_keeps_everything() {
         .unwrap();
     assert_eq!(all.len(), 355);
     store.close().await.unwrap();
+}
+
+/// A database written before the record chain existed (the v3 fixture) is
+/// sealed by the genesis link when first opened: its records check clean
+/// from then on, new records chain after them, and reopening does not seal
+/// again (a second genesis would bless whatever the file holds then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_stored_before_the_chain_are_sealed_by_the_genesis_link() {
+    use warden_store::chain::check::check_store;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    std::fs::copy(format!("{fixture}/v3.db"), &path).unwrap();
+    let store = SqliteStore::open(&path).await.unwrap();
+    let links = store.chain_links(-1, 10).await.unwrap();
+    assert_eq!(links.len(), 1);
+    let genesis = &links[0];
+    assert_eq!((genesis.seq, genesis.records), (0, 353));
+    let (problems, counts) = check_store(&store).await.unwrap().finish();
+    assert_eq!(problems, []);
+    assert_eq!(counts.records, 353);
+    store.close().await.unwrap();
+
+    // Reopened: the same genesis, no second one.
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.chain_links(-1, 10).await.unwrap(), links);
+    store.close().await.unwrap();
+
+    // A modified sealed record is caught and named.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let ids: Vec<i64> = conn
+        .prepare("SELECT first_id FROM blocks ORDER BY first_id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // Swapping two whole blocks' contents moves their records.
+    let (a, b) = (ids[0], ids[1]);
+    conn.execute(
+        "UPDATE blocks SET data = (SELECT data FROM blocks WHERE first_id = ?2) \
+         WHERE first_id = ?1",
+        [a, b],
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path).await.unwrap();
+    let (problems, _) = check_store(&store).await.unwrap().finish();
+    assert!(!problems.is_empty());
+    assert!(
+        problems
+            .iter()
+            .all(|p| p.record_id().is_some_and(|id| id >= a && id < b)),
+        "{problems:?}"
+    );
+    store.close().await.unwrap();
+}
+
+/// A database whose chain was deleted does not open: starting a new chain
+/// would seal whatever it holds now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_chain_was_deleted_refuses_to_open() {
+    let factory = Sqlite::new();
+    let store = factory.open().await;
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(factory.path()).unwrap();
+    conn.execute("DELETE FROM chain_links", []).unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&factory.path()).await.unwrap_err();
+    assert!(err.to_string().contains("record chain is missing"), "{err}");
 }

@@ -41,6 +41,14 @@ enum Command {
     /// Fence in a command: an egress proxy that allows only what the rules
     /// allow and audits every request.
     Boundary(cmd::boundary::Args),
+    /// Check the record chain and its signed checkpoints (offline).
+    Verify(cmd::evidence::VerifyArgs),
+    /// Write records, the chain links and checkpoints to a bundle that
+    /// verifies offline.
+    Export(cmd::evidence::ExportArgs),
+    /// Signed checkpoints of the record chain.
+    #[command(subcommand)]
+    Checkpoint(cmd::evidence::CheckpointCommand),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +69,9 @@ fn main() -> ExitCode {
         Command::Dev(args) => cmd::dev::main(args),
         Command::Bench(args) => cmd::bench::main(args),
         Command::Boundary(args) => cmd::boundary::main(args),
+        Command::Verify(args) => cmd::evidence::verify_main(args),
+        Command::Export(args) => cmd::evidence::export_main(args),
+        Command::Checkpoint(command) => cmd::evidence::checkpoint_main(command),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod admin_auth;
 pub(crate) mod bodies;
+mod checkpoints;
 pub mod cursor;
 mod error;
 mod fallback;
@@ -48,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
         .nest("/api/v1/workspaces", workspaces::router())
         .merge(records::router())
+        .merge(checkpoints::router())
         .merge(stream::router())
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

@@ -58,19 +58,9 @@ fn parts(text: &str) -> Vec<Part<'_>> {
     out
 }
 
-/// A path segment percent-encoded (everything but unreserved characters),
-/// for links built from names.
-pub fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// A path segment or query value percent-encoded, for links built from
+/// names (the API client's encoding).
+pub use warden_api::client::encode_segment as path_segment;
 
 #[cfg(test)]
 mod tests {
@@ -93,11 +83,5 @@ mod tests {
         for c in ['a', ' ', 'é', '\u{a0}', '\u{2070}'] {
             assert!(!is_hidden(c), "{c:?}");
         }
-    }
-
-    #[test]
-    fn path_segments_are_percent_encoded() {
-        assert_eq!(path_segment("dev-1_a.b~"), "dev-1_a.b~");
-        assert_eq!(path_segment("a/b c?\"<é"), "a%2Fb%20c%3F%22%3C%C3%A9");
     }
 }

@@ -234,6 +234,79 @@ async fn acknowledgements_become_durable_shortly_without_further_activity() {
     }
 }
 
+/// A power loss at any point of a `DropOldest` drop leaves a spool that
+/// reopens within its bound, drop ledger included. The dropped segment holds
+/// an entry acknowledged just before (acknowledgements are fsynced lazily)
+/// and two live ones (two drop records, which a crash before their fsync may
+/// keep one of). Either way recovery must not find that segment with a live
+/// entry next to drop records paying for it: it would keep the segment and
+/// the records both. And a drop once confirmed stays in the ledger.
+#[tokio::test]
+async fn a_crash_while_dropping_never_reopens_over_the_bound() {
+    const MAX: u64 = 2400;
+    // Frames of 86 bytes, three to a 300-byte segment, then one of 78: the
+    // spool is exactly full.
+    let cfg = config(MAX, 300, FullPolicy::DropOldest);
+    for ops in 0..10 {
+        for seed in 0..8 {
+            let disk = SimDisk::new();
+            let (spool, _) = open(&disk, cfg.clone()).await.unwrap();
+            let mut appended = Vec::new();
+            for tag in 0..27 {
+                let new = spool.append(vec![entry(tag, 1, 50)]).await.unwrap();
+                appended.extend(new.ids);
+            }
+            appended.extend(spool.append(vec![entry(27, 1, 42)]).await.unwrap().ids);
+            assert_eq!(spool.stats().disk_bytes, MAX);
+            assert_eq!(segments(&disk).len(), 10);
+            spool.ack(&appended[..1]).await.unwrap();
+
+            // Room for one more 86-byte frame: drops the oldest segment and
+            // pays for its drop records with it.
+            disk.freeze_after(ops);
+            let (reply, made) = tokio::sync::oneshot::channel();
+            spool
+                .send(crate::writer::Command::MakeRoom {
+                    bytes: 86,
+                    drop_oldest: true,
+                    reply,
+                })
+                .unwrap();
+            let confirmed = made
+                .await
+                .unwrap()
+                .is_ok_and(|made| made.dropped.entries == 2);
+
+            let (reopened, recovery) = open(&disk.crash(seed), cfg.clone()).await.unwrap();
+            let at = format!("ops {ops} seed {seed}");
+            assert_eq!(recovery.corrupt_entries, 0, "{at}");
+            let stats = reopened.stats();
+            assert!(
+                stats.disk_bytes <= MAX,
+                "{at}: {} bytes on disk over the bound {MAX}",
+                stats.disk_bytes
+            );
+            // The segment's live entries were dropped together or not at all
+            // (the acknowledged one may come back, the rest is all there).
+            let live = ids(&read_all(&reopened).await);
+            let (b, c) = (live.contains(&appended[1]), live.contains(&appended[2]));
+            let dropped = recovery.dropped_pending;
+            assert!(
+                (dropped == 0 && b && c) || (dropped == 2 && !b && !c),
+                "{at}: {dropped} drops, live {live:?}"
+            );
+            assert!(live.ends_with(&appended[3..]), "{at}");
+            // A drop made durable (and reported) is never undone.
+            assert!(
+                !confirmed || dropped == 2,
+                "{at}: a confirmed drop was forgotten"
+            );
+            reopened.close().await;
+            spool.close().await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn damage_found_by_a_read_is_skipped_counted_and_remembered() {
     let disk = SimDisk::new();

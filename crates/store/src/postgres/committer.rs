@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::ingest::commit;
 use crate::StoreError;
+use crate::group::Identities;
 use crate::model::{IngestOutcome, IngestRequest};
 
 /// Stop adding calls to a group past this many records or calls, so one
@@ -73,6 +74,7 @@ impl Committer {
 }
 
 async fn run(pool: PgPool, replica: i32, max_url_bytes: usize, mut queue: mpsc::Receiver<Call>) {
+    let mut identities = Identities::new();
     while let Some(first) = queue.recv().await {
         let mut records = first.request.record_count();
         let mut group = vec![first];
@@ -83,7 +85,7 @@ async fn run(pool: PgPool, replica: i32, max_url_bytes: usize, mut queue: mpsc::
         }
         let requests: Vec<(i64, &IngestRequest)> =
             group.iter().map(|c| (c.agent, &*c.request)).collect();
-        match commit(&pool, replica, max_url_bytes, &requests).await {
+        match commit(&pool, replica, max_url_bytes, &mut identities, &requests).await {
             Ok(outcomes) => {
                 for (call, outcome) in group.into_iter().zip(outcomes) {
                     let _ = call.reply.send(Ok(outcome));
@@ -95,6 +97,7 @@ async fn run(pool: PgPool, replica: i32, max_url_bytes: usize, mut queue: mpsc::
                         &pool,
                         replica,
                         max_url_bytes,
+                        &mut identities,
                         &[(call.agent, &*call.request)],
                     )
                     .await

@@ -33,16 +33,17 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use jiff::Timestamp;
 use sqlx::postgres::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::text::encode;
-use super::{col, db};
+use super::{chain, col, db};
 use crate::StoreError;
 use crate::block::{self, Block};
 use crate::convert::count_to_sql;
 use crate::counters::Counters;
-use crate::group::{Group, Lookup, Plan, SideWrite};
+use crate::group::{Group, Identities, Lookup, Plan, SideWrite};
 use crate::intervals::IntervalSet;
 use crate::model::{IngestOutcome, IngestRequest, LossSource, RecordId};
 
@@ -62,9 +63,13 @@ pub(super) async fn commit(
     pool: &PgPool,
     replica: i32,
     max_url_bytes: usize,
+    identities: &mut Identities,
     requests: &[(i64, &IngestRequest)],
 ) -> Result<Vec<IngestOutcome>, StoreError> {
     let mut conn = pool.acquire().await.map_err(db(CTX))?;
+    // What the chain hashes of each record's origin: agents never move, so
+    // the caller's cache stays valid and the lookup stays out of the lock.
+    chain::fill_identities(&mut conn, identities, requests.iter().map(|(a, _)| *a)).await?;
     // Built before the lock, so that building and encoding overlap with
     // other replicas' commits; valid when what it read has not changed by
     // the time the lock is held (checked below). A group that carries
@@ -85,6 +90,13 @@ pub(super) async fn commit(
     };
     plan.shift(next_record_id(&mut tx).await?);
     let outcomes = std::mem::take(&mut plan.outcomes);
+    // The group's one link, after the head as it stands under the lock.
+    if plan.ids.is_some() {
+        let head = chain::head(&mut tx).await?;
+        if let Some(link) = plan.chain_link(identities, &head, Timestamp::now())? {
+            chain::insert_link(&mut tx, &link).await?;
+        }
+    }
     write(&mut tx, &pre, plan, replica).await?;
     tx.commit().await.map_err(db(CTX))?;
     Ok(outcomes)

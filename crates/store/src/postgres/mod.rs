@@ -45,6 +45,7 @@
 //! first's batch ids and sequence ranges, and stores them once. Text is
 //! stored with NUL escaped ([`text`]).
 
+mod chain;
 mod committer;
 mod ingest;
 mod outbox;
@@ -68,6 +69,7 @@ use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::chain::{ChainLink, Checkpoint};
 use crate::migrations::{Step, migrator};
 use crate::model::{
     ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
@@ -115,6 +117,11 @@ const MIGRATIONS: &[Step] = &[
         6,
         "blocks",
         include_str!("../../migrations/postgres/0006_blocks.sql"),
+    ),
+    (
+        7,
+        "record chain",
+        include_str!("../../migrations/postgres/0007_chain.sql"),
     ),
 ];
 
@@ -194,6 +201,7 @@ impl PgStore {
             .await
             .map_err(db("connecting to the database"))?;
         upgrade::upgrade(&pool).await?;
+        chain::open(&pool).await?;
         let replica = liveness.replica();
         Ok(PgStore {
             committer: Committer::start(pool.clone(), replica, store_options.max_url_bytes),
@@ -432,5 +440,25 @@ impl Store for PgStore {
 
     fn local_commits(&self) -> watch::Receiver<RecordId> {
         self.commits.subscribe()
+    }
+
+    fn chain_links(&self, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<ChainLink>> {
+        Box::pin(chain::links(&self.pool, after_seq, limit))
+    }
+
+    fn chain_head(&self) -> StoreFuture<'_, Option<ChainLink>> {
+        Box::pin(chain::last_link(&self.pool))
+    }
+
+    fn add_checkpoint(&self, checkpoint: Checkpoint) -> StoreFuture<'_, Checkpoint> {
+        Box::pin(chain::insert_checkpoint(&self.pool, checkpoint))
+    }
+
+    fn checkpoints(&self, after_id: i64, limit: u32) -> StoreFuture<'_, Vec<Checkpoint>> {
+        Box::pin(chain::checkpoints(&self.pool, after_id, limit))
+    }
+
+    fn latest_checkpoint(&self) -> StoreFuture<'_, Option<Checkpoint>> {
+        Box::pin(chain::latest_checkpoint(&self.pool))
     }
 }

@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnection, PgPool};
 
 use super::ingest::{BEGIN_LOCKED, add_hosts, insert_blocks};
 use super::text::{decode_opt, encode};
-use super::{col, db, outbox};
+use super::{chain, col, db, outbox};
 use crate::StoreError;
 use crate::block::{self, Block};
 use crate::convert::{count_to_sql, nanos};
@@ -133,6 +133,15 @@ pub(super) async fn purge(
     }
     if !rewritten.is_empty() {
         insert_blocks(&mut tx, &rewritten).await?;
+    }
+    if !purged_ids.is_empty() {
+        // The tombstone: what went, chained after the head at the cut.
+        let head = chain::head(&mut tx).await?;
+        let mut sorted = purged_ids.clone();
+        sorted.sort_unstable();
+        let ranges = crate::intervals::runs(sorted);
+        let link = crate::chain::purge_link(&head, &ranges, Timestamp::now());
+        chain::insert_link(&mut tx, &link).await?;
     }
     out.unprinted_lines = outbox::remove(&mut tx, &purged_ids)
         .await

@@ -14,6 +14,7 @@
 //! - Schema: `migrations/sqlite`, embedded and applied at open; a database of
 //!   an earlier release has its records converted once ([`upgrade`]).
 
+mod chain;
 mod counters;
 mod db;
 mod ingest;
@@ -40,6 +41,7 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::chain::{ChainLink, Checkpoint};
 use crate::migrations::{Step, migrator};
 use crate::model::{
     ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
@@ -88,9 +90,14 @@ const MIGRATIONS: &[Step] = &[
         include_str!("../../migrations/sqlite/0005_blocks.sql"),
     ),
     (
-        6,
+        10,
+        "record chain",
+        include_str!("../../migrations/sqlite/0010_chain.sql"),
+    ),
+    (
+        11,
         "denied host totals",
-        include_str!("../../migrations/sqlite/0006_denied_host_totals.sql"),
+        include_str!("../../migrations/sqlite/0011_denied_host_totals.sql"),
     ),
 ];
 
@@ -506,5 +513,28 @@ impl Store for SqliteStore {
 
     fn local_commits(&self) -> watch::Receiver<RecordId> {
         self.commits.subscribe()
+    }
+
+    fn chain_links(&self, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<ChainLink>> {
+        Box::pin(self.read(move |conn| chain::links(conn, after_seq, limit)))
+    }
+
+    fn chain_head(&self) -> StoreFuture<'_, Option<ChainLink>> {
+        Box::pin(self.read(chain::last_link))
+    }
+
+    fn add_checkpoint(&self, checkpoint: Checkpoint) -> StoreFuture<'_, Checkpoint> {
+        Box::pin(async move {
+            self.submit(|reply| Job::Checkpoint(Box::new(checkpoint), reply))
+                .await
+        })
+    }
+
+    fn checkpoints(&self, after_id: i64, limit: u32) -> StoreFuture<'_, Vec<Checkpoint>> {
+        Box::pin(self.read(move |conn| chain::checkpoints(conn, after_id, limit)))
+    }
+
+    fn latest_checkpoint(&self) -> StoreFuture<'_, Option<Checkpoint>> {
+        Box::pin(self.read(chain::latest_checkpoint))
     }
 }

@@ -29,10 +29,12 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::chain::{self as chain_sql, Identities};
 use super::db::{self, Ctx, NEXT_RECORD_ID, PRINTED_THROUGH};
 use super::ingest::{self, Queries};
 use super::purge;
 use crate::StoreError;
+use crate::chain::{self, ChainHead, Checkpoint};
 use crate::convert::nanos;
 use crate::group::Group;
 use crate::intervals::IntervalSet;
@@ -54,6 +56,8 @@ pub(super) enum Job {
     /// One retention pass: records received before the time, at most so
     /// many.
     Purge(Timestamp, u32, Reply<PurgeOutcome>),
+    /// Store a signed checkpoint.
+    Checkpoint(Box<Checkpoint>, Reply<Checkpoint>),
     /// Finish what is queued before, then close the connection.
     Close(oneshot::Sender<()>),
 }
@@ -70,6 +74,7 @@ impl Job {
         match self {
             Job::Ingest(_, reply) => drop(reply.send(Err(error))),
             Job::Purge(_, _, reply) => drop(reply.send(Err(error))),
+            Job::Checkpoint(_, reply) => drop(reply.send(Err(error))),
             Job::MarkPrinted(_, reply) | Job::Contact(_, _, reply) => drop(reply.send(Err(error))),
             Job::Close(reply) => drop(reply.send(())),
         }
@@ -80,6 +85,7 @@ impl Job {
 enum Done {
     Ingest(Result<usize, StoreError>),
     Purge(PurgeOutcome),
+    Checkpoint(Checkpoint),
     Unit(Result<(), StoreError>),
 }
 
@@ -112,13 +118,17 @@ pub(super) struct Writer {
     agents: HashMap<Uuid, i64>,
     next_id: RecordId,
     lines: Lines,
+    /// Where the record chain stands (what the next link extends).
+    chain: ChainHead,
+    identities: Identities,
     options: StoreOptions,
 }
 
 impl Writer {
     /// Takes over the write connection; reads where ids and lines stand.
-    pub(super) fn new(conn: Connection, options: StoreOptions) -> Result<Writer, StoreError> {
+    pub(super) fn new(mut conn: Connection, options: StoreOptions) -> Result<Writer, StoreError> {
         let ctx = "reading the writer's state";
+        let chain = chain_sql::open(&mut conn)?;
         let max_id: Option<i64> = conn
             .query_row("SELECT max(last_id) FROM blocks", [], |row| row.get(0))
             .ctx(ctx)?;
@@ -146,6 +156,8 @@ impl Writer {
                 due,
                 printed_through,
             },
+            chain,
+            identities: Identities::default(),
             options,
         })
     }
@@ -199,12 +211,14 @@ impl Writer {
     fn apply(&mut self, jobs: &[Job]) -> Result<Vec<(Done, Option<IngestOutcome>)>, StoreError> {
         let ctx = "committing to the database";
         let mut agents = std::mem::take(&mut self.agents);
+        let mut identities = std::mem::take(&mut self.identities);
         let result = (|| {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .ctx(ctx)?;
             let mut lines = self.lines.clone();
+            let mut head = self.chain;
             let mut group = Group::new(self.options.max_url_bytes);
             let mut done = Vec::with_capacity(jobs.len());
             for job in jobs {
@@ -221,6 +235,13 @@ impl Writer {
                         let pass = purge::pass(&tx, nanos(*cutoff), *max_rows, &lines.due)?;
                         for &(first, last) in &pass.ids {
                             lines.due.remove(first, last);
+                        }
+                        if !pass.ids.is_empty() {
+                            // The tombstone: what went, chained after the
+                            // head at the cut.
+                            let link = chain::purge_link(&head, &pass.ids, Timestamp::now());
+                            chain_sql::insert_link(&tx, &link)?;
+                            head = head.after(&link);
                         }
                         Done::Purge(pass.outcome)
                     }
@@ -243,12 +264,23 @@ impl Writer {
                             }
                         }
                     }
+                    Job::Checkpoint(checkpoint, _) => {
+                        let mut stored = (**checkpoint).clone();
+                        stored.id = chain_sql::insert_checkpoint(&tx, &stored)?;
+                        Done::Checkpoint(stored)
+                    }
                     Job::Close(_) => Done::Unit(Ok(())),
                 });
             }
             let mut finished = group.finish(self.next_id);
             let outcomes = std::mem::take(&mut finished.outcomes);
             let ids = finished.ids;
+            // One link per group commit, in its transaction.
+            let known = identities.fill(&tx, finished.agents())?;
+            if let Some(link) = finished.chain_link(known, &head, Timestamp::now())? {
+                chain_sql::insert_link(&tx, &link)?;
+                head = head.after(&link);
+            }
             ingest::write(&tx, finished)?;
             let mut next_id = self.next_id;
             if let Some((first, last)) = ids {
@@ -273,12 +305,14 @@ impl Writer {
                     (d, outcome)
                 })
                 .collect();
-            Ok((done, lines, next_id))
+            Ok((done, lines, next_id, head))
         })();
         self.agents = agents;
-        let (done, lines, next_id) = result?;
+        self.identities = identities;
+        let (done, lines, next_id, head) = result?;
         self.lines = lines;
         self.next_id = next_id;
+        self.chain = head;
         Ok(done)
     }
 }
@@ -336,6 +370,7 @@ fn reply_all(jobs: Vec<Job>, done: Vec<(Done, Option<IngestOutcome>)>) {
                 drop(reply.send(result));
             }
             (Job::Purge(_, _, reply), Done::Purge(outcome)) => drop(reply.send(Ok(outcome))),
+            (Job::Checkpoint(_, reply), Done::Checkpoint(stored)) => drop(reply.send(Ok(stored))),
             (Job::MarkPrinted(_, reply) | Job::Contact(_, _, reply), Done::Unit(result)) => {
                 drop(reply.send(result))
             }

@@ -7,10 +7,12 @@
 
 #![allow(dead_code)]
 
+mod chain;
 mod queries;
 mod reports;
 mod retention;
 
+pub use chain::*;
 pub use queries::*;
 pub use reports::*;
 pub use retention::*;
@@ -96,6 +98,18 @@ macro_rules! suite {
     };
 }
 pub(crate) use suite;
+
+/// The record chain's tests.
+macro_rules! chain_suite {
+    ($factory:expr) => {
+        conformance::suite!(@tests $factory;
+            every_committed_record_is_chained,
+            retention_leaves_a_tombstone_and_the_rest_checks,
+            checkpoints_are_stored_and_listed,
+        );
+    };
+}
+pub(crate) use chain_suite;
 
 // ---- helpers -------------------------------------------------------------
 

@@ -295,6 +295,7 @@ async fn start_server(plan: &Plan, lines: Arc<Lines>) -> Result<(Pipeline, Strin
     );
     config.log_format = LineFormat::Text;
     config.shutdown_grace = SERVER_GRACE;
+    config.signing_key = Some((plan.data_dir.join("signing-key"), true));
     let server = warden_server::Server::start(config, listener, lines)
         .await
         .map_err(control_plane)?;

@@ -11,6 +11,7 @@ pub mod boundary;
 pub mod connection;
 pub mod dev;
 pub mod emit;
+pub mod evidence;
 pub mod failure;
 pub mod logs;
 pub mod process;

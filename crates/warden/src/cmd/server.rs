@@ -82,6 +82,10 @@ pub struct Args {
     #[arg(long, env = "WARDEN_MAX_URL_BYTES", default_value_t = warden_store::DEFAULT_MAX_URL_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(256..=(1 << 24)))]
     max_url_bytes: u64,
+    /// The checkpoint signing key (Ed25519 PKCS#8, mode 0600; default:
+    /// <data-dir>/signing-key, generated on first start).
+    #[arg(long, env = "WARDEN_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +148,10 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
     config.connections.check()?;
     config.max_response_bytes = args.max_response_bytes;
     config.limits.max_url_bytes = usize::try_from(args.max_url_bytes).unwrap_or(usize::MAX);
+    config.signing_key = Some(match args.signing_key {
+        Some(path) => (path, false),
+        None => (args.data_dir.join("signing-key"), true),
+    });
     Ok(Prepared {
         config,
         addr,

@@ -1,0 +1,376 @@
+//! Export bundles: records, the chain links that commit them and the
+//! checkpoints that sign the links, in one file that verifies offline.
+//!
+//! JSON lines: a header (`format`, the filter, the signing keys), then
+//! each link (`{"link": ...}`) followed by its records in id order: those
+//! the filter selects in full (`{"record": ...}`), the others by their leaf
+//! hash alone (`{"leaf": [id, hex]}`), so the link's hash can be recomputed
+//! without disclosing them. Links with no selected record carry no records
+//! and no tags (their heads still chain). Then every checkpoint
+//! (`{"checkpoint": ...}`).
+
+use std::io::{BufRead, Write};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use warden_proto::domain::{Decision, EventTime, Peer};
+use warden_store::chain::check::Checker;
+use warden_store::chain::{ChainHead, ChainLink, Checkpoint, Hash, LinkKind, RecordView};
+use warden_store::{Order, RecordQuery, Store, StoredRecord};
+
+use crate::EvidenceError;
+use crate::checkpoint::CheckpointFile;
+use crate::key::PublicKey;
+
+/// The header's `format`.
+pub const FORMAT: &str = "warden-bundle-v1";
+
+/// Which records a bundle holds in full.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Filter {
+    /// Effective time (event time, else receive time) at or after this.
+    pub since: Option<Timestamp>,
+    /// Effective time before this.
+    pub until: Option<Timestamp>,
+    /// Only this workspace.
+    pub workspace_id: Option<Uuid>,
+}
+
+impl Filter {
+    fn selects(&self, r: &StoredRecord) -> bool {
+        let t = r.event_time.known().unwrap_or(r.received_at);
+        self.since.is_none_or(|s| t >= s)
+            && self.until.is_none_or(|u| t < u)
+            && self.workspace_id.is_none_or(|w| w == r.workspace_id)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: String,
+    created: Timestamp,
+    filter: Filter,
+    /// Keys that signed the checkpoints, `ed25519:<hex>`.
+    public_keys: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LinkJson {
+    seq: i64,
+    kind: u8,
+    first_id: i64,
+    last_id: i64,
+    records: i64,
+    records_hash: String,
+    detail: String,
+    committed_ns: i64,
+    head: String,
+}
+
+/// A record in full: every field the chain's encoding covers, plus names.
+#[derive(Serialize, Deserialize)]
+struct RecordJson {
+    id: i64,
+    workspace_id: Uuid,
+    workspace_name: String,
+    workspace_owner: String,
+    agent_id: Uuid,
+    agent_name: String,
+    batch_id: Uuid,
+    session_id: Option<String>,
+    sequence_number: i32,
+    /// `known`, `missing` or `out_of_range`.
+    event_kind: String,
+    event_seconds: i64,
+    event_nanos: i32,
+    received_at: Timestamp,
+    agent_received_at: Timestamp,
+    allowed: bool,
+    conflict: bool,
+    method: String,
+    url: String,
+    url_original_bytes: Option<u64>,
+    matched_rule: String,
+    process: String,
+    peer_uid: u32,
+    peer_gid: u32,
+    peer_pid: i32,
+    peer_comm: String,
+    peer_exe: String,
+    policy_digest: Option<String>,
+}
+
+impl RecordJson {
+    fn of(r: StoredRecord) -> RecordJson {
+        let (event_kind, event_seconds, event_nanos) = match r.event_time {
+            EventTime::Known(t) => ("known", t.as_second(), t.subsec_nanosecond()),
+            EventTime::Missing => ("missing", 0, 0),
+            EventTime::OutOfRange { seconds, nanos } => ("out_of_range", seconds, nanos),
+        };
+        RecordJson {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            workspace_name: r.workspace_name,
+            workspace_owner: r.workspace_owner,
+            agent_id: r.agent_id,
+            agent_name: r.agent_name,
+            batch_id: r.batch_id,
+            session_id: r.session_id,
+            sequence_number: r.sequence_number,
+            event_kind: event_kind.into(),
+            event_seconds,
+            event_nanos,
+            received_at: r.received_at,
+            agent_received_at: r.agent_received_at,
+            allowed: r.decision.is_allowed(),
+            conflict: r.conflict,
+            method: r.method,
+            url: r.url,
+            url_original_bytes: r.url_original_bytes,
+            matched_rule: r.matched_rule,
+            process: r.process,
+            peer_uid: r.peer.uid,
+            peer_gid: r.peer.gid,
+            peer_pid: r.peer.pid,
+            peer_comm: r.peer.comm,
+            peer_exe: r.peer.exe,
+            policy_digest: r.policy_digest,
+        }
+    }
+
+    fn into_record(self) -> Result<StoredRecord, EvidenceError> {
+        let event_time = match self.event_kind.as_str() {
+            "known" => EventTime::Known(
+                Timestamp::new(self.event_seconds, self.event_nanos)
+                    .map_err(|_| malformed("an event time out of range marked known"))?,
+            ),
+            "missing" => EventTime::Missing,
+            "out_of_range" => EventTime::OutOfRange {
+                seconds: self.event_seconds,
+                nanos: self.event_nanos,
+            },
+            other => return Err(malformed(&format!("unknown event kind {other:?}"))),
+        };
+        Ok(StoredRecord {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            workspace_name: self.workspace_name,
+            workspace_owner: self.workspace_owner,
+            agent_id: self.agent_id,
+            agent_name: self.agent_name,
+            batch_id: self.batch_id,
+            session_id: self.session_id,
+            sequence_number: self.sequence_number,
+            event_time,
+            received_at: self.received_at,
+            agent_received_at: self.agent_received_at,
+            agent_time_suspect: false,
+            committed_at: self.received_at,
+            decision: Decision::from_allowed(self.allowed),
+            method: self.method,
+            url: self.url,
+            url_original_bytes: self.url_original_bytes,
+            matched_rule: self.matched_rule,
+            process: self.process,
+            peer: Peer {
+                uid: self.peer_uid,
+                gid: self.peer_gid,
+                pid: self.peer_pid,
+                comm: self.peer_comm,
+                exe: self.peer_exe,
+            },
+            policy_digest: self.policy_digest,
+            conflict: self.conflict,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Line {
+    Link(LinkJson),
+    Record(Box<RecordJson>),
+    Leaf(i64, String),
+    Checkpoint(CheckpointFile),
+}
+
+fn malformed(what: &str) -> EvidenceError {
+    EvidenceError::Malformed(format!("bundle: {what}"))
+}
+
+fn link_json(l: &ChainLink, with_detail: bool) -> LinkJson {
+    LinkJson {
+        seq: l.seq,
+        kind: l.kind.code(),
+        first_id: l.first_id,
+        last_id: l.last_id,
+        records: l.records,
+        records_hash: hex::encode(l.records_hash),
+        detail: if with_detail || l.kind == LinkKind::Purge {
+            hex::encode(&l.detail)
+        } else {
+            String::new()
+        },
+        committed_ns: l.committed_ns,
+        head: hex::encode(l.head),
+    }
+}
+
+fn hash_of(s: &str) -> Result<Hash, EvidenceError> {
+    hex::decode(s)
+        .ok()
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| malformed("a hash is 64 hex digits"))
+}
+
+fn write_line(out: &mut impl Write, line: &impl Serialize) -> Result<(), EvidenceError> {
+    serde_json::to_writer(&mut *out, line)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|cause| EvidenceError::Io {
+            context: "writing the bundle".into(),
+            cause,
+        })
+}
+
+/// What an export wrote.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Exported {
+    /// Records in full.
+    pub records: u64,
+    /// Records by leaf only.
+    pub leaves: u64,
+    /// Links.
+    pub links: u64,
+    /// Checkpoints.
+    pub checkpoints: u64,
+}
+
+/// Writes a bundle of `store`'s records `filter` selects.
+pub async fn export(
+    store: &dyn Store,
+    filter: &Filter,
+    out: &mut impl Write,
+) -> Result<Exported, EvidenceError> {
+    let mut links = Vec::new();
+    loop {
+        let after = links.last().map_or(-1, |l: &ChainLink| l.seq);
+        let page = store.chain_links(after, 10_000).await?;
+        if page.is_empty() {
+            break;
+        }
+        links.extend(page);
+    }
+    let checkpoints = crate::verify::all_checkpoints(store).await?;
+    let mut keys: Vec<String> = Vec::new();
+    for c in &checkpoints {
+        if let Ok(k) = PublicKey::from_bytes(&c.public_key) {
+            let k = k.to_file().trim().to_owned();
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    write_line(
+        out,
+        &Header {
+            format: FORMAT.into(),
+            created: Timestamp::now(),
+            filter: filter.clone(),
+            public_keys: keys,
+        },
+    )?;
+    let mut done = Exported::default();
+    let mut buf = Vec::new();
+    for link in &links {
+        done.links += 1;
+        if link.kind != LinkKind::Records || link.records == 0 {
+            write_line(out, &Line::Link(link_json(link, true)))?;
+            continue;
+        }
+        let records = store
+            .records(RecordQuery {
+                after_id: Some(link.first_id - 1),
+                before_id: Some(link.last_id + 1),
+                order: Order::OldestFirst,
+                limit: u32::try_from(link.records).unwrap_or(u32::MAX),
+                ..RecordQuery::default()
+            })
+            .await?;
+        let any = records.iter().any(|r| filter.selects(r));
+        write_line(out, &Line::Link(link_json(link, any)))?;
+        if !any {
+            continue;
+        }
+        for r in records {
+            if filter.selects(&r) {
+                done.records += 1;
+                write_line(out, &Line::Record(Box::new(RecordJson::of(r))))?;
+            } else {
+                done.leaves += 1;
+                let leaf = RecordView::of(&r).leaf(&mut buf);
+                write_line(out, &Line::Leaf(r.id, hex::encode(leaf)))?;
+            }
+        }
+    }
+    for c in &checkpoints {
+        done.checkpoints += 1;
+        write_line(out, &Line::Checkpoint(CheckpointFile::of(c)))?;
+    }
+    Ok(done)
+}
+
+/// Reads a bundle into a checker (links and records fed) and its
+/// checkpoints.
+pub fn read(input: impl BufRead) -> Result<(Checker, Vec<Checkpoint>), EvidenceError> {
+    let mut lines = input.lines();
+    let io = |cause| EvidenceError::Io {
+        context: "reading the bundle".into(),
+        cause,
+    };
+    let header: Header = match lines.next() {
+        Some(line) => serde_json::from_str(&line.map_err(io)?)
+            .map_err(|e| malformed(&format!("bad header: {e}")))?,
+        None => return Err(malformed("empty file")),
+    };
+    if header.format != FORMAT {
+        return Err(malformed(&format!(
+            "format {:?}, expected {FORMAT:?}",
+            header.format
+        )));
+    }
+    let mut links = Vec::new();
+    let mut entries: Vec<Line> = Vec::new();
+    let mut checkpoints = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let line = line.map_err(io)?;
+        let parsed: Line =
+            serde_json::from_str(&line).map_err(|e| malformed(&format!("line {}: {e}", n + 2)))?;
+        match parsed {
+            Line::Link(l) => links.push(ChainLink {
+                seq: l.seq,
+                kind: LinkKind::from_code(i64::from(l.kind))
+                    .ok_or_else(|| malformed("unknown link kind"))?,
+                first_id: l.first_id,
+                last_id: l.last_id,
+                records: l.records,
+                records_hash: hash_of(&l.records_hash)?,
+                detail: hex::decode(&l.detail).map_err(|_| malformed("link detail"))?,
+                committed_ns: l.committed_ns,
+                head: hash_of(&l.head)?,
+            }),
+            Line::Checkpoint(c) => checkpoints.push(c.to_checkpoint()?),
+            entry => entries.push(entry),
+        }
+    }
+    let mut checker = Checker::new(links, ChainHead::EMPTY, true);
+    for entry in entries {
+        match entry {
+            Line::Record(r) => checker.record(r.into_record()?),
+            Line::Leaf(id, hash) => checker.leaf(id, hash_of(&hash)?),
+            _ => {}
+        }
+    }
+    Ok((checker, checkpoints))
+}

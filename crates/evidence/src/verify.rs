@@ -1,0 +1,221 @@
+//! Verification: the chain's integrity (the store's checker), every stored
+//! checkpoint's signature and its agreement with the chain, and, against
+//! what the auditor trusts (a public key, a kept checkpoint), authenticity.
+//! The result is a [`Report`]: a one-line verdict and each problem.
+
+use warden_store::chain::Checkpoint;
+use warden_store::chain::check::{Checker, Counts};
+
+use crate::checkpoint::{CheckpointFile, signature_holds};
+use crate::key::PublicKey;
+
+/// What the auditor trusts.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    /// Checkpoints must be signed by this key.
+    pub key: Option<PublicKey>,
+    /// The chain must extend this checkpoint (kept elsewhere).
+    pub checkpoint: Option<CheckpointFile>,
+}
+
+/// How far the signatures vouch for the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authenticity {
+    /// A checkpoint signed by a trusted key (or the trusted checkpoint)
+    /// covers the chain through this record id.
+    Established {
+        /// The key id.
+        key_id: String,
+        /// The last record id a trusted signature covers.
+        through: i64,
+    },
+    /// Nothing the auditor trusts was given, or nothing trusted matched.
+    NotEstablished,
+}
+
+/// The outcome of a verification.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Every problem, one line each (record problems name the record).
+    pub problems: Vec<String>,
+    /// What the chain check went through.
+    pub counts: Counts,
+    /// Checkpoints whose signature and head hold.
+    pub good_checkpoints: usize,
+    /// Key ids that signed good checkpoints.
+    pub keys: Vec<String>,
+    /// The last record id a good checkpoint covers.
+    pub signed_through: Option<i64>,
+    /// The last record id the chain covers.
+    pub chain_through: i64,
+    /// Against the trust given.
+    pub authenticity: Authenticity,
+    /// Whether any trust was given.
+    pub trust_given: bool,
+}
+
+impl Report {
+    /// Whether everything holds.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The one-line verdict.
+    pub fn verdict(&self) -> String {
+        let c = &self.counts;
+        let mut out = if self.ok() {
+            format!(
+                "OK: {} records in {} chain links verified ({} purged by retention, {} checkpoints)",
+                c.records + c.leaves,
+                c.links,
+                c.purged,
+                self.good_checkpoints
+            )
+        } else {
+            format!(
+                "FAILED: {} problem{} in {} records and {} chain links",
+                self.problems.len(),
+                if self.problems.len() == 1 { "" } else { "s" },
+                c.records + c.leaves,
+                c.links
+            )
+        };
+        match &self.authenticity {
+            Authenticity::Established { key_id, through } => out.push_str(&format!(
+                "; checkpoints signed by the trusted key {key_id} cover records through {through}"
+            )),
+            Authenticity::NotEstablished if self.trust_given => out.push_str(
+                "; authenticity NOT established: no checkpoint signed by the trusted key matches the chain",
+            ),
+            Authenticity::NotEstablished => out.push_str(
+                "; integrity only: authenticity NOT established (give --trusted-key or --trusted-checkpoint)",
+            ),
+        }
+        if let Some(through) = self.signed_through
+            && self.chain_through > through
+        {
+            out.push_str(&format!(
+                "; records after {through} are not covered by a checkpoint yet"
+            ));
+        }
+        out
+    }
+}
+
+/// Checks `checkpoints` against the chain `checker` holds, then finishes
+/// the chain check.
+pub fn verify(checker: Checker, checkpoints: &[Checkpoint], trust: &Trust) -> Report {
+    let end = checker.end();
+    let last_seq = end.next_seq - 1;
+    let mut problems = Vec::new();
+    let mut good = 0;
+    let mut keys: Vec<String> = Vec::new();
+    let mut signed_through = None;
+    let mut authentic: Option<(String, i64)> = None;
+    let trusted_key = trust.key.map(|k| k.0.to_vec());
+
+    let check = |c: &Checkpoint, what: &str, problems: &mut Vec<String>| -> bool {
+        if !signature_holds(c) {
+            problems.push(format!(
+                "{what} (link {}): its signature does not verify: replaced or forged",
+                c.link_seq
+            ));
+            return false;
+        }
+        if let Some(key) = &trusted_key
+            && &c.public_key != key
+        {
+            problems.push(format!(
+                "{what} (link {}): signed by key {}, not the trusted key (foreign key)",
+                c.link_seq, c.key_id
+            ));
+            return false;
+        }
+        match checker.head_of(c.link_seq) {
+            Some(head) if head == c.head => true,
+            Some(_) => {
+                problems.push(format!(
+                    "{what}: the chain's link {} is not the one signed: the chain was rewritten before record {}",
+                    c.link_seq,
+                    c.last_id + 1
+                ));
+                false
+            }
+            None if c.link_seq > last_seq => {
+                problems.push(format!(
+                    "truncated after {what}: it signed link {} (records through {}), the chain ends at link {last_seq} (record {})",
+                    c.link_seq, c.last_id, end.last_id
+                ));
+                false
+            }
+            // Before a partial chain's first link (an export): nothing to
+            // compare it with.
+            None => false,
+        }
+    };
+
+    for c in checkpoints {
+        if check(c, &format!("checkpoint {}", c.id), &mut problems) {
+            good += 1;
+            if !keys.contains(&c.key_id) {
+                keys.push(c.key_id.clone());
+            }
+            signed_through = signed_through.max(Some(c.last_id));
+            if trusted_key.is_some() && authentic.as_ref().is_none_or(|(_, t)| c.last_id > *t) {
+                authentic = Some((c.key_id.clone(), c.last_id));
+            }
+        }
+    }
+    if let Some(file) = &trust.checkpoint {
+        match file.to_checkpoint() {
+            Err(e) => problems.push(format!("the trusted checkpoint: {e}")),
+            Ok(c) => {
+                if check(&c, "the trusted checkpoint", &mut problems)
+                    && authentic.as_ref().is_none_or(|(_, t)| c.last_id > *t)
+                {
+                    authentic = Some((c.key_id.clone(), c.last_id));
+                }
+            }
+        }
+    }
+    let (chain_problems, counts) = checker.finish();
+    problems.extend(chain_problems.iter().map(ToString::to_string));
+    Report {
+        problems,
+        counts,
+        good_checkpoints: good,
+        keys,
+        signed_through,
+        chain_through: end.last_id,
+        authenticity: match authentic {
+            Some((key_id, through)) => Authenticity::Established { key_id, through },
+            None => Authenticity::NotEstablished,
+        },
+        trust_given: trust.key.is_some() || trust.checkpoint.is_some(),
+    }
+}
+
+/// Verifies a store (offline: a data dir's database).
+pub async fn verify_store(
+    store: &dyn warden_store::Store,
+    trust: &Trust,
+) -> Result<Report, crate::EvidenceError> {
+    let checkpoints = all_checkpoints(store).await?;
+    let checker = warden_store::chain::check::check_store(store).await?;
+    Ok(verify(checker, &checkpoints, trust))
+}
+
+/// Every stored checkpoint.
+pub async fn all_checkpoints(
+    store: &dyn warden_store::Store,
+) -> Result<Vec<Checkpoint>, crate::EvidenceError> {
+    let mut out = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |c: &Checkpoint| c.id);
+        let page = store.checkpoints(after, 10_000).await?;
+        if page.is_empty() {
+            return Ok(out);
+        }
+        out.extend(page);
+    }
+}

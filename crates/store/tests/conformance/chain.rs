@@ -1,0 +1,110 @@
+//! The record chain: every committed record is covered, in commit order,
+//! one link per group commit, and checks clean; retention leaves a tombstone
+//! so that what remains still checks.
+
+use warden_store::chain::check::{Problem, check_store};
+use warden_store::chain::{ChainHead, Checkpoint, LinkKind};
+
+use super::*;
+
+async fn check(store: &dyn Store) -> (Vec<Problem>, warden_store::chain::check::Counts) {
+    check_store(store).await.unwrap().finish()
+}
+
+pub async fn every_committed_record_is_chained(factory: &impl StoreFactory) {
+    let store = factory.open().await;
+    let w = create(&*store, "chained").await;
+    let (problems, counts) = check(&*store).await;
+    assert_eq!(problems, []);
+    assert_eq!(counts.records, 0);
+    // The genesis link exists from the start.
+    let genesis = store.chain_head().await.unwrap().unwrap();
+    assert_eq!((genesis.seq, genesis.records), (0, 0));
+
+    for round in 0..3 {
+        let batches = vec![
+            batch(Some(SESSION), records(round * 10..round * 10 + 10)),
+            batch(None, records(0..3)),
+        ];
+        store.ingest(request(&w, batches)).await.unwrap();
+    }
+    let links = store.chain_links(-1, 100).await.unwrap();
+    assert!(links.len() >= 2, "one link per group commit: {links:?}");
+    assert_eq!(links.iter().map(|l| l.records).sum::<i64>(), 39);
+    let mut prev = ChainHead::EMPTY;
+    for link in &links {
+        assert_eq!(link.seq, prev.next_seq);
+        assert_eq!(link.compute_head(&prev.head), link.head);
+        prev = prev.after(link);
+    }
+    assert_eq!(store.chain_head().await.unwrap().as_ref(), links.last());
+    let (problems, counts) = check(&*store).await;
+    assert_eq!(problems, []);
+    assert_eq!(counts.records, 39);
+    // A re-sent batch adds no record and so no link.
+    let before = store.chain_head().await.unwrap();
+    store
+        .ingest(request(&w, vec![batch(Some(SESSION), records(0..10))]))
+        .await
+        .unwrap();
+    assert_eq!(store.chain_head().await.unwrap(), before);
+    store.close().await.unwrap();
+}
+
+pub async fn retention_leaves_a_tombstone_and_the_rest_checks(factory: &impl StoreFactory) {
+    let store = factory.open().await;
+    let w = create(&*store, "purged").await;
+    for round in 0..4 {
+        store
+            .ingest(request(
+                &w,
+                vec![batch(Some(SESSION), records(round * 5..round * 5 + 5))],
+            ))
+            .await
+            .unwrap();
+    }
+    // Every record was received at `at(10)`: purge some of them.
+    let outcome = store.purge_records_before(at(11), 7).await.unwrap();
+    assert_eq!(outcome.records, 7);
+    let head = store.chain_head().await.unwrap().unwrap();
+    assert_eq!(head.kind, LinkKind::Purge);
+    assert_eq!(head.records, 7);
+    let (problems, counts) = check(&*store).await;
+    assert_eq!(problems, []);
+    assert_eq!((counts.records, counts.purged), (13, 7));
+    store.close().await.unwrap();
+}
+
+pub async fn checkpoints_are_stored_and_listed(factory: &impl StoreFactory) {
+    let store = factory.open().await;
+    assert_eq!(store.latest_checkpoint().await.unwrap(), None);
+    let head = store.chain_head().await.unwrap().unwrap();
+    let mut stored = Vec::new();
+    for i in 0..3 {
+        let c = store
+            .add_checkpoint(Checkpoint {
+                id: 0,
+                link_seq: head.seq,
+                last_id: head.last_id,
+                head: head.head,
+                signed_ns: 1_000 + i,
+                key_id: "k".into(),
+                public_key: vec![1; 32],
+                signature: vec![i as u8; 64],
+            })
+            .await
+            .unwrap();
+        assert!(c.id > stored.last().map_or(0, |s: &Checkpoint| s.id));
+        stored.push(c);
+    }
+    assert_eq!(store.checkpoints(0, 10).await.unwrap(), stored);
+    assert_eq!(
+        store.checkpoints(stored[0].id, 1).await.unwrap(),
+        stored[1..2]
+    );
+    assert_eq!(
+        store.latest_checkpoint().await.unwrap().as_ref(),
+        stored.last()
+    );
+    store.close().await.unwrap();
+}
