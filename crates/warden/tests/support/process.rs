@@ -157,9 +157,15 @@ impl WardenProcess {
     /// Writes a line to the process's stdin.
     pub async fn say(&mut self, text: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is piped");
-        stdin.write_all(text.as_bytes()).await.unwrap();
-        stdin.write_all(b"\n").await.unwrap();
-        stdin.flush().await.unwrap();
+        let written = async {
+            stdin.write_all(text.as_bytes()).await?;
+            stdin.write_all(b"\n").await?;
+            stdin.flush().await
+        }
+        .await;
+        if let Err(e) = written {
+            panic!("writing to {}'s stdin: {e}\n{}", self.name, self.log());
+        }
     }
 
     pub fn signal(&self, signal: Signal) {
@@ -187,7 +193,13 @@ impl WardenProcess {
     /// Waits for the process to exit; its exit code (`None`: a signal). The
     /// rest of its stderr is read first, so `log()` shows all of it.
     pub async fn exit(&mut self) -> Option<i32> {
-        let status = tokio::time::timeout(WAIT, self.child.wait())
+        self.exit_within(WAIT).await
+    }
+
+    /// [`exit`](Self::exit) for a process given `wait` to finish its work
+    /// (an agent draining a large spool on a loaded machine).
+    pub async fn exit_within(&mut self, wait: Duration) -> Option<i32> {
+        let status = tokio::time::timeout(wait, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("{} did not exit:\n{}", self.name, self.log()))
             .unwrap();
