@@ -416,6 +416,33 @@ pub struct SessionReport<R> {
     pub records: Vec<R>,
     /// Present when more records may follow: pass it as `cursor`.
     pub next: Option<String>,
+    /// Its signed completeness verdicts, oldest first: the last one is
+    /// current, earlier ones were superseded (none until the session ended
+    /// or went idle).
+    #[serde(default)]
+    pub verdicts: Vec<VerdictInfo>,
+}
+
+/// A signed session completeness verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictInfo {
+    /// Its position among stored verdicts.
+    pub id: i64,
+    /// `complete`, `complete-except-reported-drops` or `incomplete`.
+    pub verdict: String,
+    /// Whether the client reported the session's end (an idle session
+    /// without one is judged incomplete).
+    pub end_reported: bool,
+    /// When it was signed (RFC 3339).
+    pub signed_at: String,
+    /// The verdict it superseded.
+    pub supersedes: Option<i64>,
+    /// The signing key's id.
+    pub key_id: String,
+    /// The signed statement, as signed.
+    pub statement: String,
+    /// The Ed25519 signature over `statement`, hex.
+    pub signature: String,
 }
 
 /// Denied records of one host.

@@ -1,6 +1,7 @@
 //! Evidence an auditor can check: the control plane's Ed25519 signing key
 //! ([`key`]), signed checkpoints over the record chain ([`checkpoint`]),
-//! export bundles that verify offline ([`bundle`]), and the verification
+//! export bundles that verify offline ([`bundle`]), signed session
+//! completeness verdicts ([`verdict`]), and the verification
 //! that `warden verify` runs ([`verify`]). The chain itself (canonical
 //! record encoding, links, the integrity checker) is the store's:
 //! `warden_store::chain`.
@@ -10,6 +11,7 @@
 pub mod bundle;
 pub mod checkpoint;
 pub mod key;
+pub mod verdict;
 pub mod verify;
 
 /// What can go wrong outside the chain's content.

@@ -42,6 +42,8 @@ pub struct Report {
     pub counts: Counts,
     /// Checkpoints whose signature and head hold.
     pub good_checkpoints: usize,
+    /// Session verdicts checked (their problems are in `problems`).
+    pub verdicts: usize,
     /// Key ids that signed good checkpoints.
     pub keys: Vec<String>,
     /// The last record id a good checkpoint covers.
@@ -65,11 +67,12 @@ impl Report {
         let c = &self.counts;
         let mut out = if self.ok() {
             format!(
-                "OK: {} records in {} chain links verified ({} purged by retention, {} checkpoints)",
+                "OK: {} records in {} chain links verified ({} purged by retention, {} checkpoints, {} session verdicts)",
                 c.records + c.leaves,
                 c.links,
                 c.purged,
-                self.good_checkpoints
+                self.good_checkpoints,
+                self.verdicts
             )
         } else {
             format!(
@@ -184,6 +187,7 @@ pub fn verify(checker: Checker, checkpoints: &[Checkpoint], trust: &Trust) -> Re
         problems,
         counts,
         good_checkpoints: good,
+        verdicts: 0,
         keys,
         signed_through,
         chain_through: end.last_id,
@@ -201,8 +205,32 @@ pub async fn verify_store(
     trust: &Trust,
 ) -> Result<Report, crate::EvidenceError> {
     let checkpoints = all_checkpoints(store).await?;
+    let verdicts = all_verdicts(store).await?;
     let checker = warden_store::chain::check::check_store(store).await?;
-    Ok(verify(checker, &checkpoints, trust))
+    let verdict_problems = crate::verdict::check_all(
+        &verdicts,
+        &checker,
+        trust.key.as_ref().map(|k| k.0.as_slice()),
+    );
+    let mut report = verify(checker, &checkpoints, trust);
+    report.verdicts = verdicts.len();
+    report.problems.extend(verdict_problems);
+    Ok(report)
+}
+
+/// Every stored session verdict, in id order.
+pub async fn all_verdicts(
+    store: &dyn warden_store::Store,
+) -> Result<Vec<warden_store::verdict::SessionVerdict>, crate::EvidenceError> {
+    let mut out: Vec<warden_store::verdict::SessionVerdict> = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |v| v.id);
+        let page = store.verdicts_after(after, 10_000).await?;
+        if page.is_empty() {
+            return Ok(out);
+        }
+        out.extend(page);
+    }
 }
 
 /// Every stored checkpoint.

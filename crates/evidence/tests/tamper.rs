@@ -410,3 +410,105 @@ async fn rewrite_chain(path: &Path) {
         head = head.after(&new);
     }
 }
+
+/// Signs verdicts for sessions "a" (twice: the second supersedes the
+/// first) and "d", as the server's completeness task does, and stores them.
+async fn with_verdicts(path: &Path, key: &SigningKey) -> Vec<i64> {
+    use warden_evidence::verdict;
+    let store = SqliteStore::open(path).await.unwrap();
+    let workspace = store.workspace("dev").await.unwrap().unwrap().id;
+    let head = store.chain_head().await.unwrap().unwrap();
+    let mut ids = Vec::new();
+    let mut previous = None;
+    for session in ["a", "a", "d"] {
+        let summary = store
+            .session_summary(workspace, session)
+            .await
+            .unwrap()
+            .unwrap();
+        let supersedes = if session == "a" { previous } else { None };
+        let v = verdict::sign(key, &summary, &head, head.last_id, supersedes, 1);
+        let stored = store.add_session_verdict(v).await.unwrap();
+        previous = Some(stored.id);
+        ids.push(stored.id);
+    }
+    store.close().await.unwrap();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_forged_or_removed_session_verdicts_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = fixture(dir.path()).await;
+    let ids = with_verdicts(&path, &key).await;
+    let report = verify(&path, &trust(&key)).await;
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.verdicts, 3);
+    assert!(report.verdict().contains("3 session verdicts"));
+
+    // A verdict's statement changed (its verdict words).
+    let conn = sql(&path);
+    let original: String = conn
+        .query_row(
+            "SELECT statement FROM session_verdicts WHERE id = ?1",
+            [ids[2]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    conn.execute(
+        "UPDATE session_verdicts SET statement = replace(statement, 'verdict incomplete', 'verdict complete') WHERE id = ?1",
+        [ids[2]],
+    )
+    .unwrap();
+    let report = verify(&path, &trust(&key)).await;
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(
+        report.problems[0].contains(&format!("session verdict {}", ids[2]))
+            && report.problems[0].contains("signature does not hold"),
+        "{:?}",
+        report.problems
+    );
+
+    // Re-signed, as it was, with another key: a foreign key.
+    let (other, _) = SigningKey::generate().unwrap();
+    let public = other.public_key();
+    let forged = original.replace(
+        &format!("\nkey {}\n", key.public_key().key_id()),
+        &format!("\nkey {}\n", public.key_id()),
+    );
+    conn.execute(
+        "UPDATE session_verdicts SET statement = ?1, key_id = ?2, public_key = ?3, signature = ?4 WHERE id = ?5",
+        rusqlite::params![
+            forged,
+            public.key_id(),
+            public.0.to_vec(),
+            other.sign(forged.as_bytes()),
+            ids[2]
+        ],
+    )
+    .unwrap();
+    let report = verify(&path, &trust(&key)).await;
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("foreign key") && p.contains(&format!("verdict {}", ids[2]))),
+        "{:?}",
+        report.problems
+    );
+
+    // The superseded verdict of "a" removed: the one that superseded it
+    // now names a verdict that is not there.
+    conn.execute("DELETE FROM session_verdicts WHERE id = ?1", [ids[0]])
+        .unwrap();
+    let report = verify(&path, &trust(&key)).await;
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains(&format!("verdict {}", ids[1]))
+                && p.contains("a verdict was removed or replaced")),
+        "{:?}",
+        report.problems
+    );
+}

@@ -39,6 +39,9 @@ pub struct Config {
     /// it there when missing. `None`: a key generated for this run only
     /// (tests and embedders; its checkpoints cannot be trusted later).
     pub signing_key: Option<(PathBuf, bool)>,
+    /// How long a session without a reported end must be idle before its
+    /// completeness verdict is signed (see [`crate::completeness`]).
+    pub session_idle: Duration,
 }
 
 impl Config {
@@ -57,6 +60,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(30),
             retention: None,
             signing_key: None,
+            session_idle: crate::completeness::DEFAULT_IDLE,
         }
     }
 }

@@ -15,6 +15,7 @@ use warden_store::{
     BatchOutcome, DEFAULT_MAX_URL_BYTES, IngestOutcome, IngestRequest, Store, StoreError, bound_url,
 };
 
+use crate::completeness::SessionWatch;
 use crate::line::{LineFormat, LineRecord, PrintQueue, write_line};
 use crate::metrics::{DecisionLabel, Metrics, ReasonLabel, agent_reason_label};
 use crate::plausible;
@@ -37,6 +38,8 @@ pub struct Ingestor {
     tasks: TaskTracker,
     /// The store's URL bound (lines show URLs as stored).
     max_url_bytes: usize,
+    /// Told which sessions each commit touched (for their verdicts).
+    sessions: Option<Arc<SessionWatch>>,
 }
 
 impl Ingestor {
@@ -53,7 +56,14 @@ impl Ingestor {
             metrics,
             tasks: TaskTracker::new(),
             max_url_bytes: DEFAULT_MAX_URL_BYTES,
+            sessions: None,
         }
+    }
+
+    /// Tells `watch` which sessions each commit touched.
+    pub fn with_session_watch(mut self, watch: Arc<SessionWatch>) -> Ingestor {
+        self.sessions = Some(watch);
+        self
     }
 
     /// Lines show URLs cut to `max` bytes, as a store opened with that bound
@@ -87,6 +97,7 @@ impl Ingestor {
             manifest,
             request: Arc::new(request),
             max_url_bytes: self.max_url_bytes,
+            sessions: self.sessions.clone(),
         };
         Ok(self.tasks.spawn(commit.run()).await??)
     }
@@ -106,6 +117,7 @@ struct Commit {
     manifest: Manifest,
     request: Arc<IngestRequest>,
     max_url_bytes: usize,
+    sessions: Option<Arc<SessionWatch>>,
 }
 
 impl Commit {
@@ -128,7 +140,26 @@ impl Commit {
         }
         self.lines.print(lines, outcome.record_ids.clone()).await;
         self.observe(&outcome, started.elapsed());
+        if let Some(watch) = &self.sessions {
+            self.touch(watch);
+        }
         Ok(outcome)
+    }
+
+    /// Every session the request carried records, a status or a loss for.
+    fn touch(&self, watch: &SessionWatch) {
+        let workspace = self.manifest.workspace_id;
+        for batch in &self.request.batches {
+            let sessions = batch
+                .logs
+                .iter()
+                .map(|l| &l.session_id)
+                .chain(batch.client_status.iter().map(|s| &s.session_id))
+                .chain(batch.agent_drops.iter().map(|d| &d.session_id));
+            for session in sessions.flatten() {
+                watch.touch(workspace, session);
+            }
+        }
     }
 
     fn observe(&self, outcome: &IngestOutcome, elapsed: Duration) {

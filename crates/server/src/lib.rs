@@ -35,6 +35,7 @@ pub mod admin_token;
 pub mod agent_auth;
 pub mod auth;
 pub mod checkpoints;
+pub mod completeness;
 pub mod config;
 pub mod connections;
 mod error;

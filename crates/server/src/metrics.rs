@@ -54,6 +54,8 @@ pub struct Metrics {
     /// Times the record chain did not check (the signer found links that
     /// do not extend the last checkpoint).
     pub chain_verify_failures: Counter,
+    /// Session completeness verdicts signed.
+    pub session_verdicts: Counter,
     pub client_dropped: Family<ReasonLabel, Counter>,
     pub agent_dropped_records: Family<ReasonLabel, Counter>,
     pub agent_dropped_frames: Family<ReasonLabel, Counter>,
@@ -91,6 +93,7 @@ impl Metrics {
             records_rejected: Family::default(),
             batches_resent: Counter::default(),
             chain_verify_failures: Counter::default(),
+            session_verdicts: Counter::default(),
             client_dropped: Family::default(),
             agent_dropped_records: Family::default(),
             agent_dropped_frames: Family::default(),
@@ -145,6 +148,11 @@ impl Metrics {
             "chain_verify_failures",
             "Times the record chain did not extend the last signed checkpoint",
             m.chain_verify_failures.clone(),
+        );
+        registry.register(
+            "session_verdicts",
+            "Session completeness verdicts signed",
+            m.session_verdicts.clone(),
         );
         registry.register(
             "client_dropped_records",

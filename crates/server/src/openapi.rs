@@ -550,15 +550,30 @@ fn schemas() -> Value {
         },
         "SessionReport": {
             "type": "object",
-            "required": ["workspace_id", "workspace_name", "session", "gaps", "gaps_truncated", "records", "next"],
+            "required": ["workspace_id", "workspace_name", "session", "gaps", "gaps_truncated", "records", "next", "verdicts"],
             "properties": {
                 "workspace_id": uuid(),
                 "workspace_name": nullable(string()),
                 "session": schema("SessionInfo"),
+                "verdicts": { "type": "array", "items": schema("Verdict"), "description": "The session's signed completeness verdicts, oldest first: the last one is current, earlier ones were superseded (none until the session ended or went idle)." },
                 "gaps": { "type": "array", "items": schema("GapRange"), "description": "Lowest first; numbers retention purged inside the stored span show up here too." },
                 "gaps_truncated": { "type": "boolean", "description": "More gaps exist than listed." },
                 "records": { "type": "array", "items": schema("Record"), "description": "A page of the session's records in sequence order (by sequence number, then id)." },
                 "next": nullable(json!({ "type": "string", "description": "Present when more records may follow: the cursor of the next page." }))
+            }
+        },
+        "Verdict": {
+            "type": "object",
+            "required": ["id", "verdict", "end_reported", "signed_at", "supersedes", "key_id", "statement", "signature"],
+            "properties": {
+                "id": { "type": "integer", "format": "int64", "description": "Its position among stored verdicts." },
+                "verdict": { "type": "string", "enum": ["complete", "complete-except-reported-drops", "incomplete"] },
+                "end_reported": { "type": "boolean", "description": "Whether the client reported the session's end (an idle session without one is judged incomplete)." },
+                "signed_at": { "type": "string", "format": "date-time" },
+                "supersedes": nullable(json!({ "type": "integer", "format": "int64", "description": "The verdict it superseded." })),
+                "key_id": { "type": "string", "description": "The signing key's id." },
+                "statement": { "type": "string", "description": "The signed statement (docs/evidence.md), as signed." },
+                "signature": { "type": "string", "description": "The Ed25519 signature over the statement, hex." }
             }
         },
         "HostCount": {

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use warden_store::Store;
 
 use crate::agent_auth::AgentAuth;
+use crate::completeness::{self, SessionWatch};
 use crate::config::{Config, check_listen};
 use crate::connections::Connections;
 use crate::grpc::{self, AgentService};
@@ -48,8 +49,10 @@ pub struct Server {
     /// Ends the HTTP responses that never finish on their own (record
     /// streams) once shutdown starts.
     streams: CancellationToken,
-    /// Signs checkpoints.
+    /// Signs checkpoints and session verdicts.
     signing_key: Arc<warden_evidence::key::SigningKey>,
+    /// The sessions ingest touched, for their verdicts.
+    session_watch: Arc<SessionWatch>,
 }
 
 impl std::fmt::Debug for Server {
@@ -113,6 +116,7 @@ impl Server {
             printer.shutdown().await;
             return Err(e.into());
         }
+        let session_watch = SessionWatch::new();
         let ingestor = Arc::new(
             Ingestor::new(
                 Arc::clone(&store),
@@ -120,7 +124,8 @@ impl Server {
                 config.log_format,
                 Arc::clone(&metrics),
             )
-            .with_max_url_bytes(config.limits.max_url_bytes),
+            .with_max_url_bytes(config.limits.max_url_bytes)
+            .with_session_watch(Arc::clone(&session_watch)),
         );
         let agent_api = AgentService::new(Arc::clone(&store), Arc::clone(&ingestor), config.limits);
         // The token is checked before the body is read.
@@ -163,6 +168,7 @@ impl Server {
             connections,
             streams,
             signing_key,
+            session_watch,
         })
     }
 
@@ -193,8 +199,17 @@ impl Server {
             connections,
             streams,
             signing_key,
+            session_watch,
             ..
         } = self;
+        let judge = tokio::spawn(completeness::run(
+            Arc::clone(&store),
+            Arc::clone(&signing_key),
+            session_watch,
+            config.session_idle,
+            Arc::clone(&metrics),
+            shutdown.child_token(),
+        ));
         let signer = tokio::spawn(checkpoints::run(
             Arc::clone(&store),
             signing_key,
@@ -227,6 +242,9 @@ impl Server {
         ingestor.drain().await;
         drop(ingestor);
         printer.shutdown().await;
+        if let Err(e) = judge.await {
+            tracing::error!(error = %e, "the session verdict task failed");
+        }
         // Signs the last commits once more before the store closes.
         if let Err(e) = signer.await {
             tracing::error!(error = %e, "the checkpoint task failed");

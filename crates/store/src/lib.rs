@@ -34,6 +34,7 @@ mod sessions;
 pub mod sqlite;
 pub mod store;
 pub mod url;
+pub mod verdict;
 
 use std::sync::Arc;
 

@@ -17,6 +17,7 @@ use crate::model::{
     NewWorkspace, PolicyText, PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity,
     SessionRecordQuery, SessionSummary, StoredRecord, TokenHash, Workspace, WorkspaceActivity,
 };
+use crate::verdict::{SessionKey, SessionVerdict};
 
 /// What store operations return. Boxed so that `dyn Store` works: the server
 /// picks the backend at run time from `--database-url`.
@@ -223,4 +224,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest stored checkpoint.
     fn latest_checkpoint(&self) -> StoreFuture<'_, Option<Checkpoint>>;
+
+    /// Stores a session completeness verdict; returns it with its id.
+    fn add_session_verdict(&self, verdict: SessionVerdict) -> StoreFuture<'_, SessionVerdict>;
+
+    /// A session's verdicts, oldest first (the last one is current).
+    fn session_verdicts<'a>(
+        &'a self,
+        workspace_id: Uuid,
+        session_id: &'a str,
+    ) -> StoreFuture<'a, Vec<SessionVerdict>>;
+
+    /// Every stored verdict with an id above `after_id`, oldest first, at
+    /// most `limit`.
+    fn verdicts_after(&self, after_id: i64, limit: u32) -> StoreFuture<'_, Vec<SessionVerdict>>;
+
+    /// Sessions with records stored after their latest verdict (or without
+    /// one), those stored to longest ago first, at most `limit`.
+    fn sessions_awaiting_verdict(&self, limit: u32) -> StoreFuture<'_, Vec<SessionKey>>;
 }

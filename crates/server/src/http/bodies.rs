@@ -1,8 +1,9 @@
 //! The API's bodies ([`warden_api`]) made from what the store returns. The
 //! API crate knows nothing of the store, so the conversions live here.
 
-use warden_api::records::{GapRange, SessionInfo};
+use warden_api::records::{GapRange, SessionInfo, VerdictInfo};
 use warden_api::workspaces::{LossInfo, WorkspaceInfo};
+use warden_store::verdict::SessionVerdict;
 use warden_store::{Loss, SessionSummary, Workspace};
 
 /// A workspace as listed, with every loss recorded for it.
@@ -59,5 +60,27 @@ pub(crate) fn session_info(s: &SessionSummary) -> SessionInfo {
             .collect(),
         purged: s.purged,
         policy_digest: s.policy_digest.clone(),
+    }
+}
+
+/// A stored session verdict, as the API shows it.
+pub(crate) fn verdict_info(v: &SessionVerdict) -> VerdictInfo {
+    let statement = warden_evidence::verdict::Statement::parse(&v.statement).ok();
+    VerdictInfo {
+        id: v.id,
+        verdict: statement
+            .as_ref()
+            .map_or("unreadable", |s| s.completeness.as_str())
+            .to_owned(),
+        end_reported: statement
+            .as_ref()
+            .is_some_and(|s| s.facts.final_sequence.is_some()),
+        signed_at: jiff::Timestamp::from_nanosecond(i128::from(v.made_ns))
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        supersedes: statement.and_then(|s| s.supersedes),
+        key_id: v.key_id.clone(),
+        statement: v.statement.clone(),
+        signature: hex::encode(&v.signature),
     }
 }

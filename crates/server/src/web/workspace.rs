@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
+use warden_store::verdict::SessionVerdict;
 use warden_store::{SessionRecordQuery, SessionSummary, StoredRecord};
 
 use super::feed::record_row;
@@ -18,6 +19,7 @@ use super::layout::{Nav, error_page, html_response, page, store_failure};
 use super::require_session;
 use super::text::{path_segment, shown};
 use crate::http::AppState;
+use crate::http::bodies::verdict_info;
 use crate::http::cursor::SessionCursor;
 use crate::http::records::workspace_in_path;
 
@@ -184,6 +186,10 @@ pub(super) async fn session(
         Ok(r) => r,
         Err(e) => return store_failure(&chrome, &e),
     };
+    let verdicts = match state.store.session_verdicts(id, &session).await {
+        Ok(v) => v,
+        Err(e) => return store_failure(&chrome, &e),
+    };
     let next = (records.len() == SESSION_PAGE as usize)
         .then(|| records.last())
         .flatten()
@@ -193,7 +199,7 @@ pub(super) async fn session(
         p.crumbs { a href=(format!("/workspaces/{id}")) { "Workspace " (shown(&ws_name)) } }
         h1 { "Session " span.wrap { (shown(&session)) } }
         (session_facts(&summary))
-        (completeness(&summary))
+        (completeness(&verdicts))
         section aria-labelledby="records-h" {
             h2 #records-h { "Records in sequence order" }
             @if after.is_some() { p { "Continued from an earlier page; " a href=(format!("/workspaces/{id}/sessions/{}", path_segment(&session))) { "back to the start" } "." } }
@@ -231,15 +237,45 @@ fn session_facts(s: &SessionSummary) -> Markup {
     }
 }
 
-/// Where the session's completeness verdict goes once the evidence issue
-/// (signed session checkpoints) lands. Until then the page says that no
-/// verdict exists rather than guessing one from the counts above.
-fn completeness(_summary: &SessionSummary) -> Markup {
+/// The session's signed completeness verdict (the latest; earlier ones
+/// listed as superseded), or why there is none yet.
+fn completeness(verdicts: &[SessionVerdict]) -> Markup {
+    let infos: Vec<_> = verdicts.iter().map(verdict_info).collect();
     html! {
         section #completeness aria-labelledby="completeness-h" {
             h2 #completeness-h { "Completeness" }
-            p.muted { "No verdict: this control plane does not sign session checkpoints yet, so completeness is not established. The counts above are what is stored." }
+            @match infos.last() {
+                None => p.muted #verdict { "No verdict yet: the session is judged when its client reports its end, or once it has been idle. The counts above are what is stored." },
+                Some(v) => {
+                    p #verdict .bad[v.verdict == "incomplete"] {
+                        strong { (verdict_words(&v.verdict, v.end_reported)) }
+                        " · signed " (shown(&v.signed_at)) " by key " code { (shown(&v.key_id)) }
+                        " (verdict #" (v.id) ")"
+                    }
+                    @if infos.len() > 1 {
+                        details {
+                            summary { "Superseded verdicts (" (infos.len() - 1) ")" }
+                            ul {
+                                @for old in infos.iter().rev().skip(1) {
+                                    li { "#" (old.id) ": " (verdict_words(&old.verdict, old.end_reported)) ", signed " (shown(&old.signed_at)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
+    }
+}
+
+/// A verdict in words.
+fn verdict_words(verdict: &str, end_reported: bool) -> String {
+    match (verdict, end_reported) {
+        ("complete", _) => "Complete".into(),
+        ("complete-except-reported-drops", _) => "Complete except reported drops".into(),
+        ("incomplete", false) => "Incomplete: no end reported".into(),
+        ("incomplete", true) => "Incomplete: records are missing that nobody reported".into(),
+        (other, _) => other.to_owned(),
     }
 }
 

@@ -56,6 +56,7 @@ mod replica;
 mod report;
 mod text;
 mod upgrade;
+mod verdicts;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -78,6 +79,7 @@ use crate::model::{
     WorkspaceActivity,
 };
 use crate::store::{Store, StoreFuture};
+use crate::verdict::{SessionKey, SessionVerdict};
 use committer::Committer;
 use replica::Liveness;
 
@@ -122,6 +124,11 @@ const MIGRATIONS: &[Step] = &[
         7,
         "record chain",
         include_str!("../../migrations/postgres/0007_chain.sql"),
+    ),
+    (
+        10,
+        "session verdicts",
+        include_str!("../../migrations/postgres/0010_session_verdicts.sql"),
     ),
 ];
 
@@ -460,5 +467,25 @@ impl Store for PgStore {
 
     fn latest_checkpoint(&self) -> StoreFuture<'_, Option<Checkpoint>> {
         Box::pin(chain::latest_checkpoint(&self.pool))
+    }
+
+    fn add_session_verdict(&self, verdict: SessionVerdict) -> StoreFuture<'_, SessionVerdict> {
+        Box::pin(verdicts::add(&self.pool, verdict))
+    }
+
+    fn session_verdicts<'a>(
+        &'a self,
+        workspace_id: Uuid,
+        session_id: &'a str,
+    ) -> StoreFuture<'a, Vec<SessionVerdict>> {
+        Box::pin(verdicts::of_session(&self.pool, workspace_id, session_id))
+    }
+
+    fn verdicts_after(&self, after_id: i64, limit: u32) -> StoreFuture<'_, Vec<SessionVerdict>> {
+        Box::pin(verdicts::after(&self.pool, after_id, limit))
+    }
+
+    fn sessions_awaiting_verdict(&self, limit: u32) -> StoreFuture<'_, Vec<SessionKey>> {
+        Box::pin(verdicts::awaiting(&self.pool, limit))
     }
 }

@@ -23,6 +23,7 @@ mod read;
 mod registry;
 mod report;
 mod upgrade;
+mod verdicts;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,7 @@ use crate::model::{
     WorkspaceActivity,
 };
 use crate::store::{Store, StoreFuture};
+use crate::verdict::{SessionKey, SessionVerdict};
 use db::Ctx;
 use writer::{Job, Writer};
 
@@ -98,6 +100,11 @@ const MIGRATIONS: &[Step] = &[
         11,
         "denied host totals",
         include_str!("../../migrations/sqlite/0011_denied_host_totals.sql"),
+    ),
+    (
+        14,
+        "session verdicts",
+        include_str!("../../migrations/sqlite/0014_session_verdicts.sql"),
     ),
 ];
 
@@ -536,5 +543,29 @@ impl Store for SqliteStore {
 
     fn latest_checkpoint(&self) -> StoreFuture<'_, Option<Checkpoint>> {
         Box::pin(self.read(chain::latest_checkpoint))
+    }
+
+    fn add_session_verdict(&self, verdict: SessionVerdict) -> StoreFuture<'_, SessionVerdict> {
+        Box::pin(async move {
+            self.with_writer(async |conn| verdicts::add(conn, verdict).await)
+                .await
+        })
+    }
+
+    fn session_verdicts<'a>(
+        &'a self,
+        workspace_id: Uuid,
+        session_id: &'a str,
+    ) -> StoreFuture<'a, Vec<SessionVerdict>> {
+        let session_id = session_id.to_owned();
+        Box::pin(self.read(move |conn| verdicts::of_session(conn, workspace_id, &session_id)))
+    }
+
+    fn verdicts_after(&self, after_id: i64, limit: u32) -> StoreFuture<'_, Vec<SessionVerdict>> {
+        Box::pin(self.read(move |conn| verdicts::after(conn, after_id, limit)))
+    }
+
+    fn sessions_awaiting_verdict(&self, limit: u32) -> StoreFuture<'_, Vec<SessionKey>> {
+        Box::pin(self.read(move |conn| verdicts::awaiting(conn, limit)))
     }
 }

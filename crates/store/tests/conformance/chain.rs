@@ -108,3 +108,85 @@ pub async fn checkpoints_are_stored_and_listed(factory: &impl StoreFactory) {
     );
     store.close().await.unwrap();
 }
+
+/// Session verdicts are only added: listed per session and store-wide in
+/// id order, with their bytes as given; a session with records after its
+/// latest verdict (or without one) awaits one.
+pub async fn session_verdicts_are_kept_and_sessions_awaiting_one_found(
+    factory: &impl StoreFactory,
+) {
+    use warden_store::verdict::{SessionKey, SessionVerdict};
+    let store = factory.open().await;
+    let w = create(&*store, "judged").await;
+    store
+        .ingest(request(&w, vec![batch(Some("s\u{0}1"), records(0..3))]))
+        .await
+        .unwrap();
+    store
+        .ingest(request(&w, vec![batch(Some("s2"), records(0..2))]))
+        .await
+        .unwrap();
+    let awaiting = |keys: Vec<SessionKey>| {
+        keys.into_iter()
+            .map(|k| {
+                assert_eq!(k.workspace_id, w.id);
+                k.session_id
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        awaiting(store.sessions_awaiting_verdict(10).await.unwrap()),
+        ["s\u{0}1", "s2"]
+    );
+    let last_id = store.last_record_id().await.unwrap().unwrap();
+    let verdict = |session: &str, n: u8| SessionVerdict {
+        id: 0,
+        workspace_id: w.id,
+        session_id: session.into(),
+        last_id,
+        made_ns: 1_765_227_526_000_000_000 + i64::from(n),
+        statement: format!("statement {n}\n"),
+        key_id: "k".into(),
+        public_key: vec![n; 32],
+        signature: vec![n; 64],
+    };
+    let first = store
+        .add_session_verdict(verdict("s\u{0}1", 1))
+        .await
+        .unwrap();
+    let second = store
+        .add_session_verdict(verdict("s\u{0}1", 2))
+        .await
+        .unwrap();
+    assert!(first.id > 0 && second.id > first.id);
+    assert_eq!(
+        second,
+        SessionVerdict {
+            id: second.id,
+            ..verdict("s\u{0}1", 2)
+        }
+    );
+    assert_eq!(
+        store.session_verdicts(w.id, "s\u{0}1").await.unwrap(),
+        [first.clone(), second.clone()]
+    );
+    assert_eq!(store.session_verdicts(w.id, "s2").await.unwrap(), []);
+    assert_eq!(
+        store.verdicts_after(first.id, 10).await.unwrap(),
+        std::slice::from_ref(&second)
+    );
+    assert_eq!(
+        awaiting(store.sessions_awaiting_verdict(10).await.unwrap()),
+        ["s2"]
+    );
+    // New records after the verdict: due again.
+    store
+        .ingest(request(&w, vec![batch(Some("s\u{0}1"), records(3..4))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        awaiting(store.sessions_awaiting_verdict(10).await.unwrap()),
+        ["s2", "s\u{0}1"]
+    );
+    store.close().await.unwrap();
+}

@@ -106,6 +106,7 @@ macro_rules! chain_suite {
             every_committed_record_is_chained,
             retention_leaves_a_tombstone_and_the_rest_checks,
             checkpoints_are_stored_and_listed,
+            session_verdicts_are_kept_and_sessions_awaiting_one_found,
         );
     };
 }

@@ -86,6 +86,11 @@ pub struct Args {
     /// <data-dir>/signing-key, generated on first start).
     #[arg(long, env = "WARDEN_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
+    /// Sign a session's completeness verdict once it has been idle this long
+    /// without its client reporting an end (e.g. 10m; reference clients
+    /// never report one).
+    #[arg(long, env = "WARDEN_SESSION_IDLE", default_value = "10m", value_parser = parse_duration)]
+    session_idle: Duration,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +144,7 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
     config.insecure_listen = args.insecure_listen;
     config.shutdown_grace = args.shutdown_grace;
     config.retention = args.retention.map(warden_server::retention::Retention::new);
+    config.session_idle = args.session_idle;
     config.connections = ConnectionLimits {
         max_connections: args.max_connections,
         reserved: args.reserved_connections,

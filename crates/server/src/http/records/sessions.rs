@@ -18,7 +18,7 @@ use warden_api::records::{
     SessionReport, SessionReportParams, parse_count, parse_limit,
 };
 
-use crate::http::bodies::session_info;
+use crate::http::bodies::{session_info, verdict_info};
 use crate::http::cursor::{SessionCursor, SessionListCursor};
 use crate::http::{AppState, HttpError};
 
@@ -133,7 +133,15 @@ pub(super) async fn report(
         .then_some(page.last.as_ref())
         .flatten()
         .map(|r| SessionCursor(SequencePosition::of(r)).to_string());
+    let verdicts = state
+        .store
+        .session_verdicts(workspace_id, &session)
+        .await?
+        .iter()
+        .map(verdict_info)
+        .collect();
     json(&SessionReport {
+        verdicts,
         workspace_id,
         workspace_name,
         session: session_info(&summary),

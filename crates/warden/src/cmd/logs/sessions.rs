@@ -9,7 +9,7 @@ use warden_api::ApiClient;
 use warden_api::client::RawRecord;
 use warden_api::records::{
     GapRange, MAX_LIMIT, SessionInfo, SessionListParams, SessionListing, SessionReport,
-    SessionReportParams,
+    SessionReportParams, VerdictInfo,
 };
 use warden_api::time::stamp;
 
@@ -307,7 +307,31 @@ fn summary_text(workspace: &str, report: &SessionReport<RawRecord>) -> String {
     if let Some(digest) = policy_digest {
         text.push_str(&format!("policy       {}\n", clean(digest)));
     }
+    text.push_str(&verdict_line(&report.verdicts));
     text
+}
+
+/// `verdict      complete (#4, signed 2026-12-07T10:00:00Z by KEY; supersedes #2)`,
+/// or why there is none yet.
+fn verdict_line(verdicts: &[VerdictInfo]) -> String {
+    let Some(v) = verdicts.last() else {
+        return "verdict      none yet (judged when the client reports its end, or after the session is idle)\n".into();
+    };
+    let verdict = match (v.verdict.as_str(), v.end_reported) {
+        ("incomplete", false) => "incomplete, no end reported".to_owned(),
+        ("complete-except-reported-drops", _) => "complete except reported drops".to_owned(),
+        (other, _) => clean(other).into_owned(),
+    };
+    let supersedes = v
+        .supersedes
+        .map(|s| format!("; supersedes #{s}"))
+        .unwrap_or_default();
+    format!(
+        "verdict      {verdict} (#{}, signed {} by {}{supersedes})\n",
+        v.id,
+        clean(&v.signed_at),
+        clean(&v.key_id)
+    )
 }
 
 fn time(t: Option<jiff::Timestamp>) -> String {
