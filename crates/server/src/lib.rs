@@ -59,6 +59,7 @@ pub mod plausible;
 #[allow(missing_docs, unreachable_pub)]
 pub mod retention;
 mod run;
+pub mod selfcheck;
 mod serve;
 pub mod tls;
 pub mod web;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -56,6 +57,11 @@ pub struct Metrics {
     pub chain_verify_failures: Counter,
     /// Session completeness verdicts signed.
     pub session_verdicts: Counter,
+    /// Runs of the background chain self-check.
+    pub chain_self_checks: Counter,
+    /// Missing records no report explains, over live workspaces (from the
+    /// last self-check).
+    pub unexplained_loss: Gauge,
     pub client_dropped: Family<ReasonLabel, Counter>,
     pub agent_dropped_records: Family<ReasonLabel, Counter>,
     pub agent_dropped_frames: Family<ReasonLabel, Counter>,
@@ -94,6 +100,8 @@ impl Metrics {
             batches_resent: Counter::default(),
             chain_verify_failures: Counter::default(),
             session_verdicts: Counter::default(),
+            chain_self_checks: Counter::default(),
+            unexplained_loss: Gauge::default(),
             client_dropped: Family::default(),
             agent_dropped_records: Family::default(),
             agent_dropped_frames: Family::default(),
@@ -148,6 +156,16 @@ impl Metrics {
             "chain_verify_failures",
             "Times the record chain did not extend the last signed checkpoint",
             m.chain_verify_failures.clone(),
+        );
+        registry.register(
+            "chain_self_checks",
+            "Runs of the background check of the record chain's tail",
+            m.chain_self_checks.clone(),
+        );
+        registry.register(
+            "unexplained_loss_records",
+            "Missing records no report explains, over live workspaces, as of the last self-check",
+            m.unexplained_loss.clone(),
         );
         registry.register(
             "session_verdicts",

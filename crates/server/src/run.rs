@@ -17,7 +17,9 @@ use crate::http::{self, AppState};
 use crate::ingest::Ingestor;
 use crate::line::{LineSink, Printer};
 use crate::metrics::Metrics;
-use crate::{ServerError, admin_token, checkpoints, files, outbox, retention, serve, tls};
+use crate::{
+    ServerError, admin_token, checkpoints, files, outbox, retention, selfcheck, serve, tls,
+};
 
 /// Runs the control plane on `listener` until `shutdown` is cancelled:
 /// [`Server::start`], then [`Server::serve`].
@@ -210,6 +212,11 @@ impl Server {
             Arc::clone(&metrics),
             shutdown.child_token(),
         ));
+        let selfcheck = tokio::spawn(selfcheck::run(
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            shutdown.child_token(),
+        ));
         let signer = tokio::spawn(checkpoints::run(
             Arc::clone(&store),
             signing_key,
@@ -242,6 +249,9 @@ impl Server {
         ingestor.drain().await;
         drop(ingestor);
         printer.shutdown().await;
+        if let Err(e) = selfcheck.await {
+            tracing::error!(error = %e, "the chain self-check task failed");
+        }
         if let Err(e) = judge.await {
             tracing::error!(error = %e, "the session verdict task failed");
         }
