@@ -160,7 +160,11 @@
 //!
 //! # Full spool
 //!
-//! With [`FullPolicy::Backpressure`] an append waits (first come, first
+//! Appends that find too little room wait their turn in call order, and no
+//! append takes room past one that waits, so a caller with several appends
+//! in flight gets ids in the order it made them (what `DropOldest` drops is
+//! then always the oldest of them). With
+//! [`FullPolicy::Backpressure`] an append waits (first come, first
 //! served) until deleted segments free enough room. With
 //! [`FullPolicy::DropOldest`] it drops the live entries of the oldest
 //! segments until deleting those segments covers the shortfall; that is the
