@@ -2,7 +2,9 @@
 //! both ways at once (on Linux through splice(2), which the proxy's tunnel
 //! counters prove), a half-close in each direction, a peer that resets,
 //! bytes the client sends in the same packet as its CONNECT, and the TLS
-//! server name check on such bytes. Origins are on loopback.
+//! server name check on such bytes; and an HTTP/2 prior-knowledge client
+//! still reaches the proxy (such connections are not HTTP/1.1 tunnels).
+//! Origins are on loopback.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -381,5 +383,45 @@ async fn a_client_hello_sent_with_the_connect_request_is_checked() {
         reported.await.unwrap().is_empty(),
         "the hello was forwarded"
     );
+    assert_eq!(setup.audit.counts().decisions, 1);
+}
+
+#[tokio::test]
+async fn an_http2_prior_knowledge_client_is_still_served() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let setup = setup().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            head.extend_from_slice(&buf[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\norigin-ok")
+            .await
+            .unwrap();
+    });
+    // The connection opens with the HTTP/2 preface: the proxy's automatic
+    // server takes it (an HTTP/1.1 connection goes to the HTTP/1 server).
+    let stream = TcpStream::connect(setup.proxy).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{origin}/h2"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"origin-ok");
     assert_eq!(setup.audit.counts().decisions, 1);
 }
