@@ -12,9 +12,12 @@
 //! Bodies stream both ways: the client's body is handed to the origin as it
 //! arrives and the origin's response body to the client, never collected.
 
+mod connection;
 mod http;
 mod intercept;
+mod relay;
 mod response;
+mod stats;
 mod tunnel;
 
 use std::convert::Infallible;
@@ -26,14 +29,12 @@ use ::http::{Method, Request, Response};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::audit::Audit;
 use crate::policy::Policy;
@@ -41,6 +42,7 @@ use crate::tls::{self, CertificateAuthority, TlsError};
 use crate::upstream::{Connect, Dialer, PlainConnector, Resolve, TlsConnectorService};
 
 pub use response::DECISION_HEADER;
+pub use stats::{TunnelCounts, TunnelStats};
 
 /// Errors a response body can carry.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -82,6 +84,10 @@ pub(crate) struct Shared {
     pub(crate) audit: Arc<Audit>,
     pub(crate) ca: Option<Arc<CertificateAuthority>>,
     pub(crate) dialer: Dialer,
+    pub(crate) stats: Arc<TunnelStats>,
+    /// The threads tunnels run on (`None` when intercepting: no tunnel is
+    /// relayed as bytes, or when none could be started).
+    pub(crate) relays: Option<relay::Relays>,
     /// `http://` origins.
     pub(crate) http: Client<PlainConnector, Incoming>,
     /// `https://` origins for HTTP/1.1 clients (ALPN http/1.1 only, so that
@@ -128,19 +134,32 @@ impl Proxy {
             https2: builder().build(TlsConnectorService::new(dialer.clone(), h2)),
             policy: config.policy,
             audit: config.audit,
-            ca: config.ca,
             dialer,
+            stats: Arc::default(),
+            relays: if config.ca.is_none() {
+                relay::Relays::start(relay::Relays::default_count())
+            } else {
+                None
+            },
+            ca: config.ca,
         };
         Ok(Proxy {
             shared: Arc::new(shared),
         })
     }
 
+    /// What the tunnels carried (live counters).
+    pub fn tunnel_stats(&self) -> Arc<TunnelStats> {
+        self.shared.stats.clone()
+    }
+
     /// Serves `listener` until `shutdown`, then lets in-flight requests
     /// finish for a few seconds.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
-        let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let connections = TaskTracker::new();
+        // Cancelled at shutdown: every connection then finishes its
+        // in-flight requests and closes.
+        let closing = CancellationToken::new();
         loop {
             let (stream, peer) = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -155,20 +174,17 @@ impl Proxy {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let shared = self.shared.clone();
-            let service = service_fn(move |request| route(shared.clone(), request));
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%peer, error = %error, "proxy connection ended");
-                }
-            });
+            connections.spawn(connection::serve(
+                self.shared.clone(),
+                stream,
+                peer,
+                closing.clone(),
+            ));
         }
         drop(listener);
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        closing.cancel();
+        connections.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
             .await
             .is_err()
         {
@@ -178,7 +194,7 @@ impl Proxy {
 }
 
 /// Sends each request where it belongs.
-async fn route(
+pub(crate) async fn route(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {

@@ -107,6 +107,10 @@ struct RunArgs {
     /// (Linux, needs root).
     #[arg(long, env = "WARDEN_BOUNDARY_JAIL", value_parser = BoolishValueParser::new())]
     jail: bool,
+    /// Threads of the proxy's runtime (1: a single-threaded event loop; 0:
+    /// one per core). CONNECT tunnels run on relay threads of their own.
+    #[arg(long, env = "WARDEN_BOUNDARY_THREADS", default_value_t = 0)]
+    threads: usize,
     /// Level of the stderr lines (DENY lines are warn, ALLOW lines info).
     #[arg(long, env = "WARDEN_BOUNDARY_LOG_LEVEL", value_enum, default_value_t = Level::Warn)]
     log_level: Level,
@@ -215,10 +219,18 @@ fn run(args: RunArgs) -> ExitCode {
         log_socket,
         command: args.command,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match args.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    }
+    .enable_all()
+    .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("warden boundary: starting the async runtime: {e}");

@@ -8,7 +8,10 @@
 //! origin; squid with `ssl_bump`), and plain HTTP at a fixed rate
 //! (`--rate`, for the added-latency target). The same requests go to the
 //! origin directly first: "added" latency is the proxy's percentile minus
-//! the direct one.
+//! the direct one. "cpu us/req" is the proxy process's CPU time (user and
+//! system, every thread, from `/proc/PID/stat`) over the measurement,
+//! divided by its requests: the figure that holds when the machine is
+//! loaded.
 //!
 //! `warden boundary` runs as a child process (this binary) with its audit
 //! records going to a local socket that reads and discards them (a stand-in
@@ -87,8 +90,8 @@ enum Route {
 }
 
 /// A line of the table: scenario, proxy, figures, latency added over direct
-/// (p50, p99).
-type Row = (String, String, Figures, Option<(f64, f64)>);
+/// (p50, p99), the proxy's CPU time per request in µs.
+type Row = (String, String, Figures, Option<(f64, f64)>, Option<f64>);
 
 /// One measurement's figures.
 struct Figures {
@@ -145,6 +148,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         }
     };
 
+    let plain_pid = plain.child.id();
+    let intercepting_pid = intercepting.child.id();
+    let intercepting_address = intercepting.address;
+    let squid_pid = squid.as_ref().and_then(|squid| squid.child.id());
     let http_url = format!("http://localhost:{}/ok", http_origin.port());
     let https_url = format!("https://localhost:{}/ok", https_origin.port());
     let mut rows: Vec<Row> = Vec::new();
@@ -154,10 +161,28 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                              url: &str,
                              rate: Option<u32>,
                              base: Option<(f64, f64)>| {
+        // The proxy's own CPU time (all its threads), per request.
+        let pid = match (who, &route) {
+            ("direct", _) => None,
+            ("squid", _) => squid_pid,
+            (_, Route::Proxy { proxy } | Route::Tunnel { proxy, .. })
+                if *proxy == intercepting_address =>
+            {
+                intercepting_pid
+            }
+            _ => plain_pid,
+        };
+        let cpu_before = pid.and_then(cpu_seconds);
         let figures = run_load(route, url, args.concurrency, args.duration, rate).await;
+        let cpu = match (cpu_before, pid.and_then(cpu_seconds)) {
+            (Some(before), Some(after)) if figures.requests > 0 => {
+                Some((after - before) * 1e6 / figures.requests as f64)
+            }
+            _ => None,
+        };
         let added = base.map(|(p50, p99)| (figures.p50_ms - p50, figures.p99_ms - p99));
         let key = (figures.p50_ms, figures.p99_ms);
-        rows.push((scenario.to_owned(), who.to_owned(), figures, added));
+        rows.push((scenario.to_owned(), who.to_owned(), figures, added, cpu));
         key
     };
 
@@ -297,25 +322,33 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
 
     println!(
-        "{:<24} {:<7} {:>10} {:>8} {:>8} {:>10} {:>10} {:>7}",
-        "scenario", "via", "req/s", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "errors"
+        "{:<24} {:<7} {:>10} {:>8} {:>8} {:>10} {:>10} {:>7} {:>11}",
+        "scenario",
+        "via",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "+p50 ms",
+        "+p99 ms",
+        "errors",
+        "cpu us/req"
     );
-    for (scenario, who, f, added) in &rows {
+    for (scenario, who, f, added, cpu) in &rows {
         let (a50, a99) = match added {
             Some((a, b)) => (format!("{a:.3}"), format!("{b:.3}")),
             None => ("-".into(), "-".into()),
         };
+        let cpu = cpu.map_or_else(|| "-".to_owned(), |cpu| format!("{cpu:.1}"));
         println!(
-            "{scenario:<24} {who:<7} {:>10.0} {:>8.3} {:>8.3} {a50:>10} {a99:>10} {:>7}",
+            "{scenario:<24} {who:<7} {:>10.0} {:>8.3} {:>8.3} {a50:>10} {a99:>10} {:>7} {cpu:>11}",
             f.per_second, f.p50_ms, f.p99_ms, f.errors
         );
-        let _ = f.requests;
     }
     for scenario in ["plain HTTP", "CONNECT tunnel", "intercepted HTTPS"] {
         let rate_of = |who: &str| {
             rows.iter()
-                .find(|(s, w, _, _)| s == scenario && w == who)
-                .map(|(_, _, f, _)| f.per_second)
+                .find(|(s, w, ..)| s == scenario && w == who)
+                .map(|(_, _, f, ..)| f.per_second)
         };
         if let (Some(w), Some(s)) = (rate_of("warden"), rate_of("squid")) {
             println!("{scenario}: warden/squid requests/s = {:.2}", w / s);
@@ -798,6 +831,18 @@ impl Squid {
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
+}
+
+/// The CPU time (user and system, all threads) a process has used so far,
+/// from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the
+    // first, utime the 12th, stime the 13th.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
 }
 
 fn which(name: &str) -> Option<PathBuf> {
