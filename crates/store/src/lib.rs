@@ -23,6 +23,7 @@ mod block;
 pub mod chain;
 mod convert;
 pub mod error;
+pub mod exports;
 mod hosts;
 mod ingest;
 mod intervals;
@@ -39,6 +40,7 @@ pub mod url;
 use std::sync::Arc;
 
 pub use error::StoreError;
+pub use exports::ExportState;
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

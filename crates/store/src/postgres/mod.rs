@@ -19,6 +19,7 @@
 //! - Text: NUL is escaped ([`text`]).
 
 mod committer;
+mod exports;
 mod ingest;
 mod outbox;
 mod purge;
@@ -41,6 +42,7 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::chain::{ChainLink, Checkpoint};
+use crate::exports::ExportState;
 use crate::migrations::{Step, migrator};
 use crate::model::{
     ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
@@ -83,6 +85,11 @@ const MIGRATIONS: &[Step] = &[
         5,
         "bounds and policies",
         include_str!("../../migrations/postgres/0005_bounds_and_policies.sql"),
+    ),
+    (
+        8,
+        "export cursors",
+        include_str!("../../migrations/postgres/0008_exports.sql"),
     ),
 ];
 
@@ -423,6 +430,33 @@ impl Store for PgStore {
 
     fn latest_checkpoint(&self) -> StoreFuture<'_, Option<Checkpoint>> {
         Box::pin(async { Err(StoreError::Unsupported(NO_CHAIN)) })
+    }
+
+    fn claim_export<'a>(
+        &'a self,
+        sink: &'a str,
+        holder: Uuid,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<RecordId>> {
+        Box::pin(exports::claim(&self.pool, sink, holder, ttl))
+    }
+
+    fn save_export_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+        holder: Uuid,
+        cursor: RecordId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(exports::save(&self.pool, sink, holder, cursor, ttl))
+    }
+
+    fn release_export<'a>(&'a self, sink: &'a str, holder: Uuid) -> StoreFuture<'a, ()> {
+        Box::pin(exports::release(&self.pool, sink, holder))
+    }
+
+    fn export_states(&self) -> StoreFuture<'_, Vec<ExportState>> {
+        Box::pin(exports::states(&self.pool))
     }
 }
 

@@ -17,6 +17,7 @@
 mod chain;
 mod counters;
 mod db;
+mod exports;
 mod ingest;
 mod purge;
 mod read;
@@ -42,6 +43,7 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::chain::{ChainLink, Checkpoint};
+use crate::exports::ExportState;
 use crate::migrations::{Step, migrator};
 use crate::model::{
     ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
@@ -93,6 +95,11 @@ const MIGRATIONS: &[Step] = &[
         10,
         "record chain",
         include_str!("../../migrations/sqlite/0010_chain.sql"),
+    ),
+    (
+        12,
+        "export cursors",
+        include_str!("../../migrations/sqlite/0012_exports.sql"),
     ),
 ];
 
@@ -531,5 +538,41 @@ impl Store for SqliteStore {
 
     fn latest_checkpoint(&self) -> StoreFuture<'_, Option<Checkpoint>> {
         Box::pin(self.read(chain::latest_checkpoint))
+    }
+
+    fn claim_export<'a>(
+        &'a self,
+        sink: &'a str,
+        holder: Uuid,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<RecordId>> {
+        Box::pin(async move {
+            self.with_writer(async |conn| exports::claim(conn, sink, holder, ttl).await)
+                .await
+        })
+    }
+
+    fn save_export_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+        holder: Uuid,
+        cursor: RecordId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            self.with_writer(async |conn| exports::save(conn, sink, holder, cursor, ttl).await)
+                .await
+        })
+    }
+
+    fn release_export<'a>(&'a self, sink: &'a str, holder: Uuid) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.with_writer(async |conn| exports::release(conn, sink, holder).await)
+                .await
+        })
+    }
+
+    fn export_states(&self) -> StoreFuture<'_, Vec<ExportState>> {
+        Box::pin(async move { exports::states(&mut *self.registry_read().await?).await })
     }
 }

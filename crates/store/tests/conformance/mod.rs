@@ -8,12 +8,14 @@
 #![allow(dead_code)]
 
 mod chain;
+mod exports;
 mod queries;
 mod reports;
 mod retention;
 
 #[allow(unused_imports)] // until every backend keeps the chain
 pub use chain::*;
+pub use exports::*;
 pub use queries::*;
 pub use reports::*;
 pub use retention::*;
