@@ -8,6 +8,7 @@ use warden_proto::api::MAX_RECORDS_PER_CALL;
 use warden_store::DatabaseUrl;
 
 use crate::ServerError;
+use crate::export::ExportSettings;
 use crate::line::LineFormat;
 use crate::retention::Retention;
 
@@ -39,6 +40,8 @@ pub struct Config {
     /// it there when missing. `None`: a key generated for this run only
     /// (tests and embedders; its checkpoints cannot be trusted later).
     pub signing_key: Option<(PathBuf, bool)>,
+    /// Export sinks (none by default).
+    pub exports: ExportSettings,
 }
 
 impl Config {
@@ -57,6 +60,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(30),
             retention: None,
             signing_key: None,
+            exports: ExportSettings::default(),
         }
     }
 }

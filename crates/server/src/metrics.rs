@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use warden_proto::domain::DropReason;
 
 use crate::connections::ConnectionMetrics;
+use crate::export::metrics::ExportMetrics;
 use crate::plausible::PlausibilityMetrics;
 use crate::retention::RetentionMetrics;
 
@@ -65,6 +66,7 @@ pub struct Metrics {
     pub retention: Arc<RetentionMetrics>,
     pub connections: Arc<ConnectionMetrics>,
     pub plausibility: Arc<PlausibilityMetrics>,
+    pub exports: Arc<ExportMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -104,6 +106,7 @@ impl Metrics {
             retention: Arc::default(),
             connections: Arc::default(),
             plausibility: Arc::default(),
+            exports: Arc::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -199,6 +202,7 @@ impl Metrics {
         }
         m.connections.register(&mut registry);
         m.plausibility.register(&mut registry);
+        m.exports.register(&mut registry);
         Metrics { registry, ..m }
     }
 

@@ -50,6 +50,8 @@ pub struct Server {
     streams: CancellationToken,
     /// Signs checkpoints.
     signing_key: Arc<warden_evidence::key::SigningKey>,
+    /// The export sinks, checked, not started yet.
+    sinks: Vec<(crate::export::SinkKind, crate::export::Sink)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -100,6 +102,7 @@ impl Server {
         store: Arc<dyn Store>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<Server, ServerError> {
+        let sinks = crate::export::sinks(&config.exports).map_err(ServerError::Config)?;
         let admin_token = admin_token::settle(&*store, &config.admin_token).await?;
         let signing_key = Arc::new(load_signing_key(&config)?);
         let session_key = store
@@ -163,6 +166,7 @@ impl Server {
             connections,
             streams,
             signing_key,
+            sinks,
         })
     }
 
@@ -193,8 +197,16 @@ impl Server {
             connections,
             streams,
             signing_key,
+            sinks,
             ..
         } = self;
+        let exporters = crate::export::spawn(
+            Arc::clone(&store),
+            sinks,
+            &config.exports,
+            Arc::clone(&metrics.exports),
+            shutdown.child_token(),
+        );
         let signer = tokio::spawn(checkpoints::run(
             Arc::clone(&store),
             signing_key,
@@ -236,6 +248,11 @@ impl Server {
             && let Err(e) = task.await
         {
             tracing::error!(error = %e, "the retention task failed");
+        }
+        for exporter in exporters {
+            if let Err(e) = exporter.await {
+                tracing::error!(error = %e, "an export task failed");
+            }
         }
         let closed = store.close().await;
         tracing::info!("control plane stopped");

@@ -86,6 +86,32 @@ pub struct Args {
     /// <data-dir>/signing-key, generated on first start).
     #[arg(long, env = "WARDEN_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
+    /// Export every record as OTLP logs to this endpoint (the full logs URL
+    /// for http/protobuf, e.g. http://collector:4318/v1/logs; for grpc,
+    /// e.g. http://collector:4317).
+    #[arg(long, env = "WARDEN_EXPORT_OTLP")]
+    export_otlp: Option<String>,
+    /// The OTLP transport: http/protobuf or grpc.
+    #[arg(long, env = "WARDEN_EXPORT_OTLP_PROTOCOL", default_value = "http/protobuf",
+          value_parser = warden_server::export::otlp::OtlpProtocol::parse)]
+    export_otlp_protocol: warden_server::export::otlp::OtlpProtocol,
+    /// Export every record as OCSF HTTP Activity JSON lines to this file.
+    #[arg(long, env = "WARDEN_EXPORT_OCSF")]
+    export_ocsf: Option<PathBuf>,
+    /// Rotate the OCSF file when it would grow past this many bytes.
+    #[arg(long, env = "WARDEN_EXPORT_OCSF_MAX_BYTES", default_value_t = warden_server::export::file::DEFAULT_MAX_BYTES)]
+    export_ocsf_max_bytes: u64,
+    /// Rotated OCSF files kept (FILE.1 is the newest).
+    #[arg(long, env = "WARDEN_EXPORT_OCSF_KEEP", default_value_t = warden_server::export::file::DEFAULT_KEEP)]
+    export_ocsf_keep: usize,
+    /// Export every record as RFC 5424 syslog to tcp://HOST:PORT or
+    /// tls://HOST:PORT (octet-counted framing).
+    #[arg(long, env = "WARDEN_EXPORT_SYSLOG")]
+    export_syslog: Option<String>,
+    /// The CA certificate (PEM) a tls:// syslog collector's certificate is
+    /// checked against (default: the system's roots).
+    #[arg(long, env = "WARDEN_EXPORT_SYSLOG_CA")]
+    export_syslog_ca: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,11 +178,57 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
         Some(path) => (path, false),
         None => (args.data_dir.join("signing-key"), true),
     });
+    config.exports.sinks = export_sinks(
+        &args.export_otlp,
+        args.export_otlp_protocol,
+        &args.export_ocsf,
+        args.export_ocsf_max_bytes,
+        args.export_ocsf_keep,
+        &args.export_syslog,
+        &args.export_syslog_ca,
+    );
+    // Checked now, so a bad target is a configuration error (exit 2).
+    warden_server::export::sinks(&config.exports)
+        .map_err(|e| Failure::usage_msg(format_args!("export: {e}")))?;
     Ok(Prepared {
         config,
         addr,
         data_dir: args.data_dir,
     })
+}
+
+/// The sinks the export flags name.
+fn export_sinks(
+    otlp: &Option<String>,
+    protocol: warden_server::export::otlp::OtlpProtocol,
+    ocsf: &Option<PathBuf>,
+    max_bytes: u64,
+    keep: usize,
+    syslog: &Option<String>,
+    syslog_ca: &Option<PathBuf>,
+) -> Vec<warden_server::export::SinkTarget> {
+    use warden_server::export::SinkTarget;
+    let mut sinks = Vec::new();
+    if let Some(url) = otlp {
+        sinks.push(SinkTarget::Otlp {
+            url: url.clone(),
+            protocol,
+        });
+    }
+    if let Some(path) = ocsf {
+        sinks.push(SinkTarget::Ocsf {
+            path: path.clone(),
+            max_bytes,
+            keep,
+        });
+    }
+    if let Some(url) = syslog {
+        sinks.push(SinkTarget::Syslog {
+            url: url.clone(),
+            ca: syslog_ca.clone(),
+        });
+    }
+    sinks
 }
 
 fn serve(args: Args) -> Result<(), Failure> {
