@@ -2,10 +2,10 @@
 //! output. A batch is written and synced before the exporter saves its
 //! cursor, so a crash repeats lines at worst and never loses one.
 //!
-//! When the next batch would take the file past `max_bytes`, the file is
-//! renamed `FILE.1` (what was `FILE.1` becomes `FILE.2`, and so on up to
-//! `keep` old files; the oldest goes) and a new `FILE` is started. A batch
-//! larger than `max_bytes` still goes whole into one file.
+//! When the next line would take the file past `max_bytes`, the file is
+//! synced and renamed `FILE.1` (what was `FILE.1` becomes `FILE.2`, and so
+//! on up to `keep` old files; the oldest goes) and a new `FILE` is started.
+//! A single line longer than `max_bytes` gets a file of its own.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -44,16 +44,28 @@ impl RotatingFile {
         &self.path
     }
 
-    /// Appends `bytes` (whole lines), rotating first when they would not fit,
-    /// and syncs the file.
-    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    /// Appends `lines` (each ending in a newline), rotating between lines
+    /// when the next would not fit, and syncs the file.
+    pub fn append<S: AsRef<str>>(&mut self, lines: &[S]) -> std::io::Result<()> {
         if self.file.is_none() {
             self.open()?;
         }
-        let len = bytes.len() as u64;
-        if self.size > 0 && self.size + len > self.max_bytes {
-            self.rotate()?;
+        let mut pending = String::new();
+        for line in lines {
+            let line = line.as_ref();
+            let fill = self.size + pending.len() as u64;
+            if fill > 0 && fill + line.len() as u64 > self.max_bytes {
+                self.write(pending.as_bytes())?;
+                pending.clear();
+                self.rotate()?;
+            }
+            pending.push_str(line);
         }
+        self.write(pending.as_bytes())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let len = bytes.len() as u64;
         let Some(file) = self.file.as_mut() else {
             return Err(std::io::Error::other("the export file is not open"));
         };
@@ -138,9 +150,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
         let mut file = RotatingFile::new(path.clone(), 20, 2);
-        for n in 0..10 {
+        for n in (0..10).step_by(2) {
             // 10 bytes a line: two lines per file.
-            file.append(format!("line {n:04}\n").as_bytes()).unwrap();
+            let lines = [format!("line {n:04}\n"), format!("line {:04}\n", n + 1)];
+            file.append(&lines).unwrap();
         }
         assert_eq!(lines(&path), ["line 0008", "line 0009"]);
         assert_eq!(
@@ -152,6 +165,13 @@ mod tests {
             ["line 0004", "line 0005"]
         );
         assert!(!dir.path().join("events.jsonl.3").exists());
+        // Rotation happens between the lines of one call too.
+        file.append(&["a\n".repeat(5), "b\n".repeat(5), "c\n".repeat(5)])
+            .unwrap();
+        assert_eq!(lines(&path), ["c"; 5]);
+        let mut ab = vec!["a"; 5];
+        ab.extend(["b"; 5]);
+        assert_eq!(lines(&dir.path().join("events.jsonl.1")), ab);
         let mode = std::fs::metadata(&path).unwrap().permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
@@ -165,7 +185,7 @@ mod tests {
         let path = dir.path().join("e.jsonl");
         std::fs::write(&path, "whole\nhalf").unwrap();
         let mut file = RotatingFile::new(path.clone(), 1 << 20, 1);
-        file.append(b"next\n").unwrap();
+        file.append(&["next\n"]).unwrap();
         assert_eq!(lines(&path), ["whole", "half", "next"]);
     }
 }

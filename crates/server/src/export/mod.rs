@@ -196,12 +196,12 @@ impl Sink {
             Sink::Otlp(client) => client.send(otlp::request(&view)).await,
             Sink::Syslog(client) => client.send(&view).await,
             Sink::Ocsf(slot) => {
-                let bytes: String = view.iter().map(ocsf::line).collect();
+                let lines: Vec<String> = view.iter().map(ocsf::line).collect();
                 let Some(mut file) = slot.take() else {
                     return Err(SinkError::Refused("the file is busy".into()));
                 };
                 let (file, written) = tokio::task::spawn_blocking(move || {
-                    let written = file.append(bytes.as_bytes());
+                    let written = file.append(&lines);
                     (file, written)
                 })
                 .await
