@@ -4,8 +4,8 @@
 # (crates/server/tests/web_browser.rs drives Debian's Chromium with
 # playwright-core from npm), the boundary's tests (curl and git as proxied
 # clients, python3 as a test upstream, setpriv from util-linux for the jail;
-# squid to compare against) and rsyslog with RELP (`warden bench --compare
-# rsyslog`). Idempotent: installs only what is missing. Run as root;
+# squid to compare against), rsyslog with RELP (`warden bench --compare
+# rsyslog`; the syslog export's test receives into a file with it). Idempotent: installs only what is missing. Run as root;
 # `scripts/test` runs it before the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
