@@ -175,11 +175,19 @@ async fn a_deleted_workspace_is_revoked_and_its_records_stay() {
 }
 
 #[tokio::test]
-async fn versions_outside_2_7_to_2_x_are_refused_naming_both() {
+async fn only_2_7_is_accepted_and_refusals_name_both_versions() {
     let (server, _dir) = Server::start().await;
     let ws = server.workspace("dev").await;
     let mut agent = server.agent(&ws.agent_token).await;
-    for version in [Some("2.6"), Some("3.0"), Some("1.9"), Some("banana"), None] {
+    for version in [
+        Some("2.6"),
+        Some("2.8"),
+        Some("2.9"),
+        Some("3.0"),
+        Some("1.9"),
+        Some("banana"),
+        None,
+    ] {
         agent.version = version.map(str::to_owned);
         let status = agent
             .report(vec![batch(None, logs(0..1))])
@@ -195,7 +203,14 @@ async fn versions_outside_2_7_to_2_x_are_refused_naming_both() {
             Code::FailedPrecondition
         );
     }
-    agent.version = Some("2.9".into());
+    // A newer minor, in the reference's words.
+    agent.version = Some("2.8".into());
+    let status = agent.manifest().await.unwrap_err();
+    assert_eq!(
+        status.message(),
+        "server is at version 2.7, behind requested minor version 2.8"
+    );
+    agent.version = Some("2.7".into());
     agent.manifest().await.unwrap();
     server.stop().await.unwrap();
 }
