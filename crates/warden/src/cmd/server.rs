@@ -57,7 +57,9 @@ pub struct Args {
     /// How long a shutdown waits for open calls (e.g. 30s).
     #[arg(long, env = "WARDEN_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     shutdown_grace: Duration,
-    /// Delete records received longer ago than this (e.g. 30d; default: keep all).
+    /// Delete records received longer ago than this (e.g. 30d; default: keep
+    /// all). CODER_BOUNDARY_LOG_RETENTION is read too, when neither this flag
+    /// nor WARDEN_RETENTION is set.
     #[arg(long, env = "WARDEN_RETENTION", value_parser = warden_server::retention::parse_period)]
     retention: Option<Duration>,
     /// Connections open at once, in all (lowered to fit the open-file limit).
@@ -164,7 +166,9 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
     config.tls = tls;
     config.insecure_listen = args.insecure_listen;
     config.shutdown_grace = args.shutdown_grace;
-    config.retention = args.retention.map(warden_server::retention::Retention::new);
+    let retention =
+        retention(args.retention, |name| std::env::var(name).ok()).map_err(Failure::usage_msg)?;
+    config.retention = retention.map(warden_server::retention::Retention::new);
     config.connections = ConnectionLimits {
         max_connections: args.max_connections,
         reserved: args.reserved_connections,
@@ -195,6 +199,26 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
         addr,
         data_dir: args.data_dir,
     })
+}
+
+/// The variable Coder's control plane reads its boundary log retention
+/// from: an alias of `--retention` for teams moving over.
+const CODER_RETENTION_ENV: &str = "CODER_BOUNDARY_LOG_RETENTION";
+
+/// `--retention` (or `WARDEN_RETENTION`) when given, else the Coder alias.
+fn retention(
+    given: Option<Duration>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Duration>, String> {
+    if given.is_some() {
+        return Ok(given);
+    }
+    match env(CODER_RETENTION_ENV) {
+        Some(value) if !value.trim().is_empty() => warden_server::retention::parse_period(&value)
+            .map(Some)
+            .map_err(|e| format!("{CODER_RETENTION_ENV}: {e}")),
+        _ => Ok(None),
+    }
 }
 
 /// The sinks the export flags name.
@@ -319,6 +343,23 @@ mod tests {
     use super::*;
     use crate::cmd::failure::USAGE;
     use crate::cmd::parse_args;
+
+    #[test]
+    fn coder_boundary_log_retention_is_an_alias_of_retention() {
+        let coder = |value: &'static str| {
+            move |name: &str| (name == CODER_RETENTION_ENV).then(|| value.to_owned())
+        };
+        let day = Duration::from_secs(86_400);
+        assert_eq!(retention(None, coder("7d")), Ok(Some(7 * day)));
+        // Go's duration form, as Coder's configuration writes it.
+        assert_eq!(retention(None, coder("720h0m0s")), Ok(Some(30 * day)));
+        // The flag (or WARDEN_RETENTION) wins.
+        assert_eq!(retention(Some(day), coder("7d")), Ok(Some(day)));
+        assert_eq!(retention(None, |_: &str| None), Ok(None));
+        let e = retention(None, coder("forever")).unwrap_err();
+        assert!(e.starts_with("CODER_BOUNDARY_LOG_RETENTION: "), "{e}");
+        assert!(retention(None, coder("0s")).is_err());
+    }
 
     fn parse(argv: &[&str]) -> Args {
         parse_args(argv).unwrap()
