@@ -120,6 +120,8 @@ pub struct Args {
 enum Format {
     Text,
     Json,
+    /// Coder's control plane's line (docs/stderr-format.md, section coder).
+    Coder,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -162,6 +164,7 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
     config.log_format = match args.log_format {
         Format::Text => LineFormat::Text,
         Format::Json => LineFormat::Json,
+        Format::Coder => LineFormat::Coder,
     };
     config.tls = tls;
     config.insecure_listen = args.insecure_listen;
