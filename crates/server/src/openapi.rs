@@ -179,7 +179,7 @@ fn paths() -> Value {
             "operationId": "metrics",
             "security": [],
             "responses": {
-                "200": { "description": "The metrics.", "content": { "application/openmetrics-text": { "schema": string() } } }
+                "200": { "description": "The metrics: OpenMetrics text when the Accept header asks for it, Prometheus text format 0.0.4 otherwise.", "content": { "application/openmetrics-text": { "schema": string() }, "text/plain": { "schema": string() } } }
             }
         }},
         PATH: { "get": {

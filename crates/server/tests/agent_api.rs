@@ -760,6 +760,42 @@ async fn health_and_metrics_answer_over_http() {
         body.contains("# TYPE warden_ingest_duration_seconds histogram"),
         "{body}"
     );
+    // Prometheus text by default; OpenMetrics for a scraper that asks.
+    assert!(
+        body.contains("# TYPE warden_records_duplicate_total counter\n"),
+        "{body}"
+    );
+    assert!(!body.contains("# EOF"));
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get("/metrics")
+        .header("host", server.addr.to_string())
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        body.contains("# TYPE warden_records_duplicate counter\n"),
+        "{body}"
+    );
     assert!(body.ends_with("# EOF\n"));
     server.stop().await.unwrap();
 }
