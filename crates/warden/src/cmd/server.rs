@@ -24,7 +24,8 @@ use warden_store::DatabaseUrl;
 
 use super::failure::Failure;
 use super::process::{
-    forward_signals, init_logging, private_files, raise_open_files_limit, write_server_url,
+    ANNOUNCE, forward_signals, init_logging, private_files, raise_open_files_limit,
+    write_server_url,
 };
 
 /// Environment variable holding the admin token (never a flag: flags show in
@@ -288,8 +289,8 @@ fn serve(args: Args) -> Result<(), Failure> {
         // exists, so a script that waits for this line can use both.
         let url = server.url();
         let url_file = write_server_url(&prepared.data_dir, &url).map_err(Failure::runtime)?;
-        tracing::info!("warden server listening on {url}");
-        tracing::info!("web page at {url}/ (sign in with the admin token)");
+        tracing::info!(target: ANNOUNCE, "warden server listening on {url}");
+        tracing::info!(target: ANNOUNCE, "web page at {url}/ (sign in with the admin token)");
 
         let result = server.serve(shutdown).await;
         // A stale URL would send the CLI to a server that is gone.
