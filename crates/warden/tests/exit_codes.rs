@@ -12,7 +12,11 @@ fn one_line(what: &str, output: &std::process::Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(1), "{what}: {stderr}");
     assert!(output.stdout.is_empty(), "{what}: nothing on stdout");
-    assert_eq!(stderr.matches('\n').count(), 1, "{what}: one line: {stderr:?}");
+    assert_eq!(
+        stderr.matches('\n').count(),
+        1,
+        "{what}: one line: {stderr:?}"
+    );
     assert!(stderr.ends_with('\n'), "{what}: {stderr:?}");
     stderr
 }
