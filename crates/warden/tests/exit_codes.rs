@@ -53,4 +53,25 @@ async fn not_found_and_taken_are_exit_1_with_one_line() {
         one_line(&format!("logs {args:?}"), &output);
     }
     server.stop().await;
+
+    // A stopped server's data dir: one line saying how to start it.
+    for args in [&[][..], &["sessions", "--workspace", "dev"][..]] {
+        let output = warden()
+            .arg("logs")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dirs.server)
+            .output()
+            .await
+            .unwrap();
+        let e = one_line("logs of a stopped server", &output);
+        assert!(e.contains("is not running"), "{e}");
+        assert!(
+            e.contains(&format!(
+                "`warden server --data-dir {}`",
+                dirs.server.display()
+            )),
+            "{e}"
+        );
+    }
 }
