@@ -55,7 +55,8 @@ pub fn init_logging(default: &str, json: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = if json {
-        builder.json().flatten_event(true).try_init()
+        // The boundary lines' keys (ts, level, msg): one schema on stderr.
+        builder.event_format(super::json_log::JsonLines).try_init()
     } else {
         builder
             .with_ansi(std::io::stderr().is_terminal())
