@@ -321,10 +321,16 @@ async fn the_file_sink_rotates_and_resumes_after_a_restart_without_repeats() {
     }
     let ids: BTreeSet<i64> = ids.into_iter().collect();
     assert_eq!(ids.len(), 70);
-    let (_, metrics) = server.get("/metrics").await;
-    assert_eq!(
-        metric(&metrics, "warden_export_cursor{sink=\"ocsf\"}"),
-        Some(70.0)
-    );
+    // The cursor is saved (and shown) just after the lines are written.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, metrics) = server.get("/metrics").await;
+        let cursor = metric(&metrics, "warden_export_cursor{sink=\"ocsf\"}");
+        if cursor == Some(70.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cursor {cursor:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.stop().await.unwrap();
 }

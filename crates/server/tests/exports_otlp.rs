@@ -285,15 +285,22 @@ async fn a_grpc_receiver_gets_every_record_once_with_the_mapping() {
     for (resource, record) in &records {
         check_mapping(resource, record);
     }
-    let (_, metrics) = server.get("/metrics").await;
-    assert_eq!(
-        metric(&metrics, "warden_export_records_total{sink=\"otlp\"}"),
-        Some(n as f64)
-    );
-    assert_eq!(
-        metric(&metrics, "warden_export_lease_held{sink=\"otlp\"}"),
-        Some(1.0)
-    );
+    // The counter moves once the exporter saw the receiver's answer, a
+    // moment after the receiver has the records.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, metrics) = server.get("/metrics").await;
+        let delivered = metric(&metrics, "warden_export_records_total{sink=\"otlp\"}");
+        if delivered == Some(n as f64) {
+            assert_eq!(
+                metric(&metrics, "warden_export_lease_held{sink=\"otlp\"}"),
+                Some(1.0)
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "delivered {delivered:?} of {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.stop().await.unwrap();
 }
 
