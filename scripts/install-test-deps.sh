@@ -4,8 +4,10 @@
 # (crates/server/tests/web_browser.rs drives Debian's Chromium with
 # playwright-core from npm), the boundary's tests (curl and git as proxied
 # clients, python3 as a test upstream, setpriv from util-linux for the jail;
-# squid to compare against) and rsyslog with RELP (`warden bench --compare
-# rsyslog`). Idempotent: installs only what is missing. Run as root;
+# squid to compare against), rsyslog with RELP (`warden bench --compare
+# rsyslog`; the syslog export's test receives into a file with it) and
+# promtool from prometheus (`/metrics` of agent and server pass `promtool
+# check metrics`). Idempotent: installs only what is missing. Run as root;
 # `scripts/test` runs it before the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,7 @@ need setpriv util-linux
 need unshare util-linux
 need squid squid-openssl
 need rsyslogd rsyslog
+need promtool prometheus
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/omrelp.so ] || [ -n "$(find /usr/lib -name omrelp.so 2>/dev/null | head -1)" ] || missing+=(rsyslog-relp)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing ${missing[*]} (Debian)"

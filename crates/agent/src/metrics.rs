@@ -251,16 +251,18 @@ pub async fn serve(
     use axum::http::header::CONTENT_TYPE;
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
+        // OpenMetrics when the scraper asks for it, Prometheus text
+        // otherwise (`warden_proto::exposition`).
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let accept = headers
+                .get(axum::http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let text = metrics.render(&spool.stats());
             async move {
-                (
-                    [(
-                        CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    text,
-                )
+                let (content_type, text) =
+                    warden_proto::exposition::negotiate(accept.as_deref(), text);
+                ([(CONTENT_TYPE, content_type)], text)
             }
         }),
     );

@@ -875,7 +875,7 @@ async fn a_full_spool_under_drop_oldest_drops_and_reports_it() {
 }
 
 #[tokio::test]
-async fn metrics_are_served_with_the_established_names() {
+async fn metrics_are_served_with_the_established_names_and_pass_promtool() {
     let cp = FakeControlPlane::start(TOKEN).await;
     let dirs = dirs();
     let mut config = config(&cp, &dirs);
@@ -910,7 +910,40 @@ async fn metrics_are_served_with_the_established_names() {
             "missing {line:?} in\n{body}"
         );
     }
+    let (_, exposition) = body.split_once("\r\n\r\n").unwrap();
+    promtool_check(exposition);
     agent.stop().await;
+}
+
+/// Runs `promtool check metrics` on `text`; fails with what it said.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("this test needs promtool ({e}): install the Debian package prometheus (apt-get install prometheus), or run scripts/install-test-deps.sh")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
 }
 
 #[tokio::test]

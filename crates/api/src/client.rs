@@ -94,6 +94,17 @@ pub enum TlsError {
     /// The handshake failed (an untrusted or invalid certificate, say).
     #[error("handshake with the server")]
     Handshake(#[source] std::io::Error),
+    /// The server's certificate was refused: what is wrong in words and how
+    /// to fix it ([`crate::tls::explain_handshake`]); rustls' error is the
+    /// source.
+    #[error("{problem}")]
+    Certificate {
+        /// What is wrong, and the fix.
+        problem: String,
+        /// The handshake's error.
+        #[source]
+        cause: std::io::Error,
+    },
 }
 
 /// An answer that could not be read.
@@ -299,10 +310,12 @@ impl ApiClient {
             Some(connector) => {
                 let name = rustls::pki_types::ServerName::try_from(self.host.clone())
                     .map_err(|_| ClientError::Tls(TlsError::ServerName(self.host.clone())))?;
-                let stream = connector
-                    .connect(name, stream)
-                    .await
-                    .map_err(|e| ClientError::Tls(TlsError::Handshake(e)))?;
+                let stream = connector.connect(name, stream).await.map_err(|e| {
+                    ClientError::Tls(match crate::tls::explain_handshake(&e) {
+                        Some(problem) => TlsError::Certificate { problem, cause: e },
+                        None => TlsError::Handshake(e),
+                    })
+                })?;
                 send(stream, request).await
             }
         }

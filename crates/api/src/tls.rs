@@ -89,3 +89,36 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Con
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// What a failed handshake means, in words, with the fix, when it is a
+/// certificate the client refused (rustls names the problem in a form
+/// only its authors read, e.g. `Other(OtherError(CaUsedAsEndEntity))`).
+pub fn explain_handshake(error: &std::io::Error) -> Option<String> {
+    use rustls::CertificateError as C;
+    let rustls_error = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    let rustls::Error::InvalidCertificate(problem) = rustls_error else {
+        return None;
+    };
+    const HOW: &str = "make a CA and a server certificate signed by it (docs/security.md, \"TLS certificates\") and give the server the server certificate, the client the CA (--ca-cert)";
+    Some(match problem {
+        C::UnknownIssuer => format!(
+            "the server's certificate is not signed by a CA this client trusts: give the CA that signed it with --ca-cert, or {HOW}"
+        ),
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "the server's certificate does not name the host in the URL: connect with a name or address the certificate lists (its subject alternative names), or make a certificate that lists this one".to_owned()
+        }
+        C::Expired | C::ExpiredContext { .. } => {
+            "the server's certificate has expired: renew it".to_owned()
+        }
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the server's certificate is not valid yet: check the clocks of both machines".to_owned()
+        }
+        C::Revoked => "the server's certificate has been revoked".to_owned(),
+        C::BadEncoding => "the server's certificate is malformed".to_owned(),
+        C::BadSignature => "the server's certificate has a bad signature".to_owned(),
+        C::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => format!(
+            "the server presents a CA certificate as its own (a self-signed certificate made with `openssl req -x509` is one): a server needs a certificate of its own, signed by a CA; {HOW}"
+        ),
+        other => format!("the server's certificate was refused ({other:?})"),
+    })
+}

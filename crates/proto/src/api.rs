@@ -32,9 +32,38 @@ impl ApiVersion {
     pub const MINIMUM: ApiVersion = ApiVersion { major: 2, minor: 7 };
 
     /// Whether a control plane of this build serves an agent speaking `self`:
-    /// 2.7 and later within major 2.
+    /// exactly 2.7. Like the reference (Coder's `apiversion`) it refuses a
+    /// newer minor than its own, and older minors lack `ReportBoundaryLogs`
+    /// (see `docs/boundary-wire.md`, "Agent API version negotiation").
     pub fn is_supported(self) -> bool {
-        self.major == Self::MINIMUM.major && self >= Self::MINIMUM
+        self == Self::CURRENT
+    }
+
+    /// Why a control plane of this build refuses an agent speaking `self`
+    /// (`None` when it serves it), naming both versions; the reference's
+    /// words for a newer version.
+    pub fn refusal(self) -> Option<String> {
+        let ours = Self::CURRENT;
+        if self.major > ours.major {
+            Some(format!(
+                "server is at version {ours}, behind requested major version {self}"
+            ))
+        } else if self.major < ours.major {
+            Some(format!(
+                "requested major version {} ({self}) is no longer supported by this server, which is at version {ours}",
+                self.major
+            ))
+        } else if self.minor > ours.minor {
+            Some(format!(
+                "server is at version {ours}, behind requested minor version {self}"
+            ))
+        } else if self.minor < ours.minor {
+            Some(format!(
+                "requested version {self} is older than {ours}, the first with ReportBoundaryLogs; server is at version {ours}"
+            ))
+        } else {
+            None
+        }
     }
 }
 
@@ -74,11 +103,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_within_major_two_from_seven_are_supported() {
+    fn exactly_two_seven_is_supported() {
         for (text, ok) in [
             ("2.7", true),
-            ("2.8", true),
-            ("2.10", true),
+            ("2.8", false),
+            ("2.10", false),
             ("2.6", false),
             ("3.0", false),
             ("1.9", false),

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod codec;
 pub mod domain;
+pub mod exposition;
 pub mod quote;
 pub mod scan;
 pub mod wire;

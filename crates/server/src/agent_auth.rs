@@ -119,14 +119,11 @@ pub async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> Result<Mani
     }
 }
 
-/// The version check: 2.7 and later within major 2.
+/// The version check: exactly 2.7 (`docs/boundary-wire.md`, "Agent API
+/// version negotiation"), refusals naming both versions.
 fn check_version(headers: &HeaderMap) -> Result<(), Status> {
     let ours = ApiVersion::CURRENT;
-    let accepted = format!(
-        "this control plane speaks agent api {ours} and accepts {} and later within major {}",
-        ApiVersion::MINIMUM,
-        ApiVersion::MINIMUM.major
-    );
+    let accepted = format!("server is at version {ours}");
     let Some(value) = headers.get(API_VERSION_HEADER) else {
         return Err(Status::failed_precondition(format!(
             "the call names no agent api version ({API_VERSION_HEADER}); {accepted}"
@@ -139,12 +136,10 @@ fn check_version(headers: &HeaderMap) -> Result<(), Status> {
             "agent api version {shown:?} is not MAJOR.MINOR; {accepted}"
         ))
     })?;
-    if !version.is_supported() {
-        return Err(Status::failed_precondition(format!(
-            "agent api version {version} is not supported: {accepted}"
-        )));
+    match version.refusal() {
+        Some(why) => Err(Status::failed_precondition(why)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -164,8 +159,20 @@ mod tests {
     #[test]
     fn versions_are_checked_and_both_named() {
         assert!(check_version(&headers(Some("2.7"))).is_ok());
-        assert!(check_version(&headers(Some("2.9"))).is_ok());
-        for bad in [Some("2.6"), Some("3.0"), Some("x"), None] {
+        // The reference's words for a newer minor.
+        assert_eq!(
+            check_version(&headers(Some("2.8"))).unwrap_err().message(),
+            "server is at version 2.7, behind requested minor version 2.8"
+        );
+        for bad in [
+            Some("2.6"),
+            Some("2.8"),
+            Some("2.10"),
+            Some("3.0"),
+            Some("1.9"),
+            Some("x"),
+            None,
+        ] {
             let status = check_version(&headers(bad)).unwrap_err();
             assert_eq!(status.code(), Code::FailedPrecondition);
             assert!(status.message().contains("2.7"), "{}", status.message());

@@ -8,6 +8,7 @@ use warden_proto::api::MAX_RECORDS_PER_CALL;
 use warden_store::DatabaseUrl;
 
 use crate::ServerError;
+use crate::export::ExportSettings;
 use crate::line::LineFormat;
 use crate::retention::Retention;
 
@@ -42,6 +43,8 @@ pub struct Config {
     /// How long a session without a reported end must be idle before its
     /// completeness verdict is signed (see [`crate::completeness`]).
     pub session_idle: Duration,
+    /// Export sinks (none by default).
+    pub exports: ExportSettings,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             retention: None,
             signing_key: None,
             session_idle: crate::completeness::DEFAULT_IDLE,
+            exports: ExportSettings::default(),
         }
     }
 }

@@ -25,6 +25,8 @@
 //!   rules for workspace names;
 //! - [`files`]: the data dir and database files, private to the server's
 //!   user;
+//! - [`export`]: OTLP, OCSF and syslog sinks, each with its cursor and
+//!   lease in the store;
 //! - [`config`], [`tls`], [`metrics`].
 
 #![warn(missing_docs, unreachable_pub)]
@@ -39,6 +41,7 @@ pub mod completeness;
 pub mod config;
 pub mod connections;
 mod error;
+pub mod export;
 pub mod files;
 // The ingest path's modules are exempt until their rewrite lands (their
 // owner enables the lints there).

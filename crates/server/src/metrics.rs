@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use warden_proto::domain::DropReason;
 
 use crate::connections::ConnectionMetrics;
+use crate::export::metrics::ExportMetrics;
 use crate::plausible::PlausibilityMetrics;
 use crate::retention::RetentionMetrics;
 
@@ -73,6 +74,7 @@ pub struct Metrics {
     pub retention: Arc<RetentionMetrics>,
     pub connections: Arc<ConnectionMetrics>,
     pub plausibility: Arc<PlausibilityMetrics>,
+    pub exports: Arc<ExportMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -115,6 +117,7 @@ impl Metrics {
             retention: Arc::default(),
             connections: Arc::default(),
             plausibility: Arc::default(),
+            exports: Arc::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -223,8 +226,19 @@ impl Metrics {
                 .agent_dropped_frames
                 .get_or_create(&ReasonLabel { reason });
         }
+        // Both decisions and both client drop reasons from the start, at
+        // zero, so alerts on rate() work from the first scrape.
+        for decision in ["allow", "deny"] {
+            let _ = m
+                .records_ingested
+                .get_or_create(&DecisionLabel { decision });
+        }
+        for reason in ["channel_full", "batch_full"] {
+            let _ = m.client_dropped.get_or_create(&ReasonLabel { reason });
+        }
         m.connections.register(&mut registry);
         m.plausibility.register(&mut registry);
+        m.exports.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -266,6 +280,25 @@ mod tests {
                 let line = format!("warden_agent_dropped_{family}_total{{reason=\"{reason}\"}} 0");
                 assert!(text.lines().any(|l| l == line), "missing {line:?}");
             }
+        }
+    }
+
+    #[test]
+    fn decisions_client_reasons_and_export_sinks_are_exported_at_zero() {
+        let text = Metrics::new().encode();
+        for line in [
+            "warden_records_ingested_total{decision=\"allow\"} 0",
+            "warden_records_ingested_total{decision=\"deny\"} 0",
+            "warden_client_dropped_records_total{reason=\"channel_full\"} 0",
+            "warden_client_dropped_records_total{reason=\"batch_full\"} 0",
+            "warden_export_records_total{sink=\"otlp\"} 0",
+            "warden_export_failures_total{sink=\"ocsf\"} 0",
+            "warden_export_lag_records{sink=\"syslog\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in {text}"
+            );
         }
     }
 

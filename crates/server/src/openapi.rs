@@ -179,7 +179,7 @@ fn paths() -> Value {
             "operationId": "metrics",
             "security": [],
             "responses": {
-                "200": { "description": "The metrics.", "content": { "application/openmetrics-text": { "schema": string() } } }
+                "200": { "description": "The metrics: OpenMetrics text when the Accept header asks for it, Prometheus text format 0.0.4 otherwise.", "content": { "application/openmetrics-text": { "schema": string() }, "text/plain": { "schema": string() } } }
             }
         }},
         PATH: { "get": {
@@ -240,6 +240,24 @@ fn paths() -> Value {
                 "summary": "The newest signed checkpoint: what `warden checkpoint export` writes.",
                 "operationId": "latestCheckpoint",
                 "responses": with_common_errors(json!({ "200": ok("The checkpoint.", "Checkpoint"), "404": error("No checkpoint signed yet.") }))
+            }
+        },
+        "/api/v2/agent-firewall/sessions/{id}/logs": {
+            "get": {
+                "summary": "One session's records in ascending sequence order: Coder's session-log read API, for scripts written against it.",
+                "description": "Bounds are exclusive: rows with a sequence number above seq_after and below seq_before. A session id names the session in whichever workspace has it. Rows carry the reference's field names: detail is the URL, created_at the event time (the receive time when boundary sent none), captured_at when the control plane received the record.",
+                "operationId": "agentFirewallSessionLogs",
+                "parameters": [
+                    path_param("id", "The client session id."),
+                    query_param("seq_after", "Only rows with a sequence number above this.", json!({ "type": "integer" })),
+                    query_param("seq_before", "Only rows with a sequence number below this.", json!({ "type": "integer" })),
+                    limit_param("Rows")
+                ],
+                "responses": with_common_errors(json!({
+                    "200": ok("The rows.", "SessionLogs"),
+                    "400": error("A parameter is invalid; the message names it."),
+                    "404": error("No session with this id that the caller may see.")
+                }))
             }
         },
         "/api/v1/records": {
@@ -471,6 +489,19 @@ fn schemas() -> Value {
                 "format": string(), "id": count(), "link": count(), "last_record_id": count(),
                 "head": string(), "time": time(), "time_ns": count(), "key_id": string(),
                 "fingerprint": string(), "public_key": string(), "signature": string()
+            }
+        },
+        "SessionLogs": {
+            "type": "object", "required": ["logs"],
+            "properties": { "logs": array_of("SessionLog") }
+        },
+        "SessionLog": {
+            "type": "object",
+            "description": "A row of Coder's session-log API.",
+            "required": ["sequence_number", "method", "detail", "matched_rule", "created_at", "captured_at"],
+            "properties": {
+                "sequence_number": { "type": "integer" }, "method": string(), "detail": string(),
+                "matched_rule": string(), "created_at": time(), "captured_at": time()
             }
         },
         "CheckpointList": { "type": "array", "items": { "$ref": "#/components/schemas/Checkpoint" } },

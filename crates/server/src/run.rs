@@ -55,6 +55,8 @@ pub struct Server {
     signing_key: Arc<warden_evidence::key::SigningKey>,
     /// The sessions ingest touched, for their verdicts.
     session_watch: Arc<SessionWatch>,
+    /// The export sinks, checked, not started yet.
+    sinks: Vec<(crate::export::SinkKind, crate::export::Sink)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -105,6 +107,7 @@ impl Server {
         store: Arc<dyn Store>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<Server, ServerError> {
+        let sinks = crate::export::sinks(&config.exports).map_err(ServerError::Config)?;
         let admin_token = admin_token::settle(&*store, &config.admin_token).await?;
         let signing_key = Arc::new(load_signing_key(&config)?);
         let session_key = store
@@ -171,6 +174,7 @@ impl Server {
             streams,
             signing_key,
             session_watch,
+            sinks,
         })
     }
 
@@ -202,6 +206,7 @@ impl Server {
             streams,
             signing_key,
             session_watch,
+            sinks,
             ..
         } = self;
         let judge = tokio::spawn(completeness::run(
@@ -217,6 +222,13 @@ impl Server {
             Arc::clone(&metrics),
             shutdown.child_token(),
         ));
+        let exporters = crate::export::spawn(
+            Arc::clone(&store),
+            sinks,
+            &config.exports,
+            Arc::clone(&metrics.exports),
+            shutdown.child_token(),
+        );
         let signer = tokio::spawn(checkpoints::run(
             Arc::clone(&store),
             signing_key,
@@ -264,6 +276,11 @@ impl Server {
             && let Err(e) = task.await
         {
             tracing::error!(error = %e, "the retention task failed");
+        }
+        for exporter in exporters {
+            if let Err(e) = exporter.await {
+                tracing::error!(error = %e, "an export task failed");
+            }
         }
         let closed = store.close().await;
         tracing::info!("control plane stopped");

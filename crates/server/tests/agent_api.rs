@@ -175,11 +175,19 @@ async fn a_deleted_workspace_is_revoked_and_its_records_stay() {
 }
 
 #[tokio::test]
-async fn versions_outside_2_7_to_2_x_are_refused_naming_both() {
+async fn only_2_7_is_accepted_and_refusals_name_both_versions() {
     let (server, _dir) = Server::start().await;
     let ws = server.workspace("dev").await;
     let mut agent = server.agent(&ws.agent_token).await;
-    for version in [Some("2.6"), Some("3.0"), Some("1.9"), Some("banana"), None] {
+    for version in [
+        Some("2.6"),
+        Some("2.8"),
+        Some("2.9"),
+        Some("3.0"),
+        Some("1.9"),
+        Some("banana"),
+        None,
+    ] {
         agent.version = version.map(str::to_owned);
         let status = agent
             .report(vec![batch(None, logs(0..1))])
@@ -195,7 +203,14 @@ async fn versions_outside_2_7_to_2_x_are_refused_naming_both() {
             Code::FailedPrecondition
         );
     }
-    agent.version = Some("2.9".into());
+    // A newer minor, in the reference's words.
+    agent.version = Some("2.8".into());
+    let status = agent.manifest().await.unwrap_err();
+    assert_eq!(
+        status.message(),
+        "server is at version 2.7, behind requested minor version 2.8"
+    );
+    agent.version = Some("2.7".into());
     agent.manifest().await.unwrap();
     server.stop().await.unwrap();
 }
@@ -743,6 +758,42 @@ async fn health_and_metrics_answer_over_http() {
     assert_eq!(status, 200);
     assert!(
         body.contains("# TYPE warden_ingest_duration_seconds histogram"),
+        "{body}"
+    );
+    // Prometheus text by default; OpenMetrics for a scraper that asks.
+    assert!(
+        body.contains("# TYPE warden_records_duplicate_total counter\n"),
+        "{body}"
+    );
+    assert!(!body.contains("# EOF"));
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get("/metrics")
+        .header("host", server.addr.to_string())
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        body.contains("# TYPE warden_records_duplicate counter\n"),
         "{body}"
     );
     assert!(body.ends_with("# EOF\n"));

@@ -21,6 +21,7 @@ pub mod chain;
 mod convert;
 mod counters;
 pub mod error;
+pub mod exports;
 mod group;
 mod hosts;
 mod ingest;
@@ -39,6 +40,7 @@ pub mod verdict;
 use std::sync::Arc;
 
 pub use error::StoreError;
+pub use exports::ExportState;
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

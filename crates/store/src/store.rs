@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::sync::watch;
@@ -12,6 +13,7 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::chain::{ChainLink, Checkpoint};
+use crate::exports::ExportState;
 use crate::model::{
     ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
     NewWorkspace, PolicyText, PurgeOutcome, RecordId, RecordQuery, SequenceRange, SessionActivity,
@@ -242,4 +244,32 @@ pub trait Store: Send + Sync + 'static {
     /// Sessions with records stored after their latest verdict (or without
     /// one), those stored to longest ago first, at most `limit`.
     fn sessions_awaiting_verdict(&self, limit: u32) -> StoreFuture<'_, Vec<SessionKey>>;
+    /// Takes or renews the lease on export sink `sink` for `holder` until
+    /// `ttl` from now (the store's clock), when it is free, expired or
+    /// already `holder`'s, and returns the sink's cursor (0 for a new sink);
+    /// `None` while another holder's lease runs. See [`crate::exports`].
+    fn claim_export<'a>(
+        &'a self,
+        sink: &'a str,
+        holder: Uuid,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<RecordId>>;
+
+    /// Moves sink `sink`'s cursor up to `cursor` (never down) and renews the
+    /// lease, if `holder` still holds it; `false` when it does not (another
+    /// holder took over: stop exporting).
+    fn save_export_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+        holder: Uuid,
+        cursor: RecordId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Frees `holder`'s lease on `sink` (nothing when it does not hold it),
+    /// so that another holder takes over at once.
+    fn release_export<'a>(&'a self, sink: &'a str, holder: Uuid) -> StoreFuture<'a, ()>;
+
+    /// Every export sink's state, by name.
+    fn export_states(&self) -> StoreFuture<'_, Vec<ExportState>>;
 }

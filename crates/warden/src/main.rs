@@ -55,6 +55,12 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
+            let argv: Vec<String> = std::env::args().collect();
+            if err.use_stderr() && cmd::json_log::wants_json(&argv) {
+                // In JSON mode every stderr line is JSON, usage errors too.
+                eprint!("{}", cmd::json_log::usage_error(&err.render().to_string()));
+                return ExitCode::from(err.exit_code() as u8);
+            }
             let _ = err.print();
             // clap uses 0 for --help/--version and 2 for usage errors.
             return ExitCode::from(err.exit_code() as u8);

@@ -285,6 +285,46 @@ async fn records_are_listed_filtered_and_printed_as_json_or_a_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ocsf_format_prints_valid_http_activity_events() {
+    let (dirs, mut server, _dev, _ops) = server_with_records().await;
+    let data = &dirs.server;
+    let (code, out, err) = logs(data, &["--json"], None).await;
+    assert_eq!(code, Some(0), "{err}");
+    let records = json_lines(&out);
+    let (code, out, err) = logs(data, &["--format", "ocsf"], None).await;
+    assert_eq!(code, Some(0), "{err}");
+    let events = json_lines(&out);
+    assert_eq!(events.len(), records.len());
+    let schema: serde_json::Value = serde_json::from_str(include_str!(
+        "../../server/tests/data/ocsf-1.3.0-http-activity.schema.json"
+    ))
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for (event, record) in events.iter().zip(&records) {
+        let errors: Vec<String> = validator
+            .iter_errors(event)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:?} in {event:#}");
+        assert_eq!(event["metadata"]["uid"], record["id"].to_string());
+        assert_eq!(
+            event["http_request"]["url"]["url_string"],
+            record["http_url"]
+        );
+        let denied = record["decision"] == "deny";
+        assert_eq!(event["action_id"], if denied { 2 } else { 1 });
+        assert_eq!(event["metadata"]["correlation_uid"], record["session_id"]);
+        assert_eq!(event["metadata"]["sequence"], record["sequence"]);
+    }
+    // The terminal escape in a URL is escaped like --json does it.
+    assert!(!out.contains('\u{1b}'));
+    // --format json is --json.
+    let (code, json, _) = logs(data, &["--format", "json"], None).await;
+    assert_eq!((code, json_lines(&json).len()), (Some(0), records.len()));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_say_what_is_wrong_with_usage_and_runtime_exit_codes() {
     let (dirs, mut server, _dev, _ops) = server_with_records().await;
     let data = &dirs.server;

@@ -4,6 +4,7 @@
 //! contributes a router that [`router`] merges.
 
 mod admin_auth;
+mod agent_firewall;
 pub(crate) mod bodies;
 mod checkpoints;
 pub mod cursor;
@@ -49,6 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
         .nest("/api/v1/workspaces", workspaces::router())
         .merge(records::router())
+        .merge(agent_firewall::router())
         .merge(checkpoints::router())
         .merge(stream::router())
         .layer(axum::middleware::from_fn_with_state(

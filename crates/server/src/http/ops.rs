@@ -30,12 +30,13 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+/// OpenMetrics when the scraper asks for it, Prometheus text otherwise
+/// (`warden_proto::exposition`).
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, text) = warden_proto::exposition::negotiate(accept, state.metrics.encode());
+    ([(header::CONTENT_TYPE, content_type)], text)
 }

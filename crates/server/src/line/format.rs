@@ -1,5 +1,5 @@
-//! The boundary log line of `docs/stderr-format.md`, in its text and JSON
-//! forms.
+//! The boundary log line of `docs/stderr-format.md`, in its text, JSON and
+//! `coder` forms.
 
 use std::fmt::Write;
 
@@ -20,6 +20,9 @@ pub enum LineFormat {
     Text,
     /// One JSON object per line.
     Json,
+    /// Coder's control plane's line (cdr.dev/slog's human format):
+    /// `2026-01-16 00:11:40.564 [info]  coderd.agentrpc: boundary_request  owner=joe ...`
+    Coder,
 }
 
 /// What one line shows, borrowed from wherever the record is.
@@ -42,6 +45,9 @@ pub struct LineRecord<'a> {
     pub process: &'a str,
     /// The URL's length as sent when `url` holds only its first bytes.
     pub url_original_bytes: Option<u64>,
+    /// The agent's id of the batch that carried the record (the `coder`
+    /// format's `request_id`).
+    pub batch_id: Uuid,
     /// The line is printed again at a start: its record may have been
     /// printed just before the last stop (see `docs/stderr-format.md`).
     pub replayed: bool,
@@ -74,6 +80,7 @@ impl<'a> LineRecord<'a> {
             matched_rule: &record.matched_rule,
             process: logs.map_or("", |l| &l.confined_process_name),
             url_original_bytes,
+            batch_id: batch.batch_id,
             replayed: false,
         }
     }
@@ -95,6 +102,7 @@ impl<'a> LineRecord<'a> {
             matched_rule: &record.matched_rule,
             process: &record.process,
             url_original_bytes: record.url_original_bytes,
+            batch_id: record.batch_id,
             replayed: false,
         }
     }
@@ -126,6 +134,60 @@ pub fn write_line(out: &mut String, format: LineFormat, record: &LineRecord<'_>)
     match format {
         LineFormat::Text => write_text(out, record),
         LineFormat::Json => write_json(out, record),
+        LineFormat::Coder => write_coder(out, record, Timestamp::now()),
+    }
+}
+
+/// The `coder` line (`docs/stderr-format.md`, section `coder`), stamped
+/// `written_at`: the time it is written, not the event time.
+pub fn write_coder(out: &mut String, r: &LineRecord<'_>, written_at: Timestamp) {
+    push_stamp(out, written_at);
+    // Info for both decisions, as the reference logs it; two spaces after.
+    out.push_str(" [info]  coderd.agentrpc: boundary_request");
+    let field = |out: &mut String, key: &str, value: &str| {
+        out.push_str("  ");
+        out.push_str(key);
+        out.push('=');
+        slog_value(out, value);
+    };
+    field(out, "owner", r.workspace_owner);
+    field(out, "workspace_name", r.workspace_name);
+    field(out, "agent_name", r.agent_name);
+    field(out, "decision", r.decision.as_str());
+    if let Some(session) = r.session_id {
+        field(out, "session_id", session);
+        field(out, "sequence_number", &r.sequence_number.to_string());
+    }
+    field(
+        out,
+        "workspace_id",
+        &r.workspace_id.hyphenated().to_string(),
+    );
+    field(out, "http_method", r.method);
+    field(out, "http_url", r.url);
+    field(out, "event_time", &rfc3339_nano(r.stamp()));
+    if r.decision == Decision::Allow {
+        field(out, "matched_rule", r.matched_rule);
+    }
+    field(out, "request_id", &r.batch_id.hyphenated().to_string());
+    if r.replayed {
+        field(out, "replayed", "true");
+    }
+    out.push('\n');
+}
+
+/// A value as slog's human format writes it: Go-quoted when it is empty or
+/// holds a space or a character Go does not print, as it is otherwise; so
+/// no value can add a field or a line.
+fn slog_value(out: &mut String, value: &str) {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c != ' ' && warden_proto::quote::is_print(c));
+    if plain {
+        out.push_str(value);
+    } else {
+        quote_into(out, value);
     }
 }
 
@@ -309,6 +371,7 @@ mod tests {
             matched_rule: "",
             process: "",
             url_original_bytes: None,
+            batch_id: "01a24e53-b93d-772f-bceb-6f83ecae5afe".parse().unwrap(),
             replayed: false,
         }
     }
@@ -317,6 +380,78 @@ mod tests {
         let mut s = String::new();
         write_line(&mut s, LineFormat::Text, r);
         s
+    }
+
+    fn coder(r: &LineRecord<'_>) -> String {
+        let mut s = String::new();
+        // 2026-01-16 00:11:40.564 UTC
+        write_coder(&mut s, r, ts(1_768_522_300, 564_999_999));
+        s
+    }
+
+    /// The spec's example record.
+    fn coder_example() -> LineRecord<'static> {
+        LineRecord {
+            workspace_id: "f2bd4e9f-0a6e-4b83-9a54-5b6f1c2d3e4f".parse().unwrap(),
+            workspace_name: "some-task-c88d",
+            workspace_owner: "joe",
+            agent_name: "dev",
+            decision: Decision::Allow,
+            method: "GET",
+            url: "https://dev.coder.com/",
+            event_time: Some(ts(1_768_522_299, 388_607_657)),
+            matched_rule: "domain=dev.coder.com",
+            ..example()
+        }
+    }
+
+    #[test]
+    fn the_coder_line_matches_the_spec_example_byte_for_byte() {
+        assert_eq!(
+            coder(&coder_example()),
+            "2026-01-16 00:11:40.564 [info]  coderd.agentrpc: boundary_request  owner=joe  workspace_name=some-task-c88d  agent_name=dev  decision=allow  session_id=0b6f8f0e-7a0c-4d7e-9a53-1f2d3c4b5a69  sequence_number=12  workspace_id=f2bd4e9f-0a6e-4b83-9a54-5b6f1c2d3e4f  http_method=GET  http_url=https://dev.coder.com/  event_time=2026-01-16T00:11:39.388607657Z  matched_rule=domain=dev.coder.com  request_id=01a24e53-b93d-772f-bceb-6f83ecae5afe\n"
+        );
+    }
+
+    #[test]
+    fn coder_lines_golden() {
+        // Denied, no session, no event time: info all the same, no
+        // matched_rule, the receive time as event_time.
+        let denied = LineRecord {
+            decision: Decision::Deny,
+            session_id: None,
+            event_time: None,
+            received_at: ts(1_768_522_300, 500_000_000),
+            url: "https://evil.example/x",
+            ..coder_example()
+        };
+        assert_eq!(
+            coder(&denied),
+            "2026-01-16 00:11:40.564 [info]  coderd.agentrpc: boundary_request  owner=joe  workspace_name=some-task-c88d  agent_name=dev  decision=deny  workspace_id=f2bd4e9f-0a6e-4b83-9a54-5b6f1c2d3e4f  http_method=GET  http_url=https://evil.example/x  event_time=2026-01-16T00:11:40.5Z  request_id=01a24e53-b93d-772f-bceb-6f83ecae5afe\n"
+        );
+        // Allowed with an empty rule: matched_rule all the same, quoted;
+        // values with spaces, controls or nothing at all are Go-quoted, so
+        // nothing can add a field or a line; printable ones stay bare.
+        let hostile = LineRecord {
+            matched_rule: "",
+            workspace_owner: "",
+            agent_name: "a b",
+            url: "https://x/\n2026-01-16 00:00:00.000 [info]  forged  decision=deny",
+            method: "G\"T",
+            replayed: true,
+            ..coder_example()
+        };
+        assert_eq!(
+            coder(&hostile),
+            "2026-01-16 00:11:40.564 [info]  coderd.agentrpc: boundary_request  owner=\"\"  workspace_name=some-task-c88d  agent_name=\"a b\"  decision=allow  session_id=0b6f8f0e-7a0c-4d7e-9a53-1f2d3c4b5a69  sequence_number=12  workspace_id=f2bd4e9f-0a6e-4b83-9a54-5b6f1c2d3e4f  http_method=G\"T  http_url=\"https://x/\\n2026-01-16 00:00:00.000 [info]  forged  decision=deny\"  event_time=2026-01-16T00:11:39.388607657Z  matched_rule=\"\"  request_id=01a24e53-b93d-772f-bceb-6f83ecae5afe  replayed=true\n"
+        );
+        assert_eq!(coder(&hostile).matches('\n').count(), 1);
+        // Non-ASCII printable stays, a bidi override is escaped.
+        let unicode = LineRecord {
+            url: "https://пример.рф/\u{202e}",
+            ..coder_example()
+        };
+        assert!(coder(&unicode).contains("  http_url=\"https://пример.рф/\\u202e\"  "));
     }
 
     #[test]

@@ -47,6 +47,7 @@
 
 mod chain;
 mod committer;
+mod exports;
 mod ingest;
 mod outbox;
 mod purge;
@@ -71,6 +72,7 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::chain::{ChainLink, Checkpoint};
+use crate::exports::ExportState;
 use crate::migrations::{Step, migrator};
 use crate::model::{
     ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
@@ -124,6 +126,11 @@ const MIGRATIONS: &[Step] = &[
         7,
         "record chain",
         include_str!("../../migrations/postgres/0007_chain.sql"),
+    ),
+    (
+        8,
+        "export cursors",
+        include_str!("../../migrations/postgres/0008_exports.sql"),
     ),
     (
         10,
@@ -487,5 +494,32 @@ impl Store for PgStore {
 
     fn sessions_awaiting_verdict(&self, limit: u32) -> StoreFuture<'_, Vec<SessionKey>> {
         Box::pin(verdicts::awaiting(&self.pool, limit))
+    }
+
+    fn claim_export<'a>(
+        &'a self,
+        sink: &'a str,
+        holder: Uuid,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<RecordId>> {
+        Box::pin(exports::claim(&self.pool, sink, holder, ttl))
+    }
+
+    fn save_export_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+        holder: Uuid,
+        cursor: RecordId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(exports::save(&self.pool, sink, holder, cursor, ttl))
+    }
+
+    fn release_export<'a>(&'a self, sink: &'a str, holder: Uuid) -> StoreFuture<'a, ()> {
+        Box::pin(exports::release(&self.pool, sink, holder))
+    }
+
+    fn export_states(&self) -> StoreFuture<'_, Vec<ExportState>> {
+        Box::pin(exports::states(&self.pool))
     }
 }

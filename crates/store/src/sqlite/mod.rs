@@ -17,6 +17,7 @@
 mod chain;
 mod counters;
 mod db;
+mod exports;
 mod ingest;
 mod purge;
 mod read;
@@ -43,6 +44,7 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::chain::{ChainLink, Checkpoint};
+use crate::exports::ExportState;
 use crate::migrations::{Step, migrator};
 use crate::model::{
     ActivityQuery, AgentCredentials, IngestOutcome, IngestRequest, Loss, MinuteActivity,
@@ -100,6 +102,11 @@ const MIGRATIONS: &[Step] = &[
         11,
         "denied host totals",
         include_str!("../../migrations/sqlite/0011_denied_host_totals.sql"),
+    ),
+    (
+        12,
+        "export cursors",
+        include_str!("../../migrations/sqlite/0012_exports.sql"),
     ),
     (
         14,
@@ -567,5 +574,41 @@ impl Store for SqliteStore {
 
     fn sessions_awaiting_verdict(&self, limit: u32) -> StoreFuture<'_, Vec<SessionKey>> {
         Box::pin(self.read(move |conn| verdicts::awaiting(conn, limit)))
+    }
+
+    fn claim_export<'a>(
+        &'a self,
+        sink: &'a str,
+        holder: Uuid,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<RecordId>> {
+        Box::pin(async move {
+            self.with_writer(async |conn| exports::claim(conn, sink, holder, ttl).await)
+                .await
+        })
+    }
+
+    fn save_export_cursor<'a>(
+        &'a self,
+        sink: &'a str,
+        holder: Uuid,
+        cursor: RecordId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            self.with_writer(async |conn| exports::save(conn, sink, holder, cursor, ttl).await)
+                .await
+        })
+    }
+
+    fn release_export<'a>(&'a self, sink: &'a str, holder: Uuid) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.with_writer(async |conn| exports::release(conn, sink, holder).await)
+                .await
+        })
+    }
+
+    fn export_states(&self) -> StoreFuture<'_, Vec<ExportState>> {
+        Box::pin(async move { exports::states(&mut *self.registry_read().await?).await })
     }
 }

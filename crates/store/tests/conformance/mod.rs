@@ -8,11 +8,13 @@
 #![allow(dead_code)]
 
 mod chain;
+mod exports;
 mod queries;
 mod reports;
 mod retention;
 
 pub use chain::*;
+pub use exports::*;
 pub use queries::*;
 pub use reports::*;
 pub use retention::*;

@@ -35,6 +35,14 @@ impl Connection {
         let url = match &self.url {
             Some(url) => url.clone(),
             None => read_setting(&self.data_dir, SERVER_URL_FILE).ok_or_else(|| {
+                // A server's data dir whose server is not running (it
+                // removes server-url when it stops): say how to start it.
+                if self.data_dir.join("warden.db").exists() {
+                    let dir = self.data_dir.display();
+                    return Failure::runtime_msg(format_args!(
+                        "the server of {dir} is not running (no server-url there): start it with `warden server --data-dir {dir}` (or `warden dev --data-dir {dir}` for a dev setup), then run this again; `warden verify --data-dir {dir}` reads the stopped store directly"
+                    ));
+                }
                 Failure::usage_msg(format_args!(
                     "no server url: pass --url, set WARDEN_URL, or point --data-dir at the server's data dir (no {} there)",
                     self.data_dir.join(SERVER_URL_FILE).display()

@@ -94,6 +94,14 @@ enum Decision {
     Deny,
 }
 
+/// `--format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+    Ocsf,
+}
+
 #[derive(clap::Args, Debug)]
 struct QueryArgs {
     #[command(flatten)]
@@ -110,6 +118,11 @@ struct QueryArgs {
     /// line, plus id, peer and conflict) instead of a table.
     #[arg(long, env = "WARDEN_LOGS_JSON", value_parser = BoolishValueParser::new())]
     json: bool,
+    /// Output format: table, json (like --json) or ocsf (OCSF 1.3.0 HTTP
+    /// Activity events, one JSON object per line, as `warden server
+    /// --export-ocsf` writes them).
+    #[arg(long, env = "WARDEN_LOGS_FORMAT", value_enum, conflicts_with = "json")]
+    format: Option<Format>,
     #[command(flatten)]
     connection: Connection,
 }
@@ -172,14 +185,18 @@ async fn records(args: QueryArgs) -> Result<(), Failure> {
     let client = args.connection.client()?;
     let limit = args.limit.unwrap_or(if args.follow { 10 } else { 100 });
     let (records, head) = newest(&client, &params, limit).await?;
-    let mut out = Output::new(args.json);
+    let json = args.json || args.format == Some(Format::Json);
+    let mut out = match args.format {
+        Some(Format::Ocsf) => Output::ocsf(),
+        _ => Output::new(json),
+    };
     if args.follow {
         // Oldest first, then what comes.
         out.records(records.iter().rev().map(|r| r.get()), follow::MIN_WIDTHS)?;
         follow::follow(&client, &params, head, &mut out).await
     } else {
         out.records(records.iter().map(|r| r.get()), &[])?;
-        if records.is_empty() && !args.json {
+        if records.is_empty() && !json && args.format != Some(Format::Ocsf) {
             eprintln!("warden logs: no matching records");
         }
         Ok(())

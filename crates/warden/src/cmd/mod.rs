@@ -13,6 +13,7 @@ pub mod dev;
 pub mod emit;
 pub mod evidence;
 pub mod failure;
+pub mod json_log;
 pub mod logs;
 pub mod process;
 pub mod server;

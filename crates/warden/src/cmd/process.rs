@@ -35,17 +35,28 @@ pub fn forward_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
     })
 }
 
+/// The tracing target of lines scripts wait for (`warden server listening
+/// on ...`): logged at info, and shown whatever `WARDEN_LOG` says.
+pub const ANNOUNCE: &str = "warden::announce";
+
 /// Operational logs on stderr, filtered by `WARDEN_LOG` (else `default`):
 /// JSON objects when `json` (so every stderr line of a JSON-mode server is
 /// JSON), plain text otherwise, coloured only on a terminal.
 pub fn init_logging(default: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+        // Announcements scripts wait for print whatever the level.
+        .add_directive(
+            format!("{ANNOUNCE}=info")
+                .parse()
+                .expect("a valid directive"),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = if json {
-        builder.json().flatten_event(true).try_init()
+        // The boundary lines' keys (ts, level, msg): one schema on stderr.
+        builder.event_format(super::json_log::JsonLines).try_init()
     } else {
         builder
             .with_ansi(std::io::stderr().is_terminal())

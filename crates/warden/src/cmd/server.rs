@@ -24,7 +24,8 @@ use warden_store::DatabaseUrl;
 
 use super::failure::Failure;
 use super::process::{
-    forward_signals, init_logging, private_files, raise_open_files_limit, write_server_url,
+    ANNOUNCE, forward_signals, init_logging, private_files, raise_open_files_limit,
+    write_server_url,
 };
 
 /// Environment variable holding the admin token (never a flag: flags show in
@@ -57,7 +58,9 @@ pub struct Args {
     /// How long a shutdown waits for open calls (e.g. 30s).
     #[arg(long, env = "WARDEN_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     shutdown_grace: Duration,
-    /// Delete records received longer ago than this (e.g. 30d; default: keep all).
+    /// Delete records received longer ago than this (e.g. 30d; default: keep
+    /// all). CODER_BOUNDARY_LOG_RETENTION is read too, when neither this flag
+    /// nor WARDEN_RETENTION is set.
     #[arg(long, env = "WARDEN_RETENTION", value_parser = warden_server::retention::parse_period)]
     retention: Option<Duration>,
     /// Connections open at once, in all (lowered to fit the open-file limit).
@@ -91,12 +94,40 @@ pub struct Args {
     /// never report one).
     #[arg(long, env = "WARDEN_SESSION_IDLE", default_value = "10m", value_parser = parse_duration)]
     session_idle: Duration,
+    /// Export every record as OTLP logs to this endpoint (the full logs URL
+    /// for http/protobuf, e.g. http://collector:4318/v1/logs; for grpc,
+    /// e.g. http://collector:4317).
+    #[arg(long, env = "WARDEN_EXPORT_OTLP")]
+    export_otlp: Option<String>,
+    /// The OTLP transport: http/protobuf or grpc.
+    #[arg(long, env = "WARDEN_EXPORT_OTLP_PROTOCOL", default_value = "http/protobuf",
+          value_parser = warden_server::export::otlp::OtlpProtocol::parse)]
+    export_otlp_protocol: warden_server::export::otlp::OtlpProtocol,
+    /// Export every record as OCSF HTTP Activity JSON lines to this file.
+    #[arg(long, env = "WARDEN_EXPORT_OCSF")]
+    export_ocsf: Option<PathBuf>,
+    /// Rotate the OCSF file when it would grow past this many bytes.
+    #[arg(long, env = "WARDEN_EXPORT_OCSF_MAX_BYTES", default_value_t = warden_server::export::file::DEFAULT_MAX_BYTES)]
+    export_ocsf_max_bytes: u64,
+    /// Rotated OCSF files kept (FILE.1 is the newest).
+    #[arg(long, env = "WARDEN_EXPORT_OCSF_KEEP", default_value_t = warden_server::export::file::DEFAULT_KEEP)]
+    export_ocsf_keep: usize,
+    /// Export every record as RFC 5424 syslog to tcp://HOST:PORT or
+    /// tls://HOST:PORT (octet-counted framing).
+    #[arg(long, env = "WARDEN_EXPORT_SYSLOG")]
+    export_syslog: Option<String>,
+    /// The CA certificate (PEM) a tls:// syslog collector's certificate is
+    /// checked against (default: the system's roots).
+    #[arg(long, env = "WARDEN_EXPORT_SYSLOG_CA")]
+    export_syslog_ca: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
     Text,
     Json,
+    /// Coder's control plane's line (docs/stderr-format.md, section coder).
+    Coder,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -139,12 +170,15 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
     config.log_format = match args.log_format {
         Format::Text => LineFormat::Text,
         Format::Json => LineFormat::Json,
+        Format::Coder => LineFormat::Coder,
     };
     config.tls = tls;
     config.insecure_listen = args.insecure_listen;
     config.shutdown_grace = args.shutdown_grace;
-    config.retention = args.retention.map(warden_server::retention::Retention::new);
     config.session_idle = args.session_idle;
+    let retention =
+        retention(args.retention, |name| std::env::var(name).ok()).map_err(Failure::usage_msg)?;
+    config.retention = retention.map(warden_server::retention::Retention::new);
     config.connections = ConnectionLimits {
         max_connections: args.max_connections,
         reserved: args.reserved_connections,
@@ -158,11 +192,77 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
         Some(path) => (path, false),
         None => (args.data_dir.join("signing-key"), true),
     });
+    config.exports.sinks = export_sinks(
+        &args.export_otlp,
+        args.export_otlp_protocol,
+        &args.export_ocsf,
+        args.export_ocsf_max_bytes,
+        args.export_ocsf_keep,
+        &args.export_syslog,
+        &args.export_syslog_ca,
+    );
+    // Checked now, so a bad target is a configuration error (exit 2).
+    warden_server::export::sinks(&config.exports)
+        .map_err(|e| Failure::usage_msg(format_args!("export: {e}")))?;
     Ok(Prepared {
         config,
         addr,
         data_dir: args.data_dir,
     })
+}
+
+/// The variable Coder's control plane reads its boundary log retention
+/// from: an alias of `--retention` for teams moving over.
+const CODER_RETENTION_ENV: &str = "CODER_BOUNDARY_LOG_RETENTION";
+
+/// `--retention` (or `WARDEN_RETENTION`) when given, else the Coder alias.
+fn retention(
+    given: Option<Duration>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Duration>, String> {
+    if given.is_some() {
+        return Ok(given);
+    }
+    match env(CODER_RETENTION_ENV) {
+        Some(value) if !value.trim().is_empty() => warden_server::retention::parse_period(&value)
+            .map(Some)
+            .map_err(|e| format!("{CODER_RETENTION_ENV}: {e}")),
+        _ => Ok(None),
+    }
+}
+
+/// The sinks the export flags name.
+fn export_sinks(
+    otlp: &Option<String>,
+    protocol: warden_server::export::otlp::OtlpProtocol,
+    ocsf: &Option<PathBuf>,
+    max_bytes: u64,
+    keep: usize,
+    syslog: &Option<String>,
+    syslog_ca: &Option<PathBuf>,
+) -> Vec<warden_server::export::SinkTarget> {
+    use warden_server::export::SinkTarget;
+    let mut sinks = Vec::new();
+    if let Some(url) = otlp {
+        sinks.push(SinkTarget::Otlp {
+            url: url.clone(),
+            protocol,
+        });
+    }
+    if let Some(path) = ocsf {
+        sinks.push(SinkTarget::Ocsf {
+            path: path.clone(),
+            max_bytes,
+            keep,
+        });
+    }
+    if let Some(url) = syslog {
+        sinks.push(SinkTarget::Syslog {
+            url: url.clone(),
+            ca: syslog_ca.clone(),
+        });
+    }
+    sinks
 }
 
 fn serve(args: Args) -> Result<(), Failure> {
@@ -195,8 +295,8 @@ fn serve(args: Args) -> Result<(), Failure> {
         // exists, so a script that waits for this line can use both.
         let url = server.url();
         let url_file = write_server_url(&prepared.data_dir, &url).map_err(Failure::runtime)?;
-        tracing::info!("warden server listening on {url}");
-        tracing::info!("web page at {url}/ (sign in with the admin token)");
+        tracing::info!(target: ANNOUNCE, "warden server listening on {url}");
+        tracing::info!(target: ANNOUNCE, "web page at {url}/ (sign in with the admin token)");
 
         let result = server.serve(shutdown).await;
         // A stale URL would send the CLI to a server that is gone.
@@ -253,6 +353,23 @@ mod tests {
     use super::*;
     use crate::cmd::failure::USAGE;
     use crate::cmd::parse_args;
+
+    #[test]
+    fn coder_boundary_log_retention_is_an_alias_of_retention() {
+        let coder = |value: &'static str| {
+            move |name: &str| (name == CODER_RETENTION_ENV).then(|| value.to_owned())
+        };
+        let day = Duration::from_secs(86_400);
+        assert_eq!(retention(None, coder("7d")), Ok(Some(7 * day)));
+        // Go's duration form, as Coder's configuration writes it.
+        assert_eq!(retention(None, coder("720h0m0s")), Ok(Some(30 * day)));
+        // The flag (or WARDEN_RETENTION) wins.
+        assert_eq!(retention(Some(day), coder("7d")), Ok(Some(day)));
+        assert_eq!(retention(None, |_: &str| None), Ok(None));
+        let e = retention(None, coder("forever")).unwrap_err();
+        assert!(e.starts_with("CODER_BOUNDARY_LOG_RETENTION: "), "{e}");
+        assert!(retention(None, coder("0s")).is_err());
+    }
 
     fn parse(argv: &[&str]) -> Args {
         parse_args(argv).unwrap()

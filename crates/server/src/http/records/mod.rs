@@ -48,7 +48,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
 }
 
 /// A query string, or a 400 that says what is wrong with it.
-pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, HttpError> {
+pub(crate) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, HttpError> {
     query
         .map(|Query(q)| q)
         .map_err(|e| HttpError::bad_request(e.body_text()))
@@ -150,7 +150,7 @@ impl From<budget::RecordsError> for HttpError {
 /// A JSON response of a body that borrows (record objects borrow their
 /// stored record, so `Json` of a value that outlives the handler does not
 /// fit).
-pub(super) fn json(body: &impl Serialize) -> Result<Response, HttpError> {
+pub(crate) fn json(body: &impl Serialize) -> Result<Response, HttpError> {
     match serde_json::to_vec(body) {
         Ok(bytes) => Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response()),
         Err(e) => {

@@ -39,6 +39,8 @@ pub enum Table {
 /// Where records go.
 pub struct Output {
     json: bool,
+    /// OCSF events (`--format ocsf`) instead of record objects; with `json`.
+    ocsf: bool,
     table: Table,
     width: Option<usize>,
     layout: Option<Layout>,
@@ -49,9 +51,19 @@ impl Output {
         Output::with_table(json, Table::Records)
     }
 
+    /// OCSF HTTP Activity events, one JSON object per line (what the
+    /// server's `--export-ocsf` file holds).
+    pub fn ocsf() -> Output {
+        Output {
+            ocsf: true,
+            ..Output::with_table(true, Table::Records)
+        }
+    }
+
     pub fn with_table(json: bool, table: Table) -> Output {
         Output {
             json,
+            ocsf: false,
             table,
             width: terminal_width(),
             layout: None,
@@ -66,6 +78,18 @@ impl Output {
         min: &[usize],
     ) -> Result<(), Failure> {
         let records: Vec<&str> = records.into_iter().collect();
+        if self.ocsf {
+            let mut text = String::new();
+            for record in records {
+                let record = parse(record)?;
+                let event = warden_server::export::ocsf::line(
+                    &warden_server::export::record::ExportRecord::api(&record),
+                );
+                text.push_str(&escape_json(event.trim_end()));
+                text.push('\n');
+            }
+            return write_out(&text);
+        }
         if self.json {
             let mut text = String::new();
             for record in records {
@@ -176,6 +200,7 @@ mod tests {
     fn rows_mark_receive_times_and_conflicts_and_quote_hostile_urls() {
         let out = Output {
             json: false,
+            ocsf: false,
             table: Table::Records,
             width: None,
             layout: None,
