@@ -52,6 +52,9 @@ pub struct Report {
     pub authenticity: Authenticity,
     /// Whether any trust was given.
     pub trust_given: bool,
+    /// Admin events checked (`None`: not part of this verification, e.g.
+    /// a bundle).
+    pub admin_events: Option<usize>,
 }
 
 impl Report {
@@ -60,12 +63,21 @@ impl Report {
         self.problems.is_empty()
     }
 
+    /// Adds the admin event check's findings.
+    pub fn add_admin_events(&mut self, check: crate::admin_events::AdminCheck) {
+        self.problems.extend(check.problems);
+        self.admin_events = Some(check.events);
+    }
+
     /// The one-line verdict.
     pub fn verdict(&self) -> String {
         let c = &self.counts;
+        let admin = self
+            .admin_events
+            .map_or_else(String::new, |n| format!(", {n} admin events"));
         let mut out = if self.ok() {
             format!(
-                "OK: {} records in {} chain links verified ({} purged by retention, {} checkpoints)",
+                "OK: {} records in {} chain links verified ({} purged by retention, {} checkpoints{admin})",
                 c.records + c.leaves,
                 c.links,
                 c.purged,
@@ -192,6 +204,7 @@ pub fn verify(checker: Checker, checkpoints: &[Checkpoint], trust: &Trust) -> Re
             None => Authenticity::NotEstablished,
         },
         trust_given: trust.key.is_some() || trust.checkpoint.is_some(),
+        admin_events: None,
     }
 }
 
@@ -202,7 +215,11 @@ pub async fn verify_store(
 ) -> Result<Report, crate::EvidenceError> {
     let checkpoints = all_checkpoints(store).await?;
     let checker = warden_store::chain::check::check_store(store).await?;
-    Ok(verify(checker, &checkpoints, trust))
+    let mut report = verify(checker, &checkpoints, trust);
+    let events = crate::admin_events::all(store).await?;
+    let trusted = trust.key.map(|k| vec![k]);
+    report.add_admin_events(crate::admin_events::check(&events, trusted.as_deref()));
+    Ok(report)
 }
 
 /// Every stored checkpoint.

@@ -124,7 +124,7 @@ impl Server {
         );
         let agent_api = AgentService::new(Arc::clone(&store), Arc::clone(&ingestor), config.limits);
         // The token is checked before the body is read.
-        let agent_api = AgentAuth::new(agent_api.into_server(), Arc::clone(&store));
+        let agent_api = AgentAuth::new(agent_api.into_server(), Arc::clone(&store), admin_token);
         let grpc_routes = tonic::service::Routes::new(agent_api)
             .prepare()
             .into_axum_router()
@@ -137,6 +137,8 @@ impl Server {
             store: Arc::clone(&store),
             metrics: Arc::clone(&metrics),
             admin_token,
+            signing_key: Arc::clone(&signing_key),
+            token_use: crate::access::UseNotes::default(),
             sessions,
             shutdown: streams.clone(),
             max_response_bytes: config.max_response_bytes,

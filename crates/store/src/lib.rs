@@ -19,6 +19,7 @@
 #[macro_use]
 mod record_sql;
 
+pub mod access;
 mod block;
 pub mod chain;
 mod convert;
@@ -38,6 +39,7 @@ pub mod url;
 
 use std::sync::Arc;
 
+pub use access::{AdminEvent, ApiToken, NewAdminEvent, NewApiToken, TokenRole};
 pub use error::StoreError;
 pub use model::*;
 pub use postgres::PgStore;

@@ -95,6 +95,7 @@ impl StoreFactory for Postgres {
 }
 
 conformance::suite!(Postgres::new());
+conformance::access_suite!(Postgres::new());
 
 // ---- helpers -------------------------------------------------------------
 

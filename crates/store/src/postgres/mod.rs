@@ -27,6 +27,7 @@ mod registry;
 mod replica;
 mod report;
 mod text;
+mod tokens;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -40,6 +41,7 @@ use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::access::{AdminEvent, ApiToken, NewAdminEvent, NewApiToken};
 use crate::chain::{ChainLink, Checkpoint};
 use crate::migrations::{Step, migrator};
 use crate::model::{
@@ -83,6 +85,11 @@ const MIGRATIONS: &[Step] = &[
         5,
         "bounds and policies",
         include_str!("../../migrations/postgres/0005_bounds_and_policies.sql"),
+    ),
+    (
+        9,
+        "roles and admin events",
+        include_str!("../../migrations/postgres/0009_roles.sql"),
     ),
 ];
 
@@ -423,6 +430,34 @@ impl Store for PgStore {
 
     fn latest_checkpoint(&self) -> StoreFuture<'_, Option<Checkpoint>> {
         Box::pin(async { Err(StoreError::Unsupported(NO_CHAIN)) })
+    }
+
+    fn create_api_token(&self, new: NewApiToken, at: Timestamp) -> StoreFuture<'_, ApiToken> {
+        Box::pin(tokens::create(&self.pool, new, at))
+    }
+
+    fn api_tokens(&self) -> StoreFuture<'_, Vec<ApiToken>> {
+        Box::pin(tokens::list(&self.pool))
+    }
+
+    fn api_token_credentials(&self, id: Uuid) -> StoreFuture<'_, Option<(ApiToken, TokenHash)>> {
+        Box::pin(tokens::credentials(&self.pool, id))
+    }
+
+    fn revoke_api_token<'a>(&'a self, name: &'a str, at: Timestamp) -> StoreFuture<'a, ApiToken> {
+        Box::pin(tokens::revoke(&self.pool, name, at))
+    }
+
+    fn note_api_token_use(&self, id: Uuid, at: Timestamp) -> StoreFuture<'_, ()> {
+        Box::pin(tokens::note_use(&self.pool, id, at))
+    }
+
+    fn append_admin_event(&self, event: NewAdminEvent) -> StoreFuture<'_, AdminEvent> {
+        Box::pin(tokens::append_event(&self.pool, event))
+    }
+
+    fn admin_events(&self, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AdminEvent>> {
+        Box::pin(tokens::events(&self.pool, after_seq, limit))
     }
 }
 

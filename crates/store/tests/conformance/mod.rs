@@ -7,11 +7,13 @@
 
 #![allow(dead_code)]
 
+mod access;
 mod chain;
 mod queries;
 mod reports;
 mod retention;
 
+pub use access::*;
 #[allow(unused_imports)] // until every backend keeps the chain
 pub use chain::*;
 pub use queries::*;
