@@ -213,13 +213,48 @@ pub async fn verify_store(
     store: &dyn warden_store::Store,
     trust: &Trust,
 ) -> Result<Report, crate::EvidenceError> {
+    // Checkpoints first: one signed while the chain is read is then not
+    // taken for a checkpoint of a truncated chain.
     let checkpoints = all_checkpoints(store).await?;
     let checker = warden_store::chain::check::check_store(store).await?;
-    let mut report = verify(checker, &checkpoints, trust);
     let events = crate::admin_events::all(store).await?;
-    let trusted = trust.key.map(|k| vec![k]);
-    report.add_admin_events(crate::admin_events::check(&events, trusted.as_deref()));
-    Ok(report)
+    Ok(verify_with_admin_events(
+        checker,
+        &checkpoints,
+        &events,
+        trust,
+    ))
+}
+
+/// [`verify`], and the admin event log checked against the same trust (a
+/// store's or a server's whole evidence).
+pub fn verify_with_admin_events(
+    checker: Checker,
+    checkpoints: &[Checkpoint],
+    events: &[warden_store::AdminEvent],
+    trust: &Trust,
+) -> Report {
+    let mut report = verify(checker, checkpoints, trust);
+    let trusted = trusted_keys(trust);
+    report.add_admin_events(crate::admin_events::check(
+        events,
+        (!trusted.is_empty()).then_some(trusted.as_slice()),
+    ));
+    report
+}
+
+/// The keys the trust given vouches for: the trusted key, and the key of
+/// the trusted checkpoint.
+fn trusted_keys(trust: &Trust) -> Vec<PublicKey> {
+    let mut keys: Vec<PublicKey> = trust.key.into_iter().collect();
+    if let Some(file) = &trust.checkpoint
+        && let Ok(c) = file.to_checkpoint()
+        && let Ok(k) = PublicKey::from_bytes(&c.public_key)
+        && !keys.contains(&k)
+    {
+        keys.push(k);
+    }
+    keys
 }
 
 /// Every stored checkpoint.

@@ -93,3 +93,28 @@ pub fn info(e: &AdminEvent) -> AdminEventInfo {
         hash: hex::encode(e.hash),
     }
 }
+
+/// An event as the API showed it, back in the store's terms (for
+/// `warden verify --url`); `None` when a field is malformed (which the
+/// caller reports as a problem with that event).
+pub fn from_info(e: &AdminEventInfo) -> Option<AdminEvent> {
+    let hash32 = |s: &str| -> Option<[u8; 32]> { hex::decode(s).ok()?.try_into().ok() };
+    Some(AdminEvent {
+        seq: e.seq,
+        event: NewAdminEvent {
+            id: e.id,
+            at: e.time,
+            actor_id: e.actor.id,
+            actor_name: e.actor.name.clone(),
+            actor_role: e.actor.role.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            detail: e.detail.clone(),
+            key_id: e.key_id.clone(),
+            public_key: hex::decode(e.public_key.strip_prefix("ed25519:")?).ok()?,
+            signature: hex::decode(&e.signature).ok()?,
+        },
+        prev: hash32(&e.prev)?,
+        hash: hash32(&e.hash)?,
+    })
+}

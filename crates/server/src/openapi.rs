@@ -660,6 +660,29 @@ fn access_paths() -> Value {
                 }))
             }
         },
+        "/api/v1/chain/links": {
+            "get": {
+                "summary": "The record chain's links, oldest first (see docs/evidence.md): what warden verify --url recomputes.",
+                "operationId": "listChainLinks",
+                "parameters": [
+                    query_param("after", "Links after this position (-1: from the genesis link).", json!({ "type": "integer", "format": "int64", "default": -1 })),
+                    query_param("limit", "At most this many (1-10000, default 1000).", json!({ "type": "integer", "minimum": 1, "maximum": 10000, "default": 1000 }))
+                ],
+                "responses": with_common_errors(json!({ "200": ok("A page of links.", "ChainLinkList") }))
+            }
+        },
+        "/api/v1/chain/records": {
+            "get": {
+                "summary": "Records in chain form (every field the chain's encoding covers), by id, oldest first: what warden verify --url hashes.",
+                "operationId": "listChainRecords",
+                "parameters": [
+                    query_param("after", "Records with a greater id.", json!({ "type": "integer", "format": "int64" })),
+                    query_param("before", "Records with a smaller id.", json!({ "type": "integer", "format": "int64" })),
+                    query_param("limit", "At most this many (1-10000, default 1000).", json!({ "type": "integer", "minimum": 1, "maximum": 10000, "default": 1000 }))
+                ],
+                "responses": with_common_errors(json!({ "200": ok("A page of records.", "ChainRecordList") }))
+            }
+        },
         "/api/v1/admin-events": {
             "get": {
                 "summary": "The admin event log, oldest first: every workspace create, delete and token rotation and every token create and revoke, with who did it, signed and hash-chained (see docs/evidence.md).",
@@ -715,6 +738,34 @@ fn access_schemas() -> Value {
                 "prev": hex,
                 "hash": hex
             }
+        },
+        "ChainLink": {
+            "type": "object",
+            "required": ["seq", "kind", "first_id", "last_id", "records", "records_hash", "detail", "committed_ns", "head"],
+            "properties": {
+                "seq": { "type": "integer", "format": "int64" },
+                "kind": { "type": "integer", "description": "0 records, 1 retention tombstone." },
+                "first_id": { "type": "integer", "format": "int64" },
+                "last_id": { "type": "integer", "format": "int64" },
+                "records": { "type": "integer", "format": "int64" },
+                "records_hash": hex,
+                "detail": hex,
+                "committed_ns": { "type": "integer", "format": "int64" },
+                "head": hex
+            }
+        },
+        "ChainLinkList": {
+            "type": "object", "required": ["links"],
+            "properties": { "links": array_of("ChainLink") }
+        },
+        "ChainRecord": {
+            "type": "object",
+            "description": "A record with every field the chain's canonical encoding covers (docs/evidence.md); event_kind is known, missing or out_of_range.",
+            "additionalProperties": true
+        },
+        "ChainRecordList": {
+            "type": "object", "required": ["records"],
+            "properties": { "records": array_of("ChainRecord") }
         },
         "AdminEventList": {
             "type": "object", "required": ["events"],

@@ -38,4 +38,14 @@ impl ApiClient {
         let list: AdminEventList = self.call(Method::GET, &path, None).await?;
         Ok(list.events)
     }
+
+    /// `GET path` (with its query), the JSON answer read as `T`: for the
+    /// routes whose bodies are another crate's (the chain's links and
+    /// records, checkpoints).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        self.call(Method::GET, path, None).await
+    }
 }

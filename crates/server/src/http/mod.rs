@@ -6,6 +6,7 @@
 
 mod admin_events;
 pub(crate) mod bodies;
+mod chain;
 mod checkpoints;
 pub mod cursor;
 mod error;
@@ -62,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin_events::router())
         .merge(records::router())
         .merge(checkpoints::router())
+        .merge(chain::router())
         .merge(stream::router())
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

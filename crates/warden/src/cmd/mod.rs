@@ -16,6 +16,7 @@ pub mod evidence;
 pub mod failure;
 pub mod logs;
 pub mod process;
+pub mod remote_verify;
 pub mod server;
 pub mod table;
 pub mod token;

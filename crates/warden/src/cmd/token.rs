@@ -39,10 +39,10 @@ pub enum Role {
 #[derive(clap::Args, Debug)]
 pub struct CreateArgs {
     /// What the token may do.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "WARDEN_TOKEN_ROLE")]
     role: Role,
     /// The token's name (letters, digits, '.', '_', '-'), unique among live tokens.
-    #[arg(long)]
+    #[arg(long, env = "WARDEN_TOKEN_NAME")]
     name: String,
     /// Print one JSON line instead of the token alone.
     #[arg(long, env = "WARDEN_TOKEN_JSON", value_parser = BoolishValueParser::new())]
