@@ -4,6 +4,12 @@
 //! recomputed), and, when a key is trusted, that the trusted key signed it.
 //! Problems name the event (its number, action and target), as record
 //! problems name the record.
+//!
+//! Key rotation: a `key.rotate` event names a new key in its detail
+//! (`new_public_key`) and is signed by the key before it. When keys are
+//! trusted, such an event signed by a trusted key makes the new key trusted
+//! from then on ([`AdminCheck::introduced`]); a key nobody trusted
+//! introduced stays foreign.
 
 use warden_store::AdminEvent;
 use warden_store::access::{ADMIN_CHAIN_START, admin_chain_hash};
@@ -17,12 +23,29 @@ pub struct AdminCheck {
     pub problems: Vec<String>,
     /// Events checked.
     pub events: usize,
+    /// Keys introduced by `key.rotate` events, in order: with trust given,
+    /// only those a trusted key introduced; without, every one.
+    pub introduced: Vec<PublicKey>,
+}
+
+/// The action of a key introduction.
+pub const KEY_ROTATE: &str = "key.rotate";
+
+/// The key a `key.rotate` event introduces.
+pub fn introduced_key(e: &AdminEvent) -> Option<PublicKey> {
+    if e.event.action != KEY_ROTATE {
+        return None;
+    }
+    let detail: serde_json::Value = serde_json::from_str(&e.event.detail).ok()?;
+    PublicKey::parse(detail.get("new_public_key")?.as_str()?).ok()
 }
 
 /// Checks `events` (as stored, by seq) against the chain rules and, when
 /// `trusted` is given, against those keys.
 pub fn check(events: &[AdminEvent], trusted: Option<&[PublicKey]>) -> AdminCheck {
     let mut problems = Vec::new();
+    let mut introduced = Vec::new();
+    let mut keys: Option<Vec<PublicKey>> = trusted.map(<[PublicKey]>::to_vec);
     let mut expected_seq = 1;
     let mut prev_hash = ADMIN_CHAIN_START;
     for e in events {
@@ -52,13 +75,21 @@ pub fn check(events: &[AdminEvent], trusted: Option<&[PublicKey]>) -> AdminCheck
             problems.push(format!(
                 "{name}: its signature does not verify: modified or forged"
             ));
-        } else if let Some(keys) = trusted
+        } else if let Some(keys) = &keys
             && !keys.iter().any(|k| k.0.as_slice() == e.event.public_key)
         {
             problems.push(format!(
                 "{name}: signed by key {}, not a trusted key (foreign key)",
                 e.event.key_id
             ));
+        } else if let Some(new) = introduced_key(e) {
+            // Signed, and by a trusted key when keys are trusted.
+            if let Some(keys) = &mut keys
+                && !keys.contains(&new)
+            {
+                keys.push(new);
+            }
+            introduced.push(new);
         }
         if admin_chain_hash(&e.prev, e.seq, &e.event) != e.hash {
             problems.push(format!(
@@ -75,6 +106,7 @@ pub fn check(events: &[AdminEvent], trusted: Option<&[PublicKey]>) -> AdminCheck
     AdminCheck {
         problems,
         events: events.len(),
+        introduced,
     }
 }
 
@@ -144,7 +176,8 @@ mod tests {
             check(&events, Some(&[key.public_key()])),
             AdminCheck {
                 problems: vec![],
-                events: 4
+                events: 4,
+                introduced: vec![],
             }
         );
         assert!(check(&[], None).problems.is_empty());

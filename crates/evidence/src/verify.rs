@@ -117,6 +117,18 @@ impl Report {
 /// Checks `checkpoints` against the chain `checker` holds, then finishes
 /// the chain check.
 pub fn verify(checker: Checker, checkpoints: &[Checkpoint], trust: &Trust) -> Report {
+    let keys: Vec<PublicKey> = trust.key.into_iter().collect();
+    verify_keys(checker, checkpoints, trust, &keys)
+}
+
+/// [`verify`] with the keys checkpoints must be signed by when a key is
+/// trusted: the trusted key and the keys it introduced (key rotation).
+fn verify_keys(
+    checker: Checker,
+    checkpoints: &[Checkpoint],
+    trust: &Trust,
+    trusted_keys: &[PublicKey],
+) -> Report {
     let end = checker.end();
     let last_seq = end.next_seq - 1;
     let mut problems = Vec::new();
@@ -124,7 +136,7 @@ pub fn verify(checker: Checker, checkpoints: &[Checkpoint], trust: &Trust) -> Re
     let mut keys: Vec<String> = Vec::new();
     let mut signed_through = None;
     let mut authentic: Option<(String, i64)> = None;
-    let trusted_key = trust.key.map(|k| k.0.to_vec());
+    let trusted_key = trust.key.is_some();
 
     let check = |c: &Checkpoint, what: &str, problems: &mut Vec<String>| -> bool {
         if !signature_holds(c) {
@@ -134,9 +146,7 @@ pub fn verify(checker: Checker, checkpoints: &[Checkpoint], trust: &Trust) -> Re
             ));
             return false;
         }
-        if let Some(key) = &trusted_key
-            && &c.public_key != key
-        {
+        if trusted_key && !trusted_keys.iter().any(|k| k.0.as_slice() == c.public_key) {
             problems.push(format!(
                 "{what} (link {}): signed by key {}, not the trusted key (foreign key)",
                 c.link_seq, c.key_id
@@ -173,7 +183,7 @@ pub fn verify(checker: Checker, checkpoints: &[Checkpoint], trust: &Trust) -> Re
                 keys.push(c.key_id.clone());
             }
             signed_through = signed_through.max(Some(c.last_id));
-            if trusted_key.is_some() && authentic.as_ref().is_none_or(|(_, t)| c.last_id > *t) {
+            if trusted_key && authentic.as_ref().is_none_or(|(_, t)| c.last_id > *t) {
                 authentic = Some((c.key_id.clone(), c.last_id));
             }
         }
@@ -234,12 +244,18 @@ pub fn verify_with_admin_events(
     events: &[warden_store::AdminEvent],
     trust: &Trust,
 ) -> Report {
-    let mut report = verify(checker, checkpoints, trust);
     let trusted = trusted_keys(trust);
-    report.add_admin_events(crate::admin_events::check(
-        events,
-        (!trusted.is_empty()).then_some(trusted.as_slice()),
-    ));
+    let found =
+        crate::admin_events::check(events, (!trusted.is_empty()).then_some(trusted.as_slice()));
+    // The trusted key, and every key introduced by a key trusted before it.
+    let mut keys: Vec<PublicKey> = trust.key.into_iter().collect();
+    for k in &found.introduced {
+        if trust.key.is_some() && !keys.contains(k) {
+            keys.push(*k);
+        }
+    }
+    let mut report = verify_keys(checker, checkpoints, trust, &keys);
+    report.add_admin_events(found);
     report
 }
 

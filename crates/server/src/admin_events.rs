@@ -54,13 +54,32 @@ pub fn sign(
     detail: serde_json::Value,
     at: Timestamp,
 ) -> NewAdminEvent {
+    sign_as(
+        key,
+        (principal.id, &principal.name, principal.role.as_str()),
+        action,
+        target,
+        detail,
+        at,
+    )
+}
+
+/// [`sign`] for an actor that is not a token (the server itself).
+pub fn sign_as(
+    key: &SigningKey,
+    (actor_id, actor_name, actor_role): (Option<Uuid>, &str, &str),
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+    at: Timestamp,
+) -> NewAdminEvent {
     let public = key.public_key();
     let mut event = NewAdminEvent {
         id: Uuid::now_v7(),
         at,
-        actor_id: principal.id,
-        actor_name: principal.name.clone(),
-        actor_role: principal.role.as_str().to_owned(),
+        actor_id,
+        actor_name: actor_name.to_owned(),
+        actor_role: actor_role.to_owned(),
         action: action.to_owned(),
         target: target.to_owned(),
         detail: detail.to_string(),

@@ -39,6 +39,9 @@ pub struct Config {
     /// it there when missing. `None`: a key generated for this run only
     /// (tests and embedders; its checkpoints cannot be trusted later).
     pub signing_key: Option<(PathBuf, bool)>,
+    /// The key `signing_key` replaces: it introduces the new key at start
+    /// (see [`crate::rotation`]).
+    pub previous_signing_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -57,6 +60,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(30),
             retention: None,
             signing_key: None,
+            previous_signing_key: None,
         }
     }
 }

@@ -61,6 +61,7 @@ mod outbox;
 pub mod plausible;
 #[allow(missing_docs, unreachable_pub)]
 pub mod retention;
+pub mod rotation;
 mod run;
 mod serve;
 pub mod tls;

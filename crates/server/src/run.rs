@@ -102,6 +102,11 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let admin_token = admin_token::settle(&*store, &config.admin_token).await?;
         let signing_key = Arc::new(load_signing_key(&config)?);
+        if let Some(path) = &config.previous_signing_key {
+            let (previous, _) = warden_evidence::key::SigningKey::load(path, false)
+                .map_err(|e| ServerError::Config(format!("previous signing key: {e}")))?;
+            crate::rotation::introduce(&*store, &previous, &signing_key).await?;
+        }
         let session_key = store
             .init_web_session_key(crate::web::session::new_key())
             .await?;

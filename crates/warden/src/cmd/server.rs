@@ -86,6 +86,12 @@ pub struct Args {
     /// <data-dir>/signing-key, generated on first start).
     #[arg(long, env = "WARDEN_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
+    /// The signing key being replaced (the new one is --signing-key, or a
+    /// fresh <data-dir>/signing-key): at start it signs a last checkpoint and
+    /// introduces the new key (a key.rotate admin event), so verify
+    /// --trusted-key OLD accepts the new one.
+    #[arg(long, env = "WARDEN_PREVIOUS_SIGNING_KEY")]
+    previous_signing_key: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +158,7 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
         Some(path) => (path, false),
         None => (args.data_dir.join("signing-key"), true),
     });
+    config.previous_signing_key = args.previous_signing_key;
     Ok(Prepared {
         config,
         addr,
