@@ -72,9 +72,9 @@ impl Report {
     /// The one-line verdict.
     pub fn verdict(&self) -> String {
         let c = &self.counts;
-        let admin = self
-            .admin_events
-            .map_or_else(String::new, |n| format!(", {n} admin events"));
+        let admin = self.admin_events.map_or_else(String::new, |n| {
+            format!(", {n} admin event{}", if n == 1 { "" } else { "s" })
+        });
         let mut out = if self.ok() {
             format!(
                 "OK: {} records in {} chain links verified ({} purged by retention, {} checkpoints{admin})",

@@ -144,7 +144,7 @@ async fn verify_through_a_running_server_matches_the_offline_verdict() {
         "{verdict}"
     );
     assert!(
-        verdict.contains("1 admin events"),
+        verdict.contains("1 admin event)"),
         "the token's creation: {verdict}"
     );
     assert!(verdict.contains("signed by the trusted key"), "{verdict}");
