@@ -5,6 +5,7 @@
 //! HTTP client. The workspace calls are here, the record query calls and
 //! the record stream in [`records`].
 
+mod access;
 mod records;
 mod sse;
 

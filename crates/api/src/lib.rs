@@ -11,6 +11,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod access;
 pub mod agent_firewall;
 pub mod client;
 pub mod records;

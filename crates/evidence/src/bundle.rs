@@ -55,8 +55,10 @@ struct Header {
     public_keys: Vec<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct LinkJson {
+/// A chain link as JSON (hashes and detail in hex): in bundles and in the
+/// API's `/api/v1/chain/links`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinkJson {
     seq: i64,
     kind: u8,
     first_id: i64,
@@ -68,9 +70,10 @@ struct LinkJson {
     head: String,
 }
 
-/// A record in full: every field the chain's encoding covers, plus names.
-#[derive(Serialize, Deserialize)]
-struct RecordJson {
+/// A record in full: every field the chain's encoding covers, plus names
+/// (in bundles and in the API's `/api/v1/chain/records`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecordJson {
     id: i64,
     workspace_id: Uuid,
     workspace_name: String,
@@ -102,7 +105,13 @@ struct RecordJson {
 }
 
 impl RecordJson {
-    fn of(r: StoredRecord) -> RecordJson {
+    /// The record's id.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// The JSON form of a stored record.
+    pub fn of(r: StoredRecord) -> RecordJson {
         let (event_kind, event_seconds, event_nanos) = match r.event_time {
             EventTime::Known(t) => ("known", t.as_second(), t.subsec_nanosecond()),
             EventTime::Missing => ("missing", 0, 0),
@@ -139,7 +148,8 @@ impl RecordJson {
         }
     }
 
-    fn into_record(self) -> Result<StoredRecord, EvidenceError> {
+    /// The record again, as the chain's encoding sees it.
+    pub fn into_record(self) -> Result<StoredRecord, EvidenceError> {
         let event_time = match self.event_kind.as_str() {
             "known" => EventTime::Known(
                 Timestamp::new(self.event_seconds, self.event_nanos)
@@ -197,6 +207,34 @@ enum Line {
 
 fn malformed(what: &str) -> EvidenceError {
     EvidenceError::Malformed(format!("bundle: {what}"))
+}
+
+impl LinkJson {
+    /// The link's position.
+    pub fn seq(&self) -> i64 {
+        self.seq
+    }
+
+    /// The JSON form of a link, with its detail.
+    pub fn of(l: &ChainLink) -> LinkJson {
+        link_json(l, true)
+    }
+
+    /// The link again.
+    pub fn into_link(self) -> Result<ChainLink, EvidenceError> {
+        Ok(ChainLink {
+            seq: self.seq,
+            kind: LinkKind::from_code(i64::from(self.kind))
+                .ok_or_else(|| malformed("unknown link kind"))?,
+            first_id: self.first_id,
+            last_id: self.last_id,
+            records: self.records,
+            records_hash: hash_of(&self.records_hash)?,
+            detail: hex::decode(&self.detail).map_err(|_| malformed("link detail"))?,
+            committed_ns: self.committed_ns,
+            head: hash_of(&self.head)?,
+        })
+    }
 }
 
 fn link_json(l: &ChainLink, with_detail: bool) -> LinkJson {
@@ -348,18 +386,7 @@ pub fn read(input: impl BufRead) -> Result<(Checker, Vec<Checkpoint>), EvidenceE
         let parsed: Line =
             serde_json::from_str(&line).map_err(|e| malformed(&format!("line {}: {e}", n + 2)))?;
         match parsed {
-            Line::Link(l) => links.push(ChainLink {
-                seq: l.seq,
-                kind: LinkKind::from_code(i64::from(l.kind))
-                    .ok_or_else(|| malformed("unknown link kind"))?,
-                first_id: l.first_id,
-                last_id: l.last_id,
-                records: l.records,
-                records_hash: hash_of(&l.records_hash)?,
-                detail: hex::decode(&l.detail).map_err(|_| malformed("link detail"))?,
-                committed_ns: l.committed_ns,
-                head: hash_of(&l.head)?,
-            }),
+            Line::Link(l) => links.push(l.into_link()?),
             Line::Checkpoint(c) => checkpoints.push(c.to_checkpoint()?),
             entry => entries.push(entry),
         }

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod admin_events;
 pub mod bundle;
 pub mod checkpoint;
 pub mod key;

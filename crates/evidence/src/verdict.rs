@@ -366,14 +366,14 @@ pub fn check(v: &SessionVerdict) -> Result<Statement, VerdictProblem> {
 }
 
 /// Checks every stored verdict (`verdicts`, in id order) against the chain
-/// `checker` holds: each on its own ([`check`]), signed by the trusted key
-/// when one is given, made at a link whose head the chain has, and naming
+/// `checker` holds: each on its own ([`check`]), signed by a trusted key
+/// (the trusted key or one it introduced) when trust is given, made at a link whose head the chain has, and naming
 /// the session's previous verdict as the one it supersedes (so a deleted
 /// verdict shows). One line per problem, naming the verdict and session.
 pub fn check_all(
     verdicts: &[SessionVerdict],
     checker: &warden_store::chain::check::Checker,
-    trusted_key: Option<&[u8]>,
+    trusted_keys: Option<&[PublicKey]>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let mut previous: HashMap<(Uuid, &str), i64> = HashMap::new();
@@ -389,8 +389,8 @@ pub fn check_all(
                 continue;
             }
         };
-        if let Some(key) = trusted_key
-            && v.public_key != key
+        if let Some(keys) = trusted_keys
+            && !keys.iter().any(|k| k.0[..] == v.public_key[..])
         {
             problems.push(format!(
                 "{what}: signed by key {}, not the trusted key (foreign key)",

@@ -54,6 +54,9 @@ pub struct Report {
     pub authenticity: Authenticity,
     /// Whether any trust was given.
     pub trust_given: bool,
+    /// Admin events checked (`None`: not part of this verification, e.g.
+    /// a bundle).
+    pub admin_events: Option<usize>,
 }
 
 impl Report {
@@ -62,17 +65,30 @@ impl Report {
         self.problems.is_empty()
     }
 
+    /// Adds the admin event check's findings.
+    pub fn add_admin_events(&mut self, check: crate::admin_events::AdminCheck) {
+        self.problems.extend(check.problems);
+        self.admin_events = Some(check.events);
+    }
+
     /// The one-line verdict.
     pub fn verdict(&self) -> String {
         let c = &self.counts;
+        let admin = self.admin_events.map_or_else(String::new, |n| {
+            format!(", {n} admin event{}", if n == 1 { "" } else { "s" })
+        });
+        let verdicts = format!(
+            ", {} session verdict{}",
+            self.verdicts,
+            if self.verdicts == 1 { "" } else { "s" }
+        );
         let mut out = if self.ok() {
             format!(
-                "OK: {} records in {} chain links verified ({} purged by retention, {} checkpoints, {} session verdicts)",
+                "OK: {} records in {} chain links verified ({} purged by retention, {} checkpoints{verdicts}{admin})",
                 c.records + c.leaves,
                 c.links,
                 c.purged,
                 self.good_checkpoints,
-                self.verdicts
             )
         } else {
             format!(
@@ -108,6 +124,18 @@ impl Report {
 /// Checks `checkpoints` against the chain `checker` holds, then finishes
 /// the chain check.
 pub fn verify(checker: Checker, checkpoints: &[Checkpoint], trust: &Trust) -> Report {
+    let keys: Vec<PublicKey> = trust.key.into_iter().collect();
+    verify_keys(checker, checkpoints, trust, &keys)
+}
+
+/// [`verify`] with the keys checkpoints must be signed by when a key is
+/// trusted: the trusted key and the keys it introduced (key rotation).
+fn verify_keys(
+    checker: Checker,
+    checkpoints: &[Checkpoint],
+    trust: &Trust,
+    trusted_keys: &[PublicKey],
+) -> Report {
     let end = checker.end();
     let last_seq = end.next_seq - 1;
     let mut problems = Vec::new();
@@ -115,7 +143,7 @@ pub fn verify(checker: Checker, checkpoints: &[Checkpoint], trust: &Trust) -> Re
     let mut keys: Vec<String> = Vec::new();
     let mut signed_through = None;
     let mut authentic: Option<(String, i64)> = None;
-    let trusted_key = trust.key.map(|k| k.0.to_vec());
+    let trusted_key = trust.key.is_some();
 
     let check = |c: &Checkpoint, what: &str, problems: &mut Vec<String>| -> bool {
         if !signature_holds(c) {
@@ -125,9 +153,7 @@ pub fn verify(checker: Checker, checkpoints: &[Checkpoint], trust: &Trust) -> Re
             ));
             return false;
         }
-        if let Some(key) = &trusted_key
-            && &c.public_key != key
-        {
+        if trusted_key && !trusted_keys.iter().any(|k| k.0.as_slice() == c.public_key) {
             problems.push(format!(
                 "{what} (link {}): signed by key {}, not the trusted key (foreign key)",
                 c.link_seq, c.key_id
@@ -164,7 +190,7 @@ pub fn verify(checker: Checker, checkpoints: &[Checkpoint], trust: &Trust) -> Re
                 keys.push(c.key_id.clone());
             }
             signed_through = signed_through.max(Some(c.last_id));
-            if trusted_key.is_some() && authentic.as_ref().is_none_or(|(_, t)| c.last_id > *t) {
+            if trusted_key && authentic.as_ref().is_none_or(|(_, t)| c.last_id > *t) {
                 authentic = Some((c.key_id.clone(), c.last_id));
             }
         }
@@ -196,6 +222,7 @@ pub fn verify(checker: Checker, checkpoints: &[Checkpoint], trust: &Trust) -> Re
             None => Authenticity::NotEstablished,
         },
         trust_given: trust.key.is_some() || trust.checkpoint.is_some(),
+        admin_events: None,
     }
 }
 
@@ -204,18 +231,19 @@ pub async fn verify_store(
     store: &dyn warden_store::Store,
     trust: &Trust,
 ) -> Result<Report, crate::EvidenceError> {
+    // Checkpoints first: one signed while the chain is read is then not
+    // taken for a checkpoint of a truncated chain.
     let checkpoints = all_checkpoints(store).await?;
     let verdicts = all_verdicts(store).await?;
     let checker = warden_store::chain::check::check_store(store).await?;
-    let verdict_problems = crate::verdict::check_all(
+    let events = crate::admin_events::all(store).await?;
+    Ok(verify_with_admin_events(
+        checker,
+        &checkpoints,
+        &events,
         &verdicts,
-        &checker,
-        trust.key.as_ref().map(|k| k.0.as_slice()),
-    );
-    let mut report = verify(checker, &checkpoints, trust);
-    report.verdicts = verdicts.len();
-    report.problems.extend(verdict_problems);
-    Ok(report)
+        trust,
+    ))
 }
 
 /// Every stored session verdict, in id order.
@@ -231,6 +259,48 @@ pub async fn all_verdicts(
         }
         out.extend(page);
     }
+}
+
+/// [`verify`], and the admin event log and the session verdicts checked
+/// against the same trust (a store's or a server's whole evidence).
+pub fn verify_with_admin_events(
+    checker: Checker,
+    checkpoints: &[Checkpoint],
+    events: &[warden_store::AdminEvent],
+    verdicts: &[warden_store::verdict::SessionVerdict],
+    trust: &Trust,
+) -> Report {
+    let trusted = trusted_keys(trust);
+    let found =
+        crate::admin_events::check(events, (!trusted.is_empty()).then_some(trusted.as_slice()));
+    // The trusted key, and every key introduced by a key trusted before it.
+    let mut keys: Vec<PublicKey> = trust.key.into_iter().collect();
+    for k in &found.introduced {
+        if trust.key.is_some() && !keys.contains(k) {
+            keys.push(*k);
+        }
+    }
+    let verdict_problems =
+        crate::verdict::check_all(verdicts, &checker, trust.key.is_some().then_some(&keys[..]));
+    let mut report = verify_keys(checker, checkpoints, trust, &keys);
+    report.add_admin_events(found);
+    report.verdicts = verdicts.len();
+    report.problems.extend(verdict_problems);
+    report
+}
+
+/// The keys the trust given vouches for: the trusted key, and the key of
+/// the trusted checkpoint.
+fn trusted_keys(trust: &Trust) -> Vec<PublicKey> {
+    let mut keys: Vec<PublicKey> = trust.key.into_iter().collect();
+    if let Some(file) = &trust.checkpoint
+        && let Ok(c) = file.to_checkpoint()
+        && let Ok(k) = PublicKey::from_bytes(&c.public_key)
+        && !keys.contains(&k)
+    {
+        keys.push(k);
+    }
+    keys
 }
 
 /// Every stored checkpoint.

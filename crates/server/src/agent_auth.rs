@@ -22,8 +22,9 @@ use tonic::Status;
 use tonic::server::NamedService;
 use warden_proto::api::{API_VERSION_HEADER, AUTHORIZATION_HEADER, ApiVersion, bearer_token};
 use warden_proto::domain::Manifest;
-use warden_store::{Store, StoreError};
+use warden_store::{Store, StoreError, TokenHash};
 
+use crate::access::identify;
 use crate::auth::{agent_of_token, token_matches};
 use crate::connections::note_authenticated;
 
@@ -37,13 +38,21 @@ pub struct AuthenticatedAgent(pub Manifest);
 pub struct AgentAuth<S> {
     inner: S,
     store: Arc<dyn Store>,
+    /// The bootstrap admin token's hash: an admin or auditor token is told
+    /// `PERMISSION_DENIED` (valid, wrong role), anything else that is not a
+    /// live agent token `UNAUTHENTICATED`.
+    admin_token: TokenHash,
 }
 
 impl<S> AgentAuth<S> {
     /// `inner`, reachable only with a supported version and a valid agent
     /// token.
-    pub fn new(inner: S, store: Arc<dyn Store>) -> Self {
-        AgentAuth { inner, store }
+    pub fn new(inner: S, store: Arc<dyn Store>, admin_token: TokenHash) -> Self {
+        AgentAuth {
+            inner,
+            store,
+            admin_token,
+        }
     }
 }
 
@@ -78,8 +87,9 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let store = Arc::clone(&self.store);
+        let admin_token = self.admin_token;
         Box::pin(async move {
-            match authenticate(&*store, request.headers()).await {
+            match authenticate(&*store, &admin_token, request.headers()).await {
                 Ok(manifest) => {
                     note_authenticated(request.extensions());
                     request
@@ -95,7 +105,11 @@ where
 }
 
 /// Checks the version and the token; returns the agent's identity.
-pub async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> Result<Manifest, Status> {
+pub async fn authenticate(
+    store: &dyn Store,
+    admin_token: &TokenHash,
+    headers: &HeaderMap,
+) -> Result<Manifest, Status> {
     check_version(headers)?;
     let token = headers
         .get(AUTHORIZATION_HEADER)
@@ -104,15 +118,26 @@ pub async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> Result<Mani
         .ok_or_else(|| {
             Status::unauthenticated("missing agent token (authorization: Bearer ...)")
         })?;
-    let agent =
-        agent_of_token(token).ok_or_else(|| Status::unauthenticated("malformed agent token"))?;
-    let credentials = store.agent_credentials(agent).await.map_err(|e| match e {
+    let failed = |e: StoreError| match e {
         StoreError::Closed => Status::unavailable("the control plane is shutting down"),
         e => {
             tracing::error!(error = %e, "authenticating an agent failed");
             Status::internal("authenticating an agent failed; see the control plane's log")
         }
-    })?;
+    };
+    let Some(agent) = agent_of_token(token) else {
+        // An admin or auditor token is valid, for another role.
+        return Err(
+            match identify(store, admin_token, token).await.map_err(failed)? {
+                Some(principal) => Status::permission_denied(format!(
+                    "an {} token may not use the agent api; it takes a workspace's agent token",
+                    principal.role.as_str()
+                )),
+                None => Status::unauthenticated("malformed agent token"),
+            },
+        );
+    };
+    let credentials = store.agent_credentials(agent).await.map_err(failed)?;
     match credentials {
         Some(c) if token_matches(token, &c.token_hash) => Ok(c.manifest),
         _ => Err(Status::unauthenticated("unknown or revoked agent token")),

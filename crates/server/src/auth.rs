@@ -1,10 +1,13 @@
-//! Tokens: agent tokens (issued per workspace, shown once) and the admin
+//! Tokens: agent tokens (issued per workspace, shown once), named API
+//! tokens (admin or auditor, `warden token create`) and the bootstrap admin
 //! token. Only SHA-256 hashes are stored, and hashes are compared in
 //! constant time.
 //!
 //! An agent token is `wat1_<agent id, 32 hex>_<secret, 64 hex>`: 256 random
 //! bits, plus the agent id so the store can look the agent up by its key and
 //! compare hashes with [`subtle`] instead of looking the secret up by value.
+//! A named API token is `wtk1_<token id, 32 hex>_<secret, 64 hex>`, for the
+//! same reason.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -13,6 +16,7 @@ use uuid::Uuid;
 use warden_store::TokenHash;
 
 const AGENT_TOKEN_PREFIX: &str = "wat1";
+const API_TOKEN_PREFIX: &str = "wtk1";
 
 /// SHA-256 of a token.
 pub fn hash_token(token: &str) -> TokenHash {
@@ -38,16 +42,35 @@ pub fn new_agent_token(agent: Uuid) -> String {
 
 /// The agent a token claims to be for; `None` when it is not an agent token.
 pub fn agent_of_token(token: &str) -> Option<Uuid> {
+    id_of_token(AGENT_TOKEN_PREFIX, token)
+}
+
+/// A new named API token with this id.
+pub fn new_api_token(id: Uuid) -> String {
+    format!("{API_TOKEN_PREFIX}_{}_{}", id.simple(), secret())
+}
+
+/// The named API token a token claims to be; `None` when it is not one.
+pub fn api_token_id(token: &str) -> Option<Uuid> {
+    id_of_token(API_TOKEN_PREFIX, token)
+}
+
+/// The id in `<prefix>_<id, 32 hex>_<secret, 64 hex>`.
+fn id_of_token(prefix: &str, token: &str) -> Option<Uuid> {
     let mut parts = token.split('_');
-    let (Some(AGENT_TOKEN_PREFIX), Some(agent), Some(secret), None) =
+    let (Some(p), Some(id), Some(secret), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return None;
     };
-    if agent.len() != 32 || secret.len() != 64 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if p != prefix
+        || id.len() != 32
+        || secret.len() != 64
+        || !secret.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return None;
     }
-    Uuid::try_parse(agent).ok()
+    Uuid::try_parse(id).ok()
 }
 
 /// A new admin token: 256 random bits, hex-encoded.
@@ -85,6 +108,17 @@ mod tests {
         ] {
             assert_eq!(agent_of_token(&token), None, "{token}");
         }
+    }
+
+    #[test]
+    fn api_tokens_name_their_id_and_are_not_agent_tokens() {
+        let id = Uuid::new_v4();
+        let token = new_api_token(id);
+        assert!(token.starts_with("wtk1_"));
+        assert_eq!(api_token_id(&token), Some(id));
+        assert_eq!(agent_of_token(&token), None);
+        assert_eq!(api_token_id(&new_agent_token(id)), None);
+        assert_ne!(token, new_api_token(id));
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct Config {
     pub session_idle: Duration,
     /// Export sinks (none by default).
     pub exports: ExportSettings,
+    /// The key `signing_key` replaces: it introduces the new key at start
+    /// (see [`crate::rotation`]).
+    pub previous_signing_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -65,6 +68,7 @@ impl Config {
             signing_key: None,
             session_idle: crate::completeness::DEFAULT_IDLE,
             exports: ExportSettings::default(),
+            previous_signing_key: None,
         }
     }
 }

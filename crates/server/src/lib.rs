@@ -21,6 +21,8 @@
 //!   client);
 //! - [`web`]: the operator's web page (sign-in, live feed, overview,
 //!   workspace and session pages) on the same port;
+//! - [`access`]: roles and the access rule of every route and method;
+//!   [`admin_events`]: the signed, chained log of admin actions;
 //! - [`auth`], [`admin_token`], [`names`]: tokens, hashed at rest, and the
 //!   rules for workspace names;
 //! - [`files`]: the data dir and database files, private to the server's
@@ -33,6 +35,8 @@
 // The OpenAPI document is one large `json!`.
 #![recursion_limit = "256"]
 
+pub mod access;
+pub mod admin_events;
 pub mod admin_token;
 pub mod agent_auth;
 pub mod auth;
@@ -61,6 +65,7 @@ mod outbox;
 pub mod plausible;
 #[allow(missing_docs, unreachable_pub)]
 pub mod retention;
+pub mod rotation;
 mod run;
 pub mod selfcheck;
 mod serve;

@@ -61,6 +61,7 @@ fn error(description: &str) -> Value {
 /// The responses every admin call can give besides its own.
 fn with_common_errors(mut responses: Value) -> Value {
     responses["401"] = json!({ "$ref": "#/components/responses/Unauthorized" });
+    responses["403"] = json!({ "$ref": "#/components/responses/Forbidden" });
     responses["503"] = error("The control plane is shutting down.");
     responses["500"] = error("Storage failure; the control plane logs the cause.");
     responses
@@ -642,22 +643,179 @@ pub fn document() -> Value {
         "info": {
             "title": "Warden control plane HTTP API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Workspace administration and the boundary audit trail: stored records with filters and keyset pages, a live stream, session reports and per-workspace summaries. Every /api/v1 route but this document needs the admin token as a bearer token (in the Authorization header only; never in the query string); the read routes (GET) also accept the web page's session cookie (warden_session, set by signing in at /login), which is how the page follows the stream. No route that changes something accepts the cookie. A path no route serves answers 404, and a method a path does not take 405, each with an ApiError body."
+            "description": "Workspace administration and the boundary audit trail: stored records with filters and keyset pages, a live stream, session reports and per-workspace summaries, signed checkpoints and the admin event log. Every /api/v1 route but this document needs a bearer token (in the Authorization header only; never in the query string): an admin token (the bootstrap one in <data-dir>/admin-token or WARDEN_ADMIN_TOKEN, or a named one from warden token create --role admin) may use every route; an auditor token (warden token create --role auditor) the read routes (GET) but the token list; an agent token none (it is for the agent API). The read routes also accept the web page's session cookie (warden_session, set by signing in at /login), which is how the page follows the stream. No route that changes something accepts the cookie, and no route deletes or edits records (only retention purges them). A missing or invalid token answers 401, a valid one whose role may not use the route 403. A path no route serves answers 404, and a method a path does not take 405, each with an ApiError body."
         },
-        "security": [{ "adminToken": [] }],
-        "paths": paths(),
+        "security": [{ "token": [] }],
+        "paths": merged(paths(), access_paths()),
         "components": {
             "securitySchemes": {
-                "adminToken": { "type": "http", "scheme": "bearer", "description": "The admin token (<data-dir>/admin-token or WARDEN_ADMIN_TOKEN)." }
+                "token": { "type": "http", "scheme": "bearer", "description": "An admin or auditor token (see the description for which routes each may use)." }
             },
             "responses": {
                 "Unauthorized": {
-                    "description": "No admin token, or a wrong one.",
+                    "description": "No token, or one that is not valid here.",
                     "headers": { "WWW-Authenticate": { "schema": string() } },
+                    "content": json_body("Error")
+                },
+                "Forbidden": {
+                    "description": "A valid token (or session cookie) whose role may not use this route.",
                     "content": json_body("Error")
                 }
             },
-            "schemas": schemas()
+            "schemas": merged(schemas(), access_schemas())
+        }
+    })
+}
+
+/// `a` with `b`'s members added (two objects).
+fn merged(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+/// The token API and the admin event log.
+fn access_paths() -> Value {
+    json!({
+        "/api/v1/tokens": {
+            "get": {
+                "summary": "Live named tokens, by name: name, role, created, last used (never the token or its hash). Admin only.",
+                "operationId": "listTokens",
+                "responses": with_common_errors(json!({ "200": ok("The tokens.", "TokenList") }))
+            },
+            "post": {
+                "summary": "Create a named admin or auditor token; the answer holds it, shown once (only its hash is stored). Recorded as an admin event.",
+                "operationId": "createToken",
+                "requestBody": { "required": true, "content": json_body("CreateToken") },
+                "responses": with_common_errors(json!({
+                    "201": ok("Created.", "TokenCreated"),
+                    "400": error("Invalid body, name or role."),
+                    "409": error("A live token has the name.")
+                }))
+            }
+        },
+        "/api/v1/tokens/{name}": {
+            "delete": {
+                "summary": "Revoke a named token: it stops working at once (web sessions signed in with it too). Recorded as an admin event.",
+                "operationId": "revokeToken",
+                "parameters": [path_param("name", "The token's name.")],
+                "responses": with_common_errors(json!({
+                    "200": ok("Revoked.", "TokenInfo"),
+                    "404": error("No live token has the name.")
+                }))
+            }
+        },
+        "/api/v1/chain/links": {
+            "get": {
+                "summary": "The record chain's links, oldest first (see docs/evidence.md): what warden verify --url recomputes.",
+                "operationId": "listChainLinks",
+                "parameters": [
+                    query_param("after", "Links after this position (-1: from the genesis link).", json!({ "type": "integer", "format": "int64", "default": -1 })),
+                    query_param("limit", "At most this many (1-10000, default 1000).", json!({ "type": "integer", "minimum": 1, "maximum": 10000, "default": 1000 }))
+                ],
+                "responses": with_common_errors(json!({ "200": ok("A page of links.", "ChainLinkList") }))
+            }
+        },
+        "/api/v1/chain/records": {
+            "get": {
+                "summary": "Records in chain form (every field the chain's encoding covers), by id, oldest first: what warden verify --url hashes.",
+                "operationId": "listChainRecords",
+                "parameters": [
+                    query_param("after", "Records with a greater id.", json!({ "type": "integer", "format": "int64" })),
+                    query_param("before", "Records with a smaller id.", json!({ "type": "integer", "format": "int64" })),
+                    query_param("limit", "At most this many (1-10000, default 1000).", json!({ "type": "integer", "minimum": 1, "maximum": 10000, "default": 1000 }))
+                ],
+                "responses": with_common_errors(json!({ "200": ok("A page of records.", "ChainRecordList") }))
+            }
+        },
+        "/api/v1/admin-events": {
+            "get": {
+                "summary": "The admin event log, oldest first: every workspace create, delete and token rotation and every token create and revoke, with who did it, signed and hash-chained (see docs/evidence.md).",
+                "operationId": "listAdminEvents",
+                "parameters": [
+                    query_param("after", "Only events with a greater seq (0: from the first).", json!({ "type": "integer", "format": "int64", "default": 0 })),
+                    query_param("limit", "At most this many (1-10000, default 1000).", json!({ "type": "integer", "minimum": 1, "maximum": 10000, "default": 1000 }))
+                ],
+                "responses": with_common_errors(json!({ "200": ok("A page of events.", "AdminEventList") }))
+            }
+        }
+    })
+}
+
+fn access_schemas() -> Value {
+    let role = json!({ "type": "string", "enum": ["admin", "auditor"] });
+    let hex = json!({ "type": "string", "pattern": "^[0-9a-f]*$" });
+    json!({
+        "CreateToken": {
+            "type": "object", "required": ["name", "role"], "additionalProperties": false,
+            "properties": { "name": string(), "role": role }
+        },
+        "TokenCreated": {
+            "type": "object", "required": ["id", "name", "role", "created_at", "token"],
+            "properties": { "id": uuid(), "name": string(), "role": role, "created_at": time(), "token": { "type": "string", "description": "The token, shown this once." } }
+        },
+        "TokenInfo": {
+            "type": "object", "required": ["id", "name", "role", "created_at", "last_used_at"],
+            "properties": { "id": uuid(), "name": string(), "role": role, "created_at": time(), "last_used_at": nullable(time()) }
+        },
+        "TokenList": {
+            "type": "object", "required": ["tokens"],
+            "properties": { "tokens": array_of("TokenInfo") }
+        },
+        "AdminEvent": {
+            "type": "object",
+            "required": ["seq", "id", "time", "actor", "action", "target", "detail", "key_id", "public_key", "signature", "prev", "hash"],
+            "properties": {
+                "seq": { "type": "integer", "format": "int64", "minimum": 1 },
+                "id": uuid(),
+                "time": time(),
+                "actor": {
+                    "type": "object", "required": ["id", "name", "role"],
+                    "properties": { "id": nullable(uuid()), "name": string(), "role": string() },
+                    "description": "The token that did it (id null: the bootstrap admin token)."
+                },
+                "action": { "type": "string", "enum": ["workspace.create", "workspace.delete", "workspace.rotate-token", "token.create", "token.revoke"] },
+                "target": string(),
+                "detail": { "type": "string", "description": "A JSON object, as signed." },
+                "key_id": string(),
+                "public_key": { "type": "string", "description": "ed25519:<hex>" },
+                "signature": hex,
+                "prev": hex,
+                "hash": hex
+            }
+        },
+        "ChainLink": {
+            "type": "object",
+            "required": ["seq", "kind", "first_id", "last_id", "records", "records_hash", "detail", "committed_ns", "head"],
+            "properties": {
+                "seq": { "type": "integer", "format": "int64" },
+                "kind": { "type": "integer", "description": "0 records, 1 retention tombstone." },
+                "first_id": { "type": "integer", "format": "int64" },
+                "last_id": { "type": "integer", "format": "int64" },
+                "records": { "type": "integer", "format": "int64" },
+                "records_hash": hex,
+                "detail": hex,
+                "committed_ns": { "type": "integer", "format": "int64" },
+                "head": hex
+            }
+        },
+        "ChainLinkList": {
+            "type": "object", "required": ["links"],
+            "properties": { "links": array_of("ChainLink") }
+        },
+        "ChainRecord": {
+            "type": "object",
+            "description": "A record with every field the chain's canonical encoding covers (docs/evidence.md); event_kind is known, missing or out_of_range.",
+            "additionalProperties": true
+        },
+        "ChainRecordList": {
+            "type": "object", "required": ["records"],
+            "properties": { "records": array_of("ChainRecord") }
+        },
+        "AdminEventList": {
+            "type": "object", "required": ["events"],
+            "properties": { "events": array_of("AdminEvent") }
         }
     })
 }

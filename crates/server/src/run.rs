@@ -110,6 +110,11 @@ impl Server {
         let sinks = crate::export::sinks(&config.exports).map_err(ServerError::Config)?;
         let admin_token = admin_token::settle(&*store, &config.admin_token).await?;
         let signing_key = Arc::new(load_signing_key(&config)?);
+        if let Some(path) = &config.previous_signing_key {
+            let (previous, _) = warden_evidence::key::SigningKey::load(path, false)
+                .map_err(|e| ServerError::Config(format!("previous signing key: {e}")))?;
+            crate::rotation::introduce(&*store, &previous, &signing_key).await?;
+        }
         let session_key = store
             .init_web_session_key(crate::web::session::new_key())
             .await?;
@@ -134,7 +139,7 @@ impl Server {
         );
         let agent_api = AgentService::new(Arc::clone(&store), Arc::clone(&ingestor), config.limits);
         // The token is checked before the body is read.
-        let agent_api = AgentAuth::new(agent_api.into_server(), Arc::clone(&store));
+        let agent_api = AgentAuth::new(agent_api.into_server(), Arc::clone(&store), admin_token);
         let grpc_routes = tonic::service::Routes::new(agent_api)
             .prepare()
             .into_axum_router()
@@ -147,6 +152,8 @@ impl Server {
             store: Arc::clone(&store),
             metrics: Arc::clone(&metrics),
             admin_token,
+            signing_key: Arc::clone(&signing_key),
+            token_use: crate::access::UseNotes::default(),
             sessions,
             shutdown: streams.clone(),
             max_response_bytes: config.max_response_bytes,

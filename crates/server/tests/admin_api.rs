@@ -117,7 +117,7 @@ async fn bad_requests_get_clear_errors() {
     let wrong = ApiClient::new(&server.url(), "wrong-token-wrong-token", None).unwrap();
     let (status, message) = status_of(wrong.list_workspaces().await);
     assert_eq!(status, 401);
-    assert!(message.contains("admin token"), "{message}");
+    assert!(message.contains("invalid token"), "{message}");
     server.stop().await.unwrap();
 }
 

@@ -66,6 +66,8 @@ async fn every_route_of_the_router_is_documented_and_nothing_else() {
         store: Arc::clone(&store),
         metrics: Arc::new(Metrics::new()),
         admin_token: hash_token(ADMIN_TOKEN),
+        signing_key: Arc::new(warden_evidence::key::SigningKey::generate().unwrap().0),
+        token_use: Default::default(),
         sessions: warden_server::web::session::Sessions::new([0; 32], false),
         shutdown: shutdown.clone(),
         max_response_bytes: warden_server::DEFAULT_MAX_RESPONSE_BYTES,

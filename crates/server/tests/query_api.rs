@@ -1017,7 +1017,7 @@ async fn every_query_route_needs_the_admin_token() {
             let error: serde_json::Value = serde_json::from_str(&body).unwrap();
             assert_eq!(
                 error,
-                serde_json::json!({"error": "missing or invalid admin token"})
+                serde_json::json!({"error": "missing or invalid token"})
             );
         }
     }
@@ -1026,7 +1026,7 @@ async fn every_query_route_needs_the_admin_token() {
     let (status, message) = api_status(wrong.records(&RecordParams::default()).await);
     assert_eq!(
         (status, message.as_str()),
-        (401, "missing or invalid admin token")
+        (401, "missing or invalid token")
     );
     let (status, _) = api_status(wrong.stream_records(&RecordParams::default(), None).await);
     assert_eq!(status, 401);

@@ -14,6 +14,12 @@ pub enum StoreError {
     /// No live workspace has this name.
     #[error("no workspace named {0:?}")]
     WorkspaceNotFound(String),
+    /// A live API token already has this name.
+    #[error("a token named {0:?} already exists")]
+    TokenNameTaken(String),
+    /// No live API token has this name.
+    #[error("token {0:?} not found")]
+    TokenNotFound(String),
     /// The agent an ingest names is not registered.
     #[error("no agent with id {0}")]
     UnknownAgent(uuid::Uuid),

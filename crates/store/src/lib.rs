@@ -16,6 +16,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod access;
 mod block;
 pub mod chain;
 mod convert;
@@ -39,6 +40,7 @@ pub mod verdict;
 
 use std::sync::Arc;
 
+pub use access::{AdminEvent, ApiToken, NewAdminEvent, NewApiToken, TokenRole};
 pub use error::StoreError;
 pub use exports::ExportState;
 pub use model::*;

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::access::{AdminEvent, ApiToken, NewAdminEvent, NewApiToken};
 use crate::chain::{ChainLink, Checkpoint};
 use crate::exports::ExportState;
 use crate::model::{
@@ -272,4 +273,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every export sink's state, by name.
     fn export_states(&self) -> StoreFuture<'_, Vec<ExportState>>;
+
+    /// Stores a named API token (its hash). Fails with
+    /// [`StoreError::TokenNameTaken`] when a live token has the name.
+    fn create_api_token(&self, new: NewApiToken, at: Timestamp) -> StoreFuture<'_, ApiToken>;
+
+    /// Live named API tokens, by name.
+    fn api_tokens(&self) -> StoreFuture<'_, Vec<ApiToken>>;
+
+    /// A live named API token and its hash (`None` when unknown or revoked).
+    fn api_token_credentials(&self, id: Uuid) -> StoreFuture<'_, Option<(ApiToken, TokenHash)>>;
+
+    /// Revokes the live token with this name: it stops working at once and
+    /// its name is free. Fails with [`StoreError::TokenNotFound`].
+    fn revoke_api_token<'a>(&'a self, name: &'a str, at: Timestamp) -> StoreFuture<'a, ApiToken>;
+
+    /// Notes that the token authenticated a call.
+    fn note_api_token_use(&self, id: Uuid, at: Timestamp) -> StoreFuture<'_, ()>;
+
+    /// Appends a signed admin event to the admin event chain (see
+    /// [`crate::access`]); returns it with its place.
+    fn append_admin_event(&self, event: NewAdminEvent) -> StoreFuture<'_, AdminEvent>;
+
+    /// Admin events after `after_seq` (0 for all), oldest first, at most
+    /// `limit`.
+    fn admin_events(&self, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AdminEvent>>;
 }

@@ -98,6 +98,7 @@ impl StoreFactory for Postgres {
 conformance::suite!(Postgres::new());
 conformance::chain_suite!(Postgres::new());
 conformance::exports_suite!(Postgres::new());
+conformance::access_suite!(Postgres::new());
 
 // ---- helpers -------------------------------------------------------------
 

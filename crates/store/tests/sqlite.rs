@@ -35,6 +35,7 @@ impl StoreFactory for Sqlite {
 conformance::suite!(Sqlite::new());
 conformance::chain_suite!(Sqlite::new());
 conformance::exports_suite!(Sqlite::new());
+conformance::access_suite!(Sqlite::new());
 
 #[tokio::test]
 async fn the_database_is_in_wal_mode_with_full_sync() {

@@ -32,6 +32,11 @@ enum Command {
     /// Register and manage workspaces on a control plane.
     #[command(subcommand)]
     Workspace(cmd::workspace::Command),
+    /// Create, list and revoke named admin and auditor tokens.
+    #[command(subcommand)]
+    Token(cmd::token::Command),
+    /// Show the admin event log (who created, deleted, rotated, revoked what).
+    AdminEvents(cmd::admin_events::Args),
     /// Query stored boundary records.
     Logs(cmd::logs::Args),
     /// Run a server, an agent and a demo producer on embedded defaults.
@@ -71,6 +76,8 @@ fn main() -> ExitCode {
         Command::Agent(args) => cmd::agent::main(args),
         Command::Emit(args) => cmd::emit::main(args),
         Command::Workspace(command) => cmd::workspace::main(command),
+        Command::Token(command) => cmd::token::main(command),
+        Command::AdminEvents(args) => cmd::admin_events::main(args),
         Command::Logs(args) => cmd::logs::main(args),
         Command::Dev(args) => cmd::dev::main(args),
         Command::Bench(args) => cmd::bench::main(args),

@@ -335,7 +335,7 @@ async fn errors_say_what_is_wrong_with_usage_and_runtime_exit_codes() {
             &["--since", "1h", "--until", "2h"][..],
             "must be before until",
         ),
-        (&["--token", "wrong-token-wrong-token"][..], "admin token"),
+        (&["--token", "wrong-token-wrong-token"][..], "invalid token"),
         (&["--decision", "maybe"][..], "invalid value 'maybe'"),
         (&["--limit", "0"][..], "--limit"),
     ] {

@@ -38,16 +38,29 @@ impl HttpError {
         &self.message
     }
 
-    /// A 401: no admin token, or the wrong one.
+    /// A 401: no token, or one that is not valid here.
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "missing or invalid admin token")
+        Self::new(StatusCode::UNAUTHORIZED, "missing or invalid token")
+    }
+
+    /// A 403: a valid credential that may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// A 500 whose cause is in the control plane's log.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 }
 
 impl From<StoreError> for HttpError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NameTaken(_) => HttpError::new(StatusCode::CONFLICT, e.to_string()),
+            StoreError::NameTaken(_) | StoreError::TokenNameTaken(_) => {
+                HttpError::new(StatusCode::CONFLICT, e.to_string())
+            }
+            StoreError::TokenNotFound(_) => HttpError::new(StatusCode::NOT_FOUND, e.to_string()),
             StoreError::WorkspaceNotFound(_) => {
                 HttpError::new(StatusCode::NOT_FOUND, e.to_string())
             }

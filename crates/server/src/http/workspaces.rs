@@ -6,7 +6,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use jiff::Timestamp;
 use uuid::Uuid;
 use warden_store::{NewWorkspace, Workspace};
@@ -15,8 +15,12 @@ use warden_api::workspaces::{
     CreateWorkspace, DEFAULT_AGENT_NAME, WorkspaceInfo, WorkspaceList, WorkspaceToken,
 };
 
+use serde_json::json;
+
 use super::bodies::workspace_info;
 use super::{AppState, HttpError};
+use crate::access::Principal;
+use crate::admin_events::record;
 use crate::auth::{hash_token, new_agent_token};
 use crate::names::{check_name, check_owner, check_script};
 
@@ -39,6 +43,7 @@ fn token_response(w: &Workspace, token: String) -> WorkspaceToken {
 
 async fn create(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Principal>,
     body: Result<Json<CreateWorkspace>, JsonRejection>,
 ) -> Result<(StatusCode, Json<WorkspaceToken>), HttpError> {
     let Json(req) = body.map_err(|e| HttpError::bad_request(e.body_text()))?;
@@ -68,6 +73,20 @@ async fn create(
             Timestamp::now(),
         )
         .await?;
+    record(
+        &*state.store,
+        &state.signing_key,
+        &actor,
+        "workspace.create",
+        &workspace.name,
+        json!({
+            "workspace_id": workspace.id,
+            "owner": workspace.owner,
+            "agent_id": workspace.agent.id,
+            "agent_name": workspace.agent.name,
+        }),
+    )
+    .await?;
     tracing::info!(workspace = %workspace.name, id = %workspace.id, "registered a workspace");
     Ok((StatusCode::CREATED, Json(token_response(&workspace, token))))
 }
@@ -83,6 +102,7 @@ async fn list(State(state): State<Arc<AppState>>) -> Result<Json<WorkspaceList>,
 
 async fn rotate(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<Json<WorkspaceToken>, HttpError> {
     let workspace = state.store.workspace(&name).await?.ok_or_else(|| {
@@ -96,18 +116,37 @@ async fn rotate(
         .store
         .rotate_agent_token(&name, hash_token(&token), Timestamp::now())
         .await?;
+    record(
+        &*state.store,
+        &state.signing_key,
+        &actor,
+        "workspace.rotate-token",
+        &workspace.name,
+        json!({ "workspace_id": workspace.id, "agent_id": workspace.agent.id }),
+    )
+    .await?;
     tracing::info!(workspace = %workspace.name, "rotated an agent token; the old one is revoked");
     Ok(Json(token_response(&workspace, token)))
 }
 
 async fn remove(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<Json<WorkspaceInfo>, HttpError> {
     let workspace = state
         .store
         .delete_workspace(&name, Timestamp::now())
         .await?;
+    record(
+        &*state.store,
+        &state.signing_key,
+        &actor,
+        "workspace.delete",
+        &workspace.name,
+        json!({ "workspace_id": workspace.id, "agent_id": workspace.agent.id }),
+    )
+    .await?;
     let losses = state.store.workspace_losses(workspace.id).await?;
     tracing::info!(workspace = %workspace.name, id = %workspace.id, "deleted a workspace; its agent is revoked, its records stay");
     Ok(Json(workspace_info(&workspace, &losses)))

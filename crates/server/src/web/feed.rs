@@ -97,7 +97,7 @@ pub(super) async fn feed(
     uri: Uri,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let chrome = match require_session(&state, &headers, &uri) {
+    let chrome = match require_session(&state, &headers, &uri).await {
         Ok(chrome) => chrome,
         Err(redirect) => return redirect.into_response(),
     };

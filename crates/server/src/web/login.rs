@@ -15,8 +15,8 @@ use maud::html;
 use serde::Deserialize;
 
 use super::layout::{bare_page, error_page, html_response};
-use super::session::{self, credential_for};
-use super::{credentials, see_other, signed_in};
+use super::session;
+use super::{binding_for_token, see_other, signed_in};
 use crate::grpc::PeerAddr;
 use crate::http::AppState;
 
@@ -63,7 +63,7 @@ pub(super) async fn form(
     Query(next): Query<Next>,
 ) -> Response {
     let next = safe_next(next.next.as_deref());
-    if signed_in(&state, &headers).is_some() {
+    if signed_in(&state, &headers).await.is_some() {
         return see_other(next);
     }
     login_page(&state, StatusCode::OK, next, None)
@@ -118,23 +118,45 @@ pub(super) async fn sign_in(
         );
     }
     let peer = peer.map(|p| p.0.0);
-    match credential_for(form.token.trim(), &credentials(&state)) {
-        Some((role, bound_to)) if role.may_use_web() => {
-            let (value, _) = state.sessions.issue(role, &bound_to, Timestamp::now());
-            tracing::info!(peer = ?peer, role = ?role, "signed in to the web page");
+    let binding = match binding_for_token(&state, form.token.trim()).await {
+        Ok(binding) => binding,
+        Err(e) => {
+            tracing::error!(error = %e.chain(), "checking a web sign-in failed");
+            return login_page(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                next,
+                Some("the control plane could not check the token; try again"),
+            );
+        }
+    };
+    let Some(binding) = binding else {
+        tracing::warn!(peer = ?peer, "refused a web sign-in without a valid token");
+        return login_page(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            next,
+            Some("that token is not valid here"),
+        );
+    };
+    match state.sessions.issue(&binding, Timestamp::now()) {
+        Some((value, session)) => {
+            tracing::info!(peer = ?peer, role = ?session.role, token = %binding.principal.name, "signed in to the web page");
             let mut response = see_other(next);
             let headers = response.headers_mut();
             headers.append(header::SET_COOKIE, state.sessions.session_cookie(&value));
             headers.append(header::SET_COOKIE, clear_login_csrf());
             response
         }
-        _ => {
-            tracing::warn!(peer = ?peer, "refused a web sign-in without a valid token");
+        None => {
+            tracing::warn!(peer = ?peer, role = binding.principal.role.as_str(), "refused a web sign-in with a token whose role may not use the page");
             login_page(
                 &state,
-                StatusCode::UNAUTHORIZED,
+                StatusCode::FORBIDDEN,
                 next,
-                Some("that token is not valid here"),
+                Some(
+                    "an agent token cannot sign in to the web page; use an admin or auditor token",
+                ),
             )
         }
     }
@@ -146,7 +168,7 @@ pub(super) async fn sign_out(
     body: Bytes,
 ) -> Response {
     let form = serde_urlencoded::from_bytes::<SignOut>(&body).ok();
-    if let Some(session) = signed_in(&state, &headers) {
+    if let Some(session) = signed_in(&state, &headers).await {
         let csrf = form.as_ref().map_or("", |f| f.csrf.as_str());
         if !state.sessions.csrf_matches(&session, csrf) {
             return error_page(

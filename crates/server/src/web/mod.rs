@@ -46,7 +46,9 @@ use jiff::Timestamp;
 
 pub use layout::CONTENT_SECURITY_POLICY;
 use layout::Chrome;
-use session::{Credentials, SESSION_COOKIE, Session};
+use session::{Binding, SESSION_COOKIE, Session, Sessions, Who};
+
+use crate::access::{Principal, identify};
 
 use crate::http::AppState;
 
@@ -65,28 +67,74 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/assets/app.js", get(layout::app_js))
         .route("/assets/app.css", get(layout::app_css))
         .layer(axum::middleware::from_fn(layout::security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::access::authorize,
+        ))
         .with_state(state)
 }
 
-/// The tokens sessions are bound to, as the server knows them now.
-pub(crate) fn credentials(state: &AppState) -> Credentials {
-    Credentials {
-        admin: state.admin_token,
+/// What a session signed in with `who` is bound to now (`None`: the token
+/// was revoked or never existed).
+pub(crate) async fn binding_of(state: &AppState, who: Who) -> Option<Binding> {
+    match who {
+        Who::Bootstrap => Some(Binding {
+            who,
+            principal: Principal::bootstrap(),
+            hash: state.admin_token,
+        }),
+        Who::Token(id) => match state.store.api_token_credentials(id).await {
+            Ok(Some((token, hash))) => Some(Binding {
+                who,
+                principal: Principal {
+                    role: token.role.into(),
+                    id: Some(token.id),
+                    name: token.name,
+                },
+                hash,
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e.chain(), "looking up a web session's token failed");
+                None
+            }
+        },
     }
 }
 
+/// What a session signed in with `token` would be bound to, and who the
+/// token is (`None`: not valid here).
+pub(crate) async fn binding_for_token(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<Binding>, warden_store::StoreError> {
+    let Some(principal) = identify(&*state.store, &state.admin_token, token).await? else {
+        return Ok(None);
+    };
+    // (An agent's binding is never issued a session: see `Sessions::issue`.)
+    let who = principal.id.map_or(Who::Bootstrap, Who::Token);
+    Ok(Some(Binding {
+        who,
+        principal,
+        hash: crate::auth::hash_token(token),
+    }))
+}
+
 /// The session a request's cookie proves, if any.
-pub(crate) fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<Session> {
+pub(crate) async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<Session> {
     let value = session::cookie(headers, SESSION_COOKIE)?;
-    state
-        .sessions
-        .verify(value, &credentials(state), Timestamp::now())
+    let binding = binding_of(state, Sessions::claimed(value)?).await?;
+    state.sessions.verify(value, &binding, Timestamp::now())
 }
 
 /// The signed-in person's chrome, or the redirect to the sign-in form
 /// (which comes back here afterwards).
-fn require_session(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Chrome, ToSignIn> {
-    match signed_in(state, headers) {
+async fn require_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Chrome, ToSignIn> {
+    match signed_in(state, headers).await {
         Some(session) => Ok(Chrome {
             csrf: state.sessions.csrf_token(&session),
             role: match session.role {

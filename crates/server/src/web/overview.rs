@@ -50,7 +50,7 @@ pub(super) async fn overview(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let chrome = match require_session(&state, &headers, &uri) {
+    let chrome = match require_session(&state, &headers, &uri).await {
         Ok(chrome) => chrome,
         Err(redirect) => return redirect.into_response(),
     };

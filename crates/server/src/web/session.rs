@@ -5,8 +5,10 @@
 //! the store ([`Store::init_web_session_key`](warden_store::Store::init_web_session_key)),
 //! so every replica on one database accepts every other's cookies and a
 //! restart keeps people signed in. Nothing else about a session is stored.
-//! The signature also covers the hash of the token the person signed in
-//! with: replacing that token (a new `WARDEN_ADMIN_TOKEN`) ends its sessions.
+//! The cookie names the token the person signed in with ([`Who`]); the
+//! signature also covers that token's hash, looked up again on every
+//! request: replacing the admin token (a new `WARDEN_ADMIN_TOKEN`) or
+//! revoking a named token ends its sessions at once.
 //! Signing out clears the cookie in the browser; a copy taken before stays
 //! valid until it expires ([`SESSION_TTL`]), as with any stateless session.
 //!
@@ -23,7 +25,7 @@ use ring::hmac;
 use subtle::ConstantTimeEq;
 use warden_store::TokenHash;
 
-use crate::auth::token_matches;
+use crate::access::{self, Principal};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "warden_session";
@@ -37,63 +39,74 @@ const LOGIN_FORM_TTL: Duration = Duration::from_secs(3600);
 /// What a signed-in person may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// Everything (the admin token).
+    /// Everything (an admin token).
     Admin,
     /// Read-only: records, sessions, summaries, the web page.
     Auditor,
 }
 
 /// The roles that may sign in to the web page: the one place to change.
-/// (Only the admin token exists today; auditor tokens come with the roles
-/// of the evidence issue, and [`credential_for`] is where they are looked
-/// up.)
+/// Agent tokens may not.
 pub const WEB_ROLES: &[Role] = &[Role::Admin, Role::Auditor];
 
 impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Auditor => "auditor",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Role> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "auditor" => Some(Role::Auditor),
-            _ => None,
-        }
-    }
-
     /// Whether this role may sign in to the web page.
     pub fn may_use_web(self) -> bool {
         WEB_ROLES.contains(&self)
     }
-}
 
-/// The tokens a session can be bound to, as the server knows them now.
-#[derive(Clone, Copy, Debug)]
-pub struct Credentials {
-    /// The admin token's hash.
-    pub admin: TokenHash,
-}
-
-/// Who a token belongs to, and the hash its sessions are bound to; `None`
-/// for a token that is not valid here.
-pub fn credential_for(token: &str, known: &Credentials) -> Option<(Role, TokenHash)> {
-    if token_matches(token, &known.admin) {
-        return Some((Role::Admin, known.admin));
+    /// The page's role for an access role (`None`: agents).
+    pub fn of(role: access::Role) -> Option<Role> {
+        match role {
+            access::Role::Admin => Some(Role::Admin),
+            access::Role::Auditor => Some(Role::Auditor),
+            access::Role::Agent => None,
+        }
     }
-    None
 }
 
-/// The hash a role's sessions are bound to now.
-fn binding(role: Role, known: &Credentials) -> Option<TokenHash> {
-    match role {
-        Role::Admin => Some(known.admin),
-        // No auditor tokens exist yet: no auditor session verifies.
-        Role::Auditor => None,
+/// Which token a session was signed in with: the bootstrap admin token, or
+/// a named token (by id). Written into the cookie; the role and the hash
+/// the session is bound to are looked up again on every request, so
+/// revoking the token ends its sessions at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    /// The bootstrap admin token.
+    Bootstrap,
+    /// A named token.
+    Token(uuid::Uuid),
+}
+
+impl Who {
+    fn encode(self) -> String {
+        match self {
+            // The form of the cookies issued before named tokens existed, so
+            // those stay valid.
+            Who::Bootstrap => "admin".into(),
+            Who::Token(id) => id.simple().to_string(),
+        }
     }
+
+    fn parse(s: &str) -> Option<Who> {
+        if s == "admin" {
+            return Some(Who::Bootstrap);
+        }
+        (s.len() == 32)
+            .then(|| uuid::Uuid::try_parse(s).ok())
+            .flatten()
+            .map(Who::Token)
+    }
+}
+
+/// What a session is bound to, as the server knows it now.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    /// The token.
+    pub who: Who,
+    /// Who it is.
+    pub principal: Principal,
+    /// The token's hash (the session's signature covers it).
+    pub hash: TokenHash,
 }
 
 /// A verified session.
@@ -101,6 +114,8 @@ fn binding(role: Role, known: &Credentials) -> Option<TokenHash> {
 pub struct Session {
     /// Who signed in.
     pub role: Role,
+    /// The token's owner, as access checks see it.
+    pub principal: Principal,
     /// When the session ends.
     pub expires: Timestamp,
     /// The session's random id (hex), which its CSRF token derives from.
@@ -125,29 +140,43 @@ impl Sessions {
         }
     }
 
-    /// A new session for `role`, bound to `bound_to`: the cookie value and
-    /// the session.
-    pub fn issue(&self, role: Role, bound_to: &TokenHash, now: Timestamp) -> (String, Session) {
+    /// A new session bound to `binding`: the cookie value and the session;
+    /// `None` when its role may not use the page.
+    pub fn issue(&self, binding: &Binding, now: Timestamp) -> Option<(String, Session)> {
+        let role = Role::of(binding.principal.role).filter(|r| r.may_use_web())?;
         let expires = now
             .checked_add(SESSION_TTL)
             .unwrap_or(Timestamp::MAX)
             .as_second();
         let nonce = random_hex();
-        let mac = self.session_mac(role, expires, &nonce, bound_to);
-        let value = format!("v1.{}.{expires}.{nonce}.{mac}", role.as_str());
+        let who = binding.who.encode();
+        let mac = self.session_mac(&who, expires, &nonce, &binding.hash);
+        let value = format!("v1.{who}.{expires}.{nonce}.{mac}");
         let session = Session {
             role,
+            principal: binding.principal.clone(),
             expires: Timestamp::from_second(expires).unwrap_or(Timestamp::MAX),
             nonce,
         };
-        (value, session)
+        Some((value, session))
+    }
+
+    /// The token a cookie value claims to be signed in with (unchecked:
+    /// look its binding up, then [`verify`](Sessions::verify)).
+    pub fn claimed(value: &str) -> Option<Who> {
+        let mut parts = value.split('.');
+        match (parts.next(), parts.next()) {
+            (Some("v1"), Some(who)) => Who::parse(who),
+            _ => None,
+        }
     }
 
     /// The session a cookie value proves, if it is genuine, unexpired, for
-    /// a role that may use the page, and bound to a token still in force.
-    pub fn verify(&self, value: &str, known: &Credentials, now: Timestamp) -> Option<Session> {
+    /// a role that may use the page, and bound to `binding` (the token it
+    /// claims, still in force).
+    pub fn verify(&self, value: &str, binding: &Binding, now: Timestamp) -> Option<Session> {
         let mut parts = value.split('.');
-        let (Some("v1"), Some(role), Some(expires), Some(nonce), Some(mac), None) = (
+        let (Some("v1"), Some(who), Some(expires), Some(nonce), Some(mac), None) = (
             parts.next(),
             parts.next(),
             parts.next(),
@@ -157,19 +186,22 @@ impl Sessions {
         ) else {
             return None;
         };
-        let role = Role::parse(role)?;
+        if Who::parse(who)? != binding.who {
+            return None;
+        }
+        let role = Role::of(binding.principal.role)?;
         let expires_secs: i64 = expires.parse().ok()?;
-        let bound_to = binding(role, known)?;
         let mac = hex::decode(mac).ok()?;
         hmac::verify(
             &self.key,
-            session_message(role, expires_secs, nonce, &bound_to).as_bytes(),
+            session_message(who, expires_secs, nonce, &binding.hash).as_bytes(),
             &mac,
         )
         .ok()?;
         let expires = Timestamp::from_second(expires_secs).ok()?;
         (now < expires && role.may_use_web()).then(|| Session {
             role,
+            principal: binding.principal.clone(),
             expires,
             nonce: nonce.to_owned(),
         })
@@ -189,8 +221,8 @@ impl Sessions {
             .into()
     }
 
-    fn session_mac(&self, role: Role, expires: i64, nonce: &str, bound_to: &TokenHash) -> String {
-        let message = session_message(role, expires, nonce, bound_to);
+    fn session_mac(&self, who: &str, expires: i64, nonce: &str, bound_to: &TokenHash) -> String {
+        let message = session_message(who, expires, nonce, bound_to);
         hex::encode(hmac::sign(&self.key, message.as_bytes()).as_ref())
     }
 
@@ -250,10 +282,9 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn session_message(role: Role, expires: i64, nonce: &str, bound_to: &TokenHash) -> String {
+fn session_message(who: &str, expires: i64, nonce: &str, bound_to: &TokenHash) -> String {
     format!(
-        "warden-web-session\0v1\0{}\0{expires}\0{nonce}\0{}",
-        role.as_str(),
+        "warden-web-session\0v1\0{who}\0{expires}\0{nonce}\0{}",
         hex::encode(bound_to.0)
     )
 }
@@ -279,9 +310,23 @@ mod tests {
 
     const TOKEN: &str = "an-admin-token-of-some-length-0123";
 
-    fn known() -> Credentials {
-        Credentials {
-            admin: hash_token(TOKEN),
+    fn admin() -> Binding {
+        Binding {
+            who: Who::Bootstrap,
+            principal: Principal::bootstrap(),
+            hash: hash_token(TOKEN),
+        }
+    }
+
+    fn auditor(id: uuid::Uuid, token: &str) -> Binding {
+        Binding {
+            who: Who::Token(id),
+            principal: Principal {
+                role: access::Role::Auditor,
+                id: Some(id),
+                name: "carol".into(),
+            },
+            hash: hash_token(token),
         }
     }
 
@@ -292,34 +337,60 @@ mod tests {
     #[test]
     fn a_session_verifies_until_it_expires() {
         let sessions = Sessions::new([7; 32], false);
-        let (role, bound) = credential_for(TOKEN, &known()).unwrap();
-        assert_eq!(role, Role::Admin);
-        let (value, session) = sessions.issue(role, &bound, now());
+        let (value, session) = sessions.issue(&admin(), now()).unwrap();
+        assert_eq!(session.role, Role::Admin);
         assert!(!value.contains(TOKEN));
+        assert_eq!(Sessions::claimed(&value), Some(Who::Bootstrap));
         assert_eq!(
-            sessions.verify(&value, &known(), now()),
+            sessions.verify(&value, &admin(), now()),
             Some(session.clone())
         );
         let just_before = session.expires - jiff::SignedDuration::from_secs(1);
-        assert!(sessions.verify(&value, &known(), just_before).is_some());
-        assert_eq!(sessions.verify(&value, &known(), session.expires), None);
+        assert!(sessions.verify(&value, &admin(), just_before).is_some());
+        assert_eq!(sessions.verify(&value, &admin(), session.expires), None);
+    }
+
+    #[test]
+    fn an_auditor_session_is_bound_to_its_token_and_an_agent_gets_none() {
+        let sessions = Sessions::new([7; 32], false);
+        let id = uuid::Uuid::new_v4();
+        let carol = auditor(id, "carol-token");
+        let (value, session) = sessions.issue(&carol, now()).unwrap();
+        assert_eq!(session.role, Role::Auditor);
+        assert_eq!(Sessions::claimed(&value), Some(Who::Token(id)));
+        assert!(sessions.verify(&value, &carol, now()).is_some());
+        // Another token with the same id (it was replaced), another token.
+        assert_eq!(
+            sessions.verify(&value, &auditor(id, "other-token"), now()),
+            None
+        );
+        assert_eq!(sessions.verify(&value, &admin(), now()), None);
+        let agent = Binding {
+            who: Who::Token(id),
+            principal: Principal {
+                role: access::Role::Agent,
+                id: Some(id),
+                name: "dev".into(),
+            },
+            hash: hash_token("agent"),
+        };
+        assert!(sessions.issue(&agent, now()).is_none());
     }
 
     #[test]
     fn forged_or_foreign_cookies_do_not_verify() {
         let sessions = Sessions::new([7; 32], false);
-        let (value, _) = sessions.issue(Role::Admin, &known().admin, now());
+        let (value, _) = sessions.issue(&admin(), now()).unwrap();
         // Another key (another deployment).
         assert_eq!(
-            Sessions::new([8; 32], false).verify(&value, &known(), now()),
+            Sessions::new([8; 32], false).verify(&value, &admin(), now()),
             None
         );
         // The admin token was replaced.
-        let replaced = Credentials {
-            admin: hash_token("another-admin-token-0123456789"),
-        };
+        let mut replaced = admin();
+        replaced.hash = hash_token("another-admin-token-0123456789");
         assert_eq!(sessions.verify(&value, &replaced, now()), None);
-        // A longer expiry, another role, a changed nonce or mac, garbage.
+        // A longer expiry, another token, a changed nonce or mac, garbage.
         let parts: Vec<&str> = value.split('.').collect();
         let edit = |i: usize, to: &str| {
             let mut p = parts.clone();
@@ -336,16 +407,15 @@ mod tests {
             String::new(),
             "v1.admin".into(),
         ] {
-            assert_eq!(sessions.verify(&bad, &known(), now()), None, "{bad}");
+            assert_eq!(sessions.verify(&bad, &admin(), now()), None, "{bad}");
         }
-        assert_eq!(credential_for("wrong", &known()), None);
     }
 
     #[test]
     fn csrf_tokens_belong_to_their_session() {
         let sessions = Sessions::new([7; 32], false);
-        let (_, a) = sessions.issue(Role::Admin, &known().admin, now());
-        let (_, b) = sessions.issue(Role::Admin, &known().admin, now());
+        let (_, a) = sessions.issue(&admin(), now()).unwrap();
+        let (_, b) = sessions.issue(&admin(), now()).unwrap();
         let token = sessions.csrf_token(&a);
         assert!(sessions.csrf_matches(&a, &token));
         assert!(!sessions.csrf_matches(&b, &token));

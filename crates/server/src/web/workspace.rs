@@ -34,7 +34,7 @@ pub(super) async fn workspace(
     uri: Uri,
     Path(name): Path<String>,
 ) -> Response {
-    let chrome = match require_session(&state, &headers, &uri) {
+    let chrome = match require_session(&state, &headers, &uri).await {
         Ok(chrome) => chrome,
         Err(redirect) => return redirect.into_response(),
     };
@@ -149,7 +149,7 @@ pub(super) async fn session(
     Path((name, session)): Path<(String, String)>,
     Query(params): Query<SessionPage>,
 ) -> Response {
-    let chrome = match require_session(&state, &headers, &uri) {
+    let chrome = match require_session(&state, &headers, &uri).await {
         Ok(chrome) => chrome,
         Err(redirect) => return redirect.into_response(),
     };

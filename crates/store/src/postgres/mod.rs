@@ -56,6 +56,7 @@ mod registry;
 mod replica;
 mod report;
 mod text;
+mod tokens;
 mod upgrade;
 mod verdicts;
 
@@ -71,6 +72,7 @@ use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::access::{AdminEvent, ApiToken, NewAdminEvent, NewApiToken};
 use crate::chain::{ChainLink, Checkpoint};
 use crate::exports::ExportState;
 use crate::migrations::{Step, migrator};
@@ -131,6 +133,11 @@ const MIGRATIONS: &[Step] = &[
         8,
         "export cursors",
         include_str!("../../migrations/postgres/0008_exports.sql"),
+    ),
+    (
+        9,
+        "roles and admin events",
+        include_str!("../../migrations/postgres/0009_roles.sql"),
     ),
     (
         10,
@@ -521,5 +528,33 @@ impl Store for PgStore {
 
     fn export_states(&self) -> StoreFuture<'_, Vec<ExportState>> {
         Box::pin(exports::states(&self.pool))
+    }
+
+    fn create_api_token(&self, new: NewApiToken, at: Timestamp) -> StoreFuture<'_, ApiToken> {
+        Box::pin(tokens::create(&self.pool, new, at))
+    }
+
+    fn api_tokens(&self) -> StoreFuture<'_, Vec<ApiToken>> {
+        Box::pin(tokens::list(&self.pool))
+    }
+
+    fn api_token_credentials(&self, id: Uuid) -> StoreFuture<'_, Option<(ApiToken, TokenHash)>> {
+        Box::pin(tokens::credentials(&self.pool, id))
+    }
+
+    fn revoke_api_token<'a>(&'a self, name: &'a str, at: Timestamp) -> StoreFuture<'a, ApiToken> {
+        Box::pin(tokens::revoke(&self.pool, name, at))
+    }
+
+    fn note_api_token_use(&self, id: Uuid, at: Timestamp) -> StoreFuture<'_, ()> {
+        Box::pin(tokens::note_use(&self.pool, id, at))
+    }
+
+    fn append_admin_event(&self, event: NewAdminEvent) -> StoreFuture<'_, AdminEvent> {
+        Box::pin(tokens::append_event(&self.pool, event))
+    }
+
+    fn admin_events(&self, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AdminEvent>> {
+        Box::pin(tokens::events(&self.pool, after_seq, limit))
     }
 }

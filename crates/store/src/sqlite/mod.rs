@@ -23,6 +23,7 @@ mod purge;
 mod read;
 mod registry;
 mod report;
+mod tokens;
 mod upgrade;
 mod verdicts;
 mod writer;
@@ -43,6 +44,7 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::access::{AdminEvent, ApiToken, NewAdminEvent, NewApiToken};
 use crate::chain::{ChainLink, Checkpoint};
 use crate::exports::ExportState;
 use crate::migrations::{Step, migrator};
@@ -107,6 +109,11 @@ const MIGRATIONS: &[Step] = &[
         12,
         "export cursors",
         include_str!("../../migrations/sqlite/0012_exports.sql"),
+    ),
+    (
+        13,
+        "roles and admin events",
+        include_str!("../../migrations/sqlite/0013_roles.sql"),
     ),
     (
         14,
@@ -610,5 +617,47 @@ impl Store for SqliteStore {
 
     fn export_states(&self) -> StoreFuture<'_, Vec<ExportState>> {
         Box::pin(async move { exports::states(&mut *self.registry_read().await?).await })
+    }
+
+    fn create_api_token(&self, new: NewApiToken, at: Timestamp) -> StoreFuture<'_, ApiToken> {
+        Box::pin(async move {
+            self.with_writer(async |conn| tokens::create(conn, new, at).await)
+                .await
+        })
+    }
+
+    fn api_tokens(&self) -> StoreFuture<'_, Vec<ApiToken>> {
+        Box::pin(async move { tokens::list(&mut *self.registry_read().await?).await })
+    }
+
+    fn api_token_credentials(&self, id: Uuid) -> StoreFuture<'_, Option<(ApiToken, TokenHash)>> {
+        Box::pin(async move { tokens::credentials(&mut *self.registry_read().await?, id).await })
+    }
+
+    fn revoke_api_token<'a>(&'a self, name: &'a str, at: Timestamp) -> StoreFuture<'a, ApiToken> {
+        Box::pin(async move {
+            self.with_writer(async |conn| tokens::revoke(conn, name, at).await)
+                .await
+        })
+    }
+
+    fn note_api_token_use(&self, id: Uuid, at: Timestamp) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.with_writer(async |conn| tokens::note_use(conn, id, at).await)
+                .await
+        })
+    }
+
+    fn append_admin_event(&self, event: NewAdminEvent) -> StoreFuture<'_, AdminEvent> {
+        Box::pin(async move {
+            self.with_writer(async |conn| tokens::append_event(conn, event).await)
+                .await
+        })
+    }
+
+    fn admin_events(&self, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<AdminEvent>> {
+        Box::pin(async move {
+            tokens::events(&mut *self.registry_read().await?, after_seq, limit).await
+        })
     }
 }

@@ -7,12 +7,14 @@
 
 #![allow(dead_code)]
 
+mod access;
 mod chain;
 mod exports;
 mod queries;
 mod reports;
 mod retention;
 
+pub use access::*;
 pub use chain::*;
 pub use exports::*;
 pub use queries::*;

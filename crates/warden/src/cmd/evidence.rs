@@ -1,6 +1,8 @@
 //! `warden verify`, `warden export` and `warden checkpoint export`: the
 //! record chain and its signed checkpoints, checked or carried away
-//! offline (from a data dir's database, a `--database-url`, or a bundle).
+//! offline (from a data dir's database, a `--database-url`, or a bundle),
+//! or verified through a running server (`verify --url`, see
+//! [`super::remote_verify`]).
 
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
@@ -45,7 +47,7 @@ impl Source {
                 Ok(DatabaseUrl::Sqlite(path))
             }
             (None, None) => Err(Failure::usage_msg(
-                "give --data-dir, --database-url or (for verify) --bundle",
+                "give --data-dir, --database-url or (for verify) --bundle or --url",
             )),
         }
     }
@@ -66,6 +68,16 @@ pub struct VerifyArgs {
     /// An export bundle to verify instead of a store.
     #[arg(long, env = "WARDEN_VERIFY_BUNDLE")]
     bundle: Option<PathBuf>,
+    /// A running server to verify through its API (wins over --data-dir and
+    /// --database-url; --bundle wins over it).
+    #[arg(long, env = "WARDEN_URL")]
+    url: Option<String>,
+    /// The token for --url: an auditor (or admin) token.
+    #[arg(long, env = "WARDEN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA certificate to trust for an https:// --url (default: system roots).
+    #[arg(long, env = "WARDEN_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// The control plane's public key (its signing-key.pub): checkpoints
     /// must be signed by it.
     #[arg(long, env = "WARDEN_TRUSTED_KEY")]
@@ -156,6 +168,14 @@ fn run_verify(args: VerifyArgs) -> Result<ExitCode, Failure> {
                 .context("reading the bundle")
                 .map_err(Failure::runtime)?;
             verify(checker, &checkpoints, &trust)
+        }
+        None if args.url.is_some() => {
+            let url = args.url.as_deref().unwrap_or_default();
+            let token = args.token.as_deref().ok_or_else(|| {
+                Failure::usage_msg("--url needs --token (an auditor or admin token; WARDEN_TOKEN)")
+            })?;
+            let client = warden_api::ApiClient::new(url, token, args.ca_cert.as_deref())?;
+            runtime()?.block_on(super::remote_verify::verify(&client, &trust))?
         }
         None => {
             args.source.url()?;

@@ -128,8 +128,9 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         let code = match &e {
             ClientError::Url { .. } | ClientError::Tls(_) => USAGE,
-            // Bad input or a wrong admin token: the caller's to fix.
-            ClientError::Api { status, .. } if *status == 400 || *status == 401 => USAGE,
+            // Bad input, a wrong token, or a token whose role may not do
+            // this: the caller's to fix.
+            ClientError::Api { status, .. } if [400, 401, 403].contains(&status.as_u16()) => USAGE,
             // Not found (404), already taken (409), the server's trouble:
             // runtime failures.
             _ => RUNTIME,

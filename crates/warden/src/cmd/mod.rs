@@ -5,6 +5,7 @@
 //! (signals, logging, the data dir) and [`table`] (tables sized to the
 //! terminal).
 
+pub mod admin_events;
 pub mod agent;
 pub mod bench;
 pub mod boundary;
@@ -16,8 +17,10 @@ pub mod failure;
 pub mod json_log;
 pub mod logs;
 pub mod process;
+pub mod remote_verify;
 pub mod server;
 pub mod table;
+pub mod token;
 pub mod workspace;
 
 /// Parses one subcommand's flags on their own (`argv` without the

@@ -120,6 +120,12 @@ pub struct Args {
     /// checked against (default: the system's roots).
     #[arg(long, env = "WARDEN_EXPORT_SYSLOG_CA")]
     export_syslog_ca: Option<PathBuf>,
+    /// The signing key being replaced (the new one is --signing-key, or a
+    /// fresh <data-dir>/signing-key): at start it signs a last checkpoint and
+    /// introduces the new key (a key.rotate admin event), so verify
+    /// --trusted-key OLD accepts the new one.
+    #[arg(long, env = "WARDEN_PREVIOUS_SIGNING_KEY")]
+    previous_signing_key: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,6 +210,7 @@ fn prepare(args: Args) -> Result<Prepared, Failure> {
     // Checked now, so a bad target is a configuration error (exit 2).
     warden_server::export::sinks(&config.exports)
         .map_err(|e| Failure::usage_msg(format_args!("export: {e}")))?;
+    config.previous_signing_key = args.previous_signing_key;
     Ok(Prepared {
         config,
         addr,
