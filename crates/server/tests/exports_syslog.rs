@@ -32,6 +32,11 @@ struct Rsyslog {
 
 impl Rsyslog {
     async fn start(dir: &Path) -> Rsyslog {
+        Rsyslog::start_on(dir, 0).await
+    }
+
+    /// On `port` (0: a free one).
+    async fn start_on(dir: &Path, port: u16) -> Rsyslog {
         assert!(
             Path::new(RSYSLOGD).exists(),
             "this test needs rsyslogd: install the Debian package rsyslog (apt-get install rsyslog), or run scripts/install-test-deps.sh"
@@ -46,11 +51,12 @@ impl Rsyslog {
             format!(
                 r#"global(workDirectory="{dir}")
 module(load="imtcp")
-input(type="imtcp" port="0" listenPortFileName="{port}" ruleset="warden")
+input(type="imtcp" port="{listen}" listenPortFileName="{port}" ruleset="warden")
 template(name="line" type="string" string="%app-name% %msgid% %structured-data% %msg%\n")
 ruleset(name="warden") {{ action(type="omfile" file="{out}" template="line") }}
 "#,
                 dir = dir.display(),
+                listen = port,
                 port = port_file.display(),
                 out = out.display()
             ),
@@ -68,10 +74,19 @@ ruleset(name="warden") {{ action(type="omfile" file="{out}" template="line") }}
             .expect("starting rsyslogd");
         let deadline = Instant::now() + DEADLINE;
         let port = loop {
-            if let Some(port) = std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|p| p.trim().parse().ok())
-            {
+            // rsyslog writes the port file only for a port it picked; a
+            // given port is known once it accepts a connection.
+            let listening = if port == 0 {
+                std::fs::read_to_string(&port_file)
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+            } else {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                    .then_some(port)
+            };
+            if let Some(port) = listening {
                 break port;
             }
             assert!(
@@ -224,6 +239,46 @@ async fn rsyslog_receives_every_record_as_one_message() {
             .iter()
             .any(|l| l.starts_with("forged") || l.contains(" forged - - - injected\n"))
     );
+    server.stop().await.unwrap();
+    drop(rsyslog);
+}
+
+/// The collector is down when the records arrive: the sink fails, backs
+/// off and retries, and once rsyslog listens every record arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_was_down_gets_every_record_once_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on (taken from the kernel, then freed).
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let url = format!("tcp://127.0.0.1:{port}");
+    let server = Server::start_with(
+        syslog_config(dir.path(), url, None),
+        dir.path(),
+        Capture::new(),
+    )
+    .await;
+    let n = report(&server).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let metrics = server.get("/metrics").await.1;
+        let failures =
+            metric(&metrics, "warden_export_failures_total{sink=\"syslog\"}").unwrap_or(0.0);
+        let lag = metric(&metrics, "warden_export_lag_records{sink=\"syslog\"}").unwrap_or(0.0);
+        if failures >= 1.0 && lag >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failure or lag counted: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rsyslog = Rsyslog::start_on(dir.path(), port).await;
+    let lines = rsyslog.wait_for_lines(n).await;
+    assert_eq!(ids(&lines), (1..=n as i64).collect());
     server.stop().await.unwrap();
     drop(rsyslog);
 }
