@@ -101,7 +101,10 @@ pub enum CallError {
 
 impl CallError {
     fn from_status(status: Status) -> CallError {
-        let message = status.message().to_owned();
+        let mut message = status.message().to_owned();
+        if let Some(words) = refused_certificate(&status) {
+            message = format!("{message}: {words}");
+        }
         match status.code() {
             Code::Unauthenticated => CallError::Unauthenticated(message),
             Code::PermissionDenied => CallError::PermissionDenied(message),
@@ -128,6 +131,23 @@ impl CallError {
                 | CallError::VersionRejected { .. }
         )
     }
+}
+
+/// When the call failed because the TLS handshake refused the control
+/// plane's certificate: what is wrong, in words, and how to fix it (rustls
+/// names it in a form only its authors read, e.g. `UnknownIssuer`). The
+/// explanation is the CLI's (`warden_api::tls`), so both say the same.
+fn refused_certificate(status: &Status) -> Option<String> {
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && let Some(words) = warden_api::tls::explain_handshake(io)
+        {
+            return Some(words);
+        }
+        cause = error.source();
+    }
+    None
 }
 
 /// Adds the token and the API version to every call.

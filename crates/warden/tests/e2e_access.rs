@@ -155,7 +155,12 @@ async fn agent_and_server_speak_tls_and_the_agent_checks_the_certificate() {
         &dirs.root.join("untrusting.sock"),
     );
     let mut untrusting = untrusting.spawn(&[]);
-    untrusting.wait_line("invalid peer certificate").await;
+    // rustls' own words, then what they mean and the fix, as the CLI says it.
+    untrusting
+        .wait_line(
+            "invalid peer certificate: UnknownIssuer: the server's certificate is not signed by a CA this client trusts: give the CA that signed it with --ca-cert",
+        )
+        .await;
     untrusting.wait_line(NO_MANIFEST).await;
     assert!(!dirs.root.join("untrusting.sock").exists());
     untrusting.terminate();
