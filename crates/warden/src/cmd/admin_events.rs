@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::builder::BoolishValueParser;
 use warden_api::access::AdminEventInfo;
 
-use super::connection::{self, Connection, to_json};
+use super::connection::{self, Connection, print_listing};
 use super::failure::Failure;
 use super::table::{Column, Layout};
 
@@ -40,14 +40,7 @@ async fn execute(args: Args) -> Result<(), Failure> {
             break;
         }
     }
-    if args.json {
-        for e in &events {
-            println!("{}", to_json(e)?);
-        }
-    } else {
-        print!("{}", table(&events));
-    }
-    Ok(())
+    print_listing(&events, args.json, table)
 }
 
 fn table(events: &[AdminEventInfo]) -> String {

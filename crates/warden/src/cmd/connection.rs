@@ -77,6 +77,23 @@ pub fn to_json(value: &impl serde::Serialize) -> Result<String, Failure> {
         .map_err(|e| Failure::runtime(anyhow::Error::new(e).context("encoding json")))
 }
 
+/// A listing on stdout: one JSON line per item with `json`, else the
+/// table `table` makes of them.
+pub fn print_listing<T: serde::Serialize>(
+    items: &[T],
+    json: bool,
+    table: impl FnOnce(&[T]) -> String,
+) -> Result<(), Failure> {
+    if json {
+        for item in items {
+            println!("{}", to_json(item)?);
+        }
+    } else {
+        print!("{}", table(items));
+    }
+    Ok(())
+}
+
 /// Runs a command's async body on a small runtime; prints a failure as
 /// `warden NAME: message` and turns it into the exit code.
 pub fn run(name: &str, body: impl Future<Output = Result<(), Failure>>) -> ExitCode {

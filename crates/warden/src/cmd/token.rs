@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::builder::BoolishValueParser;
 use warden_api::access::{CreateToken, TokenInfo};
 
-use super::connection::{self, Connection, to_json};
+use super::connection::{self, Connection, print_listing, to_json};
 use super::failure::Failure;
 use super::table::{Column, Layout};
 
@@ -100,14 +100,7 @@ async fn execute(command: Command) -> Result<(), Failure> {
         }
         Command::List(args) => {
             let tokens = args.connection.client()?.list_tokens().await?;
-            if args.json {
-                for t in &tokens {
-                    println!("{}", to_json(t)?);
-                }
-            } else {
-                print!("{}", table(&tokens));
-            }
-            Ok(())
+            print_listing(&tokens, args.json, table)
         }
         Command::Revoke(args) => {
             let revoked = args.connection.client()?.revoke_token(&args.name).await?;

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use warden_api::workspaces::{CreateWorkspace, WorkspaceInfo, WorkspaceToken};
 
-use super::connection::{self, Connection, to_json};
+use super::connection::{self, Connection, print_listing, to_json};
 use super::failure::Failure;
 use super::table::{Column, Layout};
 
@@ -94,14 +94,7 @@ async fn execute(command: Command) -> Result<(), Failure> {
         }
         Command::List(args) => {
             let workspaces = args.connection.client()?.list_workspaces().await?;
-            if args.json {
-                for w in &workspaces {
-                    println!("{}", to_json(w)?);
-                }
-            } else {
-                print!("{}", table(&workspaces));
-            }
-            Ok(())
+            print_listing(&workspaces, args.json, table)
         }
         Command::RotateToken(args) => {
             let rotated = args.connection.client()?.rotate_token(&args.name).await?;
