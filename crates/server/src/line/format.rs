@@ -4,9 +4,10 @@
 use std::fmt::Write;
 
 use jiff::Timestamp;
+use jiff::civil::DateTime;
 use serde::Serialize;
 use uuid::Uuid;
-use warden_api::time::push_stamp;
+use warden_api::time::{push_civil_stamp, push_date_time, push_padded, push_stamp, utc};
 use warden_proto::domain::{AuditRecord, Decision, IngestBatch, Manifest};
 use warden_store::StoredRecord;
 
@@ -192,12 +193,18 @@ fn slog_value(out: &mut String, value: &str) {
 }
 
 fn write_text(out: &mut String, r: &LineRecord<'_>) {
+    // The line shows its instant twice: convert it to a civil time once.
+    let stamp = utc(r.stamp());
     out.push_str("[API] ");
-    push_stamp(out, r.stamp());
+    push_civil_stamp(out, &stamp);
     out.push_str(" [");
     out.push_str(r.level());
     out.push_str("] boundary: workspace.id=");
-    let _ = write!(out, "{}", r.workspace_id.hyphenated());
+    out.push_str(
+        r.workspace_id
+            .hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer()),
+    );
     out.push_str(" decision=");
     out.push_str(r.decision.as_str());
     out.push_str(" http.method=");
@@ -206,7 +213,7 @@ fn write_text(out: &mut String, r: &LineRecord<'_>) {
     quote_into(out, r.url);
     out.push_str(" time=");
     out.push('"');
-    push_rfc3339_nano(out, r.stamp());
+    push_civil_rfc3339_nano(out, &stamp);
     out.push('"');
     let quoted = |out: &mut String, key: &str, value: &str| {
         if !value.is_empty() {
@@ -222,7 +229,8 @@ fn write_text(out: &mut String, r: &LineRecord<'_>) {
     if let Some(session) = r.session_id {
         out.push_str(" session.id=");
         quote_into(out, session);
-        let _ = write!(out, " sequence={}", r.sequence_number);
+        out.push_str(" sequence=");
+        out.push_str(itoa::Buffer::new().format(r.sequence_number));
     }
     if r.decision == Decision::Allow {
         quoted(out, "http.matched_rule", r.matched_rule);
@@ -325,24 +333,22 @@ fn write_json(out: &mut String, r: &LineRecord<'_>) {
 /// Go's `time.RFC3339Nano` in UTC: the fraction without trailing zeros, and
 /// none at all when it is zero.
 fn push_rfc3339_nano(out: &mut String, t: Timestamp) {
-    let dt = jiff::tz::Offset::UTC.to_datetime(t);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    );
-    let nanos = dt.subsec_nanosecond();
+    push_civil_rfc3339_nano(out, &utc(t));
+}
+
+/// [`push_rfc3339_nano`] of an instant already in UTC: the fraction has
+/// no trailing zeros and is left out when zero, as Go writes it.
+fn push_civil_rfc3339_nano(out: &mut String, dt: &DateTime) {
+    push_date_time(out, dt, 'T');
+    let nanos = dt.subsec_nanosecond() as u32;
     if nanos > 0 {
-        let mut digits = format!(".{nanos:09}");
-        while digits.ends_with('0') {
-            digits.pop();
+        let (mut fraction, mut digits) = (nanos, 9);
+        while fraction % 10 == 0 {
+            fraction /= 10;
+            digits -= 1;
         }
-        out.push_str(&digits);
+        out.push('.');
+        push_padded(out, fraction, digits);
     }
     out.push('Z');
 }
