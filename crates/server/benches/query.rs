@@ -21,8 +21,14 @@
 //!   server (admin auth, JSON, a TCP round trip per call).
 //!
 //! `cargo bench -p warden-server --bench query`; `WARDEN_BENCH_RECORDS`
-//! changes the record count (default 10 000 000).
+//! changes the record count (default 10 000 000). `WARDEN_BENCH_DB=PATH`
+//! keeps the generated database at `PATH` and, when `PATH` already holds
+//! one, measures it without generating again (give the same
+//! `WARDEN_BENCH_RECORDS` both times): a 100 million record
+//! database takes minutes to build, and its queries are best measured
+//! later on a quiet machine.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,30 +58,54 @@ fn record_count() -> i64 {
 }
 
 struct Data {
-    dir: tempfile::TempDir,
+    /// Where the database is: a temporary directory (deleted at the end)
+    /// or the file `WARDEN_BENCH_DB` names (kept).
+    place: Place,
     /// The workspace the queries ask about.
     workspace: Workspace,
 }
 
+enum Place {
+    Temporary(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
 impl Data {
-    fn path(&self) -> std::path::PathBuf {
-        self.dir.path().join("warden.db")
+    fn path(&self) -> PathBuf {
+        match &self.place {
+            Place::Temporary(dir) => dir.path().join("warden.db"),
+            Place::Kept(path) => path.clone(),
+        }
     }
 }
 
-/// The generated database: record `n` happens at `T0 + n` ms.
-async fn generate(records: i64) -> Data {
-    let dir = tempfile::tempdir().unwrap();
-    let mut workspaces = dataset::generate(
-        &dir.path().join("warden.db"),
-        records,
-        T0 * 1_000_000_000,
-        1_000_000,
-    )
-    .await;
+/// The workspace every query asks about (one of the ten).
+const QUERIED_WORKSPACE: usize = 3;
+
+/// The database to measure: the one `WARDEN_BENCH_DB` names if it exists,
+/// else a generated one where record `n` happens at `T0 + n` ms.
+async fn database(records: i64) -> Data {
+    let place = match std::env::var_os("WARDEN_BENCH_DB") {
+        Some(path) => Place::Kept(PathBuf::from(path)),
+        None => Place::Temporary(tempfile::tempdir().unwrap()),
+    };
+    let path = match &place {
+        Place::Temporary(dir) => dir.path().join("warden.db"),
+        Place::Kept(path) => path.clone(),
+    };
+    let mut workspaces = if path.exists() {
+        println!("measuring the database kept at {}", path.display());
+        let store = SqliteStore::open(&path).await.unwrap();
+        let mut workspaces = store.list_workspaces().await.unwrap();
+        store.close().await.unwrap();
+        workspaces.sort_by(|a, b| a.name.cmp(&b.name));
+        workspaces
+    } else {
+        dataset::generate(&path, records, T0 * 1_000_000_000, 1_000_000).await
+    };
     Data {
-        dir,
-        workspace: workspaces.swap_remove(3),
+        place,
+        workspace: workspaces.swap_remove(QUERIED_WORKSPACE),
     }
 }
 
@@ -96,7 +126,7 @@ fn query(c: &mut Criterion) {
         .build()
         .unwrap();
     let records = record_count();
-    let data = runtime.block_on(generate(records));
+    let data = runtime.block_on(database(records));
     let store = Arc::new(runtime.block_on(SqliteStore::open(&data.path())).unwrap());
 
     let plan = runtime
