@@ -20,6 +20,13 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default bound of the on-disk spool.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Default of [`AgentConfig::spool_commit_delay`].
+pub const DEFAULT_SPOOL_COMMIT_DELAY: Duration = Duration::from_millis(2);
+/// Default of [`AgentConfig::forward_delay`].
+pub const DEFAULT_FORWARD_DELAY: Duration = Duration::from_millis(5);
+/// Most [`AgentConfig::spool_commit_delay`] and
+/// [`AgentConfig::forward_delay`] may be: each adds to every record's latency.
+pub const MAX_GATHER_DELAY: Duration = Duration::from_secs(1);
 
 /// Everything `warden agent` needs to run.
 #[derive(Clone, Debug)]
@@ -37,6 +44,16 @@ pub struct AgentConfig {
     /// What a full spool does: stop reading clients (default) or drop the
     /// oldest spooled batches.
     pub spool_full_policy: FullPolicy,
+    /// How long a small spool append may wait for the appends of other
+    /// connections to share its write and fsync (clients are answered only
+    /// after the fsync): fewer fsyncs at a low rate, for at most this much
+    /// more latency. Zero: none.
+    pub spool_commit_delay: Duration,
+    /// How long a spooled batch may wait for others to share a call to the
+    /// control plane when no call is in flight (a full call goes at once):
+    /// fewer, larger calls and commits at a low rate, for at most this much
+    /// more latency. Zero: a call goes at once.
+    pub forward_delay: Duration,
     /// Where to serve Prometheus `/metrics`; off when `None`.
     pub metrics_listen: Option<SocketAddr>,
     /// PEM CA certificate to trust for an `https://` URL (instead of the
@@ -97,6 +114,8 @@ impl AgentConfig {
             socket: SocketConfig::new(socket_path),
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             spool_full_policy: FullPolicy::Backpressure,
+            spool_commit_delay: DEFAULT_SPOOL_COMMIT_DELAY,
+            forward_delay: DEFAULT_FORWARD_DELAY,
             metrics_listen: None,
             ca_cert: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -156,6 +175,16 @@ impl AgentConfig {
                 "the spool bound {} is below the minimum of {MIN_SPOOL_BYTES} bytes",
                 self.spool_max_bytes
             ));
+        }
+        for (name, delay) in [
+            ("spool commit delay", self.spool_commit_delay),
+            ("forward delay", self.forward_delay),
+        ] {
+            if delay > MAX_GATHER_DELAY {
+                return bad(format!(
+                    "the {name} {delay:?} is above the maximum of {MAX_GATHER_DELAY:?}"
+                ));
+            }
         }
         if matches!(self.command.first(), Some(program) if program.is_empty()) {
             return bad("COMMAND is empty".into());
@@ -222,6 +251,14 @@ mod tests {
                 Box::new(|c| c.socket.frame_memory = 1024),
             ),
             ("tiny spool", Box::new(|c| c.spool_max_bytes = 1024)),
+            (
+                "long commit delay",
+                Box::new(|c| c.spool_commit_delay = Duration::from_secs(2)),
+            ),
+            (
+                "long forward delay",
+                Box::new(|c| c.forward_delay = Duration::from_secs(2)),
+            ),
             (
                 "empty command",
                 Box::new(|c| c.command = vec![String::new()]),

@@ -187,6 +187,7 @@ impl Running {
             max_bytes: config.spool_max_bytes,
             full_policy: config.spool_full_policy,
             drop_summary: entry::summarize,
+            commit_delay: config.spool_commit_delay,
             ..SpoolConfig::new(config.data_dir.join("spool"))
         };
         let (spool, recovery) = Spool::open(spool_config).await?;
@@ -230,6 +231,7 @@ impl Running {
                 drops: drops.clone(),
                 retry,
                 rejected_dir: config.data_dir.join("rejected"),
+                gather: config.forward_delay,
             }
             .run(background.clone()),
         );

@@ -48,6 +48,7 @@
 //! the bytes for a small CPU cost (see `docs/benchmarks.md`).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use jiff::Timestamp;
 use uuid::Uuid;
@@ -320,8 +321,24 @@ pub(crate) fn encode(block: &Block<'_>) -> Vec<u8> {
 }
 
 fn compress(raw: &[u8]) -> Vec<u8> {
-    // Compressing into memory cannot fail but for allocation.
-    zstd::bulk::compress(raw, ZSTD_LEVEL).unwrap_or_default()
+    thread_local! {
+        // One compression context per thread, kept between blocks: making
+        // one allocates and clears its tables, which cost as much as
+        // compressing a small block (a low-rate commit holds a few dozen
+        // records).
+        static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { RefCell::new(None) };
+    }
+    COMPRESSOR
+        .with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.is_none() {
+                *cell = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+            }
+            cell.as_mut()?.compress(raw).ok()
+        })
+        // Compressing into memory cannot fail but for allocation.
+        .unwrap_or_else(|| zstd::bulk::compress(raw, ZSTD_LEVEL).unwrap_or_default())
 }
 
 // ---- decoding --------------------------------------------------------------

@@ -6,13 +6,16 @@
 //! `ReportBoundaryLogs` call of at most [`MAX_RECORDS_PER_RPC`] records and
 //! about [`MAX_RPC_BYTES`]. Each batch is sent as the bytes it was spooled
 //! with ([`crate::entry`]): nothing is decoded or re-encoded on the way.
-//! A call goes out at once when none is in flight; while calls are in
-//! flight, the next one waits until a full call's worth is spooled, a call
-//! comes back, or its oldest batch has waited [`MAX_CALL_DELAY`], with up to
-//! [`MAX_IN_FLIGHT_RPCS`] in flight: at a low rate, records do not wait for
-//! a timer, and calls carry what arrived during the previous one instead of
-//! one frame each (each call costs both sides far more than its records);
-//! at saturation, calls are full and pipelined.
+//! A full call's worth goes out at once (up to [`MAX_IN_FLIGHT_RPCS`] calls
+//! in flight: at saturation, calls are full and pipelined). Otherwise a
+//! call waits for company: while none is in flight, until its oldest batch
+//! has waited the agent's forward delay ([`Forwarder::gather`], a few
+//! milliseconds); while calls are in flight, until one comes back and that
+//! delay is over, or the oldest batch has waited [`MAX_CALL_DELAY`]. Each
+//! call costs both sides far more than its records (a gRPC round trip, a
+//! commit with its fsync on the control plane), so at a low steady rate
+//! the delay, not the speed of the previous call, sets how many calls there
+//! are: a fast control plane is not made to commit one frame at a time.
 //!
 //! When a call fails (the link is down, or the acknowledgement was lost),
 //! every call in flight is abandoned and, after a capped exponential backoff
@@ -86,6 +89,9 @@ pub struct Forwarder {
     pub retry: RetryPolicy,
     /// Where batches the control plane refuses are kept.
     pub rejected_dir: PathBuf,
+    /// How long a batch may wait for others to share a call while no call
+    /// is in flight (zero: a call goes at once).
+    pub gather: Duration,
 }
 
 /// One spooled batch on its way.
@@ -134,10 +140,14 @@ impl Forwarder {
         let mut waiting_since: Option<Instant> = None;
         loop {
             let fill = Fill::of(&buffer);
-            let room = calls.len() < MAX_IN_FLIGHT_RPCS && !buffer.is_empty();
-            let send = room && (calls.is_empty() || fill.full());
+            let next = next_call(fill, calls.len(), self.gather);
+            let room = !matches!(next, NextCall::Wait);
+            let send = matches!(next, NextCall::Now);
             let read = !fill.full();
-            let overdue = waiting_since.map_or_else(Instant::now, |t| t + MAX_CALL_DELAY);
+            let overdue = match (next, waiting_since) {
+                (NextCall::After(delay), Some(since)) => since + delay,
+                _ => Instant::now(),
+            };
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -365,6 +375,33 @@ impl Forwarder {
     }
 }
 
+/// When the next call goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NextCall {
+    /// Nothing to send, or the window is full.
+    Wait,
+    /// A full call's worth is buffered, or nothing waits for company.
+    Now,
+    /// Once the oldest buffered batch has waited this long (unless a full
+    /// call's worth, or a call coming back, says otherwise first).
+    After(Duration),
+}
+
+/// Whether a call of what `fill` holds goes now, given the calls in flight
+/// and how long a batch may wait for company while none is (`gather`).
+fn next_call(fill: Fill, in_flight: usize, gather: Duration) -> NextCall {
+    if fill.batches == 0 || in_flight >= MAX_IN_FLIGHT_RPCS {
+        NextCall::Wait
+    } else if fill.full() || (in_flight == 0 && gather.is_zero()) {
+        NextCall::Now
+    } else if in_flight == 0 {
+        NextCall::After(gather)
+    } else {
+        // Calls in flight: a returning one usually takes the batch along.
+        NextCall::After(MAX_CALL_DELAY.max(gather))
+    }
+}
+
 /// Takes the next call's entries from the front of `buffer`: at least one,
 /// then as many as fit the record, byte and batch limits.
 fn take_call(buffer: &mut VecDeque<Entry>) -> Vec<Entry> {
@@ -395,6 +432,37 @@ mod tests {
             records,
             data: Bytes::from(vec![0u8; len]),
         }
+    }
+
+    #[test]
+    fn a_call_waits_for_company_only_while_it_is_not_full() {
+        let gather = Duration::from_millis(5);
+        let some = Fill {
+            records: 10,
+            bytes: 2000,
+            batches: 2,
+        };
+        let full = Fill {
+            records: MAX_RECORDS_PER_RPC,
+            ..some
+        };
+        assert_eq!(next_call(Fill::default(), 0, gather), NextCall::Wait);
+        assert_eq!(next_call(some, 0, gather), NextCall::After(gather));
+        assert_eq!(next_call(full, 0, gather), NextCall::Now);
+        assert_eq!(next_call(full, 3, gather), NextCall::Now, "pipelined");
+        assert_eq!(
+            next_call(full, MAX_IN_FLIGHT_RPCS, gather),
+            NextCall::Wait,
+            "the window is full"
+        );
+        assert_eq!(next_call(some, 0, Duration::ZERO), NextCall::Now);
+        assert_eq!(
+            next_call(some, 1, Duration::ZERO),
+            NextCall::After(MAX_CALL_DELAY)
+        );
+        let long = Duration::from_millis(50);
+        assert_eq!(next_call(some, 1, long), NextCall::After(long));
+        assert_eq!(next_call(some, 1, gather), NextCall::After(MAX_CALL_DELAY));
     }
 
     #[test]

@@ -490,3 +490,54 @@ async fn a_second_spool_on_the_same_directory_is_refused() {
         .unwrap_err();
     assert!(matches!(error, SpoolError::Locked { .. }), "{error}");
 }
+
+/// The commit delay gathers small appends into one write and one fsync, and
+/// none of them resolves before that fsync: a single failed fsync fails
+/// every append it was to make durable, and after a good one all of them are
+/// durable on disk.
+#[tokio::test]
+async fn appends_gathered_by_the_commit_delay_share_one_fsync_and_resolve_after_it() {
+    use futures::FutureExt;
+
+    let disk = SimDisk::new();
+    let mut gathering = config(BIG, BIG, FullPolicy::Backpressure);
+    // Longer than any test run: only a large append ends the gathering.
+    gathering.commit_delay = std::time::Duration::from_secs(3600);
+    let (spool, _) = open(&disk, gathering).await.unwrap();
+    let large = 300 * 1024;
+    // A large append goes at once (and starts the segment).
+    let first = spool.append(vec![entry(1, 1, large)]).await.unwrap();
+
+    for round in 0..2u64 {
+        let failing = round == 0;
+        if failing {
+            disk.inject(Fault {
+                name_contains: SEGMENT_SUFFIX,
+                ..Fault::new(Op::Sync, ErrorKind::Other)
+            });
+        }
+        // The small append is queued first and waits for company...
+        let mut small = Box::pin(spool.append(vec![entry(10 + round, 1, 100)]));
+        assert!(
+            (&mut small).now_or_never().is_none(),
+            "a small append waits for the fsync"
+        );
+        // ...which the large one brings: both go in one cycle.
+        let big = spool.append(vec![entry(20 + round, 1, large)]).await;
+        let small = small.await;
+        if failing {
+            let (small, big) = (small.unwrap_err(), big.unwrap_err());
+            assert!(small.to_string().contains("fsync segment"), "{small}");
+            assert!(big.to_string().contains("fsync segment"), "{big}");
+            assert_eq!(spool.stats().entries, 1, "neither was confirmed");
+        } else {
+            let (small, big) = (small.unwrap(), big.unwrap());
+            assert_eq!(big.ids[0].0, small.ids[0].0 + 1, "one group, in order");
+            for name in disk.names().iter().filter(|n| n.ends_with(SEGMENT_SUFFIX)) {
+                assert!(disk.is_durable(name), "{name} is fsynced");
+            }
+            let live = read_all(&spool).await;
+            assert_eq!(ids(&live), [first.ids[0], small.ids[0], big.ids[0]]);
+        }
+    }
+}

@@ -74,6 +74,17 @@ pub struct Args {
     /// What a full spool does.
     #[arg(long, env = "WARDEN_AGENT_SPOOL_FULL_POLICY", value_enum, default_value_t = Policy::Backpressure)]
     spool_full_policy: Policy,
+    /// How long a small spool append may wait for other connections' appends
+    /// to share its fsync (e.g. 2ms; 0s for none): fewer fsyncs at a low rate,
+    /// for at most this much more latency.
+    #[arg(long, env = "WARDEN_AGENT_SPOOL_COMMIT_DELAY", default_value = "2ms", value_parser = parse_duration)]
+    spool_commit_delay: Duration,
+    /// How long a spooled batch may wait for others to share a call to the
+    /// control plane while no call is in flight (e.g. 5ms; 0s for none): fewer,
+    /// larger calls and commits at a low rate, for at most this much more
+    /// latency. A full call goes at once.
+    #[arg(long, env = "WARDEN_AGENT_FORWARD_DELAY", default_value = "5ms", value_parser = parse_duration)]
+    forward_delay: Duration,
     /// Most socket clients connected at once.
     #[arg(long, env = "WARDEN_AGENT_MAX_CONNECTIONS", default_value_t = warden_agent::config::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -166,6 +177,8 @@ impl Args {
             Policy::Backpressure => FullPolicy::Backpressure,
             Policy::DropOldest => FullPolicy::DropOldest,
         };
+        config.spool_commit_delay = self.spool_commit_delay;
+        config.forward_delay = self.forward_delay;
         config.metrics_listen = self.metrics_listen;
         config.ca_cert = self.ca_cert;
         config.shutdown_grace = self.shutdown_grace;
