@@ -1,238 +1,16 @@
 //! Tampering with a store behind its back, the way someone with write
 //! access to the SQLite file or the PostgreSQL tables would, and checking
 //! that verification catches each change and names the record. Each case
-//! runs on both backends (`sqlite_*`, `pg_*`): the same fixture, the same
-//! edits (the same SQL, placeholders aside) and the same problem lines.
+//! runs on both backends (`sqlite::*`, `pg::*`): the same fixture, the
+//! same edits (the same SQL, placeholders aside) and the same problem lines.
 
-use std::sync::Arc;
+mod support;
 
 use jiff::Timestamp;
-use uuid::Uuid;
+use support::{Db, Param, fixture, on_both_stores, trust, verify, with_verdicts};
 use warden_evidence::checkpoint::{self, CheckpointFile};
 use warden_evidence::key::SigningKey;
-use warden_evidence::verify::{Authenticity, Report, Trust, verify_store};
-use warden_proto::domain::{AuditRecord, ClientLogs, Decision, EventTime, IngestBatch, Peer};
-use warden_store::{IngestRequest, NewWorkspace, PgStore, SqliteStore, Store, TokenHash};
-use warden_testpg::TestPg;
-
-fn batch(session: &str, seqs: std::ops::Range<i32>) -> IngestBatch {
-    IngestBatch {
-        batch_id: Uuid::now_v7(),
-        received_at: Timestamp::new(1_765_227_527, 0).unwrap(),
-        peer: Peer {
-            uid: 1000,
-            gid: 1000,
-            pid: 42,
-            comm: "curl".into(),
-            exe: "/usr/bin/curl".into(),
-        },
-        logs: Some(ClientLogs {
-            session_id: Some(session.into()),
-            confined_process_name: "claude".into(),
-            records: seqs
-                .map(|s| AuditRecord {
-                    decision: Decision::from_allowed(s % 2 == 0),
-                    event_time: EventTime::Known(Timestamp::new(1_765_227_526, 0).unwrap()),
-                    method: "GET".into(),
-                    url: format!("https://example.com/{s:04}"),
-                    matched_rule: String::new(),
-                    sequence_number: s,
-                })
-                .collect(),
-            ..Default::default()
-        }),
-        client_status: Vec::new(),
-        agent_drops: Vec::new(),
-    }
-}
-
-/// A store under test, and its tables to edit behind its back.
-enum Db {
-    Sqlite(tempfile::TempDir),
-    Pg(TestPg),
-}
-
-/// A value bound to an edit's statement.
-enum Param {
-    Int(i64),
-    Blob(Vec<u8>),
-    Text(String),
-}
-
-impl Db {
-    fn sqlite() -> Db {
-        Db::Sqlite(tempfile::tempdir().unwrap())
-    }
-
-    fn pg() -> Db {
-        Db::Pg(TestPg::start().expect("a PostgreSQL test database"))
-    }
-
-    async fn open(&self) -> Box<dyn Store> {
-        match self {
-            Db::Sqlite(dir) => Box::new(
-                SqliteStore::open(&dir.path().join("warden.db"))
-                    .await
-                    .unwrap(),
-            ),
-            Db::Pg(pg) => Box::new(PgStore::open(pg.url()).await.unwrap()),
-        }
-    }
-
-    /// Runs `statement` (SQLite's `?N` placeholders; `$N` on PostgreSQL).
-    async fn exec(&self, statement: &str, params: &[Param]) -> u64 {
-        match self {
-            Db::Sqlite(dir) => {
-                let conn = rusqlite::Connection::open(dir.path().join("warden.db")).unwrap();
-                let values: Vec<rusqlite::types::Value> = params
-                    .iter()
-                    .map(|p| match p {
-                        Param::Int(i) => rusqlite::types::Value::Integer(*i),
-                        Param::Blob(b) => rusqlite::types::Value::Blob(b.clone()),
-                        Param::Text(t) => rusqlite::types::Value::Text(t.clone()),
-                    })
-                    .collect();
-                conn.execute(statement, rusqlite::params_from_iter(values))
-                    .unwrap() as u64
-            }
-            Db::Pg(pg) => {
-                let mut sql = statement.to_owned();
-                for i in (1..=params.len()).rev() {
-                    sql = sql.replace(&format!("?{i}"), &format!("${i}"));
-                }
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for p in params {
-                    query = match p {
-                        Param::Int(i) => query.bind(*i),
-                        Param::Blob(b) => query.bind(b.clone()),
-                        Param::Text(t) => query.bind(t.clone()),
-                    };
-                }
-                let mut conn = pg_connect(pg.url()).await;
-                let done = query.execute(&mut conn).await.unwrap().rows_affected();
-                sqlx::Connection::close(conn).await.unwrap();
-                done
-            }
-        }
-    }
-
-    /// The block that holds session `s`'s records: (first id, data).
-    async fn block_of(&self, session: &str) -> (i64, Vec<u8>) {
-        match self {
-            Db::Sqlite(dir) => rusqlite::Connection::open(dir.path().join("warden.db"))
-                .unwrap()
-                .query_row(
-                    "SELECT first_id, data FROM blocks WHERE session_id = ?1",
-                    [session],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .unwrap(),
-            Db::Pg(pg) => {
-                let mut conn = pg_connect(pg.url()).await;
-                let row: (i64, Vec<u8>) =
-                    sqlx::query_as("SELECT first_id, data FROM blocks WHERE session_id = $1")
-                        .bind(session)
-                        .fetch_one(&mut conn)
-                        .await
-                        .unwrap();
-                sqlx::Connection::close(conn).await.unwrap();
-                row
-            }
-        }
-    }
-}
-
-async fn pg_connect(url: &str) -> sqlx::PgConnection {
-    <sqlx::PgConnection as sqlx::Connection>::connect(url)
-        .await
-        .unwrap()
-}
-
-/// A store with three group commits (sessions "a" with 10 records, then
-/// "b" and "c" with one record each in one group, then "d" with 5), a
-/// checkpoint over all of it; returns the key that signed it.
-async fn fixture(db: &Db) -> SigningKey {
-    let store = db.open().await;
-    let w = store
-        .create_workspace(
-            NewWorkspace {
-                id: Uuid::now_v7(),
-                name: "dev".into(),
-                owner: "alice".into(),
-                startup_script: String::new(),
-                agent_id: Uuid::new_v4(),
-                agent_name: "main".into(),
-                token_hash: TokenHash([1; 32]),
-            },
-            Timestamp::now(),
-        )
-        .await
-        .unwrap();
-    for batches in [
-        vec![batch("a", 0..10)],
-        vec![batch("b", 0..1), batch("c", 0..1)],
-        vec![batch("d", 0..5)],
-    ] {
-        store
-            .ingest(Arc::new(IngestRequest {
-                agent_id: w.agent.id,
-                at: Timestamp::now(),
-                batches,
-            }))
-            .await
-            .unwrap();
-    }
-    let (key, _) = SigningKey::generate().unwrap();
-    let head = store.chain_head().await.unwrap().unwrap();
-    store
-        .add_checkpoint(checkpoint::sign(
-            &key,
-            &head,
-            head.last_id,
-            Timestamp::now(),
-        ))
-        .await
-        .unwrap();
-    store.close().await.unwrap();
-    key
-}
-
-async fn verify(db: &Db, trust: &Trust) -> Report {
-    let store = db.open().await;
-    let report = verify_store(&*store, trust).await.unwrap();
-    store.close().await.unwrap();
-    report
-}
-
-fn trust(key: &SigningKey) -> Trust {
-    Trust {
-        key: Some(key.public_key()),
-        checkpoint: None,
-    }
-}
-
-/// Runs each `async fn case(new_db: fn() -> Db)` on both backends, as
-/// `sqlite::case` and `pg::case`.
-macro_rules! on_both_stores {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Db::sqlite).await;
-                }
-            )*
-        }
-        mod pg {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Db::pg).await;
-                }
-            )*
-        }
-    };
-}
+use warden_evidence::verify::{Authenticity, Trust};
 
 on_both_stores!(
     an_untouched_store_verifies_and_is_authentic_with_its_key,
@@ -330,8 +108,11 @@ async fn a_deleted_record_is_caught_and_named(new_db: fn() -> Db) {
     let db = new_db();
     let key = fixture(&db).await;
     let (first, _) = db.block_of("b").await;
-    db.exec("DELETE FROM blocks WHERE first_id = ?1", &[Param::Int(first)])
-        .await;
+    db.exec(
+        "DELETE FROM blocks WHERE first_id = ?1",
+        &[Param::Int(first)],
+    )
+    .await;
     let report = verify(&db, &trust(&key)).await;
     assert_eq!(
         report.problems,
@@ -350,7 +131,11 @@ async fn swapped_records_are_caught_as_reordered(new_db: fn() -> Db) {
     for (id, data, session) in [(b, c_data, "c"), (c, b_data, "b")] {
         db.exec(
             "UPDATE blocks SET data = ?1, session_id = ?2 WHERE first_id = ?3",
-            &[Param::Blob(data), Param::Text(session.into()), Param::Int(id)],
+            &[
+                Param::Blob(data),
+                Param::Text(session.into()),
+                Param::Int(id),
+            ],
         )
         .await;
     }
@@ -392,7 +177,10 @@ async fn a_dropped_tail_is_caught_with_or_without_its_links(new_db: fn() -> Db) 
     let (d, _) = db.block_of("d").await;
     db.exec("DELETE FROM blocks WHERE first_id >= ?1", &[Param::Int(d)])
         .await;
-    assert_eq!(db.exec("DELETE FROM chain_links WHERE seq = 3", &[]).await, 1);
+    assert_eq!(
+        db.exec("DELETE FROM chain_links WHERE seq = 3", &[]).await,
+        1
+    );
     let report = verify(&db, &trust(&key)).await;
     assert_eq!(
         report.problems,
@@ -519,31 +307,6 @@ async fn rewrite_chain(db: &Db) {
     }
 }
 
-/// Signs verdicts for sessions "a" (twice: the second supersedes the
-/// first) and "d", as the server's completeness task does, and stores them.
-async fn with_verdicts(db: &Db, key: &SigningKey) -> Vec<i64> {
-    use warden_evidence::verdict;
-    let store = db.open().await;
-    let workspace = store.workspace("dev").await.unwrap().unwrap().id;
-    let head = store.chain_head().await.unwrap().unwrap();
-    let mut ids = Vec::new();
-    let mut previous = None;
-    for session in ["a", "a", "d"] {
-        let summary = store
-            .session_summary(workspace, session)
-            .await
-            .unwrap()
-            .unwrap();
-        let supersedes = if session == "a" { previous } else { None };
-        let v = verdict::sign(key, &summary, &head, head.last_id, supersedes, 1);
-        let stored = store.add_session_verdict(v).await.unwrap();
-        previous = Some(stored.id);
-        ids.push(stored.id);
-    }
-    store.close().await.unwrap();
-    ids
-}
-
 async fn changed_forged_or_removed_session_verdicts_are_caught(new_db: fn() -> Db) {
     let db = new_db();
     let key = fixture(&db).await;
@@ -556,12 +319,11 @@ async fn changed_forged_or_removed_session_verdicts_are_caught(new_db: fn() -> D
     // A verdict's statement changed (its verdict words).
     let original = {
         let store = db.open().await;
-        let all = warden_evidence::verify::all_verdicts(&*store).await.unwrap();
+        let all = warden_evidence::verify::all_verdicts(&*store)
+            .await
+            .unwrap();
         store.close().await.unwrap();
-        all.into_iter()
-            .find(|v| v.id == ids[2])
-            .unwrap()
-            .statement
+        all.into_iter().find(|v| v.id == ids[2]).unwrap().statement
     };
     db.exec(
         "UPDATE session_verdicts SET statement = replace(statement, 'verdict incomplete', 'verdict complete') WHERE id = ?1",

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use warden_evidence::bundle::{self, Filter};
 use warden_evidence::checkpoint::CheckpointFile;
 use warden_evidence::key::PublicKey;
-use warden_evidence::verify::{Report, Trust, verify, verify_store};
+use warden_evidence::verify::{Report, Trust, verify_bundle, verify_store};
 use warden_store::{DatabaseUrl, Store};
 
 use super::failure::Failure;
@@ -164,10 +164,10 @@ fn run_verify(args: VerifyArgs) -> Result<ExitCode, Failure> {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("opening {}", path.display()))
                 .map_err(Failure::runtime)?;
-            let (checker, checkpoints) = bundle::read(BufReader::new(file))
+            let bundle = bundle::read(BufReader::new(file))
                 .context("reading the bundle")
                 .map_err(Failure::runtime)?;
-            verify(checker, &checkpoints, &trust)
+            verify_bundle(bundle, &trust)
         }
         None if args.url.is_some() => {
             let url = args.url.as_deref().unwrap_or_default();
@@ -248,11 +248,13 @@ fn run_export(args: ExportArgs) -> Result<ExitCode, Failure> {
                 .context("writing the bundle")
                 .map_err(Failure::runtime)?;
             eprintln!(
-                "warden export: wrote {} records ({} more by hash only), {} chain links, {} checkpoints to {}",
+                "warden export: wrote {} records ({} more by hash only), {} chain links, {} checkpoints, {} session verdicts, {} admin events to {}",
                 done.records,
                 done.leaves,
                 done.links,
                 done.checkpoints,
+                done.verdicts,
+                done.admin_events,
                 args.out.display()
             );
             Ok(ExitCode::SUCCESS)
