@@ -43,7 +43,12 @@ fn cpu_seconds() -> f64 {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime: fields 14 and 15 of the line, 11 and 12 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -57,7 +62,12 @@ fn verify(c: &mut Criterion) {
     let records = record_count();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warden.db");
-    runtime.block_on(dataset::generate(&path, records, T0 * 1_000_000_000, 1_000_000));
+    runtime.block_on(dataset::generate(
+        &path,
+        records,
+        T0 * 1_000_000_000,
+        1_000_000,
+    ));
     let store = runtime.block_on(SqliteStore::open(&path)).unwrap();
 
     // One timed run first, with the CPU it took (all threads): on a loaded

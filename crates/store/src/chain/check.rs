@@ -549,7 +549,10 @@ fn check_link(
             Ok(pos) => (Some(pos), tag_of(pos) == Some(&e.leaf[..TAG_BYTES])),
         })
         .collect();
-    let suspect_count = placed.iter().filter(|(pos, ok)| pos.is_some() && !ok).count();
+    let suspect_count = placed
+        .iter()
+        .filter(|(pos, ok)| pos.is_some() && !ok)
+        .count();
     // Telling a reordering from a modification compares the suspects with
     // each other: it takes two, and their content.
     let pairwise = suspect_count <= MAX_REORDER_CANDIDATES;

@@ -36,7 +36,8 @@ pub(crate) fn block_leaves(
     before_id: RecordId,
 ) -> Result<Option<LeafBlock>, StoreError> {
     let block = block::decode(&row.data)?;
-    let from = usize::try_from(after_id.saturating_add(1).saturating_sub(row.first_id)).unwrap_or(0);
+    let from =
+        usize::try_from(after_id.saturating_add(1).saturating_sub(row.first_id)).unwrap_or(0);
     let to = usize::try_from(before_id.saturating_sub(row.first_id))
         .unwrap_or(0)
         .min(block.records.len());
