@@ -248,13 +248,13 @@ fn run_export(args: ExportArgs) -> Result<ExitCode, Failure> {
                 .context("writing the bundle")
                 .map_err(Failure::runtime)?;
             eprintln!(
-                "warden export: wrote {} records ({} more by hash only), {} chain links, {} checkpoints, {} session verdicts, {} admin events to {}",
-                done.records,
+                "warden export: wrote {} ({} more by hash only), {}, {}, {}, {} to {}",
+                counted(done.records, "record"),
                 done.leaves,
-                done.links,
-                done.checkpoints,
-                done.verdicts,
-                done.admin_events,
+                counted(done.links, "chain link"),
+                counted(done.checkpoints, "checkpoint"),
+                counted(done.verdicts, "session verdict"),
+                counted(done.admin_events, "admin event"),
                 args.out.display()
             );
             Ok(ExitCode::SUCCESS)
@@ -292,4 +292,9 @@ fn run_checkpoint_export(args: CheckpointExportArgs) -> Result<ExitCode, Failure
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `n` and `noun`, plural unless `n` is 1 (for the export's summary line).
+fn counted(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
