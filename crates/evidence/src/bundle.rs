@@ -1,5 +1,6 @@
-//! Export bundles: records, the chain links that commit them and the
-//! checkpoints that sign the links, in one file that verifies offline.
+//! Export bundles: records, the chain links that commit them, the
+//! checkpoints that sign the links, the session verdicts and the admin event
+//! log, in one file that verifies offline.
 //!
 //! JSON lines: a header (`format`, the filter, the signing keys), then
 //! each link (`{"link": ...}`) followed by its records in id order: those
@@ -7,7 +8,13 @@
 //! hash alone (`{"leaf": [id, hex]}`), so the link's hash can be recomputed
 //! without disclosing them. Links with no selected record carry no records
 //! and no tags (their heads still chain). Then every checkpoint
-//! (`{"checkpoint": ...}`).
+//! (`{"checkpoint": ...}`), the session verdicts of the selected workspace
+//! (every workspace's without one; `{"verdict": ...}`), and the whole admin
+//! event log (`{"admin_event": ...}`: it is one hash chain, and its
+//! `key.rotate` events are what vouches for a key introduced by rotation).
+//!
+//! Format `warden-bundle-v1` (before verdicts and admin events were
+//! carried) is still read; its verification says they were not included.
 
 use std::io::{BufRead, Write};
 
@@ -17,14 +24,19 @@ use uuid::Uuid;
 use warden_proto::domain::{Decision, EventTime, Peer};
 use warden_store::chain::check::Checker;
 use warden_store::chain::{ChainHead, ChainLink, Checkpoint, Hash, LinkKind, RecordView};
-use warden_store::{Order, RecordQuery, Store, StoredRecord};
+use warden_store::verdict::SessionVerdict;
+use warden_store::{AdminEvent, Order, RecordQuery, Store, StoredRecord};
 
 use crate::EvidenceError;
 use crate::checkpoint::CheckpointFile;
+use crate::json::{AdminEventJson, VerdictJson};
 use crate::key::PublicKey;
 
 /// The header's `format`.
-pub const FORMAT: &str = "warden-bundle-v1";
+pub const FORMAT: &str = "warden-bundle-v2";
+/// The format of bundles without session verdicts and admin events (still
+/// read).
+pub const FORMAT_V1: &str = "warden-bundle-v1";
 
 /// Which records a bundle holds in full.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -203,6 +215,8 @@ enum Line {
     Record(Box<RecordJson>),
     Leaf(i64, String),
     Checkpoint(CheckpointFile),
+    Verdict(Box<VerdictJson>),
+    AdminEvent(Box<AdminEventJson>),
 }
 
 fn malformed(what: &str) -> EvidenceError {
@@ -283,6 +297,10 @@ pub struct Exported {
     pub links: u64,
     /// Checkpoints.
     pub checkpoints: u64,
+    /// Session verdicts.
+    pub verdicts: u64,
+    /// Admin events.
+    pub admin_events: u64,
 }
 
 /// Writes a bundle of `store`'s records `filter` selects.
@@ -291,6 +309,14 @@ pub async fn export(
     filter: &Filter,
     out: &mut impl Write,
 ) -> Result<Exported, EvidenceError> {
+    // Checkpoints and verdicts before the links, as `verify_store` reads
+    // them: each names a link, and one made while the links are read must
+    // find its link in the bundle, not look like a truncated chain. The
+    // admin events after the checkpoints, so that the `key.rotate` event
+    // introducing any key that signed one is there.
+    let checkpoints = crate::verify::all_checkpoints(store).await?;
+    let verdicts = crate::verify::all_verdicts(store).await?;
+    let events = crate::admin_events::all(store).await?;
     let mut links = Vec::new();
     loop {
         let after = links.last().map_or(-1, |l: &ChainLink| l.seq);
@@ -300,10 +326,13 @@ pub async fn export(
         }
         links.extend(page);
     }
-    let checkpoints = crate::verify::all_checkpoints(store).await?;
     let mut keys: Vec<String> = Vec::new();
-    for c in &checkpoints {
-        if let Ok(k) = PublicKey::from_bytes(&c.public_key) {
+    let signers = checkpoints
+        .iter()
+        .map(|c| &c.public_key)
+        .chain(events.iter().map(|e| &e.event.public_key));
+    for public_key in signers {
+        if let Ok(k) = PublicKey::from_bytes(public_key) {
             let k = k.to_file().trim().to_owned();
             if !keys.contains(&k) {
                 keys.push(k);
@@ -356,12 +385,34 @@ pub async fn export(
         done.checkpoints += 1;
         write_line(out, &Line::Checkpoint(CheckpointFile::of(c)))?;
     }
+    for v in &verdicts {
+        if filter.workspace_id.is_none_or(|w| w == v.workspace_id) {
+            done.verdicts += 1;
+            write_line(out, &Line::Verdict(Box::new(VerdictJson::of(v))))?;
+        }
+    }
+    for e in &events {
+        done.admin_events += 1;
+        write_line(out, &Line::AdminEvent(Box::new(AdminEventJson::of(e))))?;
+    }
     Ok(done)
 }
 
-/// Reads a bundle into a checker (links and records fed) and its
-/// checkpoints.
-pub fn read(input: impl BufRead) -> Result<(Checker, Vec<Checkpoint>), EvidenceError> {
+/// What a bundle holds, read back.
+#[derive(Debug)]
+pub struct Bundle {
+    /// The links, with the records fed.
+    pub checker: Checker,
+    /// Every checkpoint.
+    pub checkpoints: Vec<Checkpoint>,
+    /// The session verdicts and the admin event log; `None` for a bundle
+    /// made before they were carried (`warden-bundle-v1`).
+    pub evidence: Option<(Vec<SessionVerdict>, Vec<AdminEvent>)>,
+}
+
+/// Reads a bundle: a checker (links and records fed), its checkpoints, and
+/// its session verdicts and admin events.
+pub fn read(input: impl BufRead) -> Result<Bundle, EvidenceError> {
     let mut lines = input.lines();
     let io = |cause| EvidenceError::Io {
         context: "reading the bundle".into(),
@@ -372,15 +423,17 @@ pub fn read(input: impl BufRead) -> Result<(Checker, Vec<Checkpoint>), EvidenceE
             .map_err(|e| malformed(&format!("bad header: {e}")))?,
         None => return Err(malformed("empty file")),
     };
-    if header.format != FORMAT {
+    if header.format != FORMAT && header.format != FORMAT_V1 {
         return Err(malformed(&format!(
-            "format {:?}, expected {FORMAT:?}",
+            "format {:?}, expected {FORMAT:?} (or {FORMAT_V1:?})",
             header.format
         )));
     }
     let mut links = Vec::new();
     let mut entries: Vec<Line> = Vec::new();
     let mut checkpoints = Vec::new();
+    let mut verdicts = Vec::new();
+    let mut events = Vec::new();
     for (n, line) in lines.enumerate() {
         let line = line.map_err(io)?;
         let parsed: Line =
@@ -388,6 +441,8 @@ pub fn read(input: impl BufRead) -> Result<(Checker, Vec<Checkpoint>), EvidenceE
         match parsed {
             Line::Link(l) => links.push(l.into_link()?),
             Line::Checkpoint(c) => checkpoints.push(c.to_checkpoint()?),
+            Line::Verdict(v) => verdicts.push(v.into_verdict()?),
+            Line::AdminEvent(e) => events.push(e.into_event()?),
             entry => entries.push(entry),
         }
     }
@@ -399,5 +454,9 @@ pub fn read(input: impl BufRead) -> Result<(Checker, Vec<Checkpoint>), EvidenceE
             _ => {}
         }
     }
-    Ok((checker, checkpoints))
+    Ok(Bundle {
+        checker,
+        checkpoints,
+        evidence: (header.format != FORMAT_V1).then_some((verdicts, events)),
+    })
 }

@@ -1,7 +1,8 @@
 //! Evidence an auditor can check: the control plane's Ed25519 signing key
 //! ([`key`]), signed checkpoints over the record chain ([`checkpoint`]),
 //! export bundles that verify offline ([`bundle`]), signed session
-//! completeness verdicts ([`verdict`]), and the verification
+//! completeness verdicts ([`verdict`]), the JSON forms of verdicts and
+//! admin events that bundles and the API carry ([`json`]), and the verification
 //! that `warden verify` runs ([`verify`]). The chain itself (canonical
 //! record encoding, links, the integrity checker) is the store's:
 //! `warden_store::chain`.
@@ -11,6 +12,7 @@
 pub mod admin_events;
 pub mod bundle;
 pub mod checkpoint;
+pub mod json;
 pub mod key;
 pub mod verdict;
 pub mod verify;

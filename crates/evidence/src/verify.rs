@@ -54,9 +54,11 @@ pub struct Report {
     pub authenticity: Authenticity,
     /// Whether any trust was given.
     pub trust_given: bool,
-    /// Admin events checked (`None`: not part of this verification, e.g.
-    /// a bundle).
+    /// Admin events checked (`None`: not part of this verification).
     pub admin_events: Option<usize>,
+    /// A bundle made before bundles carried session verdicts and admin
+    /// events: neither was checked, and the verdict says so.
+    pub without_verdicts_and_admin_events: bool,
 }
 
 impl Report {
@@ -77,11 +79,15 @@ impl Report {
         let admin = self.admin_events.map_or_else(String::new, |n| {
             format!(", {n} admin event{}", if n == 1 { "" } else { "s" })
         });
-        let verdicts = format!(
-            ", {} session verdict{}",
-            self.verdicts,
-            if self.verdicts == 1 { "" } else { "s" }
-        );
+        let verdicts = if self.without_verdicts_and_admin_events {
+            String::new()
+        } else {
+            format!(
+                ", {} session verdict{}",
+                self.verdicts,
+                if self.verdicts == 1 { "" } else { "s" }
+            )
+        };
         let mut out = if self.ok() {
             format!(
                 "OK: {} records in {} chain links verified ({} purged by retention, {} checkpoints{verdicts}{admin})",
@@ -109,6 +115,11 @@ impl Report {
             Authenticity::NotEstablished => out.push_str(
                 "; integrity only: authenticity NOT established (give --trusted-key or --trusted-checkpoint)",
             ),
+        }
+        if self.without_verdicts_and_admin_events {
+            out.push_str(
+                "; session verdicts and admin events not included (a bundle made before bundles carried them)",
+            );
         }
         if let Some(through) = self.signed_through
             && self.chain_through > through
@@ -223,6 +234,28 @@ fn verify_keys(
         },
         trust_given: trust.key.is_some() || trust.checkpoint.is_some(),
         admin_events: None,
+        without_verdicts_and_admin_events: false,
+    }
+}
+
+/// Verifies an export bundle as a store is verified: its chain, its
+/// checkpoints, its session verdicts and its admin event log (which
+/// introduces rotated keys). A bundle made before bundles carried verdicts
+/// and admin events is checked without them, and the verdict says so.
+pub fn verify_bundle(bundle: crate::bundle::Bundle, trust: &Trust) -> Report {
+    match bundle.evidence {
+        Some((verdicts, events)) => verify_with_admin_events(
+            bundle.checker,
+            &bundle.checkpoints,
+            &events,
+            &verdicts,
+            trust,
+        ),
+        None => {
+            let mut report = verify(bundle.checker, &bundle.checkpoints, trust);
+            report.without_verdicts_and_admin_events = true;
+            report
+        }
     }
 }
 

@@ -173,6 +173,7 @@ pub const HTTP_ROUTES: &[RouteRule] = &[
     route(Method::GET, "/api/v1/checkpoints/latest", Rule::Read),
     route(Method::GET, "/api/v1/chain/links", Rule::Read),
     route(Method::GET, "/api/v1/chain/records", Rule::Read),
+    route(Method::GET, "/api/v1/chain/verdicts", Rule::Read),
     // The web page.
     route(Method::GET, "/", Rule::Page),
     route(Method::GET, "/overview", Rule::Page),

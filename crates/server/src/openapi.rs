@@ -729,6 +729,17 @@ fn access_paths() -> Value {
                 "responses": with_common_errors(json!({ "200": ok("A page of records.", "ChainRecordList") }))
             }
         },
+        "/api/v1/chain/verdicts": {
+            "get": {
+                "summary": "Every stored session completeness verdict, oldest first, with the columns its check compares with the signed statement: what warden verify --url checks.",
+                "operationId": "listChainVerdicts",
+                "parameters": [
+                    query_param("after", "Verdicts with a greater id (0: from the first).", json!({ "type": "integer", "format": "int64", "default": 0 })),
+                    query_param("limit", "At most this many (1-10000, default 1000).", json!({ "type": "integer", "minimum": 1, "maximum": 10000, "default": 1000 }))
+                ],
+                "responses": with_common_errors(json!({ "200": ok("A page of verdicts.", "ChainVerdictList") }))
+            }
+        },
         "/api/v1/admin-events": {
             "get": {
                 "summary": "The admin event log, oldest first: every workspace create, delete and token rotation and every token create and revoke, with who did it, signed and hash-chained (see docs/evidence.md).",
@@ -812,6 +823,16 @@ fn access_schemas() -> Value {
         "ChainRecordList": {
             "type": "object", "required": ["records"],
             "properties": { "records": array_of("ChainRecord") }
+        },
+        "ChainVerdict": {
+            "type": "object",
+            "description": "A stored session verdict: id, workspace_id, session_id, last_id, made_ns, the signed statement, key_id, public_key (ed25519:hex) and signature (hex); docs/evidence.md.",
+            "required": ["id", "workspace_id", "session_id", "last_id", "made_ns", "statement", "key_id", "public_key", "signature"],
+            "additionalProperties": true
+        },
+        "ChainVerdictList": {
+            "type": "object", "required": ["verdicts"],
+            "properties": { "verdicts": array_of("ChainVerdict") }
         },
         "AdminEventList": {
             "type": "object", "required": ["events"],

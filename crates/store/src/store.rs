@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::access::{AdminEvent, ApiToken, NewAdminEvent, NewApiToken};
+use crate::chain::leaves::LeafBlock;
 use crate::chain::{ChainLink, Checkpoint};
 use crate::exports::ExportState;
 use crate::model::{
@@ -213,6 +214,17 @@ pub trait Store: Send + Sync + 'static {
     /// Links of the record chain (see [`crate::chain`]) after position
     /// `after_seq` (`-1` for all), in order, at most `limit`.
     fn chain_links(&self, after_seq: i64, limit: u32) -> StoreFuture<'_, Vec<ChainLink>>;
+
+    /// The leaves of the stored records with ids `after_id < id <
+    /// before_id`, in id order, one [`LeafBlock`] per stored block (see
+    /// [`crate::chain::leaves`]): what a whole-store verification hashes,
+    /// computed from the blocks without building the API's records. The
+    /// caller bounds the range: all of it is read at once.
+    fn chain_leaves(
+        &self,
+        after_id: RecordId,
+        before_id: RecordId,
+    ) -> StoreFuture<'_, Vec<LeafBlock>>;
 
     /// The newest link of the record chain (`None` only before the store
     /// made its genesis link).

@@ -187,3 +187,103 @@ async fn verify_through_a_running_server_matches_the_offline_verdict() {
         "{remote}\n{offline}"
     );
 }
+
+/// Signs verdicts for sessions "a" (twice: the second supersedes the
+/// first) and "d" with the data dir's key, as the server's completeness
+/// task does; returns their ids.
+async fn with_verdicts(data: &Path) -> Vec<i64> {
+    use warden_evidence::verdict;
+    let (key, _) = SigningKey::load(&data.join("signing-key"), false).unwrap();
+    let store = SqliteStore::open(&data.join("warden.db")).await.unwrap();
+    let workspace = store.workspace("dev").await.unwrap().unwrap().id;
+    let head = store.chain_head().await.unwrap().unwrap();
+    let mut ids = Vec::new();
+    let mut previous = None;
+    for session in ["a", "a", "d"] {
+        let summary = store
+            .session_summary(workspace, session)
+            .await
+            .unwrap()
+            .unwrap();
+        let supersedes = if session == "a" { previous } else { None };
+        let v = verdict::sign(&key, &summary, &head, head.last_id, supersedes, 1);
+        let stored = store.add_session_verdict(v).await.unwrap();
+        previous = Some(stored.id);
+        ids.push(stored.id);
+    }
+    store.close().await.unwrap();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_through_a_running_server_checks_session_verdicts() {
+    let dirs = dirs();
+    fixture(&dirs.server).await;
+    let ids = with_verdicts(&dirs.server).await;
+    let mut server = ServerProcess::start(&dirs.server, &[], BoundaryLines::Keep).await;
+    let created = warden()
+        .args(["token", "create", "--role", "auditor", "--name", "carol"])
+        .arg("--data-dir")
+        .arg(&dirs.server)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(created.status.code(), Some(0), "{}", text(&created.stderr));
+    let auditor = text(&created.stdout).trim().to_owned();
+    let key = dirs.server.join("signing-key.pub");
+    let key = key.to_str().unwrap();
+    let url = server.url.clone();
+
+    let ok = verify(&["--url", &url, "--token", &auditor, "--trusted-key", key]).await;
+    let verdict = text(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{verdict}{}", text(&ok.stderr));
+    assert!(verdict.contains("3 session verdicts"), "{verdict}");
+
+    // A verdict's words changed, and the superseded verdict of "a" removed,
+    // behind the running server's back.
+    let conn = rusqlite::Connection::open(server.database()).unwrap();
+    conn.execute(
+        "UPDATE session_verdicts SET statement = replace(statement, 'verdict incomplete', 'verdict complete') WHERE id = ?1",
+        [ids[2]],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM session_verdicts WHERE id = ?1", [ids[0]])
+        .unwrap();
+    drop(conn);
+    let failed = verify(&["--url", &url, "--token", &auditor, "--trusted-key", key]).await;
+    assert_eq!(failed.status.code(), Some(1));
+    let remote = text(&failed.stdout);
+    assert!(remote.starts_with("FAILED: 2 problems"), "{remote}");
+    assert!(
+        remote
+            .lines()
+            .any(|l| l.contains(&format!("session verdict {}", ids[2]))
+                && l.contains("signature does not hold")),
+        "{remote}"
+    );
+    assert!(
+        remote
+            .lines()
+            .any(|l| l.contains(&format!("session verdict {}", ids[1]))
+                && l.contains("a verdict was removed or replaced")),
+        "{remote}"
+    );
+
+    // The same lines as verifying the stopped server's data dir.
+    server.stop().await;
+    let offline = verify(&[
+        "--data-dir",
+        dirs.server.to_str().unwrap(),
+        "--trusted-key",
+        key,
+    ])
+    .await;
+    assert_eq!(offline.status.code(), Some(1));
+    let offline = text(&offline.stdout);
+    let lines = |t: &str| t.lines().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(
+        lines(&remote)[1..],
+        lines(&offline)[1..],
+        "{remote}\n{offline}"
+    );
+}

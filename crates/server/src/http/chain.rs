@@ -1,8 +1,9 @@
-//! `/api/v1/chain/links` and `/api/v1/chain/records`: the record chain's
-//! links and the records in chain form (every field the chain's encoding
-//! covers), oldest first, a page at a time, so that `warden verify --url`
-//! can run the offline checks against a running server with an auditor
-//! token.
+//! `/api/v1/chain/links`, `/api/v1/chain/records` and
+//! `/api/v1/chain/verdicts`: the record chain's links, the records in chain
+//! form (every field the chain's encoding covers) and every stored session
+//! verdict with the columns its check compares, oldest first, a page at a
+//! time, so that `warden verify --url` can run the offline checks against a
+//! running server with an auditor token.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use warden_evidence::bundle::{LinkJson, RecordJson};
+use warden_evidence::json::VerdictJson;
 use warden_store::{Order, RecordQuery};
 
 use super::{AppState, HttpError};
@@ -24,6 +26,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/chain/links", get(links))
         .route("/api/v1/chain/records", get(records))
+        .route("/api/v1/chain/verdicts", get(verdicts))
 }
 
 #[derive(Deserialize)]
@@ -40,6 +43,19 @@ struct RecordPage {
     /// Records with a smaller id.
     before: Option<i64>,
     limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct VerdictPage {
+    /// Verdicts with a greater id (0: from the first).
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/chain/verdicts`.
+#[derive(Serialize)]
+struct Verdicts {
+    verdicts: Vec<VerdictJson>,
 }
 
 /// `GET /api/v1/chain/links`.
@@ -87,5 +103,18 @@ async fn records(
         .await?;
     Ok(Json(Records {
         records: records.into_iter().map(RecordJson::of).collect(),
+    }))
+}
+
+async fn verdicts(
+    State(state): State<Arc<AppState>>,
+    Query(page): Query<VerdictPage>,
+) -> Result<Json<Verdicts>, HttpError> {
+    let verdicts = state
+        .store
+        .verdicts_after(page.after.unwrap_or(0), limit(page.limit))
+        .await?;
+    Ok(Json(Verdicts {
+        verdicts: verdicts.iter().map(VerdictJson::of).collect(),
     }))
 }

@@ -8,9 +8,11 @@
 //! here (see the `warden-evidence` crate): this is the integrity half.
 
 use std::fmt;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::leaves::LeafBlock;
 use super::{ChainHead, ChainLink, Hash, LinkKind, RecordView, TAG_BYTES};
 use crate::model::{RecordId, StoredRecord};
 
@@ -167,8 +169,53 @@ impl fmt::Display for Problem {
 struct Entry {
     id: RecordId,
     leaf: Hash,
-    /// `None` for a record an export left out (its leaf only).
-    record: Option<StoredRecord>,
+    content: Content,
+}
+
+/// What the checker knows of a record besides its leaf.
+enum Content {
+    /// The record itself.
+    Record(Box<StoredRecord>),
+    /// Its leaf only (a record an export left out).
+    Leaf,
+    /// Its leaf and session, hashed by the store from its block: the
+    /// content can be read back when a reordering is to be told from a
+    /// modification.
+    Stored(Option<Arc<str>>),
+}
+
+impl Entry {
+    fn session(&self) -> Option<String> {
+        match &self.content {
+            Content::Record(r) => r.session_id.clone(),
+            Content::Leaf => None,
+            Content::Stored(s) => s.as_deref().map(str::to_owned),
+        }
+    }
+
+    fn record(&self) -> Option<&StoredRecord> {
+        match &self.content {
+            Content::Record(r) => Some(r),
+            Content::Leaf | Content::Stored(_) => None,
+        }
+    }
+}
+
+/// A problem found, or a link whose problems wait for records to be read
+/// back (kept in place so that problems stay in chain order).
+enum Slot {
+    Found(Problem),
+    Pending(Pending),
+}
+
+/// A mismatching link of records hashed from their blocks: which of its
+/// records moved (a reordering) can only be told from their content.
+struct Pending {
+    /// Index of the link in `Checker::links`.
+    link: usize,
+    entries: Vec<Entry>,
+    /// The records whose content is wanted.
+    wanted: Vec<RecordId>,
 }
 
 /// What the checker went through.
@@ -195,7 +242,7 @@ pub struct Checker {
     /// Whether links without any fed record are fine (an export that left
     /// them out) rather than all their records missing.
     partial: bool,
-    problems: Vec<Problem>,
+    problems: Vec<Slot>,
     counts: Counts,
     buf: Vec<u8>,
     /// The head after the last link.
@@ -263,7 +310,7 @@ impl Checker {
             entries: Vec::new(),
             purged,
             partial,
-            problems,
+            problems: problems.into_iter().map(Slot::Found).collect(),
             counts,
             buf: Vec::with_capacity(512),
             end: prev,
@@ -305,7 +352,7 @@ impl Checker {
         self.push(Entry {
             id: record.id,
             leaf,
-            record: Some(record),
+            content: Content::Record(Box::new(record)),
         });
     }
 
@@ -315,8 +362,80 @@ impl Checker {
         self.push(Entry {
             id,
             leaf,
-            record: None,
+            content: Content::Leaf,
         });
+    }
+
+    /// Feeds the next records as the store hashed them from a block (ids
+    /// must grow). Their content counts as checked: the leaves are of the
+    /// stored records. Where a link of them does not match, the records
+    /// whose content tells a reordering from a modification are
+    /// [`wanted`](Checker::wanted) back.
+    pub fn stored_leaves(&mut self, block: LeafBlock) {
+        let session: Option<Arc<str>> = block.session.map(Arc::from);
+        self.counts.records += block.leaves.len() as u64;
+        for (i, leaf) in block.leaves.into_iter().enumerate() {
+            self.push(Entry {
+                id: block.first_id + i as i64,
+                leaf,
+                content: Content::Stored(session.clone()),
+            });
+        }
+    }
+
+    /// The records fed by [`stored_leaves`](Checker::stored_leaves) whose
+    /// content is wanted to finish checking a mismatching link (at most
+    /// [`MAX_REORDER_CANDIDATES`] per link), in id order. Give them with
+    /// [`supply`](Checker::supply) before [`finish`](Checker::finish);
+    /// ones not given are reported as modified.
+    pub fn wanted(&self) -> Vec<RecordId> {
+        let mut ids: Vec<RecordId> = self
+            .problems
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Pending(p) => Some(p.wanted.iter().copied()),
+                Slot::Found(_) => None,
+            })
+            .flatten()
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Finishes the pending links with the [`wanted`](Checker::wanted)
+    /// records, as read back from the store.
+    pub fn supply(&mut self, records: Vec<StoredRecord>) {
+        let mut by_id: std::collections::HashMap<RecordId, StoredRecord> =
+            records.into_iter().map(|r| (r.id, r)).collect();
+        let slots = std::mem::take(&mut self.problems);
+        for slot in slots {
+            match slot {
+                Slot::Found(_) => self.problems.push(slot),
+                Slot::Pending(mut p) => {
+                    for e in &mut p.entries {
+                        if let Some(r) = by_id.remove(&e.id) {
+                            e.leaf = RecordView::of(&r).leaf(&mut self.buf);
+                            e.content = Content::Record(Box::new(r));
+                        }
+                    }
+                    self.resolve(p);
+                }
+            }
+        }
+    }
+
+    /// Checks a pending link with what it has now (no more deferring).
+    fn resolve(&mut self, p: Pending) {
+        let link = &self.links[p.link];
+        match check_link(link, p.entries, &self.purged, false) {
+            Outcome::Problems(found) => self.problems.extend(found.into_iter().map(Slot::Found)),
+            // Not deferred again: `check_link` was told not to.
+            Outcome::Pending(entries, wanted) => self.problems.push(Slot::Pending(Pending {
+                link: p.link,
+                entries,
+                wanted,
+            })),
+        }
     }
 
     fn push(&mut self, entry: Entry) {
@@ -330,10 +449,10 @@ impl Checker {
             Some(link) if entry.id >= link.first_id => self.entries.push(entry),
             // Before the current link's range (a hole between links, or
             // before a partial chain's first link) or after the last link.
-            _ => self.problems.push(Problem::NotCommitted {
+            _ => self.problems.push(Slot::Found(Problem::NotCommitted {
                 id: entry.id,
-                session: entry.record.and_then(|r| r.session_id),
-            }),
+                session: entry.session(),
+            })),
         }
     }
 
@@ -343,8 +462,16 @@ impl Checker {
         if let Some(link) = self.links.get(self.current)
             && !(entries.is_empty() && self.partial)
         {
-            let problems = check_link(link, entries, &self.purged);
-            self.problems.extend(problems);
+            match check_link(link, entries, &self.purged, true) {
+                Outcome::Problems(found) => {
+                    self.problems.extend(found.into_iter().map(Slot::Found));
+                }
+                Outcome::Pending(entries, wanted) => self.problems.push(Slot::Pending(Pending {
+                    link: self.current,
+                    entries,
+                    wanted,
+                })),
+            }
         }
         self.current += 1;
         self.skip_to_records_link();
@@ -355,7 +482,19 @@ impl Checker {
         while self.current < self.links.len() {
             self.close_link();
         }
-        (self.problems, self.counts)
+        // Links whose wanted records were not supplied: without them.
+        if self.problems.iter().any(|s| matches!(s, Slot::Pending(_))) {
+            self.supply(Vec::new());
+        }
+        let problems = self
+            .problems
+            .into_iter()
+            .filter_map(|s| match s {
+                Slot::Found(p) => Some(p),
+                Slot::Pending(_) => None,
+            })
+            .collect();
+        (problems, self.counts)
     }
 }
 
@@ -366,12 +505,22 @@ fn purged(ranges: &[(RecordId, RecordId)], id: RecordId) -> bool {
     i > 0 && id <= ranges[i - 1].1
 }
 
+/// What checking a link found.
+enum Outcome {
+    Problems(Vec<Problem>),
+    /// The entries back, and the records whose content is wanted first.
+    Pending(Vec<Entry>, Vec<RecordId>),
+}
+
 /// The problems of one records link, given the records found in its range.
+/// With `defer`, a link whose reordering check needs the content of records
+/// hashed by the store comes back [`Outcome::Pending`].
 fn check_link(
     link: &ChainLink,
     entries: Vec<Entry>,
     purged_ranges: &[(RecordId, RecordId)],
-) -> Vec<Problem> {
+    defer: bool,
+) -> Outcome {
     let expected: Vec<RecordId> = link
         .id_ranges()
         .into_iter()
@@ -385,25 +534,54 @@ fn check_link(
             h.update(e.leaf);
         }
         if <[u8; 32]>::from(h.finalize()) == link.records_hash {
-            return Vec::new();
+            return Outcome::Problems(Vec::new());
         }
     }
     // Something differs: find what, record by record, with the tags.
     let tags = link.tags();
     let tag_of = |pos: usize| tags.get(pos * TAG_BYTES..(pos + 1) * TAG_BYTES);
+    // Where each entry belongs (`None`: not one of the link's ids), and
+    // whether it matches its tag.
+    let placed: Vec<(Option<usize>, bool)> = entries
+        .iter()
+        .map(|e| match expected.binary_search(&e.id) {
+            Err(_) => (None, true),
+            Ok(pos) => (Some(pos), tag_of(pos) == Some(&e.leaf[..TAG_BYTES])),
+        })
+        .collect();
+    let suspect_count = placed
+        .iter()
+        .filter(|(pos, ok)| pos.is_some() && !ok)
+        .count();
+    // Telling a reordering from a modification compares the suspects with
+    // each other: it takes two, and their content.
+    let pairwise = suspect_count <= MAX_REORDER_CANDIDATES;
+    if defer && pairwise && suspect_count > 1 {
+        let wanted: Vec<RecordId> = entries
+            .iter()
+            .zip(&placed)
+            .filter(|(e, (pos, ok))| {
+                pos.is_some() && !ok && matches!(e.content, Content::Stored(_))
+            })
+            .map(|(e, _)| e.id)
+            .collect();
+        if !wanted.is_empty() {
+            return Outcome::Pending(entries, wanted);
+        }
+    }
     let mut problems = Vec::new();
     let mut suspects: Vec<(usize, Entry)> = Vec::new();
     let mut found = vec![false; expected.len()];
     let mut any_purged = false;
-    for e in entries {
-        match expected.binary_search(&e.id) {
-            Err(_) => problems.push(Problem::NotCommitted {
+    for (e, (pos, ok)) in entries.into_iter().zip(placed) {
+        match pos {
+            None => problems.push(Problem::NotCommitted {
                 id: e.id,
-                session: e.record.and_then(|r| r.session_id),
+                session: e.session(),
             }),
-            Ok(pos) => {
+            Some(pos) => {
                 found[pos] = true;
-                if tag_of(pos) != Some(&e.leaf[..TAG_BYTES]) {
+                if !ok {
                     suspects.push((pos, e));
                 }
             }
@@ -421,15 +599,14 @@ fn check_link(
     // A suspect whose content, under another suspect's id, matches that
     // id's tag was moved there.
     let mut buf = Vec::new();
-    let pairwise = suspects.len() <= MAX_REORDER_CANDIDATES;
     for (i, (_, e)) in suspects.iter().enumerate() {
-        let moved_from = e.record.as_ref().filter(|_| pairwise).and_then(|r| {
+        let moved_from = e.record().filter(|_| pairwise).and_then(|r| {
             suspects.iter().enumerate().find_map(|(j, (pos, other))| {
                 let leaf = RecordView::of(r).with_id(other.id).leaf(&mut buf);
                 (i != j && tag_of(*pos) == Some(&leaf[..TAG_BYTES])).then_some(other.id)
             })
         });
-        let session = e.record.as_ref().and_then(|r| r.session_id.clone());
+        let session = e.session();
         problems.push(match moved_from {
             Some(committed_as) => Problem::Reordered {
                 id: e.id,
@@ -452,15 +629,22 @@ fn check_link(
         });
     }
     problems.sort_by_key(|p| p.record_id().unwrap_or(i64::MIN));
-    problems
+    Outcome::Problems(problems)
 }
 
-/// Records read per query while checking a store.
-const PAGE: u32 = 20_000;
+/// Record ids per read while checking a store: a few MB of leaves.
+const PAGE_IDS: i64 = 1 << 18;
 
-/// Checks a whole store's chain and records (offline: the store is read
-/// through its API, so a backend and its storage layout do not matter).
+/// Checks a whole store's chain and records (offline). The store hashes
+/// the records from its blocks ([`Store::chain_leaves`](crate::Store::chain_leaves)),
+/// a range of ids per read, as many reads at once as there are cores (plus
+/// one, so that no core waits while the checker takes a page): memory stays
+/// bounded by that many pages. Where a link does not match, the records
+/// that tell a reordering from a modification are read back through the
+/// query API.
 pub async fn check_store(store: &dyn crate::Store) -> Result<Checker, crate::StoreError> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+
     let mut links = Vec::new();
     let mut after = -1;
     loop {
@@ -471,23 +655,35 @@ pub async fn check_store(store: &dyn crate::Store) -> Result<Checker, crate::Sto
     }
     let mut checker = Checker::new(links, ChainHead::EMPTY, false);
     // Records committed after the links were read belong to later links.
-    let before_id = Some(checker.end().last_id + 1);
-    let mut after_id = None;
-    loop {
-        let page = store
-            .records(crate::model::RecordQuery {
-                after_id,
-                before_id,
-                order: crate::model::Order::OldestFirst,
-                limit: PAGE,
-                ..crate::model::RecordQuery::default()
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        after_id = Some(last.id);
-        for record in page {
-            checker.record(record);
+    let before_id = checker.end().last_id + 1;
+    let pages = (0..=before_id.saturating_sub(1).max(0) / PAGE_IDS).map(|k| {
+        // The first page also takes whatever lies below id 0.
+        let after = if k == 0 { i64::MIN } else { k * PAGE_IDS - 1 };
+        (after, ((k + 1) * PAGE_IDS).min(before_id))
+    });
+    let at_once = std::thread::available_parallelism().map_or(2, |n| n.get().min(8)) + 1;
+    let mut leaves = stream::iter(pages)
+        .map(|(after, before)| store.chain_leaves(after, before))
+        .buffered(at_once);
+    while let Some(blocks) = leaves.try_next().await? {
+        for block in blocks {
+            checker.stored_leaves(block);
         }
     }
+    let mut records = Vec::new();
+    for id in checker.wanted() {
+        records.extend(
+            store
+                .records(crate::model::RecordQuery {
+                    after_id: Some(id - 1),
+                    before_id: Some(id + 1),
+                    order: crate::model::Order::OldestFirst,
+                    limit: 1,
+                    ..crate::model::RecordQuery::default()
+                })
+                .await?,
+        );
+    }
+    checker.supply(records);
     Ok(checker)
 }

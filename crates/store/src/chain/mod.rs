@@ -47,6 +47,7 @@
 //! `records_hash` is SHA-256 of `detail`.
 
 pub mod check;
+pub mod leaves;
 
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};

@@ -467,6 +467,14 @@ impl Store for PgStore {
         Box::pin(chain::links(&self.pool, after_seq, limit))
     }
 
+    fn chain_leaves(
+        &self,
+        after_id: RecordId,
+        before_id: RecordId,
+    ) -> StoreFuture<'_, Vec<crate::chain::leaves::LeafBlock>> {
+        Box::pin(read::chain_leaves(&self.pool, after_id, before_id))
+    }
+
     fn chain_head(&self) -> StoreFuture<'_, Option<ChainLink>> {
         Box::pin(chain::last_link(&self.pool))
     }

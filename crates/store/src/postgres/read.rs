@@ -559,3 +559,47 @@ pub(super) async fn policy(
     })
     .transpose()
 }
+
+/// The leaves of the records with ids `after_id < id < before_id` (see
+/// [`crate::chain::leaves`]), in id order. The blocks are decoded and hashed
+/// off the async runtime (CPU work).
+pub(super) async fn chain_leaves(
+    pool: &PgPool,
+    after_id: RecordId,
+    before_id: RecordId,
+) -> Result<Vec<crate::chain::leaves::LeafBlock>, StoreError> {
+    let ctx = "reading the records' leaves";
+    let mut conn = pool.acquire().await.map_err(db(ctx))?;
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {BLOCK_COLUMNS} FROM blocks b WHERE b.last_id > $1 AND b.first_id < $2 \
+         ORDER BY b.first_id"
+    )))
+    .bind(after_id)
+    .bind(before_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db(ctx))?;
+    let mut names = Agents::default();
+    let mut blocks = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let row = block_row(row)?;
+        let agent = names.get(&mut conn, row.agent).await?;
+        blocks.push((row, agent.workspace_id, agent.agent_id));
+    }
+    drop(conn);
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(blocks.len());
+        for (row, workspace_id, agent_id) in &blocks {
+            out.extend(crate::chain::leaves::block_leaves(
+                row,
+                *workspace_id,
+                *agent_id,
+                after_id,
+                before_id,
+            )?);
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| StoreError::database(ctx)(e))?
+}

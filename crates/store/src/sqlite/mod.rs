@@ -540,6 +540,14 @@ impl Store for SqliteStore {
         Box::pin(self.read(move |conn| chain::links(conn, after_seq, limit)))
     }
 
+    fn chain_leaves(
+        &self,
+        after_id: RecordId,
+        before_id: RecordId,
+    ) -> StoreFuture<'_, Vec<crate::chain::leaves::LeafBlock>> {
+        Box::pin(self.read(move |conn| read::chain_leaves(conn, after_id, before_id)))
+    }
+
     fn chain_head(&self) -> StoreFuture<'_, Option<ChainLink>> {
         Box::pin(self.read(chain::last_link))
     }

@@ -563,3 +563,37 @@ fn min_opt(a: Option<i32>, b: Option<i32>) -> Option<i32> {
         (None, b) => b,
     }
 }
+
+/// The leaves of the records with ids `after_id < id < before_id` (see
+/// [`crate::chain::leaves`]), in id order.
+pub(super) fn chain_leaves(
+    conn: &Connection,
+    after_id: RecordId,
+    before_id: RecordId,
+) -> Result<Vec<crate::chain::leaves::LeafBlock>, StoreError> {
+    let ctx = "reading the records' leaves";
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {BLOCK_COLUMNS} FROM blocks b WHERE b.last_id > ?1 AND b.first_id < ?2 \
+             ORDER BY b.first_id"
+        ))
+        .ctx(ctx)?;
+    let rows = stmt
+        .query_map(params![after_id, before_id], block_row)
+        .ctx(ctx)?;
+    let mut agents = Agents::default();
+    let mut out = Vec::new();
+    for row in rows {
+        let row = row.ctx(ctx)?;
+        let agent = agents.get(conn, row.agent)?;
+        let (workspace_id, agent_id) = (agent.workspace_id, agent.agent_id);
+        out.extend(crate::chain::leaves::block_leaves(
+            &row,
+            workspace_id,
+            agent_id,
+            after_id,
+            before_id,
+        )?);
+    }
+    Ok(out)
+}

@@ -51,6 +51,96 @@ pub async fn every_committed_record_is_chained(factory: &impl StoreFactory) {
     store.close().await.unwrap();
 }
 
+/// The leaves the store hashes from its blocks (what a whole-store check
+/// reads) are those of the records the query API returns, for every range:
+/// cut inside a block, at a batch boundary inside a block, or not. The
+/// blocks hold several batches each (different peers, receive times and
+/// batch ids), a conflicting record and records without an event time, so
+/// that a field taken from the wrong batch or record shows.
+pub async fn leaves_from_blocks_are_the_records_leaves(factory: &impl StoreFactory) {
+    use warden_store::chain::RecordView;
+    let store = factory.open().await;
+    let w = create(&*store, "leaves").await;
+    for round in 0..3 {
+        let base = round * 10;
+        let mut second = batch(Some(SESSION), records(base + 5..base + 10));
+        second.peer.pid = 7000 + round;
+        second.peer.comm = "wget".into();
+        second.received_at = at(60 + i64::from(round));
+        let mut untimed = records(0..3);
+        for r in &mut untimed {
+            r.event_time = warden_proto::domain::EventTime::Missing;
+        }
+        let batches = vec![
+            batch(Some(SESSION), records(base..base + 5)),
+            second,
+            batch(None, untimed),
+        ];
+        store.ingest(request(&w, batches)).await.unwrap();
+    }
+    // The same sequence number with another URL: stored, flagged.
+    let conflicting = vec![record(3, "https://example.com/other")];
+    store
+        .ingest(request(&w, vec![batch(Some(SESSION), conflicting)]))
+        .await
+        .unwrap();
+    let all = store
+        .records(RecordQuery {
+            order: warden_store::Order::OldestFirst,
+            limit: 1000,
+            ..RecordQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 40);
+    assert!(all.iter().any(|r| r.conflict), "a conflict is stored");
+    let mut buf = Vec::new();
+    let expected: Vec<(i64, Option<String>, [u8; 32])> = all
+        .iter()
+        .map(|r| (r.id, r.session_id.clone(), RecordView::of(r).leaf(&mut buf)))
+        .collect();
+    let leaves = |after: i64, before: i64| {
+        let store = &store;
+        async move {
+            store
+                .chain_leaves(after, before)
+                .await
+                .unwrap()
+                .into_iter()
+                .flat_map(|b| {
+                    let session = b.session.clone();
+                    b.leaves
+                        .into_iter()
+                        .enumerate()
+                        .map(move |(i, leaf)| (b.first_id + i as i64, session.clone(), leaf))
+                })
+                .collect::<Vec<(i64, Option<String>, [u8; 32])>>()
+        }
+    };
+    let want = |after: i64, before: i64| -> Vec<(i64, Option<String>, [u8; 32])> {
+        expected
+            .iter()
+            .filter(|(id, _, _)| *id > after && *id < before)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(leaves(i64::MIN, i64::MAX).await, expected);
+    // Every start, with ends one, a few and many records on: each cut
+    // falls at every offset inside some block.
+    let (first, last) = (all[0].id, all[39].id);
+    for after in first - 1..=last {
+        for len in [1, 2, 3, 6, 11, 50] {
+            let before = after + len;
+            assert_eq!(
+                leaves(after, before).await,
+                want(after, before),
+                "ids in ({after}, {before})"
+            );
+        }
+    }
+    store.close().await.unwrap();
+}
+
 pub async fn retention_leaves_a_tombstone_and_the_rest_checks(factory: &impl StoreFactory) {
     let store = factory.open().await;
     let w = create(&*store, "purged").await;

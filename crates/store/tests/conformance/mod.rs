@@ -108,6 +108,7 @@ macro_rules! chain_suite {
     ($factory:expr) => {
         conformance::suite!(@tests $factory;
             every_committed_record_is_chained,
+            leaves_from_blocks_are_the_records_leaves,
             retention_leaves_a_tombstone_and_the_rest_checks,
             checkpoints_are_stored_and_listed,
             session_verdicts_are_kept_and_sessions_awaiting_one_found,

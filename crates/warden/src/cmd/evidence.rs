@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use warden_evidence::bundle::{self, Filter};
 use warden_evidence::checkpoint::CheckpointFile;
 use warden_evidence::key::PublicKey;
-use warden_evidence::verify::{Report, Trust, verify, verify_store};
+use warden_evidence::verify::{Report, Trust, verify_bundle, verify_store};
 use warden_store::{DatabaseUrl, Store};
 
 use super::failure::Failure;
@@ -164,10 +164,10 @@ fn run_verify(args: VerifyArgs) -> Result<ExitCode, Failure> {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("opening {}", path.display()))
                 .map_err(Failure::runtime)?;
-            let (checker, checkpoints) = bundle::read(BufReader::new(file))
+            let bundle = bundle::read(BufReader::new(file))
                 .context("reading the bundle")
                 .map_err(Failure::runtime)?;
-            verify(checker, &checkpoints, &trust)
+            verify_bundle(bundle, &trust)
         }
         None if args.url.is_some() => {
             let url = args.url.as_deref().unwrap_or_default();
@@ -248,11 +248,13 @@ fn run_export(args: ExportArgs) -> Result<ExitCode, Failure> {
                 .context("writing the bundle")
                 .map_err(Failure::runtime)?;
             eprintln!(
-                "warden export: wrote {} records ({} more by hash only), {} chain links, {} checkpoints to {}",
-                done.records,
+                "warden export: wrote {} ({} more by hash only), {}, {}, {}, {} to {}",
+                counted(done.records, "record"),
                 done.leaves,
-                done.links,
-                done.checkpoints,
+                counted(done.links, "chain link"),
+                counted(done.checkpoints, "checkpoint"),
+                counted(done.verdicts, "session verdict"),
+                counted(done.admin_events, "admin event"),
                 args.out.display()
             );
             Ok(ExitCode::SUCCESS)
@@ -290,4 +292,9 @@ fn run_checkpoint_export(args: CheckpointExportArgs) -> Result<ExitCode, Failure
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `n` and `noun`, plural unless `n` is 1 (for the export's summary line).
+fn counted(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }

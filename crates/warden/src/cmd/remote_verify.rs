@@ -1,14 +1,15 @@
 //! `warden verify --url URL --token TOKEN`: the offline checks, against a
-//! running server, with an auditor (or admin) token. Checkpoints first (so
-//! one signed meanwhile is not taken for a truncated chain), then every
-//! chain link, then the records they commit a page at a time (each fed to
-//! the checker and dropped), then the admin event log: the same checks,
-//! verdict lines and exit codes as `--data-dir`.
+//! running server, with an auditor (or admin) token. Checkpoints and
+//! session verdicts first (so one signed meanwhile is not taken for a
+//! truncated chain), then every chain link, then the records they commit a
+//! page at a time (each fed to the checker and dropped), then the admin
+//! event log: the same checks, verdict lines and exit codes as `--data-dir`.
 
 use serde::Deserialize;
 use warden_api::ApiClient;
 use warden_evidence::bundle::{LinkJson, RecordJson};
 use warden_evidence::checkpoint::CheckpointFile;
+use warden_evidence::json::VerdictJson;
 use warden_evidence::verify::{Report, Trust, verify_with_admin_events};
 use warden_store::chain::ChainHead;
 use warden_store::chain::check::Checker;
@@ -26,6 +27,11 @@ struct Links {
 #[derive(Deserialize)]
 struct Records {
     records: Vec<RecordJson>,
+}
+
+#[derive(Deserialize)]
+struct Verdicts {
+    verdicts: Vec<VerdictJson>,
 }
 
 fn malformed(what: &str, e: impl std::fmt::Display) -> Failure {
@@ -47,6 +53,27 @@ pub async fn verify(client: &ApiClient, trust: &Trust) -> Result<Report, Failure
         }
     }
 
+    // Verdicts before the links too: each names a link, and one made while
+    // the links are read must find it.
+    let mut verdicts = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: Verdicts = client
+            .get_json(&format!(
+                "/api/v1/chain/verdicts?after={after}&limit={PAGE}"
+            ))
+            .await?;
+        let Some(last) = page.verdicts.last() else {
+            break;
+        };
+        after = last.id;
+        for v in page.verdicts {
+            verdicts.push(
+                v.into_verdict()
+                    .map_err(|e| malformed("session verdict", e))?,
+            );
+        }
+    }
     let mut links = Vec::new();
     let mut after = -1;
     loop {
@@ -91,14 +118,11 @@ pub async fn verify(client: &ApiClient, trust: &Trust) -> Result<Report, Failure
             );
         }
     }
-    // Session verdicts are served per session, not as one list: a remote
-    // verify checks the chain, checkpoints and admin events; `warden
-    // verify --data-dir/--database-url` checks the verdicts too.
     Ok(verify_with_admin_events(
         checker,
         &checkpoints,
         &events,
-        &[],
+        &verdicts,
         trust,
     ))
 }
