@@ -228,9 +228,15 @@ fn run(args: Args) -> Result<u8, Failure> {
     }
     let (config, retry) = args.into_config(token);
     config.validate()?;
-    // Two workers are plenty for an agent and keep its idle footprint small.
+    // One worker: an agent's async work (socket reads, acknowledgements,
+    // the forwarder) takes well under a core even at saturation (the spool
+    // writes and fsyncs on its own thread), and with a second worker most
+    // of its CPU at a low steady rate went to waking the other worker and
+    // switching to it (`warden bench --rate 10000`: 15.1-15.8 → 12.2-13.3 µs
+    // of agent CPU per record, saturation unchanged; docs/benchmarks.md).
+    // A multi-thread runtime still, so blocking file work can move off it.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")
