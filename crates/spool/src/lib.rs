@@ -547,7 +547,15 @@ impl Spool {
             if shared.lock().closed {
                 return Err(SpoolError::Closed);
             }
-            if made.ledger_full && made.dropped.entries == 0 {
+            if made.dropped.entries > 0 {
+                // The drop freed about the shortfall, but the drop records
+                // it added to the ledger took part of that back: ask again
+                // at once. Waiting for a writer cycle here could wait for
+                // ever, as nothing else may be about to start one (the
+                // appends behind this one wait for its turn).
+                continue;
+            }
+            if made.ledger_full {
                 // The ledger holds as much as it may: nothing more can be
                 // dropped until drops are settled. Wait like backpressure.
                 tokio::select! {

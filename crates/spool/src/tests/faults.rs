@@ -8,7 +8,7 @@ use std::io::ErrorKind;
 use super::{config, entry, ids, open, open_uncached, read_all};
 use crate::format::{SEGMENT_SUFFIX, parse_segment_name};
 use crate::sim::{Fault, Op, SimDisk};
-use crate::{EntryId, FullPolicy, SpoolError};
+use crate::{EntryId, FullPolicy, SpoolConfig, SpoolError};
 
 const BIG: u64 = 1 << 30;
 
@@ -538,6 +538,47 @@ async fn appends_gathered_by_the_commit_delay_share_one_fsync_and_resolve_after_
             }
             let live = read_all(&spool).await;
             assert_eq!(ids(&live), [first.ids[0], small.ids[0], big.ids[0]]);
+        }
+    }
+}
+
+fn tag_summary(data: &[u8]) -> Vec<u8> {
+    data[..8].to_vec()
+}
+
+/// Under `DropOldest` a single appender whose drops are settled never
+/// waits: whatever the sizes, each append drops what it must and finishes. (The drop records a drop
+/// adds to the ledger take room too: a drop that freed just the shortfall
+/// left the append short of those bytes, and it waited for a writer cycle
+/// that nothing would start. The timeout only turns such a hang into a
+/// failure.)
+#[tokio::test]
+async fn drop_oldest_appends_finish_whatever_the_sizes() {
+    for max in [2_000u64, 3_000, 4_096] {
+        for len in [10usize, 37, 90, 150, 230] {
+            let cfg = SpoolConfig {
+                drop_summary: tag_summary,
+                ..config(max, max / 8, FullPolicy::DropOldest)
+            };
+            let (spool, _) = open(&SimDisk::new(), cfg).await.expect("open");
+            for tag in 0..300u64 {
+                // Drops reported and settled as the agent does, so that the
+                // ledger never fills (then appends wait, by design).
+                if spool.stats().dropped_pending > 0 {
+                    let drops = spool.read_dropped(None, usize::MAX).await.expect("ledger");
+                    let ids: Vec<EntryId> = drops.iter().map(|d| d.id).collect();
+                    spool.settle_dropped(&ids).await.expect("settle");
+                }
+                let size = len + (tag as usize * 7) % 50;
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    spool.append(vec![entry(tag, 1, size)]),
+                )
+                .await
+                .unwrap_or_else(|_| panic!("append {tag} of {size} bytes (max {max}) hung"))
+                .expect("append");
+            }
+            spool.close().await;
         }
     }
 }
