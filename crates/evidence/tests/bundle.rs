@@ -10,12 +10,11 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use support::{
-    Db, Param, batch, fixture, on_both_stores, trust, verify, with_verdict, with_verdicts,
-    workspace,
+    Db, Param, batch, checkpoint_head, fixture, on_both_stores, trust, verify, with_verdict,
+    with_verdicts, workspace,
 };
 use uuid::Uuid;
 use warden_evidence::bundle::{self, Filter};
-use warden_evidence::checkpoint;
 use warden_evidence::key::SigningKey;
 use warden_evidence::verify::{Authenticity, Report, Trust, verify_bundle};
 use warden_store::{IngestRequest, NewAdminEvent, Store};
@@ -286,16 +285,7 @@ async fn a_bundle_made_after_a_key_rotation_verifies_with_the_original_key(new_d
         }))
         .await
         .unwrap();
-    let head = store.chain_head().await.unwrap().unwrap();
-    store
-        .add_checkpoint(checkpoint::sign(
-            &new,
-            &head,
-            head.last_id,
-            Timestamp::now(),
-        ))
-        .await
-        .unwrap();
+    checkpoint_head(&*store, &new).await;
     store.close().await.unwrap();
 
     let (bytes, _) = export(&db, &Filter::default()).await;

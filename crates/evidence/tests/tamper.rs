@@ -7,8 +7,8 @@
 mod support;
 
 use jiff::Timestamp;
-use support::{Db, Param, fixture, on_both_stores, trust, verify, with_verdicts};
-use warden_evidence::checkpoint::{self, CheckpointFile};
+use support::{Db, Param, checkpoint_head, fixture, on_both_stores, trust, verify, with_verdicts};
+use warden_evidence::checkpoint::CheckpointFile;
 use warden_evidence::key::SigningKey;
 use warden_evidence::verify::{Authenticity, Trust};
 
@@ -225,16 +225,7 @@ async fn a_replaced_checkpoint_is_caught(new_db: fn() -> Db) {
     rewrite_chain(&db).await;
     {
         let store = db.open().await;
-        let head = store.chain_head().await.unwrap().unwrap();
-        store
-            .add_checkpoint(checkpoint::sign(
-                &attacker,
-                &head,
-                head.last_id,
-                Timestamp::now(),
-            ))
-            .await
-            .unwrap();
+        checkpoint_head(&*store, &attacker).await;
         store.close().await.unwrap();
     }
     let report = verify(&db, &Trust::default()).await;

@@ -43,19 +43,11 @@ use warden_store::{ActivityQuery, DatabaseUrl, Order, RecordQuery, SqliteStore, 
 
 mod dataset;
 
-use dataset::{BATCH, url};
+use dataset::url;
 
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 /// 2025-12-08T20:58:46Z: event times start here.
 const T0: i64 = 1_765_227_526;
-
-fn record_count() -> i64 {
-    std::env::var("WARDEN_BENCH_RECORDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .filter(|n| *n >= BATCH)
-        .unwrap_or(10_000_000)
-}
 
 struct Data {
     /// Where the database is: a temporary directory (deleted at the end)
@@ -125,7 +117,7 @@ fn query(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let records = record_count();
+    let records = dataset::record_count(10_000_000);
     let data = runtime.block_on(database(records));
     let store = Arc::new(runtime.block_on(SqliteStore::open(&data.path())).unwrap());
 

@@ -21,18 +21,8 @@ use warden_store::{SqliteStore, Store};
 
 mod dataset;
 
-use dataset::BATCH;
-
 /// 2025-12-08T20:58:46Z: event times start here.
 const T0: i64 = 1_765_227_526;
-
-fn record_count() -> i64 {
-    std::env::var("WARDEN_BENCH_RECORDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .filter(|n| *n >= BATCH)
-        .unwrap_or(3_000_000)
-}
 
 /// This process's user and system CPU time so far, seconds (Linux:
 /// `/proc/self/stat`, in clock ticks of 1/100 s).
@@ -59,7 +49,7 @@ fn verify(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let records = record_count();
+    let records = dataset::record_count(3_000_000);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warden.db");
     runtime.block_on(dataset::generate(

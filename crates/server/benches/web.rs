@@ -100,7 +100,7 @@ async fn load(url: String, token: String, rate: u64, secs: u64) -> u64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken.
-    let records: i64 = env_or("WARDEN_BENCH_RECORDS", 10_000_000);
+    let records: i64 = dataset::record_count(10_000_000);
     let span_hours: i64 = env_or("WARDEN_BENCH_SPAN_HOURS", 24);
     let rate: u64 = env_or("WARDEN_BENCH_LIVE_RATE", 1000);
     let live_secs: u64 = env_or("WARDEN_BENCH_LIVE_SECS", 600);

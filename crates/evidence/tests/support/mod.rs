@@ -216,18 +216,18 @@ pub async fn fixture(db: &Db) -> SigningKey {
             .unwrap();
     }
     let (key, _) = SigningKey::generate().unwrap();
-    let head = store.chain_head().await.unwrap().unwrap();
-    store
-        .add_checkpoint(checkpoint::sign(
-            &key,
-            &head,
-            head.last_id,
-            Timestamp::now(),
-        ))
-        .await
-        .unwrap();
+    checkpoint_head(&*store, &key).await;
     store.close().await.unwrap();
     key
+}
+
+/// Signs a checkpoint of the store's chain head with `key` and stores it.
+pub async fn checkpoint_head(store: &dyn Store, key: &SigningKey) {
+    let head = store.chain_head().await.unwrap().unwrap();
+    store
+        .add_checkpoint(checkpoint::sign(key, &head, head.last_id, Timestamp::now()))
+        .await
+        .unwrap();
 }
 
 pub async fn verify(db: &Db, trust: &Trust) -> Report {

@@ -16,6 +16,16 @@ pub const WORKSPACES: usize = 10;
 /// Records per generated batch.
 pub const BATCH: i64 = 1000;
 
+/// How many records to generate: `WARDEN_BENCH_RECORDS` when it holds at
+/// least one batch, else `default`.
+pub fn record_count(default: i64) -> i64 {
+    std::env::var("WARDEN_BENCH_RECORDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n >= BATCH)
+        .unwrap_or(default)
+}
+
 /// Hosts of the generated URLs: some popular, many rare.
 pub fn host(n: u64) -> String {
     const POPULAR: [&str; 8] = [
