@@ -233,6 +233,7 @@ mod format;
 mod index;
 mod ledger;
 mod open;
+mod queue;
 mod recovery;
 mod room;
 mod shared;
@@ -247,8 +248,7 @@ mod tests;
 use std::fmt;
 use std::path::Path;
 use std::pin::pin;
-use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -384,7 +384,7 @@ pub struct Spool {
 
 struct Inner {
     shared: Arc<Shared>,
-    commands: Mutex<Sender<Command>>,
+    commands: queue::Sender<Command>,
 }
 
 impl fmt::Debug for Spool {
@@ -421,17 +421,14 @@ impl Spool {
                     Err(_) => SpoolError::Closed,
                 })?;
         let (shared, writer, recovery) = opened?;
-        let (commands, receiver) = mpsc::channel();
+        let (commands, receiver) = queue::queue();
         let dir = shared.config.dir.clone();
         std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || Writer::run(writer, receiver))
             .map_err(|e| SpoolError::io("start writer thread", dir, e))?;
         let spool = Spool {
-            inner: Arc::new(Inner {
-                shared,
-                commands: Mutex::new(commands),
-            }),
+            inner: Arc::new(Inner { shared, commands }),
         };
         Ok((spool, recovery))
     }
@@ -442,12 +439,10 @@ impl Spool {
     }
 
     fn send(&self, command: Command) -> Result<(), SpoolError> {
-        let commands = self
-            .inner
+        self.inner
             .commands
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        commands.send(command).map_err(|_| SpoolError::Closed)
+            .send(command)
+            .map_err(|_| SpoolError::Closed)
     }
 
     /// Appends entries and resolves once all of them are durable (written and

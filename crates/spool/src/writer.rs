@@ -25,7 +25,6 @@ use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -39,6 +38,7 @@ use crate::format::{
     encode_settle, segment_name,
 };
 use crate::index::{Planned, Source};
+use crate::queue::{Queued, Received, Receiver};
 use crate::shared::Shared;
 use crate::storage::{AppendFile, DirLock, Storage};
 use crate::{Dropped, EntryId, NewEntry, SpoolError};
@@ -78,6 +78,20 @@ pub(crate) enum Command {
     Close {
         reply: oneshot::Sender<()>,
     },
+}
+
+impl Queued for Command {
+    fn append_bytes(&self) -> u64 {
+        match self {
+            Command::Append { frame_bytes, .. } => *frame_bytes,
+            _ => 0,
+        }
+    }
+
+    /// Closing or freeing room must not wait for a group's company.
+    fn urgent(&self) -> bool {
+        matches!(self, Command::Close { .. } | Command::MakeRoom { .. })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,60 +207,24 @@ impl Writer {
     pub(crate) fn run(mut self, commands: Receiver<Command>) {
         let mut close_reply = None;
         loop {
-            let received = match self.dead_log_dirty {
-                None => commands.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(since) => {
-                    commands.recv_timeout(ACK_SYNC_DELAY.saturating_sub(since.elapsed()))
-                }
-            };
-            let first = match received {
-                Ok(command) => command,
-                Err(RecvTimeoutError::Timeout) => {
+            let deadline = self.dead_log_dirty.map(|since| since + ACK_SYNC_DELAY);
+            let first = match commands.recv(deadline) {
+                Received::Command(command) => command,
+                Received::Timeout => {
                     self.sync_dead_log_or_warn();
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+                Received::Disconnected => break,
             };
-            let started = Instant::now();
-            let mut bytes = match &first {
-                Command::Append { frame_bytes, .. } => *frame_bytes,
-                _ => 0,
-            };
+            let mut bytes = first.append_bytes();
             // A small append waits up to the commit delay for others to
-            // share its fsync (a large one, or a full group, goes at once).
-            let mut linger = bytes > 0 && bytes < LINGER_BYTES && !self.commit_delay.is_zero();
-            let mut batch = vec![first];
-            while bytes < MAX_GROUP_BYTES {
-                let next = if linger {
-                    match self.commit_delay.checked_sub(started.elapsed()) {
-                        Some(left) if !left.is_zero() => commands.recv_timeout(left).ok(),
-                        _ => {
-                            linger = false;
-                            commands.try_recv().ok()
-                        }
-                    }
-                } else {
-                    commands.try_recv().ok()
-                };
-                let Some(command) = next else {
-                    if linger {
-                        // Woken by the timeout: take what else is there.
-                        linger = false;
-                        continue;
-                    }
-                    break;
-                };
-                match &command {
-                    Command::Append { frame_bytes, .. } => bytes += frame_bytes,
-                    // Closing or freeing room must not wait.
-                    Command::Close { .. } | Command::MakeRoom { .. } => linger = false,
-                    _ => {}
-                }
-                if bytes >= LINGER_BYTES {
-                    linger = false;
-                }
-                batch.push(command);
+            // share its fsync (a large one, or a full group, goes at once;
+            // so does anything urgent queued meanwhile).
+            if bytes > 0 && bytes < LINGER_BYTES && !self.commit_delay.is_zero() {
+                commands.linger(Instant::now() + self.commit_delay, LINGER_BYTES - bytes);
             }
+            let mut batch = vec![first];
+            commands.take(&mut batch, &mut bytes, MAX_GROUP_BYTES);
             close_reply = self.cycle(batch);
             if close_reply.is_some() {
                 break;
