@@ -23,7 +23,7 @@ pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// Default of [`AgentConfig::spool_commit_delay`].
 pub const DEFAULT_SPOOL_COMMIT_DELAY: Duration = Duration::from_millis(2);
 /// Default of [`AgentConfig::forward_delay`].
-pub const DEFAULT_FORWARD_DELAY: Duration = Duration::from_millis(5);
+pub const DEFAULT_FORWARD_DELAY: Duration = Duration::from_millis(8);
 /// Most [`AgentConfig::spool_commit_delay`] and
 /// [`AgentConfig::forward_delay`] may be: each adds to every record's latency.
 pub const MAX_GATHER_DELAY: Duration = Duration::from_secs(1);
@@ -49,10 +49,11 @@ pub struct AgentConfig {
     /// after the fsync): fewer fsyncs at a low rate, for at most this much
     /// more latency. Zero: none.
     pub spool_commit_delay: Duration,
-    /// How long a spooled batch may wait for others to share a call to the
-    /// control plane when no call is in flight (a full call goes at once):
-    /// fewer, larger calls and commits at a low rate, for at most this much
-    /// more latency. Zero: a call goes at once.
+    /// How long a batch may wait for others to share a call to the control
+    /// plane when no call is in flight (a full call goes at once), counted
+    /// from when the agent read it: the spool commit's own wait and fsync
+    /// are part of it, not added to it. Fewer, larger calls and commits at a
+    /// low rate. Zero: a call goes at once.
     pub forward_delay: Duration,
     /// Where to serve Prometheus `/metrics`; off when `None`.
     pub metrics_listen: Option<SocketAddr>,

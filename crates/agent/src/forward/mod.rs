@@ -10,7 +10,9 @@
 //! in flight: at saturation, calls are full and pipelined). Otherwise a
 //! call waits for company: while none is in flight, until its oldest batch
 //! has waited the agent's forward delay ([`Forwarder::gather`], a few
-//! milliseconds); while calls are in flight, until one comes back and that
+//! milliseconds, counted from when the agent read the batch from its
+//! socket, so the spool's group commit is part of the wait rather than
+//! added to it); while calls are in flight, until one comes back and that
 //! delay is over, or the oldest batch has waited [`MAX_CALL_DELAY`]. Each
 //! call costs both sides far more than its records (a gRPC round trip, a
 //! commit with its fsync on the control plane), so at a low steady rate
@@ -136,7 +138,7 @@ impl Forwarder {
         let mut buffer: VecDeque<Entry> = VecDeque::new();
         let mut calls: JoinSet<Result<(), CallError>> = JoinSet::new();
         let mut retry = Retry::new(self.retry);
-        // When the oldest batch in the buffer was read.
+        // Since when the oldest batch in the buffer waits for company.
         let mut waiting_since: Option<Instant> = None;
         loop {
             let fill = Fill::of(&buffer);
@@ -182,11 +184,11 @@ impl Forwarder {
                 }
                 () = std::future::ready(()), if send => {
                     self.send_call(&mut buffer, &mut calls);
-                    waiting_since = (!buffer.is_empty()).then(Instant::now);
+                    waiting_since = oldest_waiting_since(&buffer, self.gather);
                 }
                 () = tokio::time::sleep_until(overdue), if room && !send && waiting_since.is_some() => {
                     self.send_call(&mut buffer, &mut calls);
-                    waiting_since = (!buffer.is_empty()).then(Instant::now);
+                    waiting_since = oldest_waiting_since(&buffer, self.gather);
                 }
                 read = self.spool.read_after(
                     cursor,
@@ -196,10 +198,11 @@ impl Forwarder {
                     match read {
                         Ok(entries) => {
                             cursor = entries.last().map(|e| e.id).or(cursor);
-                            if buffer.is_empty() && !entries.is_empty() {
-                                waiting_since = Some(Instant::now());
-                            }
+                            let was_empty = buffer.is_empty();
                             buffer.extend(entries);
+                            if was_empty {
+                                waiting_since = oldest_waiting_since(&buffer, self.gather);
+                            }
                         }
                         Err(e) => {
                             tracing::error!(error = %crate::chain::display(&e), "reading the spool");
@@ -402,6 +405,35 @@ fn next_call(fill: Fill, in_flight: usize, gather: Duration) -> NextCall {
     }
 }
 
+/// Since when the oldest batch of `buffer` waits for company: since the
+/// agent read it from its socket, as its entry says, so that the time it
+/// spent in the spool's group commit counts toward the forward delay
+/// instead of adding to it. Never longer ago than the longest wait there is
+/// (a batch spooled before a restart, or a clock step, goes at once rather
+/// than wait again), never later than now.
+fn oldest_waiting_since(buffer: &VecDeque<Entry>, gather: Duration) -> Option<Instant> {
+    let oldest = buffer.front()?;
+    let now = Instant::now();
+    let received = entry::parse(&oldest.data).ok().and_then(|p| p.received_at);
+    Some(waiting_since(now, jiff::Timestamp::now(), received, gather))
+}
+
+/// [`oldest_waiting_since`]'s arithmetic: `now` less the batch's age, the
+/// age bounded by `0..=` the longest wait.
+fn waiting_since(
+    now: Instant,
+    wall_now: jiff::Timestamp,
+    received: Option<jiff::Timestamp>,
+    gather: Duration,
+) -> Instant {
+    let longest = MAX_CALL_DELAY.max(gather);
+    let age = received
+        .and_then(|at| Duration::try_from(wall_now.duration_since(at)).ok())
+        .unwrap_or(Duration::ZERO)
+        .min(longest);
+    now.checked_sub(age).unwrap_or(now)
+}
+
 /// Takes the next call's entries from the front of `buffer`: at least one,
 /// then as many as fit the record, byte and batch limits.
 fn take_call(buffer: &mut VecDeque<Entry>) -> Vec<Entry> {
@@ -463,6 +495,54 @@ mod tests {
         let long = Duration::from_millis(50);
         assert_eq!(next_call(some, 1, long), NextCall::After(long));
         assert_eq!(next_call(some, 1, gather), NextCall::After(MAX_CALL_DELAY));
+    }
+
+    #[test]
+    fn a_batch_waits_for_company_from_when_the_agent_read_it() {
+        let gather = Duration::from_millis(8);
+        let longest = MAX_CALL_DELAY.max(gather);
+        let (now, wall) = (Instant::now(), jiff::Timestamp::now());
+        let ago = |ms: i64| Some(wall - jiff::SignedDuration::from_millis(ms));
+        // Its time in the spool counts toward the delay.
+        assert_eq!(
+            waiting_since(now, wall, ago(3), gather),
+            now - Duration::from_millis(3)
+        );
+        // Unknown, or a clock that stepped back: from now.
+        assert_eq!(waiting_since(now, wall, None, gather), now);
+        assert_eq!(waiting_since(now, wall, ago(-50), gather), now);
+        // Long ago (spooled before a restart): no more waiting than the
+        // longest wait there is.
+        assert_eq!(waiting_since(now, wall, ago(60_000), gather), now - longest);
+    }
+
+    #[test]
+    fn the_oldest_batch_in_the_buffer_tells_its_read_time() {
+        let gather = Duration::from_millis(8);
+        let read_at = jiff::Timestamp::now() - jiff::SignedDuration::from_millis(5);
+        let data = entry::write_batch(
+            Kind::Status,
+            agentapi::Batch::default(),
+            None,
+            read_at,
+            entry::Attribution {
+                session_id: "s",
+                ranges: &[],
+            },
+        );
+        let buffer: VecDeque<Entry> = [Entry {
+            id: EntryId(1),
+            records: 0,
+            data,
+        }]
+        .into();
+        let since = oldest_waiting_since(&buffer, gather).unwrap();
+        // At least the 5 ms it already waited, and no more than the longest
+        // wait (the test may be slow, never fast).
+        let waited = since.elapsed();
+        assert!(waited >= Duration::from_millis(5), "{waited:?}");
+        assert!(waited <= MAX_CALL_DELAY.max(gather) + Duration::from_secs(5));
+        assert_eq!(oldest_waiting_since(&VecDeque::new(), gather), None);
     }
 
     #[test]

@@ -79,11 +79,11 @@ pub struct Args {
     /// for at most this much more latency.
     #[arg(long, env = "WARDEN_AGENT_SPOOL_COMMIT_DELAY", default_value = "2ms", value_parser = parse_duration)]
     spool_commit_delay: Duration,
-    /// How long a spooled batch may wait for others to share a call to the
-    /// control plane while no call is in flight (e.g. 5ms; 0s for none): fewer,
-    /// larger calls and commits at a low rate, for at most this much more
-    /// latency. A full call goes at once.
-    #[arg(long, env = "WARDEN_AGENT_FORWARD_DELAY", default_value = "5ms", value_parser = parse_duration)]
+    /// How long a batch may wait, counted from when the agent read it (its
+    /// spool commit included), for others to share a call to the control
+    /// plane while no call is in flight (e.g. 8ms; 0s for none): fewer,
+    /// larger calls and commits at a low rate. A full call goes at once.
+    #[arg(long, env = "WARDEN_AGENT_FORWARD_DELAY", default_value = "8ms", value_parser = parse_duration)]
     forward_delay: Duration,
     /// Most socket clients connected at once.
     #[arg(long, env = "WARDEN_AGENT_MAX_CONNECTIONS", default_value_t = warden_agent::config::DEFAULT_MAX_CONNECTIONS)]
