@@ -31,7 +31,9 @@ enum Waiting {
     ForAny,
     /// Lingering: an urgent command, or queued appends of at least this
     /// many bytes, wake it.
-    ForUrgentOr { append_bytes: u64 },
+    ForUrgentOr {
+        append_bytes: u64,
+    },
 }
 
 struct State<T> {
@@ -290,7 +292,12 @@ mod tests {
             let lingering = s.spawn(|| {
                 receiver.linger(Instant::now() + Duration::from_millis(200), 1_000);
             });
-            until_waiting(&receiver, Waiting::ForUrgentOr { append_bytes: 1_000 });
+            until_waiting(
+                &receiver,
+                Waiting::ForUrgentOr {
+                    append_bytes: 1_000,
+                },
+            );
             for _ in 0..9 {
                 sender.send(Cmd::Append(100)).unwrap();
             }
@@ -313,7 +320,12 @@ mod tests {
                 let lingering = s.spawn(|| {
                     receiver.linger(Instant::now() + Duration::from_secs(600), 1_000);
                 });
-                until_waiting(&receiver, Waiting::ForUrgentOr { append_bytes: 1_000 });
+                until_waiting(
+                    &receiver,
+                    Waiting::ForUrgentOr {
+                        append_bytes: 1_000,
+                    },
+                );
                 for _ in 0..9 {
                     sender.send(Cmd::Append(100)).unwrap();
                 }
