@@ -21,12 +21,14 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default bound of the on-disk spool.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// Default of [`AgentConfig::spool_commit_delay`].
-/// Below [`DEFAULT_FORWARD_DELAY`], so that the commit's wait is spent
-/// inside the forward delay (which counts from when a batch was read), not
-/// added to a record's way to the control plane.
-pub const DEFAULT_SPOOL_COMMIT_DELAY: Duration = Duration::from_millis(6);
+/// As long as [`DEFAULT_FORWARD_DELAY`]: the forward delay counts from when
+/// a batch was read, so the commit's wait is spent inside it rather than
+/// added to a record's way to the control plane, and with the two equal a
+/// spool group is ready to go when it is readable: one call per group, the
+/// fewest calls for that latency (`docs/benchmarks.md`).
+pub const DEFAULT_SPOOL_COMMIT_DELAY: Duration = Duration::from_millis(8);
 /// Default of [`AgentConfig::forward_delay`].
-pub const DEFAULT_FORWARD_DELAY: Duration = Duration::from_millis(9);
+pub const DEFAULT_FORWARD_DELAY: Duration = Duration::from_millis(8);
 /// Most [`AgentConfig::spool_commit_delay`] and
 /// [`AgentConfig::forward_delay`] may be: each adds to every record's latency.
 pub const MAX_GATHER_DELAY: Duration = Duration::from_secs(1);

@@ -75,16 +75,16 @@ pub struct Args {
     #[arg(long, env = "WARDEN_AGENT_SPOOL_FULL_POLICY", value_enum, default_value_t = Policy::Backpressure)]
     spool_full_policy: Policy,
     /// How long a small spool append may wait for other connections' appends
-    /// to share its fsync (e.g. 6ms; 0s for none): fewer fsyncs at a low rate.
-    /// Clients hear "durable" this much later at most; while it stays below
-    /// the forward delay, records reach the control plane no later.
-    #[arg(long, env = "WARDEN_AGENT_SPOOL_COMMIT_DELAY", default_value = "6ms", value_parser = parse_duration)]
+    /// to share its fsync (e.g. 8ms; 0s for none): fewer fsyncs at a low rate.
+    /// Clients hear "durable" this much later at most; up to the forward
+    /// delay, records reach the control plane no later.
+    #[arg(long, env = "WARDEN_AGENT_SPOOL_COMMIT_DELAY", default_value = "8ms", value_parser = parse_duration)]
     spool_commit_delay: Duration,
     /// How long a batch may wait, counted from when the agent read it (its
     /// spool commit included), for others to share a call to the control
-    /// plane while no call is in flight (e.g. 9ms; 0s for none): fewer,
+    /// plane while no call is in flight (e.g. 8ms; 0s for none): fewer,
     /// larger calls and commits at a low rate. A full call goes at once.
-    #[arg(long, env = "WARDEN_AGENT_FORWARD_DELAY", default_value = "9ms", value_parser = parse_duration)]
+    #[arg(long, env = "WARDEN_AGENT_FORWARD_DELAY", default_value = "8ms", value_parser = parse_duration)]
     forward_delay: Duration,
     /// Most socket clients connected at once.
     #[arg(long, env = "WARDEN_AGENT_MAX_CONNECTIONS", default_value_t = warden_agent::config::DEFAULT_MAX_CONNECTIONS)]
