@@ -80,6 +80,7 @@ macro_rules! suite {
             record_queries_filter_by_agent_method_and_conflict,
             session_records_come_in_sequence_order_in_pages,
             session_gaps_are_reported_as_ranges,
+            session_ranges_grow_merge_and_split_across_deliveries,
             sessions_are_listed_most_recent_first,
             workspace_activity_counts_a_time_range,
             the_last_record_id_and_local_commits_follow_ingest,

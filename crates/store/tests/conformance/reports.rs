@@ -205,6 +205,52 @@ pub async fn session_records_come_in_sequence_order_in_pages(factory: &impl Stor
     );
 }
 
+/// A session's stored sequence numbers across deliveries: going on where it
+/// stopped, after a gap, before the first range, inside a gap, joining two
+/// ranges, joining three (with numbers already stored), and a duplicate.
+pub async fn session_ranges_grow_merge_and_split_across_deliveries(factory: &impl StoreFactory) {
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    let range = |first, last| SequenceRange { first, last };
+    let deliveries: [(std::ops::Range<i32>, &[SequenceRange]); 7] = [
+        (10..20, &[]),
+        // Goes on where it stopped.
+        (20..25, &[]),
+        // After a gap.
+        (30..35, &[range(25, 29)]),
+        // Before the first range.
+        (2..5, &[range(5, 9), range(25, 29)]),
+        // Inside a gap, touching neither side.
+        (26..28, &[range(5, 9), range(25, 25), range(28, 29)]),
+        // Joins two ranges.
+        (5..10, &[range(25, 25), range(28, 29)]),
+        // Joins three, 26 and 27 already stored.
+        (25..30, &[]),
+    ];
+    for (numbers, gaps) in deliveries {
+        store
+            .ingest(request(
+                &dev,
+                vec![batch(Some("s"), records(numbers.clone()))],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.session_gaps(dev.id, "s", 100).await.unwrap(),
+            gaps,
+            "after {numbers:?}"
+        );
+    }
+    // The same records again change nothing.
+    store
+        .ingest(request(&dev, vec![batch(Some("s"), records(20..25))]))
+        .await
+        .unwrap();
+    assert_eq!(store.session_gaps(dev.id, "s", 100).await.unwrap(), []);
+    let summary = store.session_summary(dev.id, "s").await.unwrap().unwrap();
+    assert_eq!(summary.missing(), 2, "0 and 1 before the first stored");
+}
+
 pub async fn session_gaps_are_reported_as_ranges(factory: &impl StoreFactory) {
     let store = factory.open().await;
     let dev = create(&*store, "dev").await;
