@@ -274,16 +274,16 @@ fn add_range(
     // The common case, a session going on where it stopped: one range
     // that starts at or before the new one grows in place (one statement,
     // the row keeps its key) instead of being deleted and inserted again.
-    if let [(start, end)] = touching.ranges().collect::<Vec<_>>()[..] {
-        if start <= first {
-            tx.prepare_cached(
-                "UPDATE session_seqs SET last_seq = ?4 \
-                 WHERE agent_id = ?1 AND session_id = ?2 AND first_seq = ?3",
-            )
-            .and_then(|mut s| s.execute(params![agent, session, start, end.max(last)]))
-            .ctx(ctx)?;
-            return Ok(());
-        }
+    if let [(start, end)] = touching.ranges().collect::<Vec<_>>()[..]
+        && start <= first
+    {
+        tx.prepare_cached(
+            "UPDATE session_seqs SET last_seq = ?4 \
+             WHERE agent_id = ?1 AND session_id = ?2 AND first_seq = ?3",
+        )
+        .and_then(|mut s| s.execute(params![agent, session, start, end.max(last)]))
+        .ctx(ctx)?;
+        return Ok(());
     }
     let (mut low, mut high) = (first, last);
     let mut delete = tx
