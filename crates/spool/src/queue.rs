@@ -285,13 +285,12 @@ mod tests {
         });
     }
 
-    #[test]
-    fn a_lingering_writer_is_not_woken_by_small_appends_or_other_commands() {
+    /// A writer lingers up to `linger_for` for 1,000 bytes while 900 bytes of
+    /// appends and then `last` are sent; returns once the linger is over.
+    fn linger_while_sending(linger_for: Duration, last: Cmd) -> Receiver<Cmd> {
         let (sender, receiver) = queue();
         std::thread::scope(|s| {
-            let lingering = s.spawn(|| {
-                receiver.linger(Instant::now() + Duration::from_millis(200), 1_000);
-            });
+            let lingering = s.spawn(|| receiver.linger(Instant::now() + linger_for, 1_000));
             until_waiting(
                 &receiver,
                 Waiting::ForUrgentOr {
@@ -301,9 +300,15 @@ mod tests {
             for _ in 0..9 {
                 sender.send(Cmd::Append(100)).unwrap();
             }
-            sender.send(Cmd::Other).unwrap();
+            sender.send(last).unwrap();
             lingering.join().unwrap();
         });
+        receiver
+    }
+
+    #[test]
+    fn a_lingering_writer_is_not_woken_by_small_appends_or_other_commands() {
+        let receiver = linger_while_sending(Duration::from_millis(200), Cmd::Other);
         assert_eq!(wakes(&receiver), 0, "900 bytes and a plain command woke it");
         let (mut batch, mut bytes) = (Vec::new(), 0);
         receiver.take(&mut batch, &mut bytes, u64::MAX);
@@ -314,24 +319,8 @@ mod tests {
     #[test]
     fn a_lingering_writer_is_woken_by_enough_bytes_or_an_urgent_command() {
         for last in [Cmd::Append(100), Cmd::Urgent] {
-            let (sender, receiver) = queue();
-            std::thread::scope(|s| {
-                // Far longer than the test: only a wake-up ends it.
-                let lingering = s.spawn(|| {
-                    receiver.linger(Instant::now() + Duration::from_secs(600), 1_000);
-                });
-                until_waiting(
-                    &receiver,
-                    Waiting::ForUrgentOr {
-                        append_bytes: 1_000,
-                    },
-                );
-                for _ in 0..9 {
-                    sender.send(Cmd::Append(100)).unwrap();
-                }
-                sender.send(last).unwrap();
-                lingering.join().unwrap();
-            });
+            // Far longer than the test: only a wake-up ends it.
+            let receiver = linger_while_sending(Duration::from_secs(600), last);
             assert_eq!(wakes(&receiver), 1);
         }
     }

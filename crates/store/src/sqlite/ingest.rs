@@ -274,7 +274,8 @@ fn add_range(
     // The common case, a session going on where it stopped: one range
     // that starts at or before the new one grows in place (one statement,
     // the row keeps its key) instead of being deleted and inserted again.
-    if let [(start, end)] = touching.ranges().collect::<Vec<_>>()[..]
+    let mut ranges = touching.ranges();
+    if let (Some((start, end)), None) = (ranges.next(), ranges.next())
         && start <= first
     {
         tx.prepare_cached(
