@@ -16,6 +16,7 @@
 
 mod chain;
 mod counters;
+mod credentials;
 mod db;
 mod exports;
 mod ingest;
@@ -31,7 +32,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags};
@@ -56,6 +57,7 @@ use crate::model::{
 };
 use crate::store::{Store, StoreFuture};
 use crate::verdict::{SessionKey, SessionVerdict};
+use credentials::CredentialCache;
 use db::Ctx;
 use writer::{Job, Writer};
 
@@ -195,6 +197,8 @@ pub struct SqliteStore {
     registry: Arc<Mutex<Option<SqliteConnection>>>,
     /// The registry's reads.
     registry_reads: SqlitePool,
+    /// Agent credentials read recently (every agent call checks them).
+    credentials: CredentialCache,
     jobs: mpsc::Sender<Job>,
     writer: StdMutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Readers>,
@@ -263,6 +267,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             registry: Arc::new(Mutex::new(Some(conn))),
             registry_reads,
+            credentials: CredentialCache::default(),
             jobs,
             writer: StdMutex::new(Some(thread)),
             readers: Arc::new(Readers {
@@ -415,21 +420,36 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> StoreFuture<'a, Workspace> {
         Box::pin(async move {
-            self.with_writer(async |conn| registry::rotate_agent_token(conn, name, hash, at).await)
-                .await
+            let rotated = self
+                .with_writer(async |conn| registry::rotate_agent_token(conn, name, hash, at).await)
+                .await;
+            self.credentials.forget_all();
+            rotated
         })
     }
 
     fn delete_workspace<'a>(&'a self, name: &'a str, at: Timestamp) -> StoreFuture<'a, Workspace> {
         Box::pin(async move {
-            self.with_writer(async |conn| registry::delete_workspace(conn, name, at).await)
-                .await
+            let deleted = self
+                .with_writer(async |conn| registry::delete_workspace(conn, name, at).await)
+                .await;
+            self.credentials.forget_all();
+            deleted
         })
     }
 
     fn agent_credentials(&self, agent_id: Uuid) -> StoreFuture<'_, Option<AgentCredentials>> {
         Box::pin(async move {
-            registry::agent_credentials(&mut *self.registry_read().await?, agent_id).await
+            if let Some(cached) = self.credentials.get(agent_id, Instant::now()) {
+                return Ok(Some(cached));
+            }
+            let read = self.credentials.start_read(Instant::now());
+            let found =
+                registry::agent_credentials(&mut *self.registry_read().await?, agent_id).await?;
+            if let Some(credentials) = &found {
+                self.credentials.put(agent_id, credentials.clone(), read);
+            }
+            Ok(found)
         })
     }
 

@@ -279,6 +279,14 @@ pub async fn workspace_names_are_unique_among_live_workspaces(factory: &impl Sto
 pub async fn rotating_a_token_replaces_its_hash(factory: &impl StoreFactory) {
     let store = factory.open().await;
     let dev = create(&*store, "dev").await;
+    // Read first, as every agent call does: what a store keeps of that read
+    // must not outlive the rotation.
+    let before = store
+        .agent_credentials(dev.agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(before.token_hash, hash(9));
     let rotated = store
         .rotate_agent_token("dev", hash(9), at(5))
         .await
@@ -304,6 +312,13 @@ pub async fn deleting_revokes_the_agent_and_keeps_records(factory: &impl StoreFa
         .ingest(request(&dev, vec![batch(Some(SESSION), records(0..3))]))
         .await
         .unwrap();
+    assert!(
+        store
+            .agent_credentials(dev.agent.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
     let deleted = store.delete_workspace("dev", at(20)).await.unwrap();
     assert_eq!(deleted.id, dev.id);
     assert_eq!(store.agent_credentials(dev.agent.id).await.unwrap(), None);
