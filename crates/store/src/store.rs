@@ -120,7 +120,10 @@ pub trait Store: Send + Sync + 'static {
     /// records above it are returned by
     /// [`unprinted_records`](Store::unprinted_records) after a restart
     /// (printed again, marked as replays), so callers note printed lines
-    /// often (at least every 100 ms) to keep that window small.
+    /// often (at least every 50 ms) to keep that window small. A store may
+    /// keep a note in memory for a short while to write it with its next
+    /// commit (SQLite: at most 40 ms), but its own reads see the note at
+    /// once.
     fn mark_printed(&self, ids: Vec<RecordId>) -> StoreFuture<'_, ()>;
 
     /// Retention: deletes at most `max_rows` records received before

@@ -65,6 +65,89 @@ async fn opening_twice_runs_migrations_once() {
     second.ping().await.unwrap();
 }
 
+/// The line watermark as written in the database file.
+fn printed_through_on_disk(factory: &Sqlite) -> i64 {
+    let conn = rusqlite::Connection::open(factory.path()).unwrap();
+    conn.query_row(
+        "SELECT coalesce((SELECT value FROM store_state WHERE key = 'printed_through'), 0)",
+        [],
+        |row| row.get(0),
+    )
+    .unwrap()
+}
+
+/// A note of printed lines waits for the next commit instead of paying a
+/// transaction and an fsync of its own, and reads in this process see it
+/// at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_printed_note_is_written_by_the_next_commit() {
+    use conformance::{batch, create, records, request};
+
+    let factory = Sqlite::new();
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    let first = store
+        .ingest(request(&dev, vec![batch(Some("s1"), records(0..5))]))
+        .await
+        .unwrap();
+    store.mark_printed(first.record_ids.clone()).await.unwrap();
+    assert!(store.unprinted_records(None, 100).await.unwrap().is_empty());
+    let second = store
+        .ingest(request(&dev, vec![batch(Some("s1"), records(5..8))]))
+        .await
+        .unwrap();
+    // The second commit wrote the first one's note with it.
+    assert_eq!(
+        printed_through_on_disk(&factory),
+        *first.record_ids.iter().max().unwrap()
+    );
+    let due: Vec<i64> = store
+        .unprinted_records(None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    let mut expected = second.record_ids.clone();
+    expected.sort_unstable();
+    assert_eq!(due, expected);
+    store.close().await.unwrap();
+}
+
+/// With no commit after it, a note is written by a flush of its own soon
+/// after, so a crash then prints none of those lines again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_printed_note_with_no_commit_after_it_is_flushed() {
+    use conformance::{batch, create, records, request};
+
+    let factory = Sqlite::new();
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    let outcome = store
+        .ingest(request(&dev, vec![batch(Some("s1"), records(0..5))]))
+        .await
+        .unwrap();
+    let last = *outcome.record_ids.iter().max().unwrap();
+    store
+        .mark_printed(outcome.record_ids.clone())
+        .await
+        .unwrap();
+    // Waits for the flush's commit itself (about 40 ms), polling the file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while printed_through_on_disk(&factory) != last {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the note was never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // A crash now (no close) loses nothing of it.
+    drop(store);
+    let store = factory.open().await;
+    assert!(store.unprinted_records(None, 100).await.unwrap().is_empty());
+    store.close().await.unwrap();
+}
+
 /// The query API's most common questions pick blocks from an index walked
 /// in id order: no scan of other workspaces' blocks, no sort.
 #[tokio::test]

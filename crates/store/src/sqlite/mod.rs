@@ -59,7 +59,7 @@ use crate::store::{Store, StoreFuture};
 use crate::verdict::{SessionKey, SessionVerdict};
 use credentials::CredentialCache;
 use db::Ctx;
-use writer::{Job, Writer};
+use writer::{Job, NOTE_FLUSH_DELAY, PrintedNotes, Writer};
 
 /// Queued writer jobs before callers wait (backpressure on ingest).
 const WRITER_QUEUE: usize = 1024;
@@ -199,6 +199,8 @@ pub struct SqliteStore {
     registry_reads: SqlitePool,
     /// Agent credentials read recently (every agent call checks them).
     credentials: CredentialCache,
+    /// The printed-line watermark as noted, and whether a flush is due.
+    notes: Arc<PrintedNotes>,
     jobs: mpsc::Sender<Job>,
     writer: StdMutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Readers>,
@@ -246,10 +248,12 @@ impl SqliteStore {
             .await
             .map_err(StoreError::Migrate)?;
         let owned = path.to_owned();
+        let notes = Arc::new(PrintedNotes::default());
+        let writer_notes = Arc::clone(&notes);
         let writer = tokio::task::spawn_blocking(move || {
             let mut conn = open_writer(&owned)?;
             upgrade::upgrade(&mut conn)?;
-            Writer::new(conn, options)
+            Writer::new(conn, options, writer_notes)
         })
         .await
         .map_err(|e| StoreError::database("starting the writer")(e))??;
@@ -268,6 +272,7 @@ impl SqliteStore {
             registry: Arc::new(Mutex::new(Some(conn))),
             registry_reads,
             credentials: CredentialCache::default(),
+            notes,
             jobs,
             writer: StdMutex::new(Some(thread)),
             readers: Arc::new(Readers {
@@ -470,7 +475,9 @@ impl Store for SqliteStore {
         after: Option<RecordId>,
         limit: u32,
     ) -> StoreFuture<'_, Vec<StoredRecord>> {
-        Box::pin(self.read(move |conn| read::unprinted(conn, after, limit)))
+        // What this process noted counts before it is written.
+        let noted = self.notes.noted_through();
+        Box::pin(self.read(move |conn| read::unprinted(conn, after, noted, limit)))
     }
 
     fn mark_printed(&self, ids: Vec<RecordId>) -> StoreFuture<'_, ()> {
@@ -478,7 +485,18 @@ impl Store for SqliteStore {
             if ids.is_empty() {
                 return Ok(());
             }
-            self.submit(|reply| Job::MarkPrinted(ids, reply)).await
+            self.submit(|reply| Job::MarkPrinted(ids, reply)).await?;
+            if self.notes.claim_flush() {
+                let jobs = self.jobs.clone();
+                let notes = Arc::clone(&self.notes);
+                tokio::spawn(async move {
+                    tokio::time::sleep(NOTE_FLUSH_DELAY).await;
+                    notes.flush_queued();
+                    // Gone only when the store closed, which wrote it.
+                    let _ = jobs.send(Job::FlushPrinted).await;
+                });
+            }
+            Ok(())
         })
     }
 

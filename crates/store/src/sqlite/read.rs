@@ -280,11 +280,13 @@ pub(super) fn records_plan(
 pub(super) fn unprinted(
     conn: &Connection,
     after: Option<RecordId>,
+    noted_through: RecordId,
     limit: u32,
 ) -> Result<Vec<StoredRecord>, StoreError> {
     let through = db::state(conn, PRINTED_THROUGH)
         .ctx("reading the line watermark")?
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .max(noted_through);
     records(
         conn,
         &RecordQuery {

@@ -128,7 +128,7 @@ fn hash(byte: u8) -> TokenHash {
     TokenHash([byte; 32])
 }
 
-async fn create(store: &dyn Store, name: &str) -> Workspace {
+pub(crate) async fn create(store: &dyn Store, name: &str) -> Workspace {
     create_owned(store, name, "alice").await
 }
 
@@ -169,7 +169,7 @@ fn record(seq: i32, url: &str) -> AuditRecord {
     }
 }
 
-fn records(seqs: std::ops::Range<i32>) -> Vec<AuditRecord> {
+pub(crate) fn records(seqs: std::ops::Range<i32>) -> Vec<AuditRecord> {
     seqs.map(|s| record(s, &format!("https://example.com/{s}")))
         .collect()
 }
@@ -179,7 +179,7 @@ fn received() -> Timestamp {
     Timestamp::new(1_765_227_527, 5_000_000).unwrap()
 }
 
-fn batch(session: Option<&str>, records: Vec<AuditRecord>) -> IngestBatch {
+pub(crate) fn batch(session: Option<&str>, records: Vec<AuditRecord>) -> IngestBatch {
     IngestBatch {
         batch_id: Uuid::now_v7(),
         received_at: received(),
@@ -202,7 +202,7 @@ fn batch(session: Option<&str>, records: Vec<AuditRecord>) -> IngestBatch {
     }
 }
 
-fn request(workspace: &Workspace, batches: Vec<IngestBatch>) -> Arc<IngestRequest> {
+pub(crate) fn request(workspace: &Workspace, batches: Vec<IngestBatch>) -> Arc<IngestRequest> {
     Arc::new(IngestRequest {
         agent_id: workspace.agent.id,
         at: at(10),
