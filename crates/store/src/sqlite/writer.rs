@@ -253,20 +253,20 @@ impl Writer {
         } else {
             self.commit_together(group);
         }
-        self.publish_noted();
     }
 
     /// Notes alone: kept in memory, written only by a flush that finds the
     /// watermark moved since the last commit.
     fn note_printed(&mut self, group: Vec<Job>) {
         let mut flush = false;
+        let mut replies = Vec::with_capacity(group.len());
         for job in group {
             match job {
                 Job::MarkPrinted(ids, reply) => {
                     for (first, last) in crate::intervals::runs(sorted(&ids)) {
                         self.lines.due.remove(first, last);
                     }
-                    drop(reply.send(Ok(())));
+                    replies.push(reply);
                 }
                 Job::FlushPrinted => flush = true,
                 job => job.fail(StoreError::Corrupt("not a printed-line note".into())),
@@ -277,6 +277,11 @@ impl Writer {
             if let Err(e) = self.apply(&[]) {
                 tracing::warn!(error = %e.chain(), "could not save which boundary lines are printed; the next commit will");
             }
+        }
+        // Published before the callers hear back, so their next read sees it.
+        self.publish_noted();
+        for reply in replies {
+            drop(reply.send(Ok(())));
         }
     }
 
@@ -412,6 +417,7 @@ impl Writer {
         self.lines = lines;
         self.next_id = next_id;
         self.chain = head;
+        self.publish_noted();
         Ok(done)
     }
 }
