@@ -218,20 +218,40 @@ impl ApiClient {
         self.call(Method::DELETE, &path, None).await
     }
 
+    /// The server's Prometheus metrics (`GET /metrics`), as text.
+    pub async fn metrics_text(&self) -> Result<String, ClientError> {
+        let bytes = self
+            .fetch(Method::GET, "/metrics", "text/plain", None)
+            .await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
-        let request = self.request(method, path, "application/json", &[], body)?;
+        let bytes = self.fetch(method, path, "application/json", body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.into()))
+    }
+
+    /// The body of a successful answer, within the client's timeout.
+    async fn fetch(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, ClientError> {
+        let request = self.request(method, path, accept, &[], body)?;
         let (status, bytes) = tokio::time::timeout(self.timeout, self.exchange(request))
             .await
             .map_err(|_| ClientError::Timeout(self.timeout))??;
         if !status.is_success() {
             return Err(api_error(status, &bytes));
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.into()))
+        Ok(bytes)
     }
 
     /// A GET whose answer is read as it arrives (an event stream): the

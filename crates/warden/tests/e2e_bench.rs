@@ -48,6 +48,12 @@ async fn a_small_bench_run_reports_every_record() {
     }
     let to_server = report["stages"]["to_server"]["p50_ms"].as_f64().unwrap();
     assert!(to_server <= max, "{report}");
+    // The server counted the agent's calls: at least one, at most one per
+    // record, and the records a call carries add up to the run's.
+    let calls = report["calls"]["calls"].as_u64().unwrap();
+    assert!((1..=3000).contains(&calls), "{report}");
+    let per_call = report["calls"]["records_per_call"].as_f64().unwrap();
+    assert!((per_call * calls as f64 - 3000.0).abs() < 1e-6, "{report}");
     // CPU time is read in clock ticks (10 ms): one process's share of a
     // run this small can be a single tick or none, so each is checked for
     // being read and accounted per record, and the three together for

@@ -15,6 +15,7 @@
 //! Exit codes: 0 when every record arrived, 1 otherwise or on a failure, 2
 //! for bad flags.
 
+mod calls;
 mod latency;
 mod lines;
 mod load;
@@ -38,6 +39,7 @@ use warden_api::workspaces::CreateWorkspace;
 use warden_client::AckPolicy;
 
 use super::failure::{self, Failure};
+use calls::Calls;
 use latency::Latency;
 use lines::ServerLines;
 use load::Load;
@@ -254,6 +256,18 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
     let sent = runtime.block_on(load.run())?;
     let last_line = wait_for_lines(&server_lines, args.records, sent.started)?;
     let after = (agent.usage()?, server.usage()?, Usage::of("self")?);
+    let calls = runtime
+        .block_on(async {
+            ApiClient::new(&url, admin_token.clone(), None)?
+                .metrics_text()
+                .await
+        })
+        .map_err(anyhow::Error::from)
+        .and_then(|text| {
+            calls::ingest_calls(&text).context("the server's metrics count no ingest calls")
+        })
+        .inspect_err(|error| eprintln!("warden bench: no call count: {error:#}"))
+        .ok();
 
     // Stop the agent first: it may still hold acknowledgements to send.
     let stopped_agent = agent.stop(STOP_LIMIT);
@@ -302,6 +316,7 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
         accepted_per_second: records as f64 / sent.accepted_after.as_secs_f64(),
         latency: Latency::of(&mut latencies),
         stages,
+        calls: calls.map(|calls| Calls::new(calls, records, seconds)),
         agent: ProcessFigures::new(after.0.since(before.0), records),
         server: ProcessFigures::new(after.1.since(before.1), records),
         clients_process: ProcessFigures::new(after.2.since(before.2), records),

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::calls::Calls;
 use super::latency::Latency;
 use super::peer::PeerReport;
 use super::procs::Usage;
@@ -54,6 +55,9 @@ pub struct Report {
     /// The first stages of that time, from the store (`None` when it could
     /// not be read).
     pub stages: Option<Stages>,
+    /// The agent's calls to the server (`None` when its metrics could not
+    /// be read).
+    pub calls: Option<Calls>,
     pub agent: ProcessFigures,
     pub server: ProcessFigures,
     /// This process: the clients (and the reading of the server's lines).
@@ -114,6 +118,13 @@ impl fmt::Display for Report {
                 s.agent.p99_ms,
                 s.to_server.p50_ms,
                 s.to_server.p99_ms
+            )?;
+        }
+        if let Some(c) = &self.calls {
+            writeln!(
+                f,
+                "  calls         {} agent calls to the server ({:.0}/s, {:.1} records a call)",
+                c.calls, c.per_second, c.records_per_call
             )?;
         }
         for (name, p) in [
