@@ -76,31 +76,37 @@ fn printed_through_on_disk(factory: &Sqlite) -> i64 {
     .unwrap()
 }
 
+/// Commits records `seqs` of session `s1` for `dev`; their ids, sorted.
+async fn commit_s1(
+    store: &dyn Store,
+    dev: &warden_store::Workspace,
+    seqs: std::ops::Range<i32>,
+) -> Vec<i64> {
+    use conformance::{batch, records, request};
+
+    let mut ids = store
+        .ingest(request(dev, vec![batch(Some("s1"), records(seqs))]))
+        .await
+        .unwrap()
+        .record_ids;
+    ids.sort_unstable();
+    ids
+}
+
 /// A note of printed lines waits for the next commit instead of paying a
 /// transaction and an fsync of its own, and reads in this process see it
 /// at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_printed_note_is_written_by_the_next_commit() {
-    use conformance::{batch, create, records, request};
-
     let factory = Sqlite::new();
     let store = factory.open().await;
-    let dev = create(&*store, "dev").await;
-    let first = store
-        .ingest(request(&dev, vec![batch(Some("s1"), records(0..5))]))
-        .await
-        .unwrap();
-    store.mark_printed(first.record_ids.clone()).await.unwrap();
+    let dev = conformance::create(&*store, "dev").await;
+    let first = commit_s1(&*store, &dev, 0..5).await;
+    store.mark_printed(first.clone()).await.unwrap();
     assert!(store.unprinted_records(None, 100).await.unwrap().is_empty());
-    let second = store
-        .ingest(request(&dev, vec![batch(Some("s1"), records(5..8))]))
-        .await
-        .unwrap();
+    let second = commit_s1(&*store, &dev, 5..8).await;
     // The second commit wrote the first one's note with it.
-    assert_eq!(
-        printed_through_on_disk(&factory),
-        *first.record_ids.iter().max().unwrap()
-    );
+    assert_eq!(printed_through_on_disk(&factory), *first.last().unwrap());
     let due: Vec<i64> = store
         .unprinted_records(None, 100)
         .await
@@ -108,9 +114,7 @@ async fn a_printed_note_is_written_by_the_next_commit() {
         .iter()
         .map(|r| r.id)
         .collect();
-    let mut expected = second.record_ids.clone();
-    expected.sort_unstable();
-    assert_eq!(due, expected);
+    assert_eq!(due, second);
     store.close().await.unwrap();
 }
 
@@ -118,20 +122,12 @@ async fn a_printed_note_is_written_by_the_next_commit() {
 /// after, so a crash then prints none of those lines again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_printed_note_with_no_commit_after_it_is_flushed() {
-    use conformance::{batch, create, records, request};
-
     let factory = Sqlite::new();
     let store = factory.open().await;
-    let dev = create(&*store, "dev").await;
-    let outcome = store
-        .ingest(request(&dev, vec![batch(Some("s1"), records(0..5))]))
-        .await
-        .unwrap();
-    let last = *outcome.record_ids.iter().max().unwrap();
-    store
-        .mark_printed(outcome.record_ids.clone())
-        .await
-        .unwrap();
+    let dev = conformance::create(&*store, "dev").await;
+    let ids = commit_s1(&*store, &dev, 0..5).await;
+    let last = *ids.last().unwrap();
+    store.mark_printed(ids).await.unwrap();
     // Waits for the flush's commit itself (about 40 ms), polling the file.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while printed_through_on_disk(&factory) != last {

@@ -209,8 +209,8 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
         .map(str::to_owned)
         .context("the server's URL")?;
 
+    let admin = ApiClient::new(&url, admin_token, None).context("the server's URL")?;
     let workspace = runtime.block_on(async {
-        let admin = ApiClient::new(&url, admin_token.clone(), None)?;
         let name = format!("bench-{}", jiff::Timestamp::now().as_millisecond());
         admin
             .create_workspace(&CreateWorkspace {
@@ -257,11 +257,7 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
     let last_line = wait_for_lines(&server_lines, args.records, sent.started)?;
     let after = (agent.usage()?, server.usage()?, Usage::of("self")?);
     let calls = runtime
-        .block_on(async {
-            ApiClient::new(&url, admin_token.clone(), None)?
-                .metrics_text()
-                .await
-        })
+        .block_on(admin.metrics_text())
         .map_err(anyhow::Error::from)
         .and_then(|text| {
             calls::ingest_calls(&text).context("the server's metrics count no ingest calls")
