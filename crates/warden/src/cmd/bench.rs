@@ -357,8 +357,8 @@ fn start_server(
         );
     }
     let reader = Arc::clone(lines);
-    let mut server = Process::spawn("server", exe, &args, &envs, move |line| {
-        reader.on_line(line)
+    let mut server = Process::spawn("server", exe, &args, &envs, move |chunk| {
+        reader.on_lines(chunk)
     })?;
     wait_until("the server listens", START_LIMIT, &mut server, || {
         lines.url().is_some()
@@ -391,11 +391,13 @@ fn start_agent(
     ];
     let ready = Arc::new(AtomicBool::new(false));
     let seen = Arc::clone(&ready);
-    let mut agent = Process::spawn("agent", exe, &args, &envs, move |line| {
-        if line.windows(AGENT_READY.len()).any(|w| w == AGENT_READY) {
-            seen.store(true, Ordering::Release);
-        } else {
-            eprint!("agent: {}", String::from_utf8_lossy(line));
+    let mut agent = Process::spawn("agent", exe, &args, &envs, move |chunk| {
+        for line in procs::lines(chunk) {
+            if line.windows(AGENT_READY.len()).any(|w| w == AGENT_READY) {
+                seen.store(true, Ordering::Release);
+            } else {
+                eprint!("agent: {}", String::from_utf8_lossy(line));
+            }
         }
     })?;
     wait_until("the agent's socket is up", START_LIMIT, &mut agent, || {
