@@ -54,6 +54,18 @@ async fn a_small_bench_run_reports_every_record() {
     assert!((1..=3000).contains(&calls), "{report}");
     let per_call = report["calls"]["records_per_call"].as_f64().unwrap();
     assert!((per_call * calls as f64 - 3000.0).abs() < 1e-6, "{report}");
+    // Its CPU per call is the CPU per record times the records a call.
+    for process in ["server", "agent"] {
+        let per_record = report[process]["cpu_us_per_record"].as_f64().unwrap();
+        let ms_per_call = report["calls"][format!("{process}_cpu_ms_per_call")]
+            .as_f64()
+            .unwrap();
+        let expected = per_record * per_call / 1e3;
+        assert!(
+            (ms_per_call - expected).abs() <= 1e-6 * expected.max(1.0),
+            "{process}: {report}"
+        );
+    }
     // CPU time is read in clock ticks (10 ms): one process's share of a
     // run this small can be a single tick or none, so each is checked for
     // being read and accounted per record, and the three together for

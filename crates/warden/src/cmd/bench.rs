@@ -288,6 +288,7 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
     let seconds = last_line.duration_since(sent.started).as_secs_f64();
     let records = args.records;
     let records_per_second = records as f64 / seconds;
+    let (agent_used, server_used) = (after.0.since(before.0), after.1.since(before.1));
     let mut latencies = server_lines.take_latencies();
     if server_lines.untimed() > 0 {
         eprintln!(
@@ -312,9 +313,10 @@ fn bench(args: &Args, store: &Store) -> anyhow::Result<Report> {
         accepted_per_second: records as f64 / sent.accepted_after.as_secs_f64(),
         latency: Latency::of(&mut latencies),
         stages,
-        calls: calls.map(|calls| Calls::new(calls, records, seconds)),
-        agent: ProcessFigures::new(after.0.since(before.0), records),
-        server: ProcessFigures::new(after.1.since(before.1), records),
+        calls: calls
+            .map(|calls| Calls::new(calls, records, seconds, server_used.cpu, agent_used.cpu)),
+        agent: ProcessFigures::new(agent_used, records),
+        server: ProcessFigures::new(server_used, records),
         clients_process: ProcessFigures::new(after.2.since(before.2), records),
         ratio_to_peer: peer
             .as_ref()

@@ -123,8 +123,13 @@ impl fmt::Display for Report {
         if let Some(c) = &self.calls {
             writeln!(
                 f,
-                "  calls         {} agent calls to the server ({:.0}/s, {:.1} records a call)",
-                c.calls, c.per_second, c.records_per_call
+                "  calls         {} agent calls to the server ({:.0}/s, {:.1} records a call; \
+                 CPU a call: server {:.2} ms, agent {:.2} ms)",
+                c.calls,
+                c.per_second,
+                c.records_per_call,
+                c.server_cpu_ms_per_call,
+                c.agent_cpu_ms_per_call
             )?;
         }
         for (name, p) in [
