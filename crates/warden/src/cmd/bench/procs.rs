@@ -120,9 +120,10 @@ const READ_BYTES: usize = 1 << 20;
 /// read (and, at the end, a last line without its newline) in place.
 ///
 /// Why not `BufRead::read_until` per line: the server's reader sees every
-/// boundary line of a saturated run, and a copy, a clock read and a lock
-/// per line were a third of the bench's own CPU. Lines that came in one
-/// read also arrived at one instant, which is what the latency wants.
+/// boundary line of a saturated run on the clients process's CPU budget,
+/// and a copy, a clock read and a lock per line were about a quarter of
+/// that thread's CPU. Lines that came in one read also arrived at one
+/// instant, which is what the latency wants.
 pub fn read_lines(mut input: impl Read, mut on_lines: impl FnMut(&[u8])) {
     let mut buf = vec![0u8; READ_BYTES];
     // Bytes in `buf` of a line not yet complete.
