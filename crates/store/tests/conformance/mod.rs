@@ -31,7 +31,8 @@ use warden_proto::domain::{
     RecordRejection,
 };
 use warden_store::{
-    IngestRequest, LossSource, NewWorkspace, RecordQuery, Store, StoreError, TokenHash, Workspace,
+    AgentCredentials, IngestRequest, LossSource, NewWorkspace, RecordQuery, Store, StoreError,
+    TokenHash, Workspace,
 };
 
 /// Opens the backend under test.
@@ -126,6 +127,11 @@ fn at(second: i64) -> Timestamp {
 
 fn hash(byte: u8) -> TokenHash {
     TokenHash([byte; 32])
+}
+
+/// The credentials of an agent that must have them.
+async fn credentials_of(store: &dyn Store, agent: Uuid) -> AgentCredentials {
+    store.agent_credentials(agent).await.unwrap().unwrap()
 }
 
 pub(crate) async fn create(store: &dyn Store, name: &str) -> Workspace {
@@ -242,11 +248,7 @@ pub async fn registry_creates_lists_and_finds_workspaces(factory: &impl StoreFac
     assert_eq!(store.workspace("dev").await.unwrap(), Some(dev.clone()));
     assert_eq!(store.workspace("nope").await.unwrap(), None);
 
-    let creds = store
-        .agent_credentials(dev.agent.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let creds = credentials_of(&*store, dev.agent.id).await;
     assert_eq!(creds.token_hash, hash(1));
     assert_eq!(creds.manifest, dev.manifest());
     assert_eq!(store.agent_credentials(Uuid::new_v4()).await.unwrap(), None);
@@ -281,11 +283,7 @@ pub async fn rotating_a_token_replaces_its_hash(factory: &impl StoreFactory) {
     let dev = create(&*store, "dev").await;
     // Read first, as every agent call does: what a store keeps of that read
     // must not outlive the rotation.
-    let before = store
-        .agent_credentials(dev.agent.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let before = credentials_of(&*store, dev.agent.id).await;
     assert_ne!(before.token_hash, hash(9));
     let rotated = store
         .rotate_agent_token("dev", hash(9), at(5))
@@ -293,11 +291,7 @@ pub async fn rotating_a_token_replaces_its_hash(factory: &impl StoreFactory) {
         .unwrap();
     assert_eq!(rotated.agent.id, dev.agent.id);
     assert_eq!(rotated.agent.token_issued_at, at(5));
-    let creds = store
-        .agent_credentials(dev.agent.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let creds = credentials_of(&*store, dev.agent.id).await;
     assert_eq!(creds.token_hash, hash(9));
     assert!(matches!(
         store.rotate_agent_token("nope", hash(9), at(5)).await,
