@@ -4,10 +4,9 @@
 use std::fmt::Write;
 
 use jiff::Timestamp;
-use jiff::civil::DateTime;
 use serde::Serialize;
 use uuid::Uuid;
-use warden_api::time::{push_civil_stamp, push_date_time, push_padded, push_stamp, utc};
+use warden_api::time::{push_padded, push_stamp, push_utc_date_time, utc_subsec_nanos};
 use warden_proto::domain::{AuditRecord, Decision, IngestBatch, Manifest};
 use warden_store::StoredRecord;
 
@@ -193,10 +192,9 @@ fn slog_value(out: &mut String, value: &str) {
 }
 
 fn write_text(out: &mut String, r: &LineRecord<'_>) {
-    // The line shows its instant twice: convert it to a civil time once.
-    let stamp = utc(r.stamp());
+    let stamp = r.stamp();
     out.push_str("[API] ");
-    push_civil_stamp(out, &stamp);
+    push_stamp(out, stamp);
     out.push_str(" [");
     out.push_str(r.level());
     out.push_str("] boundary: workspace.id=");
@@ -213,7 +211,7 @@ fn write_text(out: &mut String, r: &LineRecord<'_>) {
     quote_into(out, r.url);
     out.push_str(" time=");
     out.push('"');
-    push_civil_rfc3339_nano(out, &stamp);
+    push_rfc3339_nano(out, stamp);
     out.push('"');
     let quoted = |out: &mut String, key: &str, value: &str| {
         if !value.is_empty() {
@@ -330,17 +328,11 @@ fn write_json(out: &mut String, r: &LineRecord<'_>) {
     }
 }
 
-/// Go's `time.RFC3339Nano` in UTC: the fraction without trailing zeros, and
-/// none at all when it is zero.
+/// Go's `time.RFC3339Nano` in UTC: the fraction without trailing zeros,
+/// and none at all when it is zero.
 fn push_rfc3339_nano(out: &mut String, t: Timestamp) {
-    push_civil_rfc3339_nano(out, &utc(t));
-}
-
-/// [`push_rfc3339_nano`] of an instant already in UTC: the fraction has
-/// no trailing zeros and is left out when zero, as Go writes it.
-fn push_civil_rfc3339_nano(out: &mut String, dt: &DateTime) {
-    push_date_time(out, dt, 'T');
-    let nanos = dt.subsec_nanosecond() as u32;
+    push_utc_date_time(out, t, 'T');
+    let nanos = utc_subsec_nanos(t);
     if nanos > 0 {
         let (mut fraction, mut digits) = (nanos, 9);
         while fraction % 10 == 0 {
