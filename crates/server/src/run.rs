@@ -86,6 +86,7 @@ impl Server {
         files::prepare_database(&config.database)?;
         let options = warden_store::StoreOptions {
             max_url_bytes: config.limits.max_url_bytes,
+            ..warden_store::StoreOptions::default()
         };
         let store = warden_store::open_with(&config.database, options).await?;
         match Self::prepare(config, listener, addr, lines, Arc::clone(&store), tls).await {

@@ -2,6 +2,7 @@
 //! get back, with no trace of SQL.
 
 use std::fmt;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use uuid::Uuid;
@@ -255,12 +256,20 @@ pub struct StoreOptions {
     /// Longer URLs are stored cut to this many bytes (at a character
     /// boundary) with their original length; never refused.
     pub max_url_bytes: usize,
+    /// SQLite: how often the writer enters new blocks in the per-session
+    /// index (`sqlite/session_index.rs`); reads find newer blocks without
+    /// it, so this only bounds how many they look at that way.
+    pub session_index_every: Duration,
 }
+
+/// Default of [`StoreOptions::session_index_every`].
+pub const DEFAULT_SESSION_INDEX_EVERY: Duration = Duration::from_secs(1);
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             max_url_bytes: DEFAULT_MAX_URL_BYTES,
+            session_index_every: DEFAULT_SESSION_INDEX_EVERY,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! only make sense for SQLite (its files and pragmas).
 
 mod conformance;
+#[path = "sqlite/session_index.rs"]
+mod session_index;
 
 use std::sync::Arc;
 

@@ -82,8 +82,9 @@ impl Lookup for Queries<'_> {
         let mut stmt = self
             .0
             .prepare_cached(
-                "SELECT data FROM blocks WHERE agent_id = ?1 AND session_id = ?2 \
-                 AND first_seq <= ?3 AND last_seq >= ?4",
+                "SELECT data FROM blocks WHERE first_id IN (SELECT first_id \
+                 FROM session_block_ids WHERE agent_id = ?1 AND session_id = ?2 \
+                 AND first_seq <= ?3 AND last_seq >= ?4)",
             )
             .ctx(ctx)?;
         let mut rows = stmt.query(params![agent, session, high, low]).ctx(ctx)?;

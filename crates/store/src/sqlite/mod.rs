@@ -5,7 +5,9 @@
 //!   deletes a batch from its spool as soon as we acknowledge it; with `FULL`
 //!   a commit that returned is on disk.
 //! - Records are stored in blocks ([`crate::block`]), many to a row; see
-//!   [`ingest`] for how duplicates and conflicts are still found.
+//!   [`ingest`] for how duplicates and conflicts are still found. A
+//!   session's blocks are listed by sequence number off the commit path
+//!   ([`session_index`]).
 //! - Concurrency: one writer thread owns the write connection (rusqlite) and
 //!   commits queued jobs together ([`writer`]); record reads run on a few
 //!   read-only connections on blocking threads ([`Readers`]), beside the
@@ -24,6 +26,7 @@ mod purge;
 mod read;
 mod registry;
 mod report;
+mod session_index;
 mod tokens;
 mod upgrade;
 mod verdicts;
@@ -121,6 +124,11 @@ const MIGRATIONS: &[Step] = &[
         14,
         "session verdicts",
         include_str!("../../migrations/sqlite/0014_session_verdicts.sql"),
+    ),
+    (
+        15,
+        "session blocks off the commit path",
+        include_str!("../../migrations/sqlite/0015_session_blocks.sql"),
     ),
 ];
 

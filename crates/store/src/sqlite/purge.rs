@@ -56,12 +56,10 @@ const FOLD_SESSION: &str = "INSERT INTO sessions (agent_id, session_id, purged_r
 
 /// The session's live bounds, counted again from its remaining blocks.
 const SESSION_BOUNDS: &str = "UPDATE sessions SET \
-    first_id = (SELECT min(first_id) FROM blocks WHERE agent_id = ?1 AND session_id = ?2), \
-    last_id = (SELECT max(last_id) FROM blocks WHERE agent_id = ?1 AND session_id = ?2), \
-    first_occurred = (SELECT min(min_occurred) FROM blocks WHERE agent_id = ?1 \
-        AND session_id = ?2), \
-    last_occurred = (SELECT max(max_occurred) FROM blocks WHERE agent_id = ?1 \
-        AND session_id = ?2) \
+    (first_id, last_id, first_occurred, last_occurred) = ( \
+        SELECT min(first_id), max(last_id), min(min_occurred), max(max_occurred) \
+        FROM blocks WHERE first_id IN (SELECT first_id FROM session_block_ids \
+            WHERE agent_id = ?1 AND session_id = ?2)) \
     WHERE agent_id = ?1 AND session_id = ?2";
 
 /// One retention pass: records received before `cutoff` (ns), at most

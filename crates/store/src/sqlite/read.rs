@@ -312,18 +312,26 @@ pub(super) fn session_records(
     let mut out: Vec<StoredRecord> = Vec::new();
     let mut names = Agents::default();
     for agent in agent_keys(conn, query.workspace_id)? {
-        let mut stmt = conn
+        // Ids in order first (the index and the newest blocks merged, only
+        // those sorted), then each block: one statement joining the two
+        // would sort the blocks' data.
+        let mut ids = conn
+            .prepare_cached(
+                "SELECT first_seq, first_id FROM session_block_ids WHERE agent_id = ?1 \
+                 AND session_id = ?2 AND last_seq >= ?3 ORDER BY first_seq, first_id",
+            )
+            .ctx(ctx)?;
+        let mut block_by_id = conn
             .prepare_cached(&format!(
-                "SELECT {BLOCK_COLUMNS}, b.first_seq FROM blocks b WHERE b.agent_id = ?1 \
-                 AND b.session_id = ?2 AND b.last_seq >= ?3 ORDER BY b.first_seq, b.first_id"
+                "SELECT {BLOCK_COLUMNS} FROM blocks b WHERE b.first_id = ?1"
             ))
             .ctx(ctx)?;
-        let mut rows = stmt
+        let mut rows = ids
             .query(params![agent, query.session_id, after.sequence_number])
             .ctx(ctx)?;
         let mut mine: Vec<StoredRecord> = Vec::new();
         while let Some(r) = rows.next().ctx(ctx)? {
-            let first_seq: i32 = r.get(5).ctx(ctx)?;
+            let (first_seq, first_id): (i32, i64) = (r.get(0).ctx(ctx)?, r.get(1).ctx(ctx)?);
             // Blocks come by their lowest number: once `limit` records are
             // below this block's lowest, no later block can come before them.
             if mine.len() >= limit {
@@ -333,7 +341,9 @@ pub(super) fn session_records(
                     break;
                 }
             }
-            let row = block_row(r).ctx(ctx)?;
+            let row = block_by_id
+                .query_row(params![first_id], block_row)
+                .ctx(ctx)?;
             let block = block::decode(&row.data)?;
             let batch_of = block.batch_of_each();
             for i in 0..block.records.len() {

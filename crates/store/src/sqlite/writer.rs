@@ -32,7 +32,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -43,6 +43,7 @@ use super::chain::{self as chain_sql, Identities};
 use super::db::{self, Ctx, NEXT_RECORD_ID, PRINTED_THROUGH};
 use super::ingest::{self, Queries};
 use super::purge;
+use super::session_index;
 use crate::StoreError;
 use crate::chain::{self, ChainHead, Checkpoint};
 use crate::convert::nanos;
@@ -172,6 +173,8 @@ pub(super) struct Writer {
     identities: Identities,
     options: StoreOptions,
     notes: Arc<PrintedNotes>,
+    /// When blocks were last entered in the per-session index.
+    sessions_indexed_at: Instant,
 }
 
 impl Writer {
@@ -205,6 +208,11 @@ impl Writer {
         notes
             .noted_through
             .store(printed_through, Ordering::Release);
+        // Blocks written since the last entries (at most a second's, or all
+        // of an upgraded database's) are entered before anything reads them.
+        let tx = conn.transaction().ctx(ctx)?;
+        session_index::enter_new_blocks(&tx)?;
+        tx.commit().ctx(ctx)?;
         Ok(Writer {
             conn,
             agents: HashMap::new(),
@@ -217,6 +225,7 @@ impl Writer {
             identities: Identities::default(),
             options,
             notes,
+            sessions_indexed_at: Instant::now(),
         })
     }
 
@@ -316,6 +325,7 @@ impl Writer {
         let ctx = "committing to the database";
         let mut agents = std::mem::take(&mut self.agents);
         let mut identities = std::mem::take(&mut self.identities);
+        let index_sessions = self.sessions_indexed_at.elapsed() >= self.options.session_index_every;
         let result = (|| {
             let tx = self
                 .conn
@@ -386,6 +396,9 @@ impl Writer {
                 head = head.after(&link);
             }
             ingest::write(&tx, finished)?;
+            if index_sessions {
+                session_index::enter_new_blocks(&tx)?;
+            }
             let mut next_id = self.next_id;
             if let Some((first, last)) = ids {
                 lines.due.insert(first, last);
@@ -414,6 +427,9 @@ impl Writer {
         self.agents = agents;
         self.identities = identities;
         let (done, lines, next_id, head) = result?;
+        if index_sessions {
+            self.sessions_indexed_at = Instant::now();
+        }
         self.lines = lines;
         self.next_id = next_id;
         self.chain = head;

@@ -156,7 +156,7 @@ async fn create_owned(store: &dyn Store, name: &str, owner: &str) -> Workspace {
         .unwrap()
 }
 
-fn record(seq: i32, url: &str) -> AuditRecord {
+pub(crate) fn record(seq: i32, url: &str) -> AuditRecord {
     AuditRecord {
         decision: if seq % 2 == 0 {
             Decision::Allow
