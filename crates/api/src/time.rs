@@ -244,8 +244,6 @@ mod tests {
         assert_eq!(stamp(Timestamp::UNIX_EPOCH), "1970-01-01 00:00:00.000");
     }
 
-    /// The hand-written digits agree with `core::fmt`'s padding over the
-    /// whole range of instants, negative years included.
     /// The second remembered per thread never leaks into another one: the
     /// same instants in changing order (back and forth across second,
     /// minute, year and 1970 boundaries, fractions before 1970 included)
@@ -298,6 +296,8 @@ mod tests {
         assert_eq!(stamp(t), "1969-12-31 23:59:58.750");
     }
 
+    /// The hand-written digits agree with `core::fmt`'s padding over the
+    /// whole range of instants, negative years included.
     #[test]
     fn stamps_match_the_padded_format_everywhere() {
         let reference = |t: Timestamp| {
