@@ -29,7 +29,7 @@ pub fn quote_into(out: &mut String, s: &str) {
     // Most of a URL is printable ASCII that needs no escape: copy such runs
     // whole and look at characters one by one only from the first other
     // byte on.
-    let plain = plain_ascii_prefix(s.as_bytes());
+    let plain = ascii_prefix(s.as_bytes(), quoted_as_is);
     out.push_str(&s[..plain]);
     for c in s[plain..].chars() {
         match c {
@@ -60,17 +60,23 @@ pub fn quote_into(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// How many leading bytes of `s` are printable ASCII other than `"` and
-/// `\\`, which quoting copies unchanged. Looks at 16 bytes at a time
-/// without an early exit inside a chunk, which the compiler turns into
-/// vector compares: a byte-at-a-time scan of the URL was the largest single
-/// cost of formatting a boundary line.
-fn plain_ascii_prefix(s: &[u8]) -> usize {
+/// Printable ASCII other than `"` and `\\`: what quoting copies unchanged.
+fn quoted_as_is(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+}
+
+/// How many leading bytes of `s` satisfy `plain` (a test of single
+/// bytes, so meant for ASCII): what a writer can copy unchanged before it
+/// must look at characters. Looks at 16 bytes at a time without an early
+/// exit inside a chunk, which the compiler turns into vector compares: a
+/// byte-at-a-time scan of the URL was the largest single cost of
+/// formatting a boundary line.
+#[inline]
+pub fn ascii_prefix(s: &[u8], plain: impl Fn(u8) -> bool) -> usize {
     const CHUNK: usize = 16;
-    let needs_escape = |b: u8| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\';
     let mut scanned = 0;
     for chunk in s.chunks_exact(CHUNK) {
-        if chunk.iter().fold(false, |any, &b| any | needs_escape(b)) {
+        if !chunk.iter().fold(true, |all, &b| all & plain(b)) {
             break;
         }
         scanned += CHUNK;
@@ -78,7 +84,7 @@ fn plain_ascii_prefix(s: &[u8]) -> usize {
     scanned
         + s[scanned..]
             .iter()
-            .position(|&b| needs_escape(b))
+            .position(|&b| !plain(b))
             .unwrap_or(s.len() - scanned)
 }
 
@@ -126,12 +132,16 @@ mod tests {
     fn the_plain_prefix_ends_at_the_first_byte_to_escape() {
         for len in 0..50 {
             let plain = "a".repeat(len);
-            assert_eq!(plain_ascii_prefix(plain.as_bytes()), len);
+            assert_eq!(ascii_prefix(plain.as_bytes(), quoted_as_is), len);
             for at in 0..len {
                 for special in [b'"', b'\\', b'\n', 0x7f, 0x1f, 0xc3] {
                     let mut bytes = plain.clone().into_bytes();
                     bytes[at] = special;
-                    assert_eq!(plain_ascii_prefix(&bytes), at, "{len} {at} {special}");
+                    assert_eq!(
+                        ascii_prefix(&bytes, quoted_as_is),
+                        at,
+                        "{len} {at} {special}"
+                    );
                 }
             }
         }

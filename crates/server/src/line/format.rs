@@ -1,6 +1,7 @@
 //! The boundary log line of `docs/stderr-format.md`, in its text, JSON and
 //! `coder` forms.
 
+use std::cell::RefCell;
 use std::fmt::Write;
 
 use jiff::Timestamp;
@@ -10,7 +11,7 @@ use warden_api::time::{push_padded, push_stamp, push_utc_date_time, utc_subsec_n
 use warden_proto::domain::{AuditRecord, Decision, IngestBatch, Manifest};
 use warden_store::StoredRecord;
 
-use super::quote::quote_into;
+use super::quote::{ascii_prefix, quote_into};
 
 /// Which form the lines take (`--log-format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -144,34 +145,42 @@ pub fn write_coder(out: &mut String, r: &LineRecord<'_>, written_at: Timestamp) 
     push_stamp(out, written_at);
     // Info for both decisions, as the reference logs it; two spaces after.
     out.push_str(" [info]  coderd.agentrpc: boundary_request");
-    let field = |out: &mut String, key: &str, value: &str| {
+    let key = |out: &mut String, key: &str| {
         out.push_str("  ");
         out.push_str(key);
         out.push('=');
+    };
+    // Values from outside go through `slog_value`; those made here (numbers,
+    // UUIDs, the time) never need quoting and are written as they are.
+    let field = |out: &mut String, name: &str, value: &str| {
+        key(out, name);
         slog_value(out, value);
     };
+    let mut uuid = Uuid::encode_buffer();
     field(out, "owner", r.workspace_owner);
     field(out, "workspace_name", r.workspace_name);
     field(out, "agent_name", r.agent_name);
-    field(out, "decision", r.decision.as_str());
+    key(out, "decision");
+    out.push_str(r.decision.as_str());
     if let Some(session) = r.session_id {
         field(out, "session_id", session);
-        field(out, "sequence_number", &r.sequence_number.to_string());
+        key(out, "sequence_number");
+        out.push_str(itoa::Buffer::new().format(r.sequence_number));
     }
-    field(
-        out,
-        "workspace_id",
-        &r.workspace_id.hyphenated().to_string(),
-    );
+    key(out, "workspace_id");
+    out.push_str(r.workspace_id.hyphenated().encode_lower(&mut uuid));
     field(out, "http_method", r.method);
     field(out, "http_url", r.url);
-    field(out, "event_time", &rfc3339_nano(r.stamp()));
+    key(out, "event_time");
+    push_rfc3339_nano(out, r.stamp());
     if r.decision == Decision::Allow {
         field(out, "matched_rule", r.matched_rule);
     }
-    field(out, "request_id", &r.batch_id.hyphenated().to_string());
+    key(out, "request_id");
+    out.push_str(r.batch_id.hyphenated().encode_lower(&mut uuid));
     if r.replayed {
-        field(out, "replayed", "true");
+        key(out, "replayed");
+        out.push_str("true");
     }
     out.push('\n');
 }
@@ -180,8 +189,11 @@ pub fn write_coder(out: &mut String, r: &LineRecord<'_>, written_at: Timestamp) 
 /// holds a space or a character Go does not print, as it is otherwise; so
 /// no value can add a field or a line.
 fn slog_value(out: &mut String, value: &str) {
+    // Printable ASCII but the space, checked a chunk at a time; the rest
+    // (non-ASCII, a space, a control) character by character.
+    let ascii = ascii_prefix(value.as_bytes(), |b| (0x21..0x7f).contains(&b));
     let plain = !value.is_empty()
-        && value
+        && value[ascii..]
             .chars()
             .all(|c| c != ' ' && warden_proto::quote::is_print(c));
     if plain {
@@ -250,10 +262,10 @@ fn write_text(out: &mut String, r: &LineRecord<'_>) {
 /// query API's record objects are this, plus what the line leaves out.
 #[derive(Serialize)]
 pub struct JsonLine<'a> {
-    ts: String,
+    ts: JsonTime,
     level: &'static str,
     msg: &'static str,
-    workspace_id: String,
+    workspace_id: Uuid,
     #[serde(skip_serializing_if = "str::is_empty")]
     workspace_name: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -264,8 +276,8 @@ pub struct JsonLine<'a> {
     http_method: &'a str,
     http_url: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    event_time: Option<String>,
-    received_at: String,
+    event_time: Option<JsonTime>,
+    received_at: JsonTime,
     #[serde(skip_serializing_if = "Option::is_none")]
     session_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -284,6 +296,24 @@ pub struct JsonLine<'a> {
     replayed: bool,
 }
 
+/// An instant of a JSON line, serialized as [`rfc3339_nano`] writes it
+/// but through a buffer kept per thread rather than a string of its own
+/// (three per line).
+struct JsonTime(Timestamp);
+
+impl Serialize for JsonTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        thread_local! {
+            static TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        TEXT.with_borrow_mut(|text| {
+            text.clear();
+            push_rfc3339_nano(text, self.0);
+            serializer.serialize_str(text)
+        })
+    }
+}
+
 /// Go's `time.RFC3339Nano` in UTC (see [`push_rfc3339_nano`]).
 pub fn rfc3339_nano(t: Timestamp) -> String {
     let mut s = String::with_capacity(30);
@@ -295,18 +325,18 @@ impl<'a> JsonLine<'a> {
     /// The JSON form of `r`.
     pub fn new(r: &LineRecord<'a>) -> JsonLine<'a> {
         JsonLine {
-            ts: rfc3339_nano(r.stamp()),
+            ts: JsonTime(r.stamp()),
             level: r.level(),
             msg: "boundary",
-            workspace_id: r.workspace_id.hyphenated().to_string(),
+            workspace_id: r.workspace_id,
             workspace_name: r.workspace_name,
             workspace_owner: r.workspace_owner,
             agent_name: r.agent_name,
             decision: r.decision.as_str(),
             http_method: r.method,
             http_url: r.url,
-            event_time: r.event_time.map(rfc3339_nano),
-            received_at: rfc3339_nano(r.received_at),
+            event_time: r.event_time.map(JsonTime),
+            received_at: JsonTime(r.received_at),
             session_id: r.session_id,
             sequence: r.session_id.map(|_| r.sequence_number),
             matched_rule: r.matched_rule,
@@ -450,6 +480,38 @@ mod tests {
             ..coder_example()
         };
         assert!(coder(&unicode).contains("  http_url=\"https://пример.рф/\\u202e\"  "));
+    }
+
+    /// The chunked scan of a `coder` value agrees with looking at every
+    /// character, wherever in the 16-byte chunks a space, a control, a
+    /// printable non-ASCII character or a non-printable one falls.
+    #[test]
+    fn coder_values_are_quoted_exactly_when_a_character_needs_it() {
+        let by_characters = |value: &str| {
+            !value.is_empty()
+                && value
+                    .chars()
+                    .all(|c| c != ' ' && warden_proto::quote::is_print(c))
+        };
+        for len in 0..40 {
+            for at in 0..=len {
+                for odd in [" ", "\n", "\u{7f}", "é", "\u{202e}", "\"", "="] {
+                    let mut value = "a".repeat(len);
+                    value.insert_str(at, odd);
+                    let mut out = String::new();
+                    slog_value(&mut out, &value);
+                    let want = if by_characters(&value) {
+                        value.clone()
+                    } else {
+                        warden_proto::quote::quote(&value)
+                    };
+                    assert_eq!(out, want, "{value:?}");
+                }
+            }
+        }
+        let mut out = String::new();
+        slog_value(&mut out, "");
+        assert_eq!(out, "\"\"");
     }
 
     #[test]
