@@ -173,7 +173,7 @@ pub(super) struct Writer {
     identities: Identities,
     options: StoreOptions,
     notes: Arc<PrintedNotes>,
-    /// When blocks were last entered in the per-session index.
+    /// When the per-session index last caught up with the blocks.
     sessions_indexed_at: Instant,
 }
 
@@ -208,11 +208,16 @@ impl Writer {
         notes
             .noted_through
             .store(printed_through, Ordering::Release);
-        // Blocks written since the last entries (at most a second's, or all
-        // of an upgraded database's) are entered before anything reads them.
-        let tx = conn.transaction().ctx(ctx)?;
-        session_index::enter_new_blocks(&tx)?;
-        tx.commit().ctx(ctx)?;
+        // Blocks written since the last entries (a moment's, or all of an
+        // upgraded database's) are entered before anything reads them.
+        loop {
+            let tx = conn.transaction().ctx(ctx)?;
+            let caught_up = session_index::enter_new_blocks(&tx)?;
+            tx.commit().ctx(ctx)?;
+            if caught_up {
+                break;
+            }
+        }
         Ok(Writer {
             conn,
             agents: HashMap::new(),
@@ -396,9 +401,7 @@ impl Writer {
                 head = head.after(&link);
             }
             ingest::write(&tx, finished)?;
-            if index_sessions {
-                session_index::enter_new_blocks(&tx)?;
-            }
+            let caught_up = !index_sessions || session_index::enter_new_blocks(&tx)?;
             let mut next_id = self.next_id;
             if let Some((first, last)) = ids {
                 lines.due.insert(first, last);
@@ -422,12 +425,14 @@ impl Writer {
                     (d, outcome)
                 })
                 .collect();
-            Ok((done, lines, next_id, head))
+            Ok((done, lines, next_id, head, caught_up))
         })();
         self.agents = agents;
         self.identities = identities;
-        let (done, lines, next_id, head) = result?;
-        if index_sessions {
+        let (done, lines, next_id, head, caught_up) = result?;
+        // Behind (more than a commit's worth came in): the next commit
+        // goes on.
+        if index_sessions && caught_up {
             self.sessions_indexed_at = Instant::now();
         }
         self.lines = lines;

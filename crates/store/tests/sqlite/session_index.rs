@@ -150,7 +150,11 @@ async fn a_sessions_blocks_are_found_on_both_sides_of_the_mark() {
 
     // Lower numbers after the mark, so the two sides interleave in order.
     ingest(&*store, &dev, batch(Some("s"), records(0..5))).await;
-    assert_eq!(factory.index().0.len(), 1, "not entered before a second");
+    assert_eq!(
+        factory.index().0.len(),
+        1,
+        "not entered before the store opens again"
+    );
     // A conflict and a duplicate against each side.
     let evil = |seq| record(seq, "https://evil.example/");
     let same = |seq| records(seq..seq + 1).remove(0);
@@ -191,6 +195,54 @@ async fn a_sessions_blocks_are_found_on_both_sides_of_the_mark() {
         "the blocks of 5..10, 0..5, 7 and 2"
     );
     assert_eq!(numbers(&session_in_pages(&*store, &dev, "s").await), want);
+}
+
+/// A backlog (here one call with more blocks than a commit enters) is
+/// entered 128 blocks per commit, so no commit waits long
+/// for it, and read from `blocks` meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_entered_a_bounded_number_of_blocks_a_commit() {
+    let factory = Indexed::at_once();
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    let sessions: Vec<String> = (0..600).map(|i| format!("s{i:03}")).collect();
+    let batches = sessions
+        .iter()
+        .map(|s| batch(Some(s), records(0..1)))
+        .collect();
+    store.ingest(request(&dev, batches)).await.unwrap();
+    let mut entered = vec![factory.index().0.len()];
+    for s in ["t0", "t1", "t2", "t3"] {
+        ingest(&*store, &dev, batch(Some(s), records(0..1))).await;
+        entered.push(factory.index().0.len());
+    }
+    assert_eq!(entered, [128, 256, 384, 512, 604]);
+    assert_eq!(factory.index().1, factory.newest_block());
+    for s in [&sessions[0], &sessions[300], &sessions[599]] {
+        assert_eq!(session_in_pages(&*store, &dev, s).await.len(), 1, "{s}");
+    }
+
+    // At the writer's start, the whole backlog is entered before it goes on.
+    let factory = Indexed::at_open();
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    let batches = sessions
+        .iter()
+        .map(|s| batch(Some(s), records(0..1)))
+        .collect();
+    store.ingest(request(&dev, batches)).await.unwrap();
+    assert!(factory.index().0.is_empty());
+    store.close().await.unwrap();
+    let _store = factory.open().await;
+    assert_eq!(
+        factory.index(),
+        (one_block_each(&sessions), factory.newest_block())
+    );
+}
+
+/// (session, 0) for each of `sessions`: their one-record blocks entered.
+fn one_block_each(sessions: &[String]) -> Vec<(String, i32)> {
+    sessions.iter().map(|s| (s.clone(), 0)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
