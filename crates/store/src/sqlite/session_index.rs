@@ -29,9 +29,12 @@ pub(super) const SESSION_BLOCKS_THROUGH: &str = "session_blocks_through";
 /// second at 10,000 records/s, where a p99 of 20 ms has 2 ms to spare.
 pub(super) const MAX_BLOCKS_A_COMMIT: i64 = 128;
 
-/// Enters up to [`MAX_BLOCKS_A_COMMIT`] blocks above the mark, oldest
-/// first, and moves the mark past them; true when none is left above it.
-pub(super) fn enter_new_blocks(tx: &Connection) -> Result<bool, StoreError> {
+/// Enters up to `max_blocks` blocks above the mark, oldest first, and
+/// moves the mark past them; true when none is left above it. Commits
+/// carrying records take [`MAX_BLOCKS_A_COMMIT`]; the writer's start takes
+/// all (nothing waits for it then, and an upgraded database's blocks are
+/// all above the mark).
+pub(super) fn enter_new_blocks(tx: &Connection, max_blocks: i64) -> Result<bool, StoreError> {
     let ctx = "indexing blocks by session";
     let through = db::state(tx, SESSION_BLOCKS_THROUGH).ctx(ctx)?.unwrap_or(0);
     // The last block this commit takes (the newest, when fewer are left).
@@ -41,7 +44,7 @@ pub(super) fn enter_new_blocks(tx: &Connection) -> Result<bool, StoreError> {
              ORDER BY first_id LIMIT ?2)",
         )
         .and_then(|mut s| {
-            s.query_row(params![through, MAX_BLOCKS_A_COMMIT], |row| row.get(0))
+            s.query_row(params![through, max_blocks], |row| row.get(0))
                 .optional()
         })
         .ctx(ctx)?

@@ -210,14 +210,9 @@ impl Writer {
             .store(printed_through, Ordering::Release);
         // Blocks written since the last entries (a moment's, or all of an
         // upgraded database's) are entered before anything reads them.
-        loop {
-            let tx = conn.transaction().ctx(ctx)?;
-            let caught_up = session_index::enter_new_blocks(&tx)?;
-            tx.commit().ctx(ctx)?;
-            if caught_up {
-                break;
-            }
-        }
+        let tx = conn.transaction().ctx(ctx)?;
+        session_index::enter_new_blocks(&tx, i64::MAX)?;
+        tx.commit().ctx(ctx)?;
         Ok(Writer {
             conn,
             agents: HashMap::new(),
@@ -401,7 +396,8 @@ impl Writer {
                 head = head.after(&link);
             }
             ingest::write(&tx, finished)?;
-            let caught_up = !index_sessions || session_index::enter_new_blocks(&tx)?;
+            let caught_up = !index_sessions
+                || session_index::enter_new_blocks(&tx, session_index::MAX_BLOCKS_A_COMMIT)?;
             let mut next_id = self.next_id;
             if let Some((first, last)) = ids {
                 lines.due.insert(first, last);
