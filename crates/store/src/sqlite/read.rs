@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use memchr::memmem;
 use rusqlite::types::Value;
-use rusqlite::{Connection, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use uuid::Uuid;
 use warden_proto::domain::Decision;
 
@@ -174,6 +174,49 @@ fn blocks_sql(query: &RecordQuery, agents: Option<&[i64]>) -> (String, Vec<Value
     (sql, values)
 }
 
+/// The lowest and highest id of a session's stored records, over these
+/// agents (all, when `None`); `None` when it has none.
+fn session_span(
+    conn: &Connection,
+    session: &str,
+    agents: Option<&[i64]>,
+) -> Result<Option<(RecordId, RecordId)>, StoreError> {
+    let ctx = "finding a session's records";
+    let spans: Vec<(Option<i64>, Option<i64>)> = match agents {
+        Some(keys) => {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT first_id, last_id FROM sessions WHERE agent_id = ?1 AND session_id = ?2",
+                )
+                .ctx(ctx)?;
+            let mut spans = Vec::with_capacity(keys.len());
+            for &agent in keys {
+                if let Some(span) = stmt
+                    .query_row(params![agent, session], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
+                    .optional()
+                    .ctx(ctx)?
+                {
+                    spans.push(span);
+                }
+            }
+            spans
+        }
+        None => vec![
+            conn.prepare_cached(
+                "SELECT min(first_id), max(last_id) FROM sessions WHERE session_id = ?1",
+            )
+            .and_then(|mut s| s.query_row(params![session], |row| Ok((row.get(0)?, row.get(1)?))))
+            .ctx(ctx)?,
+        ],
+    };
+    Ok(spans
+        .into_iter()
+        .filter_map(|(first, last)| first.zip(last))
+        .reduce(|(a, b), (f, l)| (a.min(f), b.max(l))))
+}
+
 /// Whether any URL of an encoded block contains `finder`'s needle.
 fn any_url_contains(data: &[u8], finder: &memmem::Finder<'_>) -> Result<bool, StoreError> {
     let (raw, ranges) = block::urls(data)?;
@@ -204,6 +247,17 @@ pub(super) fn records(
         query.after_id.unwrap_or(i64::MIN),
         query.before_id.unwrap_or(i64::MAX),
     );
+    // A session's records lie within the span of ids on its `sessions`
+    // row(s): the scan starts and stops there rather than at the ends of
+    // the workspace's history (an old session cost a scan of everything
+    // after it: 290 ms against 0.3 among 500,000 blocks, measured).
+    if let Some(session) = &query.session_id {
+        let Some((first, last)) = session_span(conn, session, agents.as_deref())? else {
+            return Ok(out);
+        };
+        low = low.max(first.saturating_sub(1));
+        high = high.min(last.saturating_add(1));
+    }
     loop {
         let mut step = values.clone();
         step.extend([

@@ -71,6 +71,7 @@ macro_rules! suite {
             contact_and_last_batch_are_recorded,
             a_closed_store_refuses_work,
             record_queries_filter_by_every_field,
+            a_session_filter_pages_through_an_old_session_among_later_ones,
             text_is_kept_as_sent,
             a_follow_cursor_never_misses_a_record,
             purge_removes_what_was_received_before_the_cutoff,

@@ -368,3 +368,78 @@ pub async fn a_follow_cursor_never_misses_a_record(factory: &impl StoreFactory) 
         missed.len()
     );
 }
+
+/// A session filter finds a session's records wherever they lie: one that
+/// started long ago, went quiet while others wrote, and came back; paged
+/// from either end with cursors; in its workspace only; and nothing for a
+/// session that never sent.
+pub async fn a_session_filter_pages_through_an_old_session_among_later_ones(
+    factory: &impl StoreFactory,
+) {
+    let store = factory.open().await;
+    let dev = create(&*store, "dev").await;
+    let ops = create(&*store, "ops").await;
+    let send = |workspace, session: &str, seqs: std::ops::Range<i32>| {
+        let urls: Vec<AuditRecord> = seqs
+            .map(|s| record(s, &format!("https://{session}.example/{s}")))
+            .collect();
+        store.ingest(request(workspace, vec![batch(Some(session), urls)]))
+    };
+    // Its first and last records alone in their blocks, so a span cut by
+    // one at either end would lose them.
+    send(&dev, "old", 0..1).await.unwrap();
+    for i in 0..20 {
+        send(&dev, &format!("later-{i}"), 0..5).await.unwrap();
+        send(&ops, "old", i * 2..i * 2 + 2).await.unwrap();
+        if i == 10 {
+            send(&dev, "old", 1..6).await.unwrap();
+        }
+    }
+    send(&dev, "old", 6..7).await.unwrap();
+    let want: Vec<String> = (0..7).map(|s| format!("https://old.example/{s}")).collect();
+
+    for order in [Order::OldestFirst, Order::NewestFirst] {
+        let mut pages = Vec::new();
+        let (mut after_id, mut before_id) = (None, None);
+        loop {
+            let page = query(
+                &*store,
+                RecordQuery {
+                    workspace_id: Some(dev.id),
+                    session_id: Some("old".into()),
+                    order,
+                    after_id,
+                    before_id,
+                    limit: 3,
+                    ..Default::default()
+                },
+            )
+            .await;
+            let Some(last) = page.last() else { break };
+            match order {
+                Order::OldestFirst => after_id = Some(last.id),
+                Order::NewestFirst => before_id = Some(last.id),
+            }
+            pages.extend(page);
+        }
+        let mut got: Vec<String> = pages.iter().map(|r| r.url.clone()).collect();
+        if order == Order::NewestFirst {
+            got.reverse();
+        }
+        assert_eq!(got, want, "{order:?}");
+        assert!(pages.iter().all(|r| r.workspace_id == dev.id));
+    }
+    let none = RecordQuery {
+        workspace_id: Some(dev.id),
+        session_id: Some("never".into()),
+        ..Default::default()
+    };
+    assert!(query(&*store, none).await.is_empty());
+    // Without a workspace: both workspaces' sessions of that name.
+    let everywhere = RecordQuery {
+        session_id: Some("old".into()),
+        limit: 1000,
+        ..Default::default()
+    };
+    assert_eq!(query(&*store, everywhere).await.len(), 7 + 40);
+}
