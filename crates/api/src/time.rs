@@ -244,24 +244,27 @@ mod tests {
         assert_eq!(stamp(Timestamp::UNIX_EPOCH), "1970-01-01 00:00:00.000");
     }
 
+    /// `YYYY-MM-DD<separator>HH:MM:SS` through `core::fmt`'s padding: what
+    /// the hand-written digits must agree with.
+    fn padded_date_time(t: Timestamp, separator: char) -> String {
+        let dt = utc(t);
+        format!(
+            "{:04}-{:02}-{:02}{separator}{:02}:{:02}:{:02}",
+            dt.year(),
+            dt.month(),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second(),
+        )
+    }
+
     /// The second remembered per thread never leaks into another one: the
     /// same instants in changing order (back and forth across second,
     /// minute, year and 1970 boundaries, fractions before 1970 included)
     /// print as the civil time of each, with either separator.
     #[test]
     fn date_times_are_right_whichever_second_came_before() {
-        let reference = |t: Timestamp, separator: char| {
-            let dt = utc(t);
-            format!(
-                "{:04}-{:02}-{:02}{separator}{:02}:{:02}:{:02}",
-                dt.year(),
-                dt.month(),
-                dt.day(),
-                dt.hour(),
-                dt.minute(),
-                dt.second(),
-            )
-        };
         let instants: Vec<Timestamp> = [
             (0, 0),
             (0, 999_999_999),
@@ -287,7 +290,7 @@ mod tests {
                     push_utc_date_time(&mut out, before, separator);
                     out.clear();
                     push_utc_date_time(&mut out, t, separator);
-                    assert_eq!(out, reference(t, separator), "{t} after {before}");
+                    assert_eq!(out, padded_date_time(t, separator), "{t} after {before}");
                 }
             }
         }
@@ -301,17 +304,8 @@ mod tests {
     #[test]
     fn stamps_match_the_padded_format_everywhere() {
         let reference = |t: Timestamp| {
-            let dt = utc(t);
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
-                dt.year(),
-                dt.month(),
-                dt.day(),
-                dt.hour(),
-                dt.minute(),
-                dt.second(),
-                dt.subsec_nanosecond() / 1_000_000
-            )
+            let millis = utc(t).subsec_nanosecond() / 1_000_000;
+            format!("{}.{millis:03}", padded_date_time(t, ' '))
         };
         let (min, max) = (Timestamp::MIN.as_second(), Timestamp::MAX.as_second());
         let step = (max - min) / 100_003;

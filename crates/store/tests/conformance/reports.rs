@@ -33,6 +33,33 @@ async fn create_with_agent(store: &dyn Store, name: &str, agent: &str) -> Worksp
         .unwrap()
 }
 
+/// A session's records by sequence number, read a page of three at a time.
+pub(crate) async fn session_in_pages(
+    store: &dyn Store,
+    workspace: &Workspace,
+    session: &str,
+) -> Vec<StoredRecord> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .session_records(SessionRecordQuery {
+                workspace_id: workspace.id,
+                session_id: session.into(),
+                after,
+                limit: 3,
+            })
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else {
+            return all;
+        };
+        after = Some(SequencePosition::of(last));
+        all.extend(page);
+    }
+}
+
 fn seqs(records: &[StoredRecord]) -> Vec<i32> {
     records.iter().map(|r| r.sequence_number).collect()
 }
@@ -164,23 +191,7 @@ pub async fn session_records_come_in_sequence_order_in_pages(factory: &impl Stor
         .await
         .unwrap();
 
-    let mut pages = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .session_records(SessionRecordQuery {
-                workspace_id: dev.id,
-                session_id: "s".into(),
-                after,
-                limit: 3,
-            })
-            .await
-            .unwrap();
-        assert!(page.len() <= 3);
-        let Some(last) = page.last() else { break };
-        after = Some(SequencePosition::of(last));
-        pages.extend(page);
-    }
+    let pages = session_in_pages(&*store, &dev, "s").await;
     assert_eq!(seqs(&pages), [0, 1, 2, 3, 3, 4, 5, 6, 7, 8]);
     // The first record of a number comes first, its conflict after it.
     assert!(!pages[3].conflict && pages[4].conflict);

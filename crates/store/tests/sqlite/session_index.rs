@@ -10,12 +10,12 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::Connection;
 use warden_proto::domain::IngestBatch;
-use warden_store::{
-    SequencePosition, SessionRecordQuery, SqliteStore, Store, StoreOptions, StoredRecord, Workspace,
-};
+use warden_store::{SqliteStore, Store, StoreOptions, StoredRecord, Workspace};
 
 use super::Sqlite;
-use super::conformance::{self, StoreFactory, batch, create, record, records, request};
+use super::conformance::{
+    self, StoreFactory, batch, create, record, records, request, session_in_pages,
+};
 
 /// A store that enters blocks in the session index every `every`.
 struct Indexed {
@@ -44,6 +44,11 @@ impl Indexed {
         Connection::open(self.db.path()).unwrap()
     }
 
+    /// The one number `sql` selects.
+    fn number(&self, sql: &str) -> i64 {
+        self.sql().query_row(sql, [], |row| row.get(0)).unwrap()
+    }
+
     /// (session, first sequence number) of the indexed blocks, and the mark.
     fn index(&self) -> (Vec<(String, i32)>, i64) {
         let conn = self.sql();
@@ -55,20 +60,13 @@ impl Indexed {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        let mark = conn
-            .query_row(
-                "SELECT value FROM store_state WHERE key = 'session_blocks_through'",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap();
+        let mark =
+            self.number("SELECT value FROM store_state WHERE key = 'session_blocks_through'");
         (rows, mark)
     }
 
     fn newest_block(&self) -> i64 {
-        self.sql()
-            .query_row("SELECT max(first_id) FROM blocks", [], |row| row.get(0))
-            .unwrap()
+        self.number("SELECT max(first_id) FROM blocks")
     }
 }
 
@@ -93,32 +91,6 @@ mod suite_with_every_block_indexed {
     use super::{Indexed, conformance};
 
     conformance::suite!(Indexed::at_once());
-}
-
-/// A session's records by sequence number, a page of three at a time.
-async fn session_in_pages(
-    store: &dyn Store,
-    workspace: &Workspace,
-    session: &str,
-) -> Vec<StoredRecord> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .session_records(SessionRecordQuery {
-                workspace_id: workspace.id,
-                session_id: session.into(),
-                after,
-                limit: 3,
-            })
-            .await
-            .unwrap();
-        let Some(last) = page.last() else {
-            return all;
-        };
-        after = Some(SequencePosition::of(last));
-        all.extend(page);
-    }
 }
 
 /// (sequence number, conflict) of each record.
@@ -271,14 +243,7 @@ async fn what_retention_leaves_of_an_indexed_block_is_entered_again() {
     );
     let (index, mark) = factory.index();
     assert_eq!(index, [entered("s", 4), entered("t", 0)]);
-    let rest_of_s: i64 = factory
-        .sql()
-        .query_row(
-            "SELECT first_id FROM blocks WHERE session_id = 's'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let rest_of_s = factory.number("SELECT first_id FROM blocks WHERE session_id = 's'");
     assert!(rest_of_s < mark, "{rest_of_s} is below the mark {mark}");
 
     let rest: Vec<i32> = (4..10).collect();
@@ -345,14 +310,8 @@ async fn a_database_from_before_the_session_table_keeps_its_sessions() {
         entered
     );
     assert_eq!(mark, factory.newest_block());
-    let old_index: i64 = factory
-        .sql()
-        .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE name = 'blocks_session'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let old_index =
+        factory.number("SELECT count(*) FROM sqlite_schema WHERE name = 'blocks_session'");
     assert_eq!(old_index, 0);
     let a = session_in_pages(&*store, &dev, "a").await;
     assert_eq!(
