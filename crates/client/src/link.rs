@@ -11,10 +11,9 @@ use std::path::Path;
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 use warden_proto::codec::{DecodedFrame, FrameCodec, FrameError, MalformedFrame};
+use warden_proto::socket::{QuietStream, ReadHalf, WriteHalf};
 
 /// What the read side yields: a frame, a frame that did not decode, or the
 /// end of the connection.
@@ -22,7 +21,7 @@ pub(crate) type Incoming = Option<Result<Result<DecodedFrame, MalformedFrame>, F
 
 #[derive(Debug)]
 pub(crate) struct WriteSide {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     /// What is left of the frame being written; `None` when idle.
     pub(crate) current: Option<Bytes>,
 }
@@ -37,7 +36,7 @@ impl WriteSide {
 #[derive(Debug)]
 pub(crate) struct Link {
     pub(crate) writer: WriteSide,
-    pub(crate) reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    pub(crate) reader: FramedRead<ReadHalf, FrameCodec>,
     /// This connection began with an acknowledgement request.
     pub(crate) ack_requested: bool,
     /// The agent answered it with `AckAccepted`.
@@ -53,7 +52,7 @@ impl Link {
     /// Connects to the agent and, when `ack_request` is given, writes it as
     /// the first frame.
     pub(crate) async fn dial(path: &Path, ack_request: Option<&Bytes>) -> io::Result<Link> {
-        let stream = UnixStream::connect(path).await?;
+        let stream = QuietStream::from_tokio(tokio::net::UnixStream::connect(path).await?)?;
         let (read, mut write) = stream.into_split();
         if let Some(request) = ack_request {
             write.write_all(request).await?;
@@ -96,9 +95,7 @@ pub(crate) async fn write_some(side: Option<&mut WriteSide>) -> io::Result<()> {
 }
 
 /// The next frame from the agent (cancel safe). Pends when not connected.
-pub(crate) async fn read_next(
-    reader: Option<&mut FramedRead<OwnedReadHalf, FrameCodec>>,
-) -> Incoming {
+pub(crate) async fn read_next(reader: Option<&mut FramedRead<ReadHalf, FrameCodec>>) -> Incoming {
     match reader {
         Some(reader) => reader.next().await,
         None => std::future::pending().await,

@@ -9,6 +9,8 @@
 //! - [`api`]: the agent API's version and metadata conventions.
 //! - [`scan`]: validating a client's records and reading what the agent
 //!   needs from them without decoding them (the agent forwards the bytes).
+//! - [`socket`]: the boundary socket's stream, registered with the reactor
+//!   for readability only (the peer's reads do not wake this end).
 //! - [`quote`]: Go's `%q` quoting for text that came from outside, used
 //!   wherever such text is printed (boundary lines, agent warnings).
 
@@ -20,4 +22,5 @@ pub mod domain;
 pub mod exposition;
 pub mod quote;
 pub mod scan;
+pub mod socket;
 pub mod wire;

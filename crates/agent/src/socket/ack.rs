@@ -7,9 +7,9 @@
 //! Reference clients never ask, so they never receive a byte.
 
 use futures::SinkExt;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio_util::codec::FramedWrite;
 use warden_proto::codec::{Frame, FrameCodec, Tag};
+use warden_proto::socket::WriteHalf;
 use warden_proto::wire::{AckAccepted, FrameAck, frame_ack};
 
 /// The extension version this agent speaks.
@@ -52,13 +52,13 @@ impl Settled {
 
 /// Writes the agent's side of the acknowledged mode on one connection.
 pub struct AckWriter {
-    out: FramedWrite<OwnedWriteHalf, FrameCodec>,
+    out: FramedWrite<WriteHalf, FrameCodec>,
     next_frame: u64,
 }
 
 impl AckWriter {
     /// Answers the client's request, turning the acknowledged mode on.
-    pub async fn accept(write: OwnedWriteHalf) -> std::io::Result<AckWriter> {
+    pub async fn accept(write: WriteHalf) -> std::io::Result<AckWriter> {
         let mut out = FramedWrite::new(write, FrameCodec);
         out.send((
             Tag::AckAccepted,

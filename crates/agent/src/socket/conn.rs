@@ -31,13 +31,13 @@ use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use prost::Message;
 use tokio::net::UnixStream;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use warden_proto::codec::{Frame, FrameError, Tag, decode_payload};
 use warden_proto::domain::{DropReason, Peer, SequenceRange};
 use warden_proto::quote::quote;
 use warden_proto::scan;
+use warden_proto::socket::{QuietStream, WriteHalf};
 use warden_proto::wire::spool::entry_header::Kind;
 use warden_proto::wire::{BoundaryStatus, ReportBoundaryLogsRequest, agentapi};
 use warden_spool::NewEntry;
@@ -101,7 +101,7 @@ struct Conn {
     /// Session of the last logs frame; client status is attributed to it.
     session: String,
     first: bool,
-    write: Option<OwnedWriteHalf>,
+    write: Option<WriteHalf>,
     acks: Option<AckWriter>,
     pending: Pending,
     warned_malformed: bool,
@@ -118,6 +118,13 @@ pub async fn serve(
     shared: Arc<ConnShared>,
     stop: CancellationToken,
 ) {
+    let stream = match QuietStream::from_tokio(stream) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(pid = peer.pid, error = %e, "cannot take over a boundary log connection");
+            return;
+        }
+    };
     let metrics = shared.ingest.metrics().clone();
     metrics.connected_clients.inc();
     let (read, write) = stream.into_split();

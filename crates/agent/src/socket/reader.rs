@@ -5,8 +5,8 @@
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::unix::OwnedReadHalf;
 use warden_proto::codec::{FrameError, HEADER_LEN, Tag, parse_header};
+use warden_proto::socket::ReadHalf;
 
 use super::budget::{Charge, FrameBudget, SMALL_FRAME};
 
@@ -26,7 +26,7 @@ pub struct RawFrame {
 
 /// Reads frames from one connection.
 pub struct FrameReader {
-    read: OwnedReadHalf,
+    read: ReadHalf,
     buf: BytesMut,
     budget: FrameBudget,
     /// The charge of the large frame being read.
@@ -35,7 +35,7 @@ pub struct FrameReader {
 
 impl FrameReader {
     /// Reads from `read`, charging large frames to `budget`.
-    pub fn new(read: OwnedReadHalf, budget: FrameBudget) -> Self {
+    pub fn new(read: ReadHalf, budget: FrameBudget) -> Self {
         FrameReader {
             read,
             buf: BytesMut::new(),
@@ -122,6 +122,7 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
     use tokio::net::UnixStream;
+    use warden_proto::socket::QuietStream;
 
     fn frame(tag: u8, payload: &[u8]) -> Vec<u8> {
         let mut out = ((u32::from(tag) << 24) | payload.len() as u32)
@@ -134,7 +135,7 @@ mod tests {
     #[tokio::test]
     async fn frames_come_whole_whatever_the_reads() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let (read, _write) = a.into_split();
+        let (read, _write) = QuietStream::from_tokio(a).unwrap().into_split();
         let mut reader = FrameReader::new(read, FrameBudget::new(1 << 20));
         let big = vec![7u8; 100_000];
         let mut bytes = frame(1, b"one");
@@ -158,7 +159,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_cut_inside_a_frame_or_a_bad_header_is_an_error() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let (read, _write) = a.into_split();
+        let (read, _write) = QuietStream::from_tokio(a).unwrap().into_split();
         let mut reader = FrameReader::new(read, FrameBudget::new(1 << 20));
         b.write_all(&frame(1, b"whole")[..6]).await.unwrap();
         drop(b);
@@ -168,7 +169,7 @@ mod tests {
         ));
 
         let (a, mut b) = UnixStream::pair().unwrap();
-        let (read, _write) = a.into_split();
+        let (read, _write) = QuietStream::from_tokio(a).unwrap().into_split();
         let mut reader = FrameReader::new(read, FrameBudget::new(1 << 20));
         b.write_all(&[0x09, 0, 0, 1, 0]).await.unwrap();
         assert!(matches!(
