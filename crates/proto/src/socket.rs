@@ -12,10 +12,10 @@
 //!
 //! Here the stream is registered for readability only. A write goes
 //! straight to the socket; only when the socket's buffer is full does the
-//! writing half register a duplicate of the descriptor for writability, wait
-//! on it, and drop it again once a write gets through (a full buffer is rare
-//! on the agent's side, and on a client's means it waits for the agent
-//! anyway).
+//! writing half register a duplicate of the descriptor for writability and
+//! wait on it, and it drops that registration again once writes go through
+//! without blocking for a while (a full buffer is rare on the agent's side;
+//! a client writing faster than the agent reads keeps it).
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -69,6 +69,7 @@ impl QuietStream {
             WriteHalf {
                 fd: self.fd,
                 writable: None,
+                through: 0,
             },
         )
     }
@@ -101,7 +102,16 @@ impl AsyncRead for ReadHalf {
                 read
             });
             match read {
-                Ok(result) => return Poll::Ready(result.map(drop)),
+                Ok(Ok(n)) => {
+                    if n > 0 && n < want {
+                        // A short read emptied the socket: wait for the next
+                        // event instead of a read that would only say so (as
+                        // tokio's own streams do).
+                        ready.clear_ready();
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
                 // Not readable after all: readiness was cleared, wait again.
                 Err(_would_block) => continue,
             }
@@ -115,30 +125,52 @@ impl AsyncRead for ReadHalf {
 #[derive(Debug)]
 pub struct WriteHalf {
     fd: Arc<AsyncFd<UnixStream>>,
-    /// A duplicate descriptor registered for writability while the socket's
-    /// buffer is full; `None` otherwise.
+    /// A duplicate descriptor registered for writability since a write
+    /// blocked; `None` while writes go through.
     writable: Option<AsyncFd<UnixStream>>,
+    /// Writes through since the last that blocked.
+    through: u32,
 }
 
+/// Writes that go through without blocking before the writability
+/// registration is dropped again. A peer that keeps the buffer full (a
+/// client writing faster than the agent reads) keeps it, rather than
+/// registering and dropping a descriptor for every write.
+const QUIET_AFTER: u32 = 64;
+
 impl WriteHalf {
-    /// Runs `op` on the socket until it does not block, waiting for
-    /// writability on a duplicate registration when it does.
-    fn poll_op<T>(
+    /// Writes with `op` (which writes at most `len` bytes) once the socket
+    /// takes bytes, waiting for writability on a duplicate registration
+    /// after a write blocked.
+    fn poll_write_with(
         &mut self,
         cx: &mut Context<'_>,
-        mut op: impl FnMut(&UnixStream) -> io::Result<T>,
-    ) -> Poll<io::Result<T>> {
+        len: usize,
+        mut op: impl FnMut(&UnixStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
         loop {
             if let Some(writable) = &self.writable {
                 let mut ready = ready!(writable.poll_write_ready(cx))?;
                 let socket = self.fd.get_ref();
-                if let Ok(result) = ready.try_io(|_| op(socket)) {
-                    // Through: stop listening for writability.
-                    self.writable = None;
-                    return Poll::Ready(result);
+                match ready.try_io(|_| op(socket)) {
+                    Ok(result) => {
+                        if matches!(result, Ok(n) if n < len) {
+                            // A short write filled the buffer: wait for
+                            // room rather than try again at once.
+                            ready.clear_ready();
+                        }
+                        self.through += 1;
+                        if self.through >= QUIET_AFTER {
+                            self.writable = None;
+                        }
+                        return Poll::Ready(result);
+                    }
+                    // Still full: readiness was cleared, wait again.
+                    Err(_would_block) => {
+                        self.through = 0;
+                        continue;
+                    }
                 }
-                // Still full: readiness was cleared, wait again.
-                continue;
             }
             match op(self.fd.get_ref()) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -147,6 +179,7 @@ impl WriteHalf {
                     // missed.
                     let dup = self.fd.get_ref().try_clone()?;
                     self.writable = Some(register(dup, Interest::WRITABLE)?);
+                    self.through = 0;
                 }
                 result => return Poll::Ready(result),
             }
@@ -167,7 +200,8 @@ impl AsyncWrite for WriteHalf {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_op(cx, |mut s| s.write(buf))
+        self.get_mut()
+            .poll_write_with(cx, buf.len(), |mut s| s.write(buf))
     }
 
     fn poll_write_vectored(
@@ -175,7 +209,9 @@ impl AsyncWrite for WriteHalf {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_op(cx, |mut s| s.write_vectored(bufs))
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.get_mut()
+            .poll_write_with(cx, len, |mut s| s.write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -264,7 +300,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn only_a_blocked_write_listens_for_writability() {
+    async fn only_writes_that_block_listen_for_writability() {
         let (ours, theirs) = pair();
         let fd = ours.fd.as_raw_fd();
         let masks = registrations(fd);
@@ -286,14 +322,24 @@ mod tests {
             let mut theirs = theirs;
             let mut got = vec![0; length];
             theirs.read_exact(&mut got).unwrap();
-            got
+            (theirs, got)
         });
         writing.await.unwrap();
-        let got = reader.join().unwrap();
+        let (mut theirs, got) = reader.join().unwrap();
         assert!(got == sent, "the bytes arrived changed");
+
+        // Writes that blocked lately keep the registration (no churn while
+        // the peer is slow); enough writes going through end it.
+        assert_eq!(registrations(fd).len(), 2);
+        for _ in 0..QUIET_AFTER {
+            write.write_all(b"x").await.unwrap();
+        }
         let masks = registrations(fd);
         assert_eq!(masks.len(), 1, "{masks:x?}");
         assert_eq!(masks[0] & EPOLLOUT, 0, "{masks:x?}");
+        let mut small = vec![0; QUIET_AFTER as usize];
+        theirs.read_exact(&mut small).unwrap();
+        assert!(small.iter().all(|&b| b == b'x'));
     }
 
     #[tokio::test(flavor = "current_thread")]
