@@ -343,6 +343,24 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn a_write_blocked_on_a_peer_that_goes_away_fails_instead_of_hanging() {
+        let (ours, theirs) = pair();
+        let (_read, mut write) = ours.into_split();
+        let sent = vec![1u8; 4 << 20];
+        let mut writing = pin!(write.write_all(&sent));
+        assert!(poll!(&mut writing).is_pending());
+        drop(theirs);
+        let error = writing.await.unwrap_err();
+        assert!(
+            matches!(
+                error.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn reads_bring_every_byte_in_order_then_the_end() {
         let (ours, mut theirs) = pair();
         let (mut read, _write) = ours.into_split();
