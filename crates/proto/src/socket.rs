@@ -35,8 +35,9 @@ thread_local! {
     /// Where reads land before they are copied into the caller's buffer.
     /// Reading straight into a caller's uninitialised memory needs `unsafe`
     /// (kept here to the one registration call below); zeroing it first
-    /// would cost a memset of its whole spare capacity per read. One zeroed buffer per thread
-    /// costs a copy of only the bytes read, and nothing per connection.
+    /// would cost a memset of its whole spare capacity per read. One zeroed
+    /// buffer per thread costs a copy of only the bytes read, and nothing
+    /// per connection.
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_READ].into_boxed_slice());
 }
 
